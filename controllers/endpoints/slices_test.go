@@ -216,7 +216,7 @@ func TestPlanEndpointSlices(t *testing.T) {
 		},
 		{
 			name: "pods that resolve a named port differently land in slices with different ports",
-			svc: service(withPorts(svcPort("http", 80, intstr.FromString("web"), corev1.ProtocolTCP))), max: 100,
+			svc:  service(withPorts(svcPort("http", 80, intstr.FromString("web"), corev1.ProtocolTCP))), max: 100,
 			pods: pods(
 				podWith(pod("a", "10.0.0.1"), containerPorts(corev1.ContainerPort{Name: "web", ContainerPort: 8080, Protocol: corev1.ProtocolTCP})),
 				podWith(pod("b", "10.0.0.2"), containerPorts(corev1.ContainerPort{Name: "web", ContainerPort: 9090, Protocol: corev1.ProtocolTCP})),
