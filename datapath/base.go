@@ -1,0 +1,155 @@
+package datapath
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/knftables"
+)
+
+// RenderBase returns the table-wide part of the family's table: hook chains, the
+// dispatch maps, the masquerade logic, the dnat-mod-N chains the Services use, and the
+// hairpin pairs of their local endpoints.
+func RenderBase(cfg Config, family corev1.IPFamily, services map[string]*Fragment) *Fragment {
+	cfg = cfg.withDefaults()
+	fi := infoFor(family)
+	base := &Fragment{Sets: baseSets(fi)}
+	base.Chains = append(hookChains(), fixedChains(cfg, fi)...)
+	counts, hairpin := map[int]bool{}, map[string]bool{}
+	for _, frag := range services {
+		for _, n := range frag.DNATCounts {
+			counts[n] = true
+		}
+		for _, ip := range frag.HairpinIPs {
+			hairpin[ip] = true
+		}
+	}
+	for _, n := range sortedInts(counts) {
+		base.Chains = append(base.Chains, Chain{Name: DNATChainName(n), Rules: []string{
+			"jump " + masqueradeCheckChain,
+			fmt.Sprintf("dnat to %s daddr . meta l4proto . th dport . numgen random mod %d map @%s", fi.ipKeyword, n, serviceEndpointsMap),
+		}})
+	}
+	for _, ip := range sortedStrings(hairpin) {
+		base.Elements = append(base.Elements, Element{Set: hairpinSet, Key: []string{ip, ip}})
+	}
+	return base
+}
+
+func baseSets(fi familyInfo) []SetDecl {
+	dispatch := fi.addrType + " . inet_proto . inet_service : verdict"
+	return []SetDecl{
+		{Name: serviceIPsMap, Map: true, Type: dispatch},
+		{Name: noEndpointServicesMap, Map: true, Type: dispatch},
+		{Name: serviceEndpointsMap, Map: true, TypeOf: fmt.Sprintf(
+			"%[1]s daddr . meta l4proto . th dport . numgen random mod 1 : %[1]s daddr . th dport", fi.ipKeyword)},
+		{Name: clusterIPsSet, Type: fi.addrType},
+		{Name: hairpinSet, Type: fi.addrType + " . " + fi.addrType},
+	}
+}
+
+// hookChains are the base chains; they only jump, so other tables still see every packet.
+func hookChains() []Chain {
+	newConn := []string{"ct state new jump " + endpointsCheckChain, "ct state new jump " + clusterIPsCheckChain}
+	return []Chain{
+		{Name: natPreroutingChain, Type: knftables.NATType, Hook: knftables.PreroutingHook, Priority: knftables.DNATPriority,
+			Rules: []string{"jump " + servicesChain}},
+		{Name: natOutputChain, Type: knftables.NATType, Hook: knftables.OutputHook, Priority: knftables.DNATPriority,
+			Rules: []string{"jump " + servicesChain}},
+		{Name: natPostroutingChain, Type: knftables.NATType, Hook: knftables.PostroutingHook, Priority: knftables.SNATPriority,
+			Rules: []string{"jump " + masqueradingChain}},
+		{Name: filterInputChain, Type: knftables.FilterType, Hook: knftables.InputHook, Priority: knftables.FilterPriority,
+			Rules: newConn[:1]},
+		{Name: filterForwardChain, Type: knftables.FilterType, Hook: knftables.ForwardHook, Priority: knftables.FilterPriority,
+			Rules: newConn},
+		{Name: filterOutputChain, Type: knftables.FilterType, Hook: knftables.OutputHook, Priority: knftables.FilterPriority,
+			Rules: newConn},
+	}
+}
+
+func fixedChains(cfg Config, fi familyInfo) []Chain {
+	mark := fmt.Sprintf("0x%x", uint32(1)<<uint(cfg.MasqueradeBit))
+	return []Chain{
+		{Name: servicesChain, Rules: []string{
+			fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", fi.ipKeyword, serviceIPsMap)}},
+		{Name: masqueradeCheckChain, Rules: masqueradeCheckRules(cfg, fi)},
+		{Name: markForMasqChain, Rules: []string{"meta mark set meta mark | " + mark}},
+		{Name: masqueradingChain, Rules: []string{
+			fmt.Sprintf("ct status dnat %[1]s saddr . %[1]s daddr @%[2]s jump %[3]s", fi.ipKeyword, hairpinSet, markForMasqChain),
+			fmt.Sprintf("meta mark & %s == 0 return", mark),
+			// Clear the bit so that a packet re-entering the stack (tunnels) is not masqueraded twice.
+			"meta mark set meta mark ^ " + mark,
+			"masquerade fully-random",
+		}},
+		{Name: endpointsCheckChain, Rules: []string{
+			fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", fi.ipKeyword, noEndpointServicesMap)}},
+		{Name: clusterIPsCheckChain, Rules: clusterIPsCheckRules(cfg, fi)},
+		{Name: rejectChain, Rules: []string{"reject"}},
+		{Name: canaryChain, Rules: []string{"return"}},
+	}
+}
+
+// masqueradeCheckRules mark the connections whose source must be rewritten: all with
+// MasqueradeAll; otherwise those from the node itself (after DNAT the kernel may route
+// them out another interface than the source address belongs to) and those from
+// outside the cluster CIDRs (the endpoint would answer them directly).
+func masqueradeCheckRules(cfg Config, fi familyInfo) []string {
+	if cfg.MasqueradeAll {
+		return []string{"jump " + markForMasqChain}
+	}
+	rules := []string{"fib saddr type local jump " + markForMasqChain}
+	if cidrs := cidrsOfFamily(cfg.ClusterCIDRs, fi.ipFamily); len(cidrs) > 0 {
+		rules = append(rules, fmt.Sprintf("%s saddr != %s jump %s", fi.ipKeyword, nftSetLiteral(cidrs), markForMasqChain))
+	}
+	return rules
+}
+
+// clusterIPsCheckRules reject connections to a live ClusterIP on a port the Service
+// does not have, and drop those to unallocated addresses of the Service CIDRs.
+func clusterIPsCheckRules(cfg Config, fi familyInfo) []string {
+	rules := []string{fmt.Sprintf("%s daddr @%s reject", fi.ipKeyword, clusterIPsSet)}
+	if cidrs := cidrsOfFamily(cfg.ServiceCIDRs, fi.ipFamily); len(cidrs) > 0 {
+		rules = append(rules, fmt.Sprintf("%s daddr %s drop", fi.ipKeyword, nftSetLiteral(cidrs)))
+	}
+	return rules
+}
+
+// cidrsOfFamily returns the valid CIDRs of the family, canonicalised.
+func cidrsOfFamily(cidrs []string, family corev1.IPFamily) []string {
+	var out []string
+	for _, c := range cidrs {
+		_, n, err := net.ParseCIDR(strings.TrimSpace(c))
+		if err == nil && (n.IP.To4() != nil) == (family == corev1.IPv4Protocol) {
+			out = append(out, n.String())
+		}
+	}
+	return out
+}
+
+func nftSetLiteral(items []string) string {
+	if len(items) == 1 {
+		return items[0]
+	}
+	return "{ " + strings.Join(items, ", ") + " }"
+}
+
+func sortedInts(m map[int]bool) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}
+
+func sortedStrings(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,78 @@
+package datapath
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Fixed object names inside the table.
+const (
+	natPreroutingChain    = "nat-prerouting"
+	natOutputChain        = "nat-output"
+	natPostroutingChain   = "nat-postrouting"
+	filterInputChain      = "filter-input"
+	filterForwardChain    = "filter-forward"
+	filterOutputChain     = "filter-output"
+	servicesChain         = "services"
+	masqueradeCheckChain  = "masquerade-check"
+	markForMasqChain      = "mark-for-masquerade"
+	masqueradingChain     = "masquerading"
+	endpointsCheckChain   = "service-endpoints-check"
+	clusterIPsCheckChain  = "cluster-ips-check"
+	rejectChain           = "reject-chain"
+	canaryChain           = "canary"
+	serviceIPsMap         = "service-ips"
+	serviceEndpointsMap   = "service-endpoints"
+	noEndpointServicesMap = "no-endpoint-services"
+	clusterIPsSet         = "cluster-ips"
+	hairpinSet            = "hairpin-endpoints"
+	canaryComment         = "kube-clusterip canary: a missing rule means the table was flushed"
+)
+
+// ServicePortName identifies one port of one Service: "namespace/name/protocol/port-name".
+// The protocol is part of it because a Service may use one port name per protocol.
+func ServicePortName(svc *corev1.Service, port *corev1.ServicePort) string {
+	return fmt.Sprintf("%s/%s/%s/%s", svc.Namespace, svc.Name, strings.ToLower(string(port.Protocol)), port.Name)
+}
+
+// ServiceChainName is the chain that picks an endpoint for a Service port with
+// ClientIP session affinity. The hash keeps names unique after truncation.
+func ServiceChainName(servicePortName string) string {
+	return "service-" + shortHash(servicePortName) + "-" + servicePortName
+}
+
+// EndpointChainName is the chain that records affinity and DNATs to one endpoint of a
+// Service port with ClientIP session affinity.
+func EndpointChainName(servicePortName string, ep Endpoint) string {
+	base := servicePortName + "__" + nftSafe(ep.HostPort())
+	return "endpoint-" + shortHash(base) + "-" + base
+}
+
+// AffinitySetName is the dynamic set of client IPs that recently went to one endpoint.
+// The timeout is part of the name so that a changed timeout creates a new set instead
+// of needing an in-place modification nft does not support.
+func AffinitySetName(servicePortName string, ep Endpoint, timeout time.Duration) string {
+	base := fmt.Sprintf("%s__%s/%ds", servicePortName, nftSafe(ep.HostPort()), int64(timeout.Seconds()))
+	return "affinity-" + shortHash(base)
+}
+
+// DNATChainName is the shared chain that DNATs through @service-endpoints for every
+// Service port with exactly n endpoints and no session affinity.
+func DNATChainName(n int) string {
+	return fmt.Sprintf("dnat-mod-%d", n)
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return strings.ToLower(base32.StdEncoding.EncodeToString(sum[:])[:8])
+}
+
+// nftSafe maps an "ip:port" string onto the characters nft accepts in names.
+func nftSafe(s string) string {
+	return strings.NewReplacer(":", ".", "[", "", "]", "").Replace(s)
+}

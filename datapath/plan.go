@@ -1,0 +1,257 @@
+package datapath
+
+import (
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/knftables"
+)
+
+// objectIndex flattens fragments into lookups by name (chains, sets) and by set+key
+// (elements), which is what a diff compares.
+type objectIndex struct {
+	chains   map[string]*Chain
+	sets     map[string]*SetDecl
+	elements map[string]*Element
+}
+
+func indexFragments(frags ...*Fragment) objectIndex {
+	idx := objectIndex{chains: map[string]*Chain{}, sets: map[string]*SetDecl{}, elements: map[string]*Element{}}
+	for _, f := range frags {
+		if f == nil {
+			continue
+		}
+		for i := range f.Chains {
+			idx.chains[f.Chains[i].Name] = &f.Chains[i]
+		}
+		for i := range f.Sets {
+			idx.sets[f.Sets[i].Name] = &f.Sets[i]
+		}
+		for i := range f.Elements {
+			idx.elements[elementID(&f.Elements[i])] = &f.Elements[i]
+		}
+	}
+	return idx
+}
+
+func elementID(e *Element) string {
+	return e.Set + " " + strings.Join(e.Key, " . ")
+}
+
+// planFull writes a transaction that makes the table exactly want, whatever it holds
+// now: it flushes every rule and every static set, re-adds everything, and deletes the
+// chains and sets named in existing that want lacks. Dynamic (affinity) sets keep their
+// content, so clients keep their endpoint across a resync.
+func planFull(tx *knftables.Transaction, want *Ruleset, existing existingObjects) {
+	idx := indexFragments(allFragments(want)...)
+	tx.Add(&knftables.Table{})
+	tx.Flush(&knftables.Table{})
+	for _, name := range sortedKeys(idx.sets) {
+		addSet(tx, idx.sets[name])
+		if !idx.sets[name].dynamic() {
+			flushSet(tx, idx.sets[name])
+		}
+	}
+	addChainsWithRules(tx, idx.chains, sortedKeys(idx.chains), nil)
+	for _, id := range sortedKeys(idx.elements) {
+		addElement(tx, idx.elements[id])
+	}
+	for _, name := range existing.chains {
+		if idx.chains[name] == nil {
+			tx.Delete(&knftables.Chain{Name: name})
+		}
+	}
+	for _, name := range existing.sets {
+		if idx.sets[name] == nil {
+			tx.Delete(&knftables.Set{Name: name})
+		}
+	}
+	for _, name := range existing.maps {
+		if idx.sets[name] == nil {
+			tx.Delete(&knftables.Map{Name: name})
+		}
+	}
+}
+
+// existingObjects names what the kernel's table holds; only full syncs list it.
+type existingObjects struct {
+	chains, sets, maps []string
+}
+
+// planIncremental writes the operations that turn have into want, looking only at the
+// base and at Services whose fragment changed (a different pointer).
+func planIncremental(tx *knftables.Transaction, have, want *Ruleset) {
+	oldFrags, newFrags := []*Fragment{have.Base}, []*Fragment{want.Base}
+	for key, f := range have.Services {
+		if want.Services[key] != f {
+			oldFrags = append(oldFrags, f)
+		}
+	}
+	for key, f := range want.Services {
+		if have.Services[key] != f {
+			newFrags = append(newFrags, f)
+		}
+	}
+	writeDiff(tx, indexFragments(oldFrags...), indexFragments(newFrags...))
+}
+
+// writeDiff orders the operations so that every reference is valid at each step:
+// new sets and chains first, then rules, then elements, and removals last.
+func writeDiff(tx *knftables.Transaction, old, want objectIndex) {
+	for _, name := range sortedKeys(want.sets) {
+		if old.sets[name] == nil {
+			addSet(tx, want.sets[name])
+		}
+	}
+	var added, changed []string
+	for _, name := range sortedKeys(want.chains) {
+		switch prev := old.chains[name]; {
+		case prev == nil:
+			added = append(added, name)
+		case !reflect.DeepEqual(prev, want.chains[name]):
+			changed = append(changed, name)
+		}
+	}
+	addChainsWithRules(tx, want.chains, added, changed)
+	writeElementDiff(tx, old, want)
+	removeStale(tx, old, want)
+}
+
+func writeElementDiff(tx *knftables.Transaction, old, want objectIndex) {
+	for _, id := range sortedKeys(old.elements) {
+		prev, next := old.elements[id], want.elements[id]
+		if setRemoved(old, want, prev.Set) || (next != nil && reflect.DeepEqual(prev.Value, next.Value)) {
+			continue
+		}
+		deleteElement(tx, prev)
+	}
+	for _, id := range sortedKeys(want.elements) {
+		if prev := old.elements[id]; prev == nil || !reflect.DeepEqual(prev.Value, want.elements[id].Value) {
+			addElement(tx, want.elements[id])
+		}
+	}
+}
+
+func setRemoved(old, want objectIndex, name string) bool {
+	return old.sets[name] != nil && want.sets[name] == nil
+}
+
+// removeStale flushes every chain that goes away before deleting any, since one may
+// still jump to another, and deletes sets after the rules that used them.
+func removeStale(tx *knftables.Transaction, old, want objectIndex) {
+	var gone []string
+	for _, name := range sortedKeys(old.chains) {
+		if want.chains[name] == nil {
+			gone = append(gone, name)
+			tx.Flush(&knftables.Chain{Name: name})
+		}
+	}
+	for _, name := range gone {
+		tx.Delete(&knftables.Chain{Name: name})
+	}
+	for _, name := range sortedKeys(old.sets) {
+		if want.sets[name] == nil {
+			deleteSet(tx, old.sets[name])
+		}
+	}
+}
+
+// addChainsWithRules adds the added chains, flushes the changed ones, then writes the
+// rules of both (all chains exist before any rule can jump to them).
+func addChainsWithRules(tx *knftables.Transaction, chains map[string]*Chain, added, changed []string) {
+	for _, name := range added {
+		tx.Add(chainObject(chains[name]))
+	}
+	for _, name := range changed {
+		tx.Add(chainObject(chains[name]))
+		tx.Flush(&knftables.Chain{Name: name})
+	}
+	for _, names := range [][]string{added, changed} {
+		for _, name := range names {
+			for _, rule := range chains[name].Rules {
+				tx.Add(&knftables.Rule{Chain: name, Rule: rule})
+			}
+		}
+	}
+}
+
+func chainObject(c *Chain) *knftables.Chain {
+	obj := &knftables.Chain{Name: c.Name}
+	if c.IsBase() {
+		obj.Type, obj.Hook, obj.Priority = knftables.PtrTo(c.Type), knftables.PtrTo(c.Hook), knftables.PtrTo(c.Priority)
+	}
+	return obj
+}
+
+func (s *SetDecl) dynamic() bool {
+	for _, f := range s.Flags {
+		if f == knftables.DynamicFlag {
+			return true
+		}
+	}
+	return false
+}
+
+func addSet(tx *knftables.Transaction, s *SetDecl) {
+	var timeout *time.Duration
+	if s.Timeout > 0 {
+		timeout = knftables.PtrTo(s.Timeout)
+	}
+	if s.Map {
+		tx.Add(&knftables.Map{Name: s.Name, Type: s.Type, TypeOf: s.TypeOf, Flags: s.Flags, Timeout: timeout})
+		return
+	}
+	tx.Add(&knftables.Set{Name: s.Name, Type: s.Type, TypeOf: s.TypeOf, Flags: s.Flags, Timeout: timeout})
+}
+
+func flushSet(tx *knftables.Transaction, s *SetDecl) {
+	if s.Map {
+		tx.Flush(&knftables.Map{Name: s.Name})
+		return
+	}
+	tx.Flush(&knftables.Set{Name: s.Name})
+}
+
+func deleteSet(tx *knftables.Transaction, s *SetDecl) {
+	if s.Map {
+		tx.Delete(&knftables.Map{Name: s.Name})
+		return
+	}
+	tx.Delete(&knftables.Set{Name: s.Name})
+}
+
+func addElement(tx *knftables.Transaction, e *Element) {
+	tx.Add(elementObject(e))
+}
+
+func deleteElement(tx *knftables.Transaction, e *Element) {
+	obj := elementObject(e)
+	obj.Value = nil
+	tx.Delete(obj)
+}
+
+func elementObject(e *Element) *knftables.Element {
+	if len(e.Value) > 0 {
+		return &knftables.Element{Map: e.Set, Key: e.Key, Value: e.Value}
+	}
+	return &knftables.Element{Set: e.Set, Key: e.Key}
+}
+
+func allFragments(rs *Ruleset) []*Fragment {
+	out := []*Fragment{rs.Base}
+	for _, key := range sortedKeys(rs.Services) {
+		out = append(out, rs.Services[key])
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,328 @@
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/knftables"
+)
+
+// Proxier keeps one nftables table per IP family in step with the Services and
+// EndpointSlices it is given. It is safe for concurrent use.
+type Proxier struct {
+	cfg Config
+
+	mu       sync.Mutex
+	families []*familyState
+	services []*corev1.Service
+	slices   []*discoveryv1.EndpointSlice
+	synced   bool // Sync was called at least once, so there are inputs to resync from
+	stats    Stats
+}
+
+// familyState is what the Proxier knows about one family's table.
+type familyState struct {
+	family corev1.IPFamily
+	nft    knftables.Interface
+	// committed is the ruleset the kernel holds since the last successful transaction;
+	// nil when unknown (never synced, or the last attempt failed).
+	committed *Ruleset
+	lastFull  time.Time
+}
+
+// Stats summarises sync attempts for metrics and health checks.
+type Stats struct {
+	LastAttempt             time.Time
+	LastSuccess             time.Time
+	LastError               error // nil after a successful sync
+	ConsecutiveFailures     int
+	FullSyncs, PartialSyncs uint64 // successful syncs, per kind, summed over families
+	FailedSyncs             uint64
+	LastFullSyncDuration    time.Duration
+	LastPartialSyncDuration time.Duration
+}
+
+// New returns a Proxier for cfg. It does not touch the kernel: the first Sync writes
+// the tables.
+func New(cfg Config) (*Proxier, error) {
+	cfg = cfg.withDefaults()
+	if cfg.NewInterface == nil {
+		cfg.NewInterface = func(family knftables.Family, table string) (knftables.Interface, error) {
+			return knftables.New(family, table, knftables.UseNetlink)
+		}
+	}
+	if cfg.CanaryPresent == nil {
+		cfg.CanaryPresent = NetlinkCanaryPresent
+	}
+	if cfg.Conntrack == nil {
+		cfg.Conntrack = NetlinkConntrack{}
+	}
+	if cfg.MasqueradeBit < 0 || cfg.MasqueradeBit > 31 {
+		return nil, fmt.Errorf("masquerade bit %d is out of range 0-31", cfg.MasqueradeBit)
+	}
+	p := &Proxier{cfg: cfg}
+	for _, family := range cfg.IPFamilies {
+		nft, err := cfg.NewInterface(NFTFamily(family), cfg.TableName)
+		if err != nil {
+			return nil, fmt.Errorf("set up nftables for %s (is the nft binary installed?): %w", family, err)
+		}
+		p.families = append(p.families, &familyState{family: family, nft: nft})
+	}
+	return p, nil
+}
+
+// Sync makes the tables match services and slices (every Service and EndpointSlice the
+// node should know; the Proxier keeps the slices and uses them for later resyncs, so
+// the objects must not be modified afterwards). Usually only what changed is written;
+// the whole table is rewritten on the first sync, after a failure, once per
+// FullSyncPeriod and when the table was flushed from outside. On error the kernel keeps
+// the last good ruleset and the caller should retry with backoff.
+func (p *Proxier) Sync(ctx context.Context, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.services, p.slices, p.synced = services, slices, true
+	return p.syncLocked(ctx, "")
+}
+
+// Resync rewrites the whole table of every family from the last inputs given to Sync.
+func (p *Proxier) Resync(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.synced {
+		return nil
+	}
+	return p.syncLocked(ctx, "requested")
+}
+
+// Maintain does the periodic work: a full resync of each family whose table lost its
+// canary, whose last sync failed, or whose FullSyncPeriod elapsed. Run calls it every
+// CanaryCheckPeriod; callers with their own loop may call it instead of Run.
+func (p *Proxier) Maintain(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.synced {
+		return nil
+	}
+	var errs []error
+	grouped := GroupSlices(p.slices)
+	for _, fs := range p.families {
+		if reason := p.fullSyncReason(ctx, fs, ""); reason != "" {
+			errs = append(errs, p.syncFamily(ctx, fs, grouped, reason))
+		}
+	}
+	return p.record(errors.Join(errs...))
+}
+
+// Run calls Maintain every CanaryCheckPeriod until ctx is done. Errors are reported
+// through Stats and OnSync; the next tick retries.
+func (p *Proxier) Run(ctx context.Context) {
+	ticker := time.NewTicker(p.cfg.CanaryCheckPeriod)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			_ = p.Maintain(ctx)
+		}
+	}
+}
+
+// Stats returns a snapshot of the sync statistics.
+func (p *Proxier) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// Cleanup deletes the Proxier's tables (node shutdown with cleanup, tests). The
+// in-memory model is dropped, so a later Sync starts with a full sync.
+func (p *Proxier) Cleanup(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, fs := range p.families {
+		fs.committed = nil
+		tx := fs.nft.NewTransaction()
+		tx.Add(&knftables.Table{})
+		tx.Delete(&knftables.Table{})
+		if err := fs.nft.Run(ctx, tx); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s table %s: %w", fs.family, p.cfg.TableName, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Proxier) syncLocked(ctx context.Context, force string) error {
+	grouped := GroupSlices(p.slices)
+	var errs []error
+	for _, fs := range p.families {
+		errs = append(errs, p.syncFamily(ctx, fs, grouped, p.fullSyncReason(ctx, fs, force)))
+	}
+	return p.record(errors.Join(errs...))
+}
+
+// record folds the outcome of one round into the stats and returns err.
+func (p *Proxier) record(err error) error {
+	p.stats.LastAttempt = time.Now()
+	p.stats.LastError = err
+	if err != nil {
+		p.stats.ConsecutiveFailures++
+		return err
+	}
+	p.stats.LastSuccess = p.stats.LastAttempt
+	p.stats.ConsecutiveFailures = 0
+	return nil
+}
+
+// fullSyncReason says why the family needs a full sync, or "" if a partial one will do.
+func (p *Proxier) fullSyncReason(ctx context.Context, fs *familyState, force string) string {
+	switch {
+	case force != "":
+		return force
+	case fs.committed == nil && fs.lastFull.IsZero():
+		return "initial"
+	case fs.committed == nil:
+		return "previous-failure"
+	case time.Since(fs.lastFull) >= p.cfg.FullSyncPeriod:
+		return "period"
+	}
+	if ok, err := p.cfg.CanaryPresent(ctx, NFTFamily(fs.family), p.cfg.TableName); !ok || err != nil {
+		return "canary-missing"
+	}
+	return ""
+}
+
+// syncFamily renders the family's ruleset, writes the full or incremental transaction,
+// and on success commits the model and cleans up stale UDP flows.
+func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, grouped map[string][]*discoveryv1.EndpointSlice, fullReason string) error {
+	start := time.Now()
+	want := p.renderFamily(fs, grouped)
+	tx := fs.nft.NewTransaction()
+	var err error
+	if fullReason != "" {
+		var existing existingObjects
+		if existing, err = listExisting(ctx, fs.nft); err == nil {
+			planFull(tx, want, existing)
+		}
+	} else {
+		planIncremental(tx, fs.committed, want)
+	}
+	if err == nil && tx.NumOperations() > 0 {
+		err = fs.nft.Run(ctx, tx)
+	}
+	result := SyncResult{Family: fs.family, Full: fullReason != "", Reason: fullReason, Operations: tx.NumOperations()}
+	if err != nil {
+		// The transaction is atomic, so the kernel still holds the last good ruleset;
+		// forgetting the model makes the retry a full sync that also repairs drift.
+		fs.committed = nil
+		result.Err = fmt.Errorf("sync %s table %s (%s): %w", fs.family, p.cfg.TableName, syncKind(fullReason), err)
+	} else {
+		old := fs.committed
+		fs.committed = want
+		if fullReason != "" {
+			fs.lastFull = start
+		}
+		result.StaleUDPFlowsDeleted, result.Err = p.deleteStaleUDPFlows(old, want)
+	}
+	result.Duration = time.Since(start)
+	p.count(result)
+	if p.cfg.OnSync != nil {
+		p.cfg.OnSync(result)
+	}
+	return result.Err
+}
+
+func syncKind(fullReason string) string {
+	if fullReason == "" {
+		return "partial sync"
+	}
+	return "full sync, " + fullReason
+}
+
+func (p *Proxier) count(r SyncResult) {
+	switch {
+	case r.Err != nil:
+		p.stats.FailedSyncs++
+	case r.Full:
+		p.stats.FullSyncs++
+		p.stats.LastFullSyncDuration = r.Duration
+	default:
+		p.stats.PartialSyncs++
+		p.stats.LastPartialSyncDuration = r.Duration
+	}
+}
+
+func (p *Proxier) deleteStaleUDPFlows(old, want *Ruleset) (int, error) {
+	flows := StaleUDPFlows(old, want)
+	if len(flows) == 0 {
+		return 0, nil
+	}
+	n, err := p.cfg.Conntrack.DeleteUDPFlows(flows)
+	if err != nil {
+		return n, fmt.Errorf("table synced, but stale UDP conntrack entries remain: %w", err)
+	}
+	return n, nil
+}
+
+// renderFamily renders the desired ruleset, reusing the committed fragment of every
+// Service whose inputs have the same fingerprint, so that a sync costs in proportion
+// to what changed and the diff can skip unchanged Services by pointer.
+func (p *Proxier) renderFamily(fs *familyState, grouped map[string][]*discoveryv1.EndpointSlice) *Ruleset {
+	want := &Ruleset{Family: fs.family, Services: map[string]*Fragment{}}
+	for _, svc := range UniqueClusterIPServices(p.services, fs.family) {
+		key := svc.Namespace + "/" + svc.Name
+		fp := fingerprint(svc, grouped[key])
+		if fs.committed != nil && fp != "" {
+			if prev := fs.committed.Services[key]; prev != nil && prev.fingerprint == fp {
+				want.Services[key] = prev
+				continue
+			}
+		}
+		frag := RenderService(p.cfg, fs.family, svc, grouped[key])
+		frag.fingerprint = fp
+		want.Services[key] = frag
+	}
+	want.Base = RenderBase(p.cfg, fs.family, want.Services)
+	return want
+}
+
+// fingerprint identifies a Service's inputs by UID and resourceVersions; "" when any
+// resourceVersion is missing (objects built by hand), which disables reuse.
+func fingerprint(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) string {
+	if svc.ResourceVersion == "" {
+		return ""
+	}
+	parts := make([]string, 0, len(slices)+1)
+	for _, s := range slices {
+		if s.ResourceVersion == "" {
+			return ""
+		}
+		parts = append(parts, s.Name+"@"+s.ResourceVersion)
+	}
+	sort.Strings(parts)
+	return string(svc.UID) + "@" + svc.ResourceVersion + "|" + strings.Join(parts, ",")
+}
+
+// listExisting names the chains, sets and maps of the table (netlink, no elements).
+func listExisting(ctx context.Context, nft knftables.Interface) (existingObjects, error) {
+	var out existingObjects
+	for _, l := range []struct {
+		kind string
+		dst  *[]string
+	}{{"chains", &out.chains}, {"sets", &out.sets}, {"maps", &out.maps}} {
+		names, err := nft.List(ctx, l.kind)
+		if err != nil && !knftables.IsNotFound(err) {
+			return out, fmt.Errorf("list %s: %w", l.kind, err)
+		}
+		*l.dst = names
+	}
+	return out, nil
+}

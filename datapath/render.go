@@ -1,0 +1,206 @@
+package datapath
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/knftables"
+)
+
+// Render returns the desired table for one family: every Service's fragment plus the
+// base. It is RenderService for each Service followed by RenderBase. When two Services
+// claim the same ClusterIP, the first in namespace/name order wins.
+func Render(cfg Config, family corev1.IPFamily, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) *Ruleset {
+	cfg = cfg.withDefaults()
+	rs := &Ruleset{Family: family, Services: map[string]*Fragment{}}
+	slicesByService := GroupSlices(slices)
+	for _, svc := range UniqueClusterIPServices(services, family) {
+		key := svc.Namespace + "/" + svc.Name
+		if frag := RenderService(cfg, family, svc, slicesByService[key]); frag != nil {
+			rs.Services[key] = frag
+		}
+	}
+	rs.Base = RenderBase(cfg, family, rs.Services)
+	return rs
+}
+
+// GroupSlices indexes EndpointSlices by "namespace/service-name".
+func GroupSlices(slices []*discoveryv1.EndpointSlice) map[string][]*discoveryv1.EndpointSlice {
+	out := map[string][]*discoveryv1.EndpointSlice{}
+	for _, s := range slices {
+		if s == nil {
+			continue
+		}
+		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
+			key := s.Namespace + "/" + name
+			out[key] = append(out[key], s)
+		}
+	}
+	return out
+}
+
+// UniqueClusterIPServices returns the Services that have a ClusterIP of the family, in
+// namespace/name order, dropping any whose ClusterIP an earlier one already holds (the
+// API server prevents this; a second owner would make the transaction fail).
+func UniqueClusterIPServices(services []*corev1.Service, family corev1.IPFamily) []*corev1.Service {
+	var out []*corev1.Service
+	for _, svc := range services {
+		if svc != nil && ClusterIPOf(svc, family) != "" {
+			out = append(out, svc)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	claimed := map[string]bool{}
+	kept := out[:0]
+	for _, svc := range out {
+		ip := ClusterIPOf(svc, family)
+		if !claimed[ip] {
+			claimed[ip] = true
+			kept = append(kept, svc)
+		}
+	}
+	return kept
+}
+
+// ClusterIPOf returns the Service's ClusterIP of the family in canonical form, or ""
+// (headless, ExternalName, not of that family, or invalid).
+func ClusterIPOf(svc *corev1.Service, family corev1.IPFamily) string {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return ""
+	}
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	for _, s := range ips {
+		ip := net.ParseIP(s)
+		if ip != nil && (ip.To4() != nil) == (family == corev1.IPv4Protocol) {
+			return ip.String()
+		}
+	}
+	return ""
+}
+
+// RenderService returns what one Service adds to the family's table, or nil if it has
+// no ClusterIP of that family. slices must be the Service's own EndpointSlices.
+func RenderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) *Fragment {
+	cfg = cfg.withDefaults()
+	fi := infoFor(family)
+	clusterIP := ClusterIPOf(svc, family)
+	if clusterIP == "" {
+		return nil
+	}
+	frag := &Fragment{}
+	frag.Elements = append(frag.Elements, Element{Set: clusterIPsSet, Key: []string{clusterIP}})
+	for i := range svc.Spec.Ports {
+		port := &svc.Spec.Ports[i]
+		if !supportedProtocol(port.Protocol) || port.Port <= 0 || port.Port > 65535 {
+			continue
+		}
+		renderServicePort(cfg, fi, svc, port, clusterIP, slices, frag)
+	}
+	return frag
+}
+
+func supportedProtocol(p corev1.Protocol) bool {
+	return p == corev1.ProtocolTCP || p == corev1.ProtocolUDP || p == corev1.ProtocolSCTP
+}
+
+// renderServicePort adds the dispatch of one ClusterIP:port to frag.
+func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *corev1.ServicePort,
+	clusterIP string, slices []*discoveryv1.EndpointSlice, frag *Fragment) {
+	proto := strings.ToLower(string(port.Protocol))
+	dispatchKey := []string{clusterIP, proto, strconv.Itoa(int(port.Port))}
+	localOnly := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+	eps := ServicePortEndpoints(port, slices, fi.addressType, cfg.NodeName, localOnly)
+
+	if port.Protocol == corev1.ProtocolUDP {
+		frag.UDPPorts = append(frag.UDPPorts, UDPServicePort{ServiceIP: clusterIP, Port: port.Port, EndpointIPs: endpointIPs(eps)})
+	}
+	if len(eps) == 0 {
+		frag.Elements = append(frag.Elements, Element{Set: noEndpointServicesMap, Key: dispatchKey,
+			Value: []string{noEndpointVerdict(fi, port, slices, localOnly)}})
+		return
+	}
+	for _, ep := range eps {
+		if ep.NodeName == "" || ep.NodeName == cfg.NodeName {
+			frag.HairpinIPs = append(frag.HairpinIPs, ep.IP)
+		}
+	}
+	if timeout, sticky := affinityTimeout(svc); sticky {
+		chain := renderAffinity(fi, ServicePortName(svc, port), proto, eps, timeout, frag)
+		frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{"goto " + chain}})
+		return
+	}
+	frag.DNATCounts = append(frag.DNATCounts, len(eps))
+	frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{"goto " + DNATChainName(len(eps))}})
+	for i, ep := range eps {
+		frag.Elements = append(frag.Elements, Element{Set: serviceEndpointsMap,
+			Key:   append(append([]string{}, dispatchKey...), strconv.Itoa(i)),
+			Value: []string{ep.IP, strconv.Itoa(int(ep.Port))}})
+	}
+}
+
+// noEndpointVerdict is what happens to a new connection to a Service port without
+// usable endpoints: internalTrafficPolicy Local with endpoints only on other nodes drops
+// (as kube-proxy does), everything else is rejected so that clients fail at once.
+func noEndpointVerdict(fi familyInfo, port *corev1.ServicePort, slices []*discoveryv1.EndpointSlice, localOnly bool) string {
+	if localOnly && len(ServicePortEndpoints(port, slices, fi.addressType, "", false)) > 0 {
+		return "drop"
+	}
+	return "goto " + rejectChain
+}
+
+// affinityTimeout reports whether the Service asks for ClientIP affinity, and for how long.
+func affinityTimeout(svc *corev1.Service) (time.Duration, bool) {
+	if svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+		return 0, false
+	}
+	cfg := svc.Spec.SessionAffinityConfig
+	if cfg != nil && cfg.ClientIP != nil && cfg.ClientIP.TimeoutSeconds != nil && *cfg.ClientIP.TimeoutSeconds > 0 {
+		return time.Duration(*cfg.ClientIP.TimeoutSeconds) * time.Second, true
+	}
+	return DefaultAffinityTimeout, true
+}
+
+// renderAffinity adds the service chain, endpoint chains and affinity sets of a sticky
+// Service port and returns the service chain's name. A client found in an endpoint's
+// set goes back to it; otherwise numgen picks one, and the endpoint chain records the
+// client with a fresh timeout.
+func renderAffinity(fi familyInfo, spn, proto string, eps []Endpoint, timeout time.Duration, frag *Fragment) string {
+	svcChain := Chain{Name: ServiceChainName(spn), Rules: []string{"jump " + masqueradeCheckChain}}
+	var pick []string
+	for i, ep := range eps {
+		epChain, set := EndpointChainName(spn, ep), AffinitySetName(spn, ep, timeout)
+		frag.Sets = append(frag.Sets, SetDecl{Name: set, Type: fi.addrType,
+			Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: timeout})
+		frag.Chains = append(frag.Chains, Chain{Name: epChain, Rules: []string{
+			fmt.Sprintf("update @%s { %s saddr }", set, fi.ipKeyword),
+			fmt.Sprintf("meta l4proto %s dnat to %s", proto, ep.HostPort()),
+		}})
+		svcChain.Rules = append(svcChain.Rules, fmt.Sprintf("%s saddr @%s goto %s", fi.ipKeyword, set, epChain))
+		pick = append(pick, fmt.Sprintf("%d : goto %s", i, epChain))
+	}
+	svcChain.Rules = append(svcChain.Rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), strings.Join(pick, ", ")))
+	frag.Chains = append(frag.Chains, svcChain)
+	return svcChain.Name
+}
+
+func endpointIPs(eps []Endpoint) []string {
+	out := make([]string, 0, len(eps))
+	for _, e := range eps {
+		out = append(out, e.IP)
+	}
+	return out
+}

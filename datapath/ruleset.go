@@ -1,0 +1,94 @@
+package datapath
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/knftables"
+)
+
+// Ruleset is the desired content of one family's table: the table-wide objects plus
+// one Fragment per Service. Keeping Services apart lets the Proxier diff only the
+// Services whose inputs changed.
+type Ruleset struct {
+	Family corev1.IPFamily
+	// Base holds the hook chains, the shared maps and sets, the dnat-mod-N chains in use
+	// and the elements several Services share (hairpin pairs).
+	Base *Fragment
+	// Services maps "namespace/name" to what that Service adds.
+	Services map[string]*Fragment
+}
+
+// Fragment is a group of table objects that is rendered, compared and replaced as one.
+type Fragment struct {
+	Chains   []Chain
+	Sets     []SetDecl
+	Elements []Element
+
+	// DNATCounts lists the N of every dnat-mod-N chain the fragment's elements jump to.
+	DNATCounts []int
+	// HairpinIPs are local endpoint IPs; masquerading a connection from one of them to
+	// itself is what lets a pod reach itself through its Service.
+	HairpinIPs []string
+	// UDPPorts records UDP Service ports and their endpoints, for conntrack cleanup.
+	UDPPorts []UDPServicePort
+
+	// fingerprint identifies the inputs the fragment was rendered from (empty: unknown).
+	fingerprint string
+}
+
+// Chain is a chain with its rules in nft syntax (relative to the table).
+type Chain struct {
+	Name     string
+	Type     knftables.BaseChainType
+	Hook     knftables.BaseChainHook
+	Priority knftables.BaseChainPriority
+	Rules    []string
+}
+
+// IsBase tells whether the chain is attached to a netfilter hook.
+func (c *Chain) IsBase() bool { return c.Hook != "" }
+
+// SetDecl declares a set (Map false) or a map (Map true).
+type SetDecl struct {
+	Name    string
+	Map     bool
+	Type    string
+	TypeOf  string
+	Flags   []knftables.SetFlag
+	Timeout time.Duration
+}
+
+// Element is one element of a set (Value nil) or map.
+type Element struct {
+	Set   string
+	Key   []string
+	Value []string
+}
+
+// UDPServicePort is a UDP Service IP:port and the endpoint IPs it sends to.
+type UDPServicePort struct {
+	ServiceIP   string
+	Port        int32
+	EndpointIPs []string
+}
+
+// familyInfo holds the per-family words of the rules.
+type familyInfo struct {
+	ipFamily    corev1.IPFamily
+	nftFamily   knftables.Family
+	addressType discoveryv1.AddressType
+	ipKeyword   string // "ip" or "ip6" in payload expressions
+	addrType    string // nft set type of an address
+}
+
+func infoFor(family corev1.IPFamily) familyInfo {
+	if family == corev1.IPv6Protocol {
+		return familyInfo{corev1.IPv6Protocol, knftables.IPv6Family, discoveryv1.AddressTypeIPv6, "ip6", "ipv6_addr"}
+	}
+	return familyInfo{corev1.IPv4Protocol, knftables.IPv4Family, discoveryv1.AddressTypeIPv4, "ip", "ipv4_addr"}
+}
+
+// NFTFamily is the nftables family that holds the table for an IP family.
+func NFTFamily(family corev1.IPFamily) knftables.Family { return infoFor(family).nftFamily }
