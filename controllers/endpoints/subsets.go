@@ -75,8 +75,13 @@ func namedPort(c corev1.Container, name string, protocol corev1.Protocol) (int32
 // selectsPod says whether the Service's selector picks the pod: same namespace, labels match. A
 // Service without a selector picks none (its Endpoints are the user's).
 func selectsPod(svc *corev1.Service, pod *corev1.Pod) bool {
-	return svc.Spec.Selector != nil && pod.Namespace == svc.Namespace &&
-		labels.SelectorFromValidatedSet(svc.Spec.Selector).Matches(labels.Set(pod.Labels))
+	return selectsLabels(svc, pod.Namespace, pod.Labels)
+}
+
+// selectsLabels says whether the Service's selector picks labels of an object in namespace.
+func selectsLabels(svc *corev1.Service, namespace string, podLabels map[string]string) bool {
+	return svc.Spec.Selector != nil && namespace == svc.Namespace &&
+		labels.SelectorFromValidatedSet(svc.Spec.Selector).Matches(labels.Set(podLabels))
 }
 
 // shouldSetHostname: a pod's hostname is published when its subdomain names the Service.

@@ -1,0 +1,56 @@
+package endpoints
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// MirroringReconciler mirrors the user-written Endpoints of a selectorless Service into
+// EndpointSlices, and removes mirrored slices that no longer should exist.
+type MirroringReconciler struct {
+	// Client reads from the manager's cache and writes to the API server.
+	Client                client.Client
+	MaxEndpointsPerSubset int
+
+	expectations *writeExpectations
+}
+
+// Reconcile handles the Endpoints (and Service) named by req.
+func (r *MirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	mirrored, err := listSlices(ctx, r.Client, req.Namespace, sliceOwnerKey(MirroringControllerName, req.Name))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	ep := &corev1.Endpoints{}
+	if err := r.Client.Get(ctx, req.NamespacedName, ep, client.UnsafeDisableDeepCopy); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, fmt.Errorf("get Endpoints %s: %w", req, err)
+		}
+		ep = nil
+	}
+	svc := &corev1.Service{}
+	if err := r.Client.Get(ctx, req.NamespacedName, svc, client.UnsafeDisableDeepCopy); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, fmt.Errorf("get Service %s: %w", req, err)
+		}
+		svc = nil
+	}
+	if !r.expectations.satisfied(req.NamespacedName, cachedVersions(nil, mirrored)) {
+		return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
+	}
+	plan := SlicePlan{Delete: mirrored}
+	if ShouldMirror(ep, svc) {
+		groups, skipped := MirroredEndpointGroups(ep, r.MaxEndpointsPerSubset)
+		if skipped > 0 {
+			ctrl.LoggerFrom(ctx).Info("Addresses of Endpoints were not mirrored: invalid IPs, or over the per-subset maximum",
+				"skipped", skipped, "maxPerSubset", r.MaxEndpointsPerSubset)
+		}
+		plan = PlanMirroredSlices(ep, groups, mirrored)
+	}
+	return ctrl.Result{}, applySlicePlan(ctx, r.Client, r.expectations, req.NamespacedName, plan)
+}

@@ -1,0 +1,232 @@
+package endpoints
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// staleCacheRetry is how soon a sync retries when the cache has not yet seen our last writes.
+const staleCacheRetry = 50 * time.Millisecond
+
+// ServiceReconciler publishes the Endpoints and EndpointSlices of one Service with a selector.
+type ServiceReconciler struct {
+	// Client reads from the manager's cache and writes to the API server.
+	Client               client.Client
+	MaxEndpointsPerSlice int
+
+	expectations *writeExpectations
+	triggerTimes *triggerTimes
+}
+
+// Reconcile reads the Service, its pods and their nodes from the cache, computes both APIs' desired
+// state and writes what differs.
+func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	svc := &corev1.Service{}
+	if err := r.Client.Get(ctx, req.NamespacedName, svc); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, fmt.Errorf("get Service %s: %w", req, err)
+		}
+		r.triggerTimes.forget(req.NamespacedName)
+		r.expectations.forget(req.NamespacedName)
+		return ctrl.Result{}, r.deleteOurEndpoints(ctx, req.NamespacedName)
+	}
+	slices, err := r.ourSlices(ctx, svc.Namespace, svc.Name)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.Selector == nil {
+		// Their Endpoints belong to the user; slices we made while it had a selector go.
+		return ctrl.Result{}, r.applySlicePlan(ctx, req.NamespacedName, SlicePlan{Delete: slices})
+	}
+	current, err := r.currentEndpoints(ctx, req.NamespacedName)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !r.expectations.satisfied(req.NamespacedName, cachedVersions(current, slices)) {
+		return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
+	}
+	pods, err := r.selectedPods(ctx, svc)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	nodes, err := r.nodesOf(ctx, pods)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	triggerTime := r.triggerTimes.compute(svc, pods)
+
+	var errs []error
+	if desired := DesiredEndpoints(svc, EndpointSubsets(svc, pods), current, triggerTime); desired != nil {
+		errs = append(errs, r.writeEndpoints(ctx, desired, current))
+	}
+	groups, unknownNodePods := DesiredEndpointGroups(svc, pods, nodes)
+	plan := PlanEndpointSlices(svc, groups, slices, r.MaxEndpointsPerSlice, triggerTime)
+	if svc.DeletionTimestamp != nil {
+		plan.Create = nil
+	}
+	errs = append(errs, r.applySlicePlan(ctx, req.NamespacedName, plan))
+	if len(unknownNodePods) > 0 {
+		ctrl.LoggerFrom(ctx).V(1).Info("Pods on nodes not in the cache yet are left out of EndpointSlices",
+			"pods", unknownNodePods)
+	}
+	return ctrl.Result{}, errors.Join(errs...)
+}
+
+func cachedVersions(ep *corev1.Endpoints, slices []*discoveryv1.EndpointSlice) map[string]string {
+	rv := make(map[string]string, len(slices)+1)
+	if ep != nil {
+		rv[endpointsExpectationKey] = ep.ResourceVersion
+	}
+	for _, s := range slices {
+		rv[s.Name] = s.ResourceVersion
+	}
+	return rv
+}
+
+// endpointsExpectationKey names the Endpoints among a Service's expectations; no slice has it.
+const endpointsExpectationKey = "Endpoints/"
+
+func (r *ServiceReconciler) currentEndpoints(ctx context.Context, key types.NamespacedName) (*corev1.Endpoints, error) {
+	ep := &corev1.Endpoints{}
+	if err := r.Client.Get(ctx, key, ep, client.UnsafeDisableDeepCopy); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("get Endpoints %s: %w", key, err)
+	}
+	return ep, nil
+}
+
+// selectedPods lists the Service's pods through the label index (one selector pair), then matches
+// the whole selector.
+func (r *ServiceReconciler) selectedPods(ctx context.Context, svc *corev1.Service) ([]*corev1.Pod, error) {
+	pairs := labelPairs(svc.Spec.Selector)
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	var list corev1.PodList
+	if err := r.Client.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingFields{podLabelIndex: pairs[0]},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("list pods of Service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	pods := make([]*corev1.Pod, 0, len(list.Items))
+	for i := range list.Items {
+		if selectsPod(svc, &list.Items[i]) {
+			pods = append(pods, &list.Items[i])
+		}
+	}
+	return pods, nil
+}
+
+func (r *ServiceReconciler) nodesOf(ctx context.Context, pods []*corev1.Pod) (map[string]*corev1.Node, error) {
+	nodes := map[string]*corev1.Node{}
+	for _, pod := range pods {
+		name := pod.Spec.NodeName
+		if _, done := nodes[name]; done || name == "" {
+			continue
+		}
+		node := &corev1.Node{}
+		if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, node, client.UnsafeDisableDeepCopy); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("get Node %s: %w", name, err)
+		}
+		nodes[name] = node
+	}
+	return nodes, nil
+}
+
+func (r *ServiceReconciler) ourSlices(ctx context.Context, namespace, name string) ([]*discoveryv1.EndpointSlice, error) {
+	return listSlices(ctx, r.Client, namespace, sliceOwnerKey(ControllerName, name))
+}
+
+func listSlices(ctx context.Context, c client.Client, namespace, ownerKey string) ([]*discoveryv1.EndpointSlice, error) {
+	var list discoveryv1.EndpointSliceList
+	if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{sliceOwnerIndex: ownerKey},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("list EndpointSlices %s in %s: %w", ownerKey, namespace, err)
+	}
+	out := make([]*discoveryv1.EndpointSlice, 0, len(list.Items))
+	for i := range list.Items {
+		if list.Items[i].DeletionTimestamp == nil {
+			out = append(out, &list.Items[i])
+		}
+	}
+	return out, nil
+}
+
+func (r *ServiceReconciler) writeEndpoints(ctx context.Context, desired, current *corev1.Endpoints) error {
+	key := client.ObjectKeyFromObject(desired)
+	if current == nil {
+		if err := r.Client.Create(ctx, desired); err != nil {
+			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+				return nil
+			}
+			return fmt.Errorf("create Endpoints %s: %w", key, err)
+		}
+		r.expectations.expect(key, endpointsExpectationKey, "", false)
+		return nil
+	}
+	if err := r.Client.Update(ctx, desired); err != nil {
+		return fmt.Errorf("update Endpoints %s: %w", key, err)
+	}
+	r.expectations.expect(key, endpointsExpectationKey, current.ResourceVersion, false)
+	return nil
+}
+
+// deleteOurEndpoints removes the Endpoints of a deleted Service when we wrote them; Endpoints a
+// user wrote (perhaps before creating the Service) stay. Slices go with the Service (owner refs).
+func (r *ServiceReconciler) deleteOurEndpoints(ctx context.Context, key types.NamespacedName) error {
+	current, err := r.currentEndpoints(ctx, key)
+	if err != nil || current == nil || current.Labels[LabelEndpointsManagedBy] != EndpointsControllerName {
+		return err
+	}
+	err = r.Client.Delete(ctx, current.DeepCopy(), client.Preconditions{UID: &current.UID})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("delete Endpoints %s of a deleted Service: %w", key, err)
+	}
+	return nil
+}
+
+func (r *ServiceReconciler) applySlicePlan(ctx context.Context, owner types.NamespacedName, plan SlicePlan) error {
+	return applySlicePlan(ctx, r.Client, r.expectations, owner, plan)
+}
+
+// applySlicePlan writes a plan, creates first (so that endpoints are never missing), then
+// updates, then deletes, remembering each write until the cache has it.
+func applySlicePlan(ctx context.Context, c client.Client, exp *writeExpectations, owner types.NamespacedName, plan SlicePlan) error {
+	for _, s := range plan.Create {
+		if err := c.Create(ctx, s); err != nil {
+			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+				return nil
+			}
+			return fmt.Errorf("create EndpointSlice for %s: %w", owner, err)
+		}
+		exp.expect(owner, s.Name, "", false)
+	}
+	for _, s := range plan.Update {
+		replaced := s.ResourceVersion
+		if err := c.Update(ctx, s); err != nil {
+			return fmt.Errorf("update EndpointSlice %s of %s: %w", s.Name, owner, err)
+		}
+		exp.expect(owner, s.Name, replaced, false)
+	}
+	for _, s := range plan.Delete {
+		err := c.Delete(ctx, s.DeepCopy(), client.Preconditions{UID: &s.UID})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete EndpointSlice %s of %s: %w", s.Name, owner, err)
+		}
+		exp.expect(owner, s.Name, s.ResourceVersion, true)
+	}
+	return nil
+}

@@ -1,0 +1,263 @@
+package endpoints
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"reflect"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=endpoints,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch;create;update;delete
+
+// Options tune the endpoints controllers; the zero value means upstream's defaults.
+type Options struct {
+	// BatchPeriod delays a Service's sync after a pod change, so that a burst of pod changes
+	// becomes one write per Service (upstream's --endpoint-updates-batch-period; 0 = no delay).
+	// Service changes are synced at once.
+	BatchPeriod time.Duration
+	// MaxEndpointsPerSlice caps endpoints per EndpointSlice (default 100, as upstream).
+	MaxEndpointsPerSlice int
+	// MirroringMaxEndpointsPerSubset caps the addresses mirrored per Endpoints subset (default 1000).
+	MirroringMaxEndpointsPerSubset int
+	// ConcurrentSyncs is the number of Services synced in parallel (default 5, as upstream).
+	ConcurrentSyncs int
+	// DisableMirroring leaves user-written Endpoints unmirrored.
+	DisableMirroring bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxEndpointsPerSlice <= 0 {
+		o.MaxEndpointsPerSlice = DefaultMaxEndpointsPerSlice
+	}
+	if o.MirroringMaxEndpointsPerSubset <= 0 {
+		o.MirroringMaxEndpointsPerSubset = DefaultMaxEndpointsPerSubset
+	}
+	if o.ConcurrentSyncs <= 0 {
+		o.ConcurrentSyncs = 5
+	}
+	return o
+}
+
+// Field indexes; lookups are namespaced by the cache, so values need not carry the namespace.
+const (
+	// podLabelIndex indexes pods by each "key=value" label.
+	podLabelIndex = "endpoints.clusterip.dev/pod-label"
+	// podNodeIndex indexes pods by spec.nodeName.
+	podNodeIndex = "endpoints.clusterip.dev/pod-node"
+	// serviceSelectorIndex indexes Services by each "key=value" pair of their selector.
+	serviceSelectorIndex = "endpoints.clusterip.dev/service-selector"
+	// sliceOwnerIndex indexes EndpointSlices by "<managed-by>/<service-name>".
+	sliceOwnerIndex = "endpoints.clusterip.dev/slice-owner"
+)
+
+func labelPairs(labels map[string]string) []string {
+	pairs := make([]string, 0, len(labels))
+	for k, v := range labels {
+		pairs = append(pairs, k+"="+v)
+	}
+	sort.Strings(pairs)
+	return pairs
+}
+
+func sliceOwnerKey(managedBy, serviceName string) string { return managedBy + "/" + serviceName }
+
+// SetupWithManager registers the field indexes and the reconcilers: "endpoints" (Endpoints and
+// EndpointSlices of Services with a selector) and, unless disabled, "endpointslicemirroring".
+func SetupWithManager(mgr ctrl.Manager, opts Options) error {
+	opts = opts.withDefaults()
+	ctx := context.Background()
+	indexer := mgr.GetFieldIndexer()
+	indexes := []struct {
+		obj   client.Object
+		field string
+		fn    client.IndexerFunc
+	}{
+		{&corev1.Pod{}, podLabelIndex, func(o client.Object) []string { return labelPairs(o.GetLabels()) }},
+		{&corev1.Pod{}, podNodeIndex, func(o client.Object) []string { return []string{o.(*corev1.Pod).Spec.NodeName} }},
+		{&corev1.Service{}, serviceSelectorIndex, func(o client.Object) []string {
+			return labelPairs(o.(*corev1.Service).Spec.Selector)
+		}},
+		{&discoveryv1.EndpointSlice{}, sliceOwnerIndex, func(o client.Object) []string {
+			l := o.GetLabels()
+			if l[discoveryv1.LabelServiceName] == "" || l[discoveryv1.LabelManagedBy] == "" {
+				return nil
+			}
+			return []string{sliceOwnerKey(l[discoveryv1.LabelManagedBy], l[discoveryv1.LabelServiceName])}
+		}},
+	}
+	for _, ix := range indexes {
+		if err := indexer.IndexField(ctx, ix.obj, ix.field, ix.fn); err != nil {
+			return fmt.Errorf("index %T by %s: %w", ix.obj, ix.field, err)
+		}
+	}
+
+	r := &ServiceReconciler{
+		Client:               mgr.GetClient(),
+		MaxEndpointsPerSlice: opts.MaxEndpointsPerSlice,
+		expectations:         newWriteExpectations(),
+		triggerTimes:         newTriggerTimes(),
+	}
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named("endpoints").
+		For(&corev1.Service{}).
+		Watches(&corev1.Pod{}, podEventHandler(mgr.GetClient(), opts.BatchPeriod)).
+		Watches(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
+		Watches(&corev1.Endpoints{}, handler.EnqueueRequestsFromMapFunc(sameName)).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService(ControllerName)),
+			builder.WithPredicates(managedBy(ControllerName))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
+		Complete(r)
+	if err != nil || opts.DisableMirroring {
+		return err
+	}
+	m := &MirroringReconciler{
+		Client:                mgr.GetClient(),
+		MaxEndpointsPerSubset: opts.MirroringMaxEndpointsPerSubset,
+		expectations:          newWriteExpectations(),
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("endpointslicemirroring").
+		For(&corev1.Endpoints{}).
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(sameName)).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService(MirroringControllerName)),
+			builder.WithPredicates(managedBy(MirroringControllerName))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
+		Complete(m)
+}
+
+// sameName maps an Endpoints to its Service and back: they share namespace and name.
+func sameName(_ context.Context, o client.Object) []reconcile.Request {
+	return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(o)}}
+}
+
+func sliceService(managedBy string) handler.MapFunc {
+	return func(_ context.Context, o client.Object) []reconcile.Request {
+		name := o.GetLabels()[discoveryv1.LabelServiceName]
+		if name == "" {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+	}
+}
+
+func managedBy(value string) predicate.Predicate {
+	return predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[discoveryv1.LabelManagedBy] == value
+	})
+}
+
+type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+
+// podEventHandler enqueues, after the batch period, the Services whose selector matches a pod that
+// came, went, or changed in a way its endpoints show (old and new labels both count).
+func podEventHandler(c client.Client, batch time.Duration) handler.EventHandler {
+	enqueue := func(ctx context.Context, q queue, namespace string, labelSets ...map[string]string) {
+		for _, req := range servicesSelecting(ctx, c, namespace, labelSets...) {
+			q.AddAfter(req, batch)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
+			enqueue(ctx, q, e.Object.GetNamespace(), e.Object.GetLabels())
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
+			oldPod, newPod := e.ObjectOld.(*corev1.Pod), e.ObjectNew.(*corev1.Pod)
+			if !podEndpointsChanged(oldPod, newPod) {
+				return
+			}
+			enqueue(ctx, q, newPod.Namespace, oldPod.Labels, newPod.Labels)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
+			enqueue(ctx, q, e.Object.GetNamespace(), e.Object.GetLabels())
+		},
+	}
+}
+
+// podEndpointsChanged says whether a pod update can change what it publishes.
+func podEndpointsChanged(a, b *corev1.Pod) bool {
+	return !maps.Equal(a.Labels, b.Labels) ||
+		a.Spec.Hostname != b.Spec.Hostname || a.Spec.Subdomain != b.Spec.Subdomain ||
+		a.Spec.NodeName != b.Spec.NodeName ||
+		(a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil) ||
+		IsPodReady(a) != IsPodReady(b) ||
+		a.Status.Phase != b.Status.Phase ||
+		a.Status.PodIP != b.Status.PodIP ||
+		!reflect.DeepEqual(a.Status.PodIPs, b.Status.PodIPs) ||
+		!reflect.DeepEqual(a.Spec.Containers, b.Spec.Containers)
+}
+
+// servicesSelecting finds, through the selector index, the Services whose selector matches any
+// of the label sets.
+func servicesSelecting(ctx context.Context, c client.Client, namespace string, labelSets ...map[string]string) []reconcile.Request {
+	seen := map[types.NamespacedName]bool{}
+	var out []reconcile.Request
+	for _, labels := range labelSets {
+		for _, pair := range labelPairs(labels) {
+			var list corev1.ServiceList
+			if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{serviceSelectorIndex: pair},
+				client.UnsafeDisableDeepCopy); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Listing Services by selector failed", "namespace", namespace, "pair", pair)
+				continue
+			}
+			for i := range list.Items {
+				svc := &list.Items[i]
+				key := client.ObjectKeyFromObject(svc)
+				if seen[key] || !selectsLabels(svc, namespace, labels) {
+					continue
+				}
+				seen[key] = true
+				out = append(out, reconcile.Request{NamespacedName: key})
+			}
+		}
+	}
+	return out
+}
+
+// nodeEventHandler resyncs the Services of the pods on a node that appeared, went, or moved zone.
+func nodeEventHandler(c client.Client, batch time.Duration) handler.EventHandler {
+	enqueue := func(ctx context.Context, q queue, node string) {
+		var list corev1.PodList
+		if err := c.List(ctx, &list, client.MatchingFields{podNodeIndex: node}, client.UnsafeDisableDeepCopy); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Listing pods by node failed", "node", node)
+			return
+		}
+		seen := map[types.NamespacedName]bool{}
+		for i := range list.Items {
+			p := &list.Items[i]
+			for _, req := range servicesSelecting(ctx, c, p.Namespace, p.Labels) {
+				if !seen[req.NamespacedName] {
+					seen[req.NamespacedName] = true
+					q.AddAfter(req, batch)
+				}
+			}
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) { enqueue(ctx, q, e.Object.GetName()) },
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
+			if e.ObjectOld.GetLabels()[corev1.LabelTopologyZone] != e.ObjectNew.GetLabels()[corev1.LabelTopologyZone] {
+				enqueue(ctx, q, e.ObjectNew.GetName())
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) { enqueue(ctx, q, e.Object.GetName()) },
+	}
+}
