@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,10 +35,15 @@ const (
 	canaryComment         = "kube-clusterip canary: a missing rule means the table was flushed"
 )
 
-// ServicePortName identifies one port of one Service: "namespace/name/protocol/port-name".
-// The protocol is part of it because a Service may use one port name per protocol.
+// ServicePortName identifies one port of one Service: "namespace/name/protocol/port-name",
+// with the port number in place of the name of an unnamed port. The protocol is part of
+// it because a Service may use one port name per protocol.
 func ServicePortName(svc *corev1.Service, port *corev1.ServicePort) string {
-	return fmt.Sprintf("%s/%s/%s/%s", svc.Namespace, svc.Name, strings.ToLower(string(port.Protocol)), port.Name)
+	name := port.Name
+	if name == "" {
+		name = strconv.Itoa(int(port.Port))
+	}
+	return fmt.Sprintf("%s/%s/%s/%s", svc.Namespace, svc.Name, strings.ToLower(string(port.Protocol)), name)
 }
 
 // ServiceChainName is the chain that picks an endpoint for a Service port with

@@ -41,20 +41,27 @@ func elementID(e *Element) string {
 }
 
 // planFull writes a transaction that makes the table exactly want, whatever it holds
-// now: it flushes every rule and every static set, re-adds everything, and deletes the
-// chains and sets named in existing that want lacks. Dynamic (affinity) sets keep their
-// content, so clients keep their endpoint across a resync.
+// now: it empties every chain and every static set, re-adds everything, and deletes the
+// chains and sets named in existing that want lacks. Chains are flushed one by one
+// rather than with `flush table` (whose meaning differs between nft and knftables'
+// Fake). Dynamic (affinity) sets keep their content, so clients keep their endpoint
+// across a resync.
 func planFull(tx *knftables.Transaction, want *Ruleset, existing existingObjects) {
 	idx := indexFragments(allFragments(want)...)
 	tx.Add(&knftables.Table{})
-	tx.Flush(&knftables.Table{})
+	for _, name := range existing.chains {
+		if idx.chains[name] == nil {
+			tx.Flush(&knftables.Chain{Name: name})
+		}
+	}
 	for _, name := range sortedKeys(idx.sets) {
 		addSet(tx, idx.sets[name])
 		if !idx.sets[name].dynamic() {
 			flushSet(tx, idx.sets[name])
 		}
 	}
-	addChainsWithRules(tx, idx.chains, sortedKeys(idx.chains), nil)
+	names := sortedKeys(idx.chains)
+	addChainsWithRules(tx, idx.chains, nil, names)
 	for _, id := range sortedKeys(idx.elements) {
 		addElement(tx, idx.elements[id])
 	}

@@ -190,9 +190,10 @@ func renderAffinity(fi familyInfo, spn, proto string, eps []Endpoint, timeout ti
 			fmt.Sprintf("meta l4proto %s dnat to %s", proto, ep.HostPort()),
 		}})
 		svcChain.Rules = append(svcChain.Rules, fmt.Sprintf("%s saddr @%s goto %s", fi.ipKeyword, set, epChain))
+		// The space before each comma keeps the chain name a separate token for parsers.
 		pick = append(pick, fmt.Sprintf("%d : goto %s", i, epChain))
 	}
-	svcChain.Rules = append(svcChain.Rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), strings.Join(pick, ", ")))
+	svcChain.Rules = append(svcChain.Rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), strings.Join(pick, " , ")))
 	frag.Chains = append(frag.Chains, svcChain)
 	return svcChain.Name
 }

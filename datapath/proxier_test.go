@@ -1,0 +1,272 @@
+package datapath
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/knftables"
+)
+
+// fakeProxier returns an IPv4 Proxier writing to a knftables Fake.
+func fakeProxier(t *testing.T, cfg Config) (*Proxier, *knftables.Fake, *recordingConntrack) {
+	t.Helper()
+	fake := knftables.NewFake(knftables.IPv4Family, DefaultTableName)
+	ct := &recordingConntrack{}
+	cfg.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
+	cfg.NewInterface = func(knftables.Family, string) (knftables.Interface, error) { return fake, nil }
+	cfg.CanaryPresent = func(context.Context, knftables.Family, string) (bool, error) {
+		fake.RLock()
+		defer fake.RUnlock()
+		return fake.Table != nil && fake.Table.Chains[canaryChain] != nil && len(fake.Table.Chains[canaryChain].Rules) > 0, nil
+	}
+	cfg.Conntrack = ct
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, fake, ct
+}
+
+type recordingConntrack struct{ deleted []StaleUDPFlow }
+
+func (r *recordingConntrack) DeleteUDPFlows(flows []StaleUDPFlow) (int, error) {
+	r.deleted = append(r.deleted, flows...)
+	return len(flows), nil
+}
+
+// world is a mutable set of Services and slices with resourceVersions, as a
+// reconciler would hand them over.
+type world struct {
+	services map[string]*corev1.Service
+	slices   map[string]*discoveryv1.EndpointSlice
+	rv       int
+}
+
+func newWorld() *world {
+	return &world{services: map[string]*corev1.Service{}, slices: map[string]*discoveryv1.EndpointSlice{}}
+}
+
+func (w *world) put(svc *corev1.Service, slice *discoveryv1.EndpointSlice) {
+	w.rv++
+	svc, slice = svc.DeepCopy(), slice.DeepCopy()
+	svc.ResourceVersion, slice.ResourceVersion = strconv.Itoa(w.rv), strconv.Itoa(w.rv)
+	w.services[svc.Name], w.slices[svc.Name] = svc, slice
+}
+
+func (w *world) remove(name string) { delete(w.services, name); delete(w.slices, name) }
+
+func (w *world) lists() ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+	var svcs []*corev1.Service
+	var slices []*discoveryv1.EndpointSlice
+	for k, s := range w.services {
+		svcs, slices = append(svcs, s), append(slices, w.slices[k])
+	}
+	return svcs, slices
+}
+
+func TestProxierIncrementalSyncsMatchAFullRender(t *testing.T) {
+	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{"10.244.0.0/16"}}
+	p, fake, _ := fakeProxier(t, cfg)
+	w := newWorld()
+	backend, backendSlice := seedBackend()
+	multi, multiSlice := seedMultiPort()
+	stickySvc, stickySlice := seedSticky()
+	db, dbSlice := seedExternalDatabase()
+	steps := []struct {
+		name   string
+		change func()
+	}{
+		{name: "the four seed Services appear", change: func() {
+			w.put(backend, backendSlice)
+			w.put(multi, multiSlice)
+			w.put(stickySvc, stickySlice)
+			w.put(db, dbSlice)
+		}},
+		{name: "a backend pod turns not ready", change: func() {
+			s := backendSlice.DeepCopy()
+			s.Endpoints[1].Conditions.Ready = knftables.PtrTo(false)
+			w.put(backend, s)
+		}},
+		{name: "a sticky pod goes away", change: func() { w.put(stickySvc, makeSlice(stickySvc, "sticky-service-q9d4m", readyEP("10.244.1.30", "node-a"))) }},
+		{name: "backend loses every endpoint", change: func() { w.put(backend, makeSlice(backend, "backend-service-abc12")) }},
+		{name: "sticky-service drops affinity", change: func() {
+			s := stickySvc.DeepCopy()
+			s.Spec.SessionAffinity = corev1.ServiceAffinityNone
+			w.put(s, stickySlice)
+		}},
+		{name: "multi-port-service is deleted", change: func() { w.remove(multi.Name) }},
+		{name: "backend comes back with its three pods", change: func() { w.put(backend, backendSlice) }},
+	}
+	for _, step := range steps {
+		step.change()
+		svcs, slices := w.lists()
+		if err := p.Sync(context.Background(), svcs, slices); err != nil {
+			t.Fatalf("%s: sync: %v", step.name, err)
+		}
+		// Fake dumps elements in insertion order, so compare the sorted lines.
+		if got, want := fake.Dump(), fakeDump(t, Render(cfg, corev1.IPv4Protocol, svcs, slices)); sortedLines(got) != sortedLines(want) {
+			t.Fatalf("%s: table after incremental sync differs from a full render:\n%s\nlast transaction:\n%s", step.name, lineDiff(got, want), fake.LastTransaction)
+		}
+	}
+	if s := p.Stats(); s.FullSyncs != 1 || s.PartialSyncs != uint64(len(steps)-1) {
+		t.Errorf("want 1 full and %d partial syncs, got %+v", len(steps)-1, s)
+	}
+}
+
+func TestProxierEndpointChangeWritesOnlyThatService(t *testing.T) {
+	p, fake, _ := fakeProxier(t, Config{NodeName: "node-a"})
+	svcs, slices := manyServices(100, 10)
+	if err := p.Sync(context.Background(), svcs, slices); err != nil {
+		t.Fatal(err)
+	}
+	changed := slices[42].DeepCopy()
+	changed.ResourceVersion = "2"
+	changed.Endpoints[3].Conditions.Ready = knftables.PtrTo(false)
+	slices[42] = changed
+	if err := p.Sync(context.Background(), svcs, slices); err != nil {
+		t.Fatal(err)
+	}
+	tx := fake.LastTransaction.String()
+	for _, line := range strings.Split(strings.TrimSpace(tx), "\n") {
+		if !strings.Contains(line, "10.96.0.42 ") && !strings.Contains(line, DNATChainName(9)) {
+			t.Errorf("operation outside the changed Service: %q", line)
+		}
+	}
+	// 10 -> 9 endpoints: the dispatch verdict changes and the last index disappears, and
+	// indices 3..8 shift; nothing is written for the other 99 Services.
+	if n := fake.LastTransaction.NumOperations(); n > 20 {
+		t.Errorf("want at most 20 operations, got %d:\n%s", n, tx)
+	}
+}
+
+// failingNFT fails every transaction while fail is set.
+type failingNFT struct {
+	knftables.Interface
+	fail bool
+}
+
+func (f *failingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
+	if f.fail {
+		return errors.New("transaction rejected")
+	}
+	return f.Interface.Run(ctx, tx)
+}
+
+func TestProxierFailedSyncKeepsLastGoodRulesetAndRetriesInFull(t *testing.T) {
+	fake := knftables.NewFake(knftables.IPv4Family, DefaultTableName)
+	nft := &failingNFT{Interface: fake}
+	var results []SyncResult
+	p, err := New(Config{IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol},
+		NewInterface:  func(knftables.Family, string) (knftables.Interface, error) { return nft, nil },
+		CanaryPresent: func(context.Context, knftables.Family, string) (bool, error) { return true, nil },
+		Conntrack:     &recordingConntrack{},
+		OnSync:        func(r SyncResult) { results = append(results, r) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, slice := seedBackend()
+	ctx := context.Background()
+	if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+		t.Fatal(err)
+	}
+	good := fake.Dump()
+	nft.fail = true
+	err = p.Sync(ctx, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "transaction rejected") {
+		t.Fatalf("want the nft error back, got %v", err)
+	}
+	if fake.Dump() != good {
+		t.Errorf("a failed sync changed the table")
+	}
+	if s := p.Stats(); s.ConsecutiveFailures != 1 || s.FailedSyncs != 1 || s.LastError == nil {
+		t.Errorf("stats do not show the failure: %+v", s)
+	}
+	nft.fail = false
+	if err := p.Sync(ctx, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if last := results[len(results)-1]; !last.Full || last.Reason != "previous-failure" {
+		t.Errorf("want a full sync after a failure, got %+v", last)
+	}
+	if strings.Contains(fake.Dump(), "10.96.0.10") {
+		t.Errorf("the retry did not remove the deleted Service")
+	}
+}
+
+func TestProxierRestoresAFlushedTable(t *testing.T) {
+	p, fake, _ := fakeProxier(t, Config{NodeName: "node-a"})
+	svc, slice := seedBackend()
+	ctx := context.Background()
+	if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+		t.Fatal(err)
+	}
+	want := fake.Dump()
+	tx := fake.NewTransaction()
+	tx.Flush(&knftables.Table{})
+	if err := fake.Run(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := fake.Dump(); got != want {
+		t.Errorf("table not restored\n--- got ---\n%s\n--- want ---\n%s", got, want)
+	}
+}
+
+func TestProxierDeletesStaleUDPConntrackEntries(t *testing.T) {
+	p, _, ct := fakeProxier(t, Config{NodeName: "node-a"})
+	w := newWorld()
+	svc, slice := seedUDP()
+	w.put(svc, slice)
+	ctx := context.Background()
+	sync := func() {
+		svcs, slices := w.lists()
+		if err := p.Sync(ctx, svcs, slices); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync()
+	w.put(svc, makeSlice(svc, "dns-1", readyEP("10.244.2.54", "node-b")))
+	sync()
+	want := []StaleUDPFlow{{ServiceIP: "10.96.0.53", Port: 53, EndpointIP: "10.244.2.53"}}
+	if len(ct.deleted) != 1 || ct.deleted[0] != want[0] {
+		t.Errorf("deleted %v, want %v", ct.deleted, want)
+	}
+}
+
+// lineDiff lists the lines only in got (+) and only in want (-).
+func lineDiff(got, want string) string {
+	in := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range strings.Split(s, "\n") {
+			m[l] = true
+		}
+		return m
+	}
+	g, w := in(got), in(want)
+	var out []string
+	for l := range g {
+		if !w[l] {
+			out = append(out, "+ "+l)
+		}
+	}
+	for l := range w {
+		if !g[l] {
+			out = append(out, "- "+l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func sortedLines(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,82 @@
+package datapath
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/knftables"
+)
+
+// fakeDump applies a full sync of rs to a new Fake and returns its dump.
+func fakeDump(t testing.TB, rs *Ruleset) string {
+	t.Helper()
+	fake := knftables.NewFake(NFTFamily(rs.Family), DefaultTableName)
+	tx := fake.NewTransaction()
+	planFull(tx, rs, existingObjects{})
+	if err := fake.Run(context.Background(), tx); err != nil {
+		t.Fatalf("Fake rejected the full sync: %v\n%s", err, tx)
+	}
+	return fake.Dump()
+}
+
+// serviceLines drops from dump the lines of the ruleset without Services, so that each
+// case shows only what its Service adds.
+func serviceLines(t testing.TB, cfg Config, family corev1.IPFamily, dump string) string {
+	base := map[string]bool{}
+	for _, line := range strings.Split(fakeDump(t, Render(cfg, family, nil, nil)), "\n") {
+		base[line] = true
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(dump), "\n") {
+		if !base[line] {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestRenderBase(t *testing.T) {
+	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{"10.244.0.0/16", "fd00:10:244::/48"}, ServiceCIDRs: []string{"10.96.0.0/12"}}
+	got := strings.TrimSpace(fakeDump(t, Render(cfg, corev1.IPv4Protocol, nil, nil)))
+	want := strings.TrimSpace(expectedBaseV4)
+	if got != want {
+		t.Errorf("base ruleset mismatch\n--- got ---\n%s\n--- want ---\n%s", got, want)
+	}
+}
+
+func TestRenderSeedServices(t *testing.T) {
+	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{"10.244.0.0/16", "fd00:10:244::/48"}}
+	cases := []struct {
+		name   string
+		family corev1.IPFamily // default IPv4
+		seed   func() (*corev1.Service, *discoveryv1.EndpointSlice)
+		want   string
+	}{
+		{name: "backend-service: three pods behind 80->8080", seed: seedBackend, want: expectedBackend},
+		{name: "multi-port-service: each port to its own target port", seed: seedMultiPort, want: expectedMultiPort},
+		{name: "sticky-service: ClientIP affinity through endpoint chains", seed: seedSticky, want: expectedSticky},
+		{name: "external-database: selectorless Service with mirrored slice", seed: seedExternalDatabase, want: expectedExternalDatabase},
+		{name: "no endpoints: the port is rejected", seed: seedNoEndpoints, want: expectedNoEndpoints},
+		{name: "internalTrafficPolicy Local with endpoints only elsewhere: dropped", seed: seedLocalElsewhere, want: expectedLocalElsewhere},
+		{name: "no ready endpoint: serving terminating ones are used, others not", seed: seedTerminating, want: expectedTerminating},
+		{name: "UDP DNS-like Service", seed: seedUDP, want: expectedUDP},
+		{name: "IPv6 Service to IPv6 pods", family: corev1.IPv6Protocol, seed: seedIPv6, want: expectedIPv6},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			family := tc.family
+			if family == "" {
+				family = corev1.IPv4Protocol
+			}
+			svc, slice := tc.seed()
+			rs := Render(cfg, family, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice})
+			got := serviceLines(t, cfg, family, fakeDump(t, rs))
+			if want := strings.TrimSpace(tc.want); got != want {
+				t.Errorf("ruleset mismatch\n--- got ---\n%s\n--- want ---\n%s", got, want)
+			}
+		})
+	}
+}
