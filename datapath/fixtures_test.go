@@ -20,8 +20,12 @@ type svcPort struct {
 	target int32
 }
 
-func tcp(name string, port, target int32) svcPort { return svcPort{name, corev1.ProtocolTCP, port, target} }
-func udp(name string, port, target int32) svcPort { return svcPort{name, corev1.ProtocolUDP, port, target} }
+func tcp(name string, port, target int32) svcPort {
+	return svcPort{name, corev1.ProtocolTCP, port, target}
+}
+func udp(name string, port, target int32) svcPort {
+	return svcPort{name, corev1.ProtocolUDP, port, target}
+}
 
 // makeService builds a ClusterIP Service in namespace "default".
 func makeService(name, clusterIP string, ports ...svcPort) *corev1.Service {

@@ -93,7 +93,9 @@ func TestProxierIncrementalSyncsMatchAFullRender(t *testing.T) {
 			s.Endpoints[1].Conditions.Ready = knftables.PtrTo(false)
 			w.put(backend, s)
 		}},
-		{name: "a sticky pod goes away", change: func() { w.put(stickySvc, makeSlice(stickySvc, "sticky-service-q9d4m", readyEP("10.244.1.30", "node-a"))) }},
+		{name: "a sticky pod goes away", change: func() {
+			w.put(stickySvc, makeSlice(stickySvc, "sticky-service-q9d4m", readyEP("10.244.1.30", "node-a")))
+		}},
 		{name: "backend loses every endpoint", change: func() { w.put(backend, makeSlice(backend, "backend-service-abc12")) }},
 		{name: "sticky-service drops affinity", change: func() {
 			s := stickySvc.DeepCopy()
