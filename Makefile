@@ -1,0 +1,133 @@
+# kube-clusterip: the Kubernetes ClusterIP Service stack as one controller-runtime manager.
+# Kubebuilder (go/v4) layout, maintained by hand: the kubebuilder CLI is not on the Go module proxy.
+
+IMG ?= kube-clusterip:dev
+# Fuzz time per fuzz target in `make test` (CI bound); longer runs: make fuzz FUZZTIME=10m.
+FUZZTIME ?= 20s
+# Go test flags, e.g. GOTESTFLAGS='-run TestRange -v'.
+GOTESTFLAGS ?=
+
+SHELL = /usr/bin/env bash -o pipefail
+.SHELLFLAGS = -ec
+
+LOCALBIN ?= $(shell pwd)/bin
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+KUSTOMIZE_VERSION ?= v5.8.3
+GOLANGCI_LINT_VERSION ?= v2.15.0
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate CRDs, RBAC roles and webhook configurations into config/.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: controller-gen ## Generate DeepCopy methods (zz_generated.deepcopy.go).
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+
+.PHONY: fmt
+fmt: ## Run gofmt on the code.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint (import direction enforced by depguard).
+	$(GOLANGCI_LINT) run
+
+.PHONY: verify
+verify: manifests generate vet ## Fail when generated files are stale, gofmt or go vet complain.
+	@stale=$$(git status --porcelain -- config api '*zz_generated*'); \
+	  if [ -n "$$stale" ]; then echo "generated files are stale, run 'make manifests generate' and commit:"; echo "$$stale"; git diff --stat; exit 1; fi
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
+
+.PHONY: envtest
+envtest: ## Build kube-apiserver and etcd offline (cached) and print KUBEBUILDER_ASSETS.
+	@hack/envtest-assets.sh
+
+.PHONY: test
+test: manifests generate ## Run every test: unit, envtest suites, datapath (root, netns) and bounded fuzzing.
+	@assets=$$(hack/envtest-assets.sh); \
+	  KUBEBUILDER_ASSETS=$$assets go test ./... $(GOTESTFLAGS)
+	@$(MAKE) --no-print-directory fuzz
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
+	@hack/fuzz.sh $(FUZZTIME)
+
+##@ Build
+
+.PHONY: build
+build: manifests generate ## Build the manager binary into bin/.
+	go build -o bin/kube-clusterip .
+
+.PHONY: run
+run: manifests generate ## Run the manager against the current kubeconfig.
+	go run . $(ARGS)
+
+.PHONY: demo
+demo: ## The whole stack on one machine with real packets (filled by the demo issue).
+	@echo "make demo is not built yet"; exit 1
+
+.PHONY: bench
+bench: ## Run the benchmarks.
+	go test ./allocator/... -run '^$$' -bench . -benchmem -count 5
+
+##@ Deployment
+
+.PHONY: install
+install: manifests kustomize ## Install the CRDs into the cluster of the current kubeconfig.
+	$(KUSTOMIZE) build config/crd | kubectl apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests kustomize ## Remove the CRDs from the cluster.
+	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: manifests kustomize ## Deploy the manager (placeholder until the install issue lands).
+	@echo "make deploy is not built yet"; exit 1
+
+##@ Tools
+
+$(LOCALBIN):
+	mkdir -p $(LOCALBIN)
+
+.PHONY: controller-gen kustomize golangci-lint
+controller-gen: $(CONTROLLER_GEN)-$(CONTROLLER_TOOLS_VERSION) ## Install controller-gen into bin/.
+kustomize: $(KUSTOMIZE)-$(KUSTOMIZE_VERSION) ## Install kustomize into bin/.
+golangci-lint: $(GOLANGCI_LINT)-$(GOLANGCI_LINT_VERSION) ## Install golangci-lint into bin/.
+
+$(CONTROLLER_GEN)-$(CONTROLLER_TOOLS_VERSION): | $(LOCALBIN)
+	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+$(KUSTOMIZE)-$(KUSTOMIZE_VERSION): | $(LOCALBIN)
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+$(GOLANGCI_LINT)-$(GOLANGCI_LINT_VERSION): | $(LOCALBIN)
+	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+# go-install-tool installs package $2@$3 as $1-$3 and links $1 to it, so that a version bump
+# in this file installs the new version.
+define go-install-tool
+@[ -f "$(1)-$(3)" ] || { \
+set -e; \
+echo "Installing $(2)@$(3)"; \
+rm -f $(1) || true; \
+GOBIN=$(LOCALBIN) go install $(2)@$(3); \
+mv $(1) $(1)-$(3); \
+}; \
+ln -sf $$(basename $(1)-$(3)) $(1)
+endef
