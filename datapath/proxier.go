@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"sigs.k8s.io/knftables"
@@ -319,10 +320,17 @@ func listExisting(ctx context.Context, nft knftables.Interface) (existingObjects
 		dst  *[]string
 	}{{"chains", &out.chains}, {"sets", &out.sets}, {"maps", &out.maps}} {
 		names, err := nft.List(ctx, l.kind)
-		if err != nil && !knftables.IsNotFound(err) {
+		if err != nil && !tableMissing(err) {
 			return out, fmt.Errorf("list %s: %w", l.kind, err)
 		}
 		*l.dst = names
 	}
 	return out, nil
+}
+
+// tableMissing tells whether a List error only means the table does not exist yet.
+// knftables' netlink lister reports that as a bare ENOENT.
+func tableMissing(err error) bool {
+	return knftables.IsNotFound(err) || errors.Is(err, unix.ENOENT) ||
+		strings.Contains(err.Error(), unix.ENOENT.Error())
 }
