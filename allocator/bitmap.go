@@ -211,12 +211,12 @@ func (b *bitmap) setWords() []indexedWord {
 	for len(out) > 0 {
 		last := &out[len(out)-1]
 		first := last.index * wordBits
-		if first+wordBits <= b.size {
-			break
-		}
 		if first >= b.size {
 			out = out[:len(out)-1]
 			continue
+		}
+		if b.size-first >= wordBits { // no padding; written so a /64 does not overflow
+			break
 		}
 		last.word &= uint64(1)<<(b.size-first) - 1
 		if last.word == 0 {
