@@ -34,10 +34,18 @@ func ShouldMirror(ep *corev1.Endpoints, svc *corev1.Service) bool {
 	return !leaderLock
 }
 
+// MirrorSkipped counts the addresses of an Endpoints that were not mirrored.
+type MirrorSkipped struct {
+	// InvalidIP: the address is not an IP.
+	InvalidIP int
+	// OverCapacity: the subset had more than the per-subset maximum.
+	OverCapacity int
+}
+
 // MirroredEndpointGroups turns user-written Endpoints into EndpointSlice contents: subsets are
 // repacked, each address becomes an endpoint of its own IP's address type (invalid IPs are skipped),
-// ready addresses first, at most maxPerSubset addresses per subset. skipped counts what was left out.
-func MirroredEndpointGroups(ep *corev1.Endpoints, maxPerSubset int) (groups []EndpointGroup, skipped int) {
+// ready addresses first, at most maxPerSubset addresses per subset.
+func MirroredEndpointGroups(ep *corev1.Endpoints, maxPerSubset int) (groups []EndpointGroup, skipped MirrorSkipped) {
 	if maxPerSubset <= 0 {
 		maxPerSubset = DefaultMaxEndpointsPerSubset
 	}
@@ -48,12 +56,12 @@ func MirroredEndpointGroups(ep *corev1.Endpoints, maxPerSubset int) (groups []En
 		added := 0
 		add := func(addr corev1.EndpointAddress, ready bool) {
 			if added >= maxPerSubset {
-				skipped++
+				skipped.OverCapacity++
 				return
 			}
 			endpoint, addressType, ok := addressToEndpoint(addr, ready)
 			if !ok {
-				skipped++
+				skipped.InvalidIP++
 				return
 			}
 			added++

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -15,6 +16,7 @@ import (
 type MirroringReconciler struct {
 	// Client reads from the manager's cache and writes to the API server.
 	Client                client.Client
+	Recorder              events.EventRecorder
 	MaxEndpointsPerSubset int
 
 	expectations *writeExpectations
@@ -46,11 +48,21 @@ func (r *MirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	plan := SlicePlan{Delete: mirrored}
 	if ShouldMirror(ep, svc) {
 		groups, skipped := MirroredEndpointGroups(ep, r.MaxEndpointsPerSubset)
-		if skipped > 0 {
-			ctrl.LoggerFrom(ctx).Info("Addresses of Endpoints were not mirrored: invalid IPs, or over the per-subset maximum",
-				"skipped", skipped, "maxPerSubset", r.MaxEndpointsPerSubset)
-		}
+		r.reportSkipped(ep, skipped)
 		plan = PlanMirroredSlices(ep, groups, mirrored)
 	}
 	return ctrl.Result{}, applySlicePlan(ctx, r.Client, r.expectations, req.NamespacedName, plan)
+}
+
+// reportSkipped tells the Endpoints' owner, as upstream does, which addresses are not mirrored.
+func (r *MirroringReconciler) reportSkipped(ep *corev1.Endpoints, skipped MirrorSkipped) {
+	if skipped.InvalidIP > 0 {
+		r.Recorder.Eventf(ep, nil, corev1.EventTypeWarning, "InvalidIPAddress", "MirrorEndpointSlices",
+			"Skipped %d invalid IP addresses when mirroring to EndpointSlices", skipped.InvalidIP)
+	}
+	if skipped.OverCapacity > 0 {
+		r.Recorder.Eventf(ep, nil, corev1.EventTypeWarning, "TooManyAddressesToMirror", "MirrorEndpointSlices",
+			"A max of %d addresses can be mirrored to EndpointSlices per Endpoints subset. %d addresses were skipped",
+			r.MaxEndpointsPerSubset, skipped.OverCapacity)
+	}
 }

@@ -76,7 +76,7 @@ func TestMirroredEndpointGroups(t *testing.T) {
 		name        string
 		ep          *corev1.Endpoints
 		wantGroups  []string
-		wantSkipped int
+		wantSkipped MirrorSkipped
 	}{
 		{
 			name:       "ready and not-ready addresses become ready and not-ready endpoints",
@@ -87,7 +87,7 @@ func TestMirroredEndpointGroups(t *testing.T) {
 			name:        "an address that is not an IP is skipped",
 			ep:          userEndpoints([]string{"192.168.1.10", "db.example.com"}, nil),
 			wantGroups:  []string{"IPv4 ports=pg:5432/TCP eps=192.168.1.10[R??]"},
-			wantSkipped: 1,
+			wantSkipped: MirrorSkipped{InvalidIP: 1},
 		},
 		{
 			name: "IPv4 and IPv6 addresses go to slices of their own address type",
@@ -113,14 +113,14 @@ func TestMirroredEndpointGroups(t *testing.T) {
 		{
 			name:        "at most 1000 addresses per subset are mirrored",
 			ep:          userEndpoints(many, nil),
-			wantSkipped: 5,
+			wantSkipped: MirrorSkipped{OverCapacity: 5},
 		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			groups, skipped := MirroredEndpointGroups(tc.ep, 0)
 			if skipped != tc.wantSkipped {
-				t.Errorf("skipped = %d, want %d", skipped, tc.wantSkipped)
+				t.Errorf("skipped = %+v, want %+v", skipped, tc.wantSkipped)
 			}
 			if tc.wantGroups != nil {
 				if got := renderGroups(groups); !slices.Equal(got, tc.wantGroups) {

@@ -9,7 +9,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -21,6 +23,7 @@ const staleCacheRetry = 50 * time.Millisecond
 type ServiceReconciler struct {
 	// Client reads from the manager's cache and writes to the API server.
 	Client               client.Client
+	Recorder             events.EventRecorder
 	MaxEndpointsPerSlice int
 
 	expectations *writeExpectations
@@ -66,19 +69,35 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 
 	var errs []error
 	if desired := DesiredEndpoints(svc, EndpointSubsets(svc, pods), current, triggerTime); desired != nil {
-		errs = append(errs, r.writeEndpoints(ctx, desired, current))
+		if err := r.writeEndpoints(ctx, desired, current); err != nil {
+			r.warnUnlessConflict(svc, err, "FailedToUpdateEndpoint", "UpdateEndpoints")
+			errs = append(errs, err)
+		}
 	}
 	groups, unknownNodePods := DesiredEndpointGroups(svc, pods, nodes)
 	plan := PlanEndpointSlices(svc, groups, slices, r.MaxEndpointsPerSlice, triggerTime)
 	if svc.DeletionTimestamp != nil {
 		plan.Create = nil
 	}
-	errs = append(errs, r.applySlicePlan(ctx, req.NamespacedName, plan))
+	if err := r.applySlicePlan(ctx, req.NamespacedName, plan); err != nil {
+		r.warnUnlessConflict(svc, err, "FailedToUpdateEndpointSlices", "UpdateEndpointSlices")
+		errs = append(errs, err)
+	}
 	if len(unknownNodePods) > 0 {
 		ctrl.LoggerFrom(ctx).V(1).Info("Pods on nodes not in the cache yet are left out of EndpointSlices",
 			"pods", unknownNodePods)
 	}
 	return ctrl.Result{}, errors.Join(errs...)
+}
+
+// warnUnlessConflict records a failed write on the Service; conflicts (a stale cache) are retried
+// quietly.
+func (r *ServiceReconciler) warnUnlessConflict(svc *corev1.Service, err error, reason, action string) {
+	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+		return
+	}
+	r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, reason, action, "Error updating endpoints of Service %s/%s: %v",
+		svc.Namespace, svc.Name, err)
 }
 
 func cachedVersions(ep *corev1.Endpoints, slices []*discoveryv1.EndpointSlice) map[string]string {
@@ -134,14 +153,16 @@ func (r *ServiceReconciler) nodesOf(ctx context.Context, pods []*corev1.Pod) (ma
 		if _, done := nodes[name]; done || name == "" {
 			continue
 		}
-		node := &corev1.Node{}
+		// Only labels matter (the zone): the cache holds nodes' metadata, not their status.
+		node := &metav1.PartialObjectMetadata{}
+		node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
 		if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, node, client.UnsafeDisableDeepCopy); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue
 			}
 			return nil, fmt.Errorf("get Node %s: %w", name, err)
 		}
-		nodes[name] = node
+		nodes[name] = &corev1.Node{ObjectMeta: node.ObjectMeta}
 	}
 	return nodes, nil
 }

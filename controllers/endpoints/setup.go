@@ -27,6 +27,7 @@ import (
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=endpoints,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Options tune the endpoints controllers; the zero value means upstream's defaults.
 type Options struct {
@@ -112,6 +113,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 
 	r := &ServiceReconciler{
 		Client:               mgr.GetClient(),
+		Recorder:             mgr.GetEventRecorder("endpoint-controller.clusterip.dev"),
 		MaxEndpointsPerSlice: opts.MaxEndpointsPerSlice,
 		expectations:         newWriteExpectations(),
 		triggerTimes:         newTriggerTimes(),
@@ -120,7 +122,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		Named("endpoints").
 		For(&corev1.Service{}).
 		Watches(&corev1.Pod{}, podEventHandler(mgr.GetClient(), opts.BatchPeriod)).
-		Watches(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
+		WatchesMetadata(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
 		Watches(&corev1.Endpoints{}, handler.EnqueueRequestsFromMapFunc(sameName)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService(ControllerName)),
 			builder.WithPredicates(managedBy(ControllerName))).
