@@ -1,0 +1,279 @@
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+)
+
+// serviceRepair mirrors one Service's ClusterIPs into the registry.
+type serviceRepair struct {
+	client   client.Client
+	registry *Registry
+	events   recorder.EventRecorder
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (s *serviceRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if err := waitReady(ctx, s.registry); err != nil {
+		return ctrl.Result{}, err
+	}
+	svc := &corev1.Service{}
+	if err := s.client.Get(ctx, req.NamespacedName, svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			s.registry.Observe(req.NamespacedName, nil, nil)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	nsLabels, err := namespaceLabels(ctx, s.client, svc.Namespace)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	adopt(s.registry, s.events, svc, nsLabels)
+	return ctrl.Result{}, nil
+}
+
+// adopt records a Service's ClusterIPs and tells the user what is wrong with them.
+func adopt(registry *Registry, events recorder.EventRecorder, svc *corev1.Service, nsLabels labels.Set) {
+	ips, _ := clusterIPsOf(svc) // a malformed IP never passes the API server's validation
+	for _, f := range registry.Observe(client.ObjectKeyFromObject(svc), ips, nsLabels) {
+		allocationErrors.WithLabelValues(f.Pool, f.Reason).Inc()
+		events.Eventf(svc, nil, corev1.EventTypeWarning, f.Reason, "AdoptClusterIP", "%s", f.Message)
+	}
+}
+
+func namespaceLabels(ctx context.Context, c client.Reader, name string) (labels.Set, error) {
+	ns := &corev1.Namespace{}
+	if err := c.Get(ctx, types.NamespacedName{Name: name}, ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read namespace %s: %w", name, err)
+	}
+	return ns.Labels, nil
+}
+
+func waitReady(ctx context.Context, registry *Registry) error {
+	select {
+	case <-registry.Ready():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// poolRepair applies a pool's spec to the registry and keeps its status and metrics current.
+type poolRepair struct {
+	client   client.Client
+	registry *Registry
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (p *poolRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if err := waitReady(ctx, p.registry); err != nil {
+		return ctrl.Result{}, err
+	}
+	pool := &ipamv1alpha1.ClusterIPPool{}
+	if err := p.client.Get(ctx, req.NamespacedName, pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			p.registry.DeletePool(req.Name)
+			forgetPoolMetrics(req.Name)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	p.registry.SetPool(pool)
+	st, ok := p.registry.Status(pool.Name, pool.Generation, pool.Status.Conditions)
+	if !ok {
+		return ctrl.Result{}, nil
+	}
+	recordPoolMetrics(pool.Name, st)
+	var result ctrl.Result
+	if q := pool.Spec.QuarantineSeconds; q != nil && *q > 0 && meta.IsStatusConditionTrue(st.Status.Conditions, ipamv1alpha1.ConditionExhausted) {
+		result.RequeueAfter = time.Duration(*q) * time.Second // addresses leave quarantine without an event
+	}
+	if equality.Semantic.DeepEqual(pool.Status, st.Status) {
+		return result, nil
+	}
+	patch := client.MergeFrom(pool.DeepCopy())
+	pool.Status = st.Status
+	if err := p.client.Status().Patch(ctx, pool, patch); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("patch status of pool %s: %w", pool.Name, err)
+	}
+	return result, nil
+}
+
+// initializer creates the default pool when there is none, then rebuilds every pool's bitmap
+// from the Services in the cache before the webhooks answer. It runs on every replica.
+type initializer struct {
+	client      client.Client // the manager's: reads from the cache once it has synced
+	apiReader   client.Reader
+	registry    *Registry
+	events      recorder.EventRecorder
+	defaultCIDR string
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: every replica serves webhooks.
+func (i *initializer) NeedLeaderElection() bool { return false }
+
+// Start implements manager.Runnable.
+func (i *initializer) Start(ctx context.Context) error {
+	log := logf.FromContext(ctx).WithName("clusterip-ipam")
+	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Cap: 10 * time.Second, Steps: 1 << 30},
+		func(ctx context.Context) (bool, error) {
+			if err := i.rebuild(ctx); err != nil {
+				log.Error(err, "Rebuilding the ClusterIP pools failed; retrying")
+				return false, nil
+			}
+			return true, nil
+		})
+	if err != nil {
+		return nil // the context ended first
+	}
+	log.Info("ClusterIP pools rebuilt from the cluster's Services", "pools", i.registry.PoolNames())
+	i.registry.MarkReady()
+	<-ctx.Done()
+	return nil
+}
+
+func (i *initializer) rebuild(ctx context.Context) error {
+	pools := &ipamv1alpha1.ClusterIPPoolList{}
+	if err := i.client.List(ctx, pools); err != nil {
+		return fmt.Errorf("list ClusterIPPools: %w", err)
+	}
+	if len(pools.Items) == 0 {
+		pool, err := i.createDefaultPool(ctx)
+		if err != nil {
+			return err
+		}
+		pools.Items = append(pools.Items, *pool)
+	}
+	i.registry.SetPools(pools.Items)
+
+	namespaces := &corev1.NamespaceList{}
+	if err := i.client.List(ctx, namespaces); err != nil {
+		return fmt.Errorf("list namespaces: %w", err)
+	}
+	nsLabels := map[string]labels.Set{}
+	for _, ns := range namespaces.Items {
+		nsLabels[ns.Name] = ns.Labels
+	}
+	services := &corev1.ServiceList{}
+	if err := i.client.List(ctx, services); err != nil {
+		return fmt.Errorf("list Services: %w", err)
+	}
+	for idx := range services.Items {
+		svc := &services.Items[idx]
+		adopt(i.registry, i.events, svc, nsLabels[svc.Namespace])
+	}
+	return nil
+}
+
+// createDefaultPool creates the pool "default" for the cluster's Service range: the CIDRs of the
+// ServiceCIDR "kubernetes" when the API has it, else the configured default.
+func (i *initializer) createDefaultPool(ctx context.Context) (*ipamv1alpha1.ClusterIPPool, error) {
+	cidrs := strings.Split(i.defaultCIDR, ",")
+	sc := &networkingv1.ServiceCIDR{}
+	switch err := i.apiReader.Get(ctx, types.NamespacedName{Name: "kubernetes"}, sc); {
+	case err == nil && len(sc.Spec.CIDRs) > 0:
+		cidrs = slices.Clone(sc.Spec.CIDRs)
+	case err != nil && !apierrors.IsNotFound(err) && !meta.IsNoMatchError(err):
+		return nil, fmt.Errorf("read ServiceCIDR kubernetes: %w", err)
+	}
+	pool := &ipamv1alpha1.ClusterIPPool{
+		ObjectMeta: metav1.ObjectMeta{Name: ipamv1alpha1.DefaultPoolName},
+		Spec:       ipamv1alpha1.ClusterIPPoolSpec{CIDRs: cidrs},
+	}
+	if err := i.client.Create(ctx, pool); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create the default ClusterIPPool for %v: %w", cidrs, err)
+		}
+		if err := i.apiReader.Get(ctx, client.ObjectKeyFromObject(pool), pool); err != nil {
+			return nil, fmt.Errorf("read ClusterIPPool %s: %w", pool.Name, err)
+		}
+	}
+	return pool, nil
+}
+
+// reservationExpiry frees webhook reservations whose Service never appeared.
+type reservationExpiry struct {
+	apiReader client.Reader
+	registry  *Registry
+	every     time.Duration
+}
+
+// Start implements manager.Runnable.
+func (e *reservationExpiry) Start(ctx context.Context) error {
+	if err := waitReady(ctx, e.registry); err != nil {
+		return nil
+	}
+	ticker := time.NewTicker(e.every)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+			e.expire(ctx)
+		}
+	}
+}
+
+// expire drops each expired reservation unless a Service does hold the address (the repair loop
+// has just not seen it yet).
+func (e *reservationExpiry) expire(ctx context.Context) {
+	log := logf.FromContext(ctx).WithName("clusterip-ipam")
+	for _, res := range e.registry.ExpiredReservations() {
+		held, err := e.heldInCluster(ctx, res)
+		if err != nil {
+			log.Error(err, "Checking an expired ClusterIP reservation failed", "ip", res.IP, "service", res.Service)
+			continue
+		}
+		if !held {
+			log.V(1).Info("Freeing a ClusterIP reserved for a Service that never appeared", "ip", res.IP, "service", res.Service)
+			e.registry.DropReservation(res)
+		}
+	}
+}
+
+func (e *reservationExpiry) heldInCluster(ctx context.Context, res Reservation) (bool, error) {
+	var candidates []corev1.Service
+	if res.Service.Name != "" {
+		svc := &corev1.Service{}
+		if err := e.apiReader.Get(ctx, res.Service, svc); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		candidates = append(candidates, *svc)
+	} else {
+		list := &corev1.ServiceList{}
+		if err := e.apiReader.List(ctx, list, client.InNamespace(res.Service.Namespace)); err != nil {
+			return false, err
+		}
+		candidates = list.Items
+	}
+	for idx := range candidates {
+		if ips, _ := clusterIPsOf(&candidates[idx]); slices.Contains(ips, res.IP) {
+			return true, nil
+		}
+	}
+	return false, nil
+}

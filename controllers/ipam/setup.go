@@ -1,0 +1,151 @@
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/allocator"
+)
+
+// +kubebuilder:rbac:groups=ipam.clusterip.dev,resources=clusterippools,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=ipam.clusterip.dev,resources=clusterippools/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=servicecidrs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Defaults of Options.
+const (
+	DefaultReservationGracePeriod = 30 * time.Second
+	DefaultReadyWait              = 5 * time.Second
+)
+
+// Options configure ClusterIP assignment; the zero value means the defaults.
+type Options struct {
+	// DefaultServiceCIDR is the CIDR of the pool "default", created at start when no pool exists
+	// and the cluster has no ServiceCIDR "kubernetes" (whose CIDRs win). Flag
+	// --default-service-cidr, default allocator.DefaultCIDR (10.96.0.0/12); a comma separates
+	// an IPv4 and an IPv6 CIDR.
+	DefaultServiceCIDR string
+	// ReservationGracePeriod is how long an address the webhook handed out stays reserved for a
+	// Service that has not appeared yet (a dry run, or a create the API server rejected after
+	// admission). Flag --clusterip-reservation-grace-period, default 30s.
+	ReservationGracePeriod time.Duration
+	// ReadyWait is how long a webhook request waits for the initial rebuild before it fails
+	// (and the API server, by failurePolicy Ignore, assigns the address itself). Flag
+	// --clusterip-webhook-ready-wait, default 5s.
+	ReadyWait time.Duration
+	// ConcurrentServiceSyncs is the number of Services the repair loop mirrors in parallel
+	// (default 4). Flag --concurrent-clusterip-syncs.
+	ConcurrentServiceSyncs int
+}
+
+func (o Options) withDefaults() Options {
+	if o.DefaultServiceCIDR == "" {
+		o.DefaultServiceCIDR = allocator.DefaultCIDR
+	}
+	if o.ReservationGracePeriod <= 0 {
+		o.ReservationGracePeriod = DefaultReservationGracePeriod
+	}
+	if o.ReadyWait <= 0 {
+		o.ReadyWait = DefaultReadyWait
+	}
+	if o.ConcurrentServiceSyncs <= 0 {
+		o.ConcurrentServiceSyncs = 4
+	}
+	return o
+}
+
+// SetupWithManager registers ClusterIP assignment with mgr: the initial rebuild (which creates
+// the default pool when none exists), the repair reconcilers over Services and ClusterIPPools,
+// the expiry of stale webhook reservations, and both admission webhooks on mgr's webhook server.
+func SetupWithManager(mgr ctrl.Manager, opts Options) error {
+	_, err := setup(mgr, opts)
+	return err
+}
+
+// setup is SetupWithManager returning the registry, for tests.
+func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
+	opts = opts.withDefaults()
+	queue := &poolQueue{}
+	registry := NewRegistry(opts.ReservationGracePeriod, nil, queue.add)
+	events := mgr.GetEventRecorder("clusterip-ipam")
+
+	if err := mgr.Add(&initializer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry,
+		events: events, defaultCIDR: opts.DefaultServiceCIDR}); err != nil {
+		return nil, fmt.Errorf("add the ClusterIP pool rebuild: %w", err)
+	}
+	expiry := &reservationExpiry{apiReader: mgr.GetAPIReader(), registry: registry, every: max(opts.ReservationGracePeriod/4, time.Second)}
+	if err := mgr.Add(expiry); err != nil {
+		return nil, fmt.Errorf("add the ClusterIP reservation expiry: %w", err)
+	}
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named("clusterippool").
+		For(&ipamv1alpha1.ClusterIPPool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesRawSource(source.Func(queue.start)).
+		Complete(&poolRepair{client: mgr.GetClient(), registry: registry})
+	if err != nil {
+		return nil, fmt.Errorf("set up the ClusterIPPool controller: %w", err)
+	}
+	err = ctrl.NewControllerManagedBy(mgr).
+		Named("clusterip-repair").
+		For(&corev1.Service{}, builder.WithPredicates(clusterIPsChanged())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs}).
+		Complete(&serviceRepair{client: mgr.GetClient(), registry: registry, events: events})
+	if err != nil {
+		return nil, fmt.Errorf("set up the ClusterIP repair controller: %w", err)
+	}
+
+	shared := serviceAdmission{registry: registry, namespaces: mgr.GetClient(),
+		decoder: admission.NewDecoder(mgr.GetScheme()), readyWait: opts.ReadyWait}
+	server := mgr.GetWebhookServer()
+	server.Register(MutatePath, &webhook.Admission{Handler: &MutatingWebhook{shared}})
+	server.Register(ValidatePath, &webhook.Admission{Handler: &ValidatingWebhook{shared}})
+	return registry, nil
+}
+
+// clusterIPsChanged passes creations, deletions, and updates that change a Service's ClusterIPs
+// or type. Services have no metadata.generation, so GenerationChangedPredicate would drop all.
+func clusterIPsChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			oldSvc, okOld := e.ObjectOld.(*corev1.Service)
+			newSvc, okNew := e.ObjectNew.(*corev1.Service)
+			return !okOld || !okNew || oldSvc.Spec.Type != newSvc.Spec.Type ||
+				!slices.Equal(oldSvc.Spec.ClusterIPs, newSvc.Spec.ClusterIPs)
+		},
+	}
+}
+
+// poolQueue lets the registry enqueue a pool whose counts changed, once the controller runs.
+type poolQueue struct {
+	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
+}
+
+func (p *poolQueue) start(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	p.queue.Store(&q)
+	return nil
+}
+
+func (p *poolQueue) add(pool string) {
+	if q := p.queue.Load(); q != nil {
+		(*q).Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: pool}})
+	}
+}

@@ -1,0 +1,143 @@
+package ipam
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+)
+
+// maxListed is how many offending addresses a condition message names.
+const maxListed = 3
+
+// PoolStatus is what the registry knows of a pool, for its status and metrics.
+type PoolStatus struct {
+	Status ipamv1alpha1.ClusterIPPoolStatus
+	// Duplicates and OutOfRange count the addresses held twice, and the Services' addresses
+	// outside every pool that are attributed to this pool.
+	Duplicates, OutOfRange int
+}
+
+// Status computes the status of pool name from the bitmaps; conditions keep their transition
+// times from current. The boolean is false when the registry does not know the pool.
+func (r *Registry) Status(name string, generation int64, current []metav1.Condition) (PoolStatus, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.pools[name]
+	if !ok {
+		return PoolStatus{}, false
+	}
+	st := ipamv1alpha1.ClusterIPPoolStatus{ObservedGeneration: generation}
+	for _, c := range current {
+		st.Conditions = append(st.Conditions, *c.DeepCopy())
+	}
+	var free uint64
+	var full []string
+	for i, rg := range p.ranges {
+		capacity := rg.Capacity() - p.carved[i]
+		used := rg.Used() - p.shadowed[i]
+		fs := ipamv1alpha1.FamilyStatus{
+			Family:    ipFamilyOf(rg.Family()),
+			CIDR:      rg.CIDR().String(),
+			Capacity:  strconv.FormatUint(capacity, 10),
+			Allocated: int64(used),
+			Reserved:  p.reservedIn(rg.CIDR()),
+			Free:      strconv.FormatUint(rg.Free(), 10),
+		}
+		st.Families = append(st.Families, fs)
+		st.Allocated += int64(used)
+		free += rg.Free()
+		if rg.Free() == 0 {
+			full = append(full, fmt.Sprintf("%s %s", rg.Family(), rg.CIDR()))
+		}
+	}
+	st.Free = strconv.FormatUint(free, 10)
+
+	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: status, Reason: reason,
+			Message: msg, ObservedGeneration: generation})
+	}
+	if p.invalid != "" {
+		set(ipamv1alpha1.ConditionReady, metav1.ConditionFalse, "InvalidSpec", p.invalid)
+	} else {
+		set(ipamv1alpha1.ConditionReady, metav1.ConditionTrue, "Allocating", "hands out addresses from "+p.cidrs())
+	}
+	if len(full) > 0 {
+		set(ipamv1alpha1.ConditionExhausted, metav1.ConditionTrue, ReasonFull, fmt.Sprintf(
+			"range is full: no free address in %s; add or enlarge a CIDR in spec.cidrs, or delete Services that use the pool",
+			strings.Join(full, ", ")))
+	} else {
+		set(ipamv1alpha1.ConditionExhausted, metav1.ConditionFalse, "HasFreeAddresses", "every family has free addresses")
+	}
+
+	out := PoolStatus{Status: st}
+	var problems, reasons []string
+	if strings.Contains(p.invalid, "also pool") {
+		reasons = append(reasons, "OverlappingCIDR")
+		problems = append(problems, p.invalid)
+	}
+	var dups []string
+	for _, ip := range slices.SortedFunc(maps.Keys(r.extra), netip.Addr.Compare) {
+		if owner, _ := r.ownerLocked(ip); owner == p {
+			out.Duplicates++
+			if len(dups) < maxListed {
+				dups = append(dups, fmt.Sprintf("%s (%s, %s)", ip, r.holders[ip], joinKeys(r.extra[ip])))
+			}
+		}
+	}
+	if out.Duplicates > 0 {
+		reasons = append(reasons, ReasonDuplicate)
+		problems = append(problems, fmt.Sprintf("%d addresses are held by more than one Service, e.g. %s",
+			out.Duplicates, strings.Join(dups, "; ")))
+	}
+	var outside []string
+	for _, ip := range slices.SortedFunc(maps.Keys(r.outside), netip.Addr.Compare) {
+		for _, key := range r.outside[ip] {
+			if cands := r.candidatesLocked(r.services[key].namespaceLabels); len(cands) == 0 || cands[0] != p {
+				continue
+			}
+			out.OutOfRange++
+			if len(outside) < maxListed {
+				outside = append(outside, fmt.Sprintf("%s (%s)", ip, key))
+			}
+		}
+	}
+	if out.OutOfRange > 0 {
+		reasons = append(reasons, ReasonOutOfRange)
+		problems = append(problems, fmt.Sprintf("%d ClusterIPs of Services this pool serves are outside every pool, e.g. %s",
+			out.OutOfRange, strings.Join(outside, "; ")))
+	}
+	if len(problems) > 0 {
+		set(ipamv1alpha1.ConditionConflicting, metav1.ConditionTrue, reasons[0], strings.Join(problems, "; "))
+	} else {
+		set(ipamv1alpha1.ConditionConflicting, metav1.ConditionFalse, "NoConflicts", "every address has one holder inside a pool")
+	}
+	out.Status = st
+	return out, true
+}
+
+func (p *pool) reservedIn(cidr netip.Prefix) int64 {
+	var n int64
+	for _, s := range p.spec.Reserved {
+		if ip, err := netip.ParseAddr(s); err == nil && cidr.Contains(ip) {
+			n++
+		}
+	}
+	return n
+}
+
+func joinKeys(keys []types.NamespacedName) string {
+	s := make([]string, len(keys))
+	for i, k := range keys {
+		s[i] = k.String()
+	}
+	return strings.Join(s, ", ")
+}

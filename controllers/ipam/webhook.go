@@ -1,0 +1,229 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+)
+
+// Paths of the webhooks on the manager's webhook server; they match the markers below.
+const (
+	MutatePath   = "/mutate-v1-service-clusterip"
+	ValidatePath = "/validate-v1-service-clusterip"
+)
+
+// +kubebuilder:webhook:path=/mutate-v1-service-clusterip,mutating=true,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=mclusterip.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10,reinvocationPolicy=Never
+// +kubebuilder:webhook:path=/validate-v1-service-clusterip,mutating=false,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=vclusterip.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10
+
+// errNotReady is answered until the pools mirror the cluster; with failurePolicy Ignore the API
+// server then allocates the address itself and the repair loop adopts it.
+var errNotReady = errors.New("ClusterIP pools are still being rebuilt from the cluster's Services; " +
+	"the API server assigns this Service's ClusterIP and the repair loop adopts it")
+
+// serviceAdmission has what both webhooks need.
+type serviceAdmission struct {
+	registry *Registry
+	// namespaces reads Namespaces (the manager's cache) for their labels.
+	namespaces client.Reader
+	decoder    admission.Decoder
+	readyWait  time.Duration
+}
+
+// MutatingWebhook fills spec.clusterIP and spec.clusterIPs of Services that need ClusterIPs and
+// lack some, from the most specific pool for their namespace.
+type MutatingWebhook struct{ serviceAdmission }
+
+// ValidatingWebhook checks the final object: every ClusterIP is reserved for the Service by the
+// mutating webhook, already held by it, or free in a pool its namespace may use.
+type ValidatingWebhook struct{ serviceAdmission }
+
+// Handle implements admission.Handler.
+func (m *MutatingWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
+	return m.timed("mutate", func() admission.Response { return m.mutate(ctx, req) })
+}
+
+// Handle implements admission.Handler.
+func (v *ValidatingWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
+	return v.timed("validate", func() admission.Response { return v.validate(ctx, req) })
+}
+
+func (a *serviceAdmission) timed(webhook string, handle func() admission.Response) admission.Response {
+	start := time.Now()
+	resp := handle()
+	webhookLatency.WithLabelValues(webhook, strconv.FormatBool(resp.Allowed)).Observe(time.Since(start).Seconds())
+	return resp
+}
+
+// admissionInput is a decoded Service request.
+type admissionInput struct {
+	key             types.NamespacedName
+	svc             *corev1.Service
+	previous        []netip.Addr // the IPs before an update
+	namespaceLabels labels.Set
+	dryRun          bool
+}
+
+// read waits for the registry, then decodes the request; a nil input with an Allowed response
+// means the Service needs no ClusterIP from us.
+func (a *serviceAdmission) read(ctx context.Context, req admission.Request) (*admissionInput, *admission.Response) {
+	wait := time.NewTimer(a.readyWait)
+	defer wait.Stop()
+	select {
+	case <-a.registry.Ready():
+	case <-wait.C:
+		resp := admission.Errored(http.StatusServiceUnavailable, errNotReady)
+		return nil, &resp
+	case <-ctx.Done():
+		resp := admission.Errored(http.StatusServiceUnavailable, ctx.Err())
+		return nil, &resp
+	}
+	svc := &corev1.Service{}
+	if err := a.decoder.Decode(req, svc); err != nil {
+		resp := admission.Errored(http.StatusBadRequest, err)
+		return nil, &resp
+	}
+	if !needsClusterIP(svc) {
+		resp := admission.Allowed("the Service gets no ClusterIP")
+		return nil, &resp
+	}
+	in := &admissionInput{
+		key:    types.NamespacedName{Namespace: req.Namespace, Name: svc.Name},
+		svc:    svc,
+		dryRun: req.DryRun != nil && *req.DryRun,
+	}
+	if in.key.Name == "" {
+		in.key.Name = req.Name
+	}
+	if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
+		old := &corev1.Service{}
+		if err := a.decoder.DecodeRaw(req.OldObject, old); err != nil {
+			resp := admission.Errored(http.StatusBadRequest, err)
+			return nil, &resp
+		}
+		if needsClusterIP(old) {
+			in.previous, _ = clusterIPsOf(old)
+		}
+	}
+	ns := &corev1.Namespace{}
+	if err := a.namespaces.Get(ctx, types.NamespacedName{Name: req.Namespace}, ns); err != nil && !apierrors.IsNotFound(err) {
+		resp := admission.Errored(http.StatusInternalServerError, fmt.Errorf("read namespace %s: %w", req.Namespace, err))
+		return nil, &resp
+	}
+	in.namespaceLabels = ns.Labels
+	return in, nil
+}
+
+func (m *MutatingWebhook) mutate(ctx context.Context, req admission.Request) admission.Response {
+	in, resp := m.read(ctx, req)
+	if resp != nil {
+		return *resp
+	}
+	requested, err := clusterIPsOf(in.svc)
+	if err != nil {
+		return admission.Allowed("") // the API server's validation explains a malformed IP
+	}
+	if len(requested) == 0 && len(in.previous) > 0 {
+		// An update that does not repeat the ClusterIPs keeps them (the API server copies them over).
+		requested = in.previous
+	}
+	ips, err := m.registry.Assign(AssignRequest{
+		Service:         in.key,
+		NamespaceLabels: in.namespaceLabels,
+		Policy:          in.svc.Spec.IPFamilyPolicy,
+		IPFamilies:      in.svc.Spec.IPFamilies,
+		Requested:       requested,
+		DryRun:          in.dryRun,
+	})
+	if err != nil {
+		return deny(err)
+	}
+	if len(ips) == 0 || slices.Equal(ips, mustParse(in.svc.Spec.ClusterIPs)) {
+		return admission.Allowed("")
+	}
+	all := make([]string, len(ips))
+	for i, ip := range ips {
+		all[i] = ip.String()
+	}
+	return admission.Patched("",
+		jsonpatch.NewOperation("add", "/spec/clusterIP", all[0]),
+		jsonpatch.NewOperation("add", "/spec/clusterIPs", all))
+}
+
+func (v *ValidatingWebhook) validate(ctx context.Context, req admission.Request) admission.Response {
+	in, resp := v.read(ctx, req)
+	if resp != nil {
+		return *resp
+	}
+	ips, err := clusterIPsOf(in.svc)
+	if err != nil {
+		return admission.Allowed("")
+	}
+	if err := v.registry.Validate(in.key, ips, in.previous, in.namespaceLabels, in.dryRun); err != nil {
+		return deny(err)
+	}
+	return admission.Allowed("")
+}
+
+// deny turns an assignment error into a denial users can act on, and counts it.
+func deny(err error) admission.Response {
+	var ae *AdmissionError
+	if !errors.As(err, &ae) {
+		allocationErrors.WithLabelValues("", "Internal").Inc()
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	allocationErrors.WithLabelValues(ae.Pool, ae.Reason).Inc()
+	return admission.Denied(err.Error())
+}
+
+// needsClusterIP is false for ExternalName and headless Services, which get no ClusterIP.
+func needsClusterIP(svc *corev1.Service) bool {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return false
+	}
+	return svc.Spec.ClusterIP != corev1.ClusterIPNone &&
+		(len(svc.Spec.ClusterIPs) == 0 || svc.Spec.ClusterIPs[0] != corev1.ClusterIPNone)
+}
+
+// clusterIPsOf returns the ClusterIPs a Service names (spec.clusterIPs, else spec.clusterIP).
+func clusterIPsOf(svc *corev1.Service) ([]netip.Addr, error) {
+	if !needsClusterIP(svc) {
+		return nil, nil
+	}
+	raw := svc.Spec.ClusterIPs
+	if len(raw) == 0 && svc.Spec.ClusterIP != "" {
+		raw = []string{svc.Spec.ClusterIP}
+	}
+	ips := make([]netip.Addr, 0, len(raw))
+	for _, s := range raw {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("clusterIP %q: %w", s, err)
+		}
+		ips = append(ips, ip.Unmap())
+	}
+	return ips, nil
+}
+
+func mustParse(raw []string) []netip.Addr {
+	var ips []netip.Addr
+	for _, s := range raw {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			ips = append(ips, ip)
+		}
+	}
+	return ips
+}
