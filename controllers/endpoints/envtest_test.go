@@ -242,6 +242,29 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		}).Should(Succeed())
 	})
 
+	It("adds a pod to the slices once its node is known, with that node's zone", func() {
+		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
+		nodeName := "late-" + ns
+		pod := createPod(ctx, k8sClient, ns, "on-late-node", nodeName, backend)
+		setPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
+		Eventually(func(g Gomega) {
+			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).To(Equal([]string{pod.Status.PodIP}))
+		}).Should(Succeed())
+		Consistently(func(g Gomega) {
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).To(BeEmpty())
+		}, "1s").Should(Succeed())
+
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{corev1.LabelTopologyZone: "zone-late"}}}
+		Expect(k8sClient.Create(ctx, node)).To(Succeed())
+		DeferCleanup(func() { Expect(k8sClient.Delete(ctx, node)).To(Succeed()) })
+
+		Eventually(func(g Gomega) {
+			e, ok := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))[pod.Status.PodIP]
+			g.Expect(ok).To(BeTrue())
+			g.Expect(e.Zone).To(Equal(ptr.To("zone-late")))
+		}).Should(Succeed())
+	})
+
 	It("gives a Service without ready pods an empty placeholder slice and empty Endpoints", func() {
 		createService(ctx, k8sClient, ns, "empty-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
 		Eventually(func(g Gomega) {
