@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
-	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/allocator"
+	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 )
 
 // maxCarve is the largest nested pool (in addresses) whose CIDR is reserved, address by address,

@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/allocator"
+	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 )
 
 // +kubebuilder:rbac:groups=ipam.clusterip.dev,resources=clusterippools,verbs=get;list;watch;create
