@@ -124,7 +124,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		Watches(&corev1.Pod{}, podEventHandler(mgr.GetClient(), opts.BatchPeriod)).
 		WatchesMetadata(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
 		Watches(&corev1.Endpoints{}, handler.EnqueueRequestsFromMapFunc(sameName)).
-		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService(ControllerName)),
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService),
 			builder.WithPredicates(managedBy(ControllerName))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
 		Complete(r)
@@ -140,7 +140,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		Named("endpointslicemirroring").
 		For(&corev1.Endpoints{}).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(sameName)).
-		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService(MirroringControllerName)),
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService),
 			builder.WithPredicates(managedBy(MirroringControllerName))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
 		Complete(m)
@@ -151,14 +151,13 @@ func sameName(_ context.Context, o client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(o)}}
 }
 
-func sliceService(managedBy string) handler.MapFunc {
-	return func(_ context.Context, o client.Object) []reconcile.Request {
-		name := o.GetLabels()[discoveryv1.LabelServiceName]
-		if name == "" {
-			return nil
-		}
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+// sliceService maps an EndpointSlice to the Service (and Endpoints) its service-name label names.
+func sliceService(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[discoveryv1.LabelServiceName]
+	if name == "" {
+		return nil
 	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 }
 
 func managedBy(value string) predicate.Predicate {
