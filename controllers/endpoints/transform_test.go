@@ -1,0 +1,38 @@
+package endpoints
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+func TestPodCacheTransformKeepsWhatEndpointsNeed(t *testing.T) {
+	svc := service(withPorts(svcPort("http", 80, intstr.FromString("http"), corev1.ProtocolTCP)), headless)
+	full := podWith(pod("a", "10.0.0.1"), hostnameSubdomain("a", "web"), terminating, func(p *corev1.Pod) {
+		p.Annotations = map[string]string{"big": "annotation"}
+		p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
+		p.Spec.Containers[0].Image = "registry.k8s.io/pause:3.10"
+		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", Value: "b"}}
+		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionTrue})
+	})
+	out, err := PodCacheTransform(full.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	slim := out.(*corev1.Pod)
+	if slim.Annotations != nil || slim.ManagedFields != nil || slim.Spec.Containers[0].Image != "" || slim.Spec.Containers[0].Env != nil {
+		t.Errorf("transform kept fields endpoints do not need: %+v", slim)
+	}
+	if len(slim.Status.Conditions) != 1 {
+		t.Errorf("conditions = %+v, want Ready only", slim.Status.Conditions)
+	}
+	wantSubsets := renderSubsets(EndpointSubsets(svc, pods(full)))
+	gotSubsets := renderSubsets(EndpointSubsets(svc, pods(slim)))
+	wantGroups, _ := DesiredEndpointGroups(svc, pods(full), defaultNodes)
+	gotGroups, _ := DesiredEndpointGroups(svc, pods(slim), defaultNodes)
+	if !semanticIgnoreResourceVersion.DeepEqual(gotSubsets, wantSubsets) || !semanticIgnoreResourceVersion.DeepEqual(gotGroups, wantGroups) {
+		t.Errorf("slim pod publishes differently:\n%v %v\n%v %v", gotSubsets, gotGroups, wantSubsets, wantGroups)
+	}
+}
