@@ -106,6 +106,9 @@ func NewRange(cidr netip.Prefix, opts ...Option) (*Range, error) {
 	for _, o := range opts {
 		o(&r.opts)
 	}
+	if r.opts.now == nil {
+		r.opts.now = time.Now
+	}
 	if r.opts.rand == nil {
 		r.opts.rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"math/bits"
 	"net/netip"
+	"slices"
 )
 
 // Snapshot format, version 1:
@@ -132,6 +133,9 @@ func (r *Range) decodeSnapshot(data []byte) ([]indexedWord, error) {
 	}
 	rest = rest[n:]
 
+	// maxGrow caps preallocation, so that a forged count cannot demand a huge
+	// allocation before the payload is checked.
+	const maxGrow = 1 << 16
 	total := r.occupied.levels[0].words
 	var words []indexedWord
 	var next uint64
@@ -146,6 +150,7 @@ func (r *Range) decodeSnapshot(data []byte) ([]indexedWord, error) {
 		if head&1 == 0 && count > uint64(len(rest))/8 {
 			return nil, fmt.Errorf("%w: truncated record", errCorrupt)
 		}
+		words = slices.Grow(words, int(min(count, maxGrow)))
 		for k := range count {
 			w := allOnes
 			if head&1 == 0 {
