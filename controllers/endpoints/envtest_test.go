@@ -3,6 +3,7 @@ package endpoints
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -207,9 +208,14 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		settled := writes.Writes(ns, "Endpoints")
 		Consistently(func() int64 { return writes.Writes(ns, "Endpoints") }).Should(Equal(settled))
 
+		var wg sync.WaitGroup
 		for _, p := range pods[:4] {
-			setPodStatus(ctx, k8sClient, p, p.Status.PodIP, false)
+			wg.Go(func() {
+				defer GinkgoRecover()
+				setPodStatus(ctx, k8sClient, p, p.Status.PodIP, false)
+			})
 		}
+		wg.Wait()
 
 		Eventually(func(g Gomega) {
 			g.Expect(notReadyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).To(HaveLen(4))

@@ -11,9 +11,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// MirroringReconciler mirrors the user-written Endpoints of a selectorless Service into
+// mirroringReconciler mirrors the user-written Endpoints of a selectorless Service into
 // EndpointSlices, and removes mirrored slices that no longer should exist.
-type MirroringReconciler struct {
+type mirroringReconciler struct {
 	// Client reads from the manager's cache and writes to the API server.
 	Client                client.Client
 	Recorder              events.EventRecorder
@@ -23,7 +23,7 @@ type MirroringReconciler struct {
 }
 
 // Reconcile handles the Endpoints (and Service) named by req.
-func (r *MirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *mirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	mirrored, err := listSlices(ctx, r.Client, req.Namespace, sliceOwnerKey(MirroringControllerName, req.Name))
 	if err != nil {
 		return ctrl.Result{}, err
@@ -55,7 +55,7 @@ func (r *MirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 }
 
 // reportSkipped tells the Endpoints' owner, as upstream does, which addresses are not mirrored.
-func (r *MirroringReconciler) reportSkipped(ep *corev1.Endpoints, skipped MirrorSkipped) {
+func (r *mirroringReconciler) reportSkipped(ep *corev1.Endpoints, skipped MirrorSkipped) {
 	if skipped.InvalidIP > 0 {
 		r.Recorder.Eventf(ep, nil, corev1.EventTypeWarning, "InvalidIPAddress", "MirrorEndpointSlices",
 			"Skipped %d invalid IP addresses when mirroring to EndpointSlices", skipped.InvalidIP)

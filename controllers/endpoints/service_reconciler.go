@@ -19,8 +19,8 @@ import (
 // staleCacheRetry is how soon a sync retries when the cache has not yet seen our last writes.
 const staleCacheRetry = 50 * time.Millisecond
 
-// ServiceReconciler publishes the Endpoints and EndpointSlices of one Service with a selector.
-type ServiceReconciler struct {
+// serviceReconciler publishes the Endpoints and EndpointSlices of one Service with a selector.
+type serviceReconciler struct {
 	// Client reads from the manager's cache and writes to the API server.
 	Client               client.Client
 	Recorder             events.EventRecorder
@@ -32,7 +32,7 @@ type ServiceReconciler struct {
 
 // Reconcile reads the Service, its pods and their nodes from the cache, computes both APIs' desired
 // state and writes what differs.
-func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	svc := &corev1.Service{}
 	if err := r.Client.Get(ctx, req.NamespacedName, svc); err != nil {
 		if !apierrors.IsNotFound(err) {
@@ -92,7 +92,7 @@ func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 
 // warnUnlessConflict records a failed write on the Service; conflicts (a stale cache) are retried
 // quietly.
-func (r *ServiceReconciler) warnUnlessConflict(svc *corev1.Service, err error, reason, action string) {
+func (r *serviceReconciler) warnUnlessConflict(svc *corev1.Service, err error, reason, action string) {
 	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 		return
 	}
@@ -114,7 +114,7 @@ func cachedVersions(ep *corev1.Endpoints, slices []*discoveryv1.EndpointSlice) m
 // endpointsExpectationKey names the Endpoints among a Service's expectations; no slice has it.
 const endpointsExpectationKey = "Endpoints/"
 
-func (r *ServiceReconciler) currentEndpoints(ctx context.Context, key types.NamespacedName) (*corev1.Endpoints, error) {
+func (r *serviceReconciler) currentEndpoints(ctx context.Context, key types.NamespacedName) (*corev1.Endpoints, error) {
 	ep := &corev1.Endpoints{}
 	if err := r.Client.Get(ctx, key, ep, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -127,7 +127,7 @@ func (r *ServiceReconciler) currentEndpoints(ctx context.Context, key types.Name
 
 // selectedPods lists the Service's pods through the label index (one selector pair), then matches
 // the whole selector.
-func (r *ServiceReconciler) selectedPods(ctx context.Context, svc *corev1.Service) ([]*corev1.Pod, error) {
+func (r *serviceReconciler) selectedPods(ctx context.Context, svc *corev1.Service) ([]*corev1.Pod, error) {
 	pairs := labelPairs(svc.Spec.Selector)
 	if len(pairs) == 0 {
 		return nil, nil
@@ -146,7 +146,7 @@ func (r *ServiceReconciler) selectedPods(ctx context.Context, svc *corev1.Servic
 	return pods, nil
 }
 
-func (r *ServiceReconciler) nodesOf(ctx context.Context, pods []*corev1.Pod) (map[string]*corev1.Node, error) {
+func (r *serviceReconciler) nodesOf(ctx context.Context, pods []*corev1.Pod) (map[string]*corev1.Node, error) {
 	nodes := map[string]*corev1.Node{}
 	for _, pod := range pods {
 		name := pod.Spec.NodeName
@@ -167,7 +167,7 @@ func (r *ServiceReconciler) nodesOf(ctx context.Context, pods []*corev1.Pod) (ma
 	return nodes, nil
 }
 
-func (r *ServiceReconciler) ourSlices(ctx context.Context, namespace, name string) ([]*discoveryv1.EndpointSlice, error) {
+func (r *serviceReconciler) ourSlices(ctx context.Context, namespace, name string) ([]*discoveryv1.EndpointSlice, error) {
 	return listSlices(ctx, r.Client, namespace, sliceOwnerKey(ControllerName, name))
 }
 
@@ -186,7 +186,7 @@ func listSlices(ctx context.Context, c client.Client, namespace, ownerKey string
 	return out, nil
 }
 
-func (r *ServiceReconciler) writeEndpoints(ctx context.Context, desired, current *corev1.Endpoints) error {
+func (r *serviceReconciler) writeEndpoints(ctx context.Context, desired, current *corev1.Endpoints) error {
 	key := client.ObjectKeyFromObject(desired)
 	if current == nil {
 		if err := r.Client.Create(ctx, desired); err != nil {
@@ -207,7 +207,7 @@ func (r *ServiceReconciler) writeEndpoints(ctx context.Context, desired, current
 
 // deleteOurEndpoints removes the Endpoints of a deleted Service when we wrote them; Endpoints a
 // user wrote (perhaps before creating the Service) stay. Slices go with the Service (owner refs).
-func (r *ServiceReconciler) deleteOurEndpoints(ctx context.Context, key types.NamespacedName) error {
+func (r *serviceReconciler) deleteOurEndpoints(ctx context.Context, key types.NamespacedName) error {
 	current, err := r.currentEndpoints(ctx, key)
 	if err != nil || current == nil || current.Labels[LabelEndpointsManagedBy] != EndpointsControllerName {
 		return err
@@ -219,7 +219,7 @@ func (r *ServiceReconciler) deleteOurEndpoints(ctx context.Context, key types.Na
 	return nil
 }
 
-func (r *ServiceReconciler) applySlicePlan(ctx context.Context, owner types.NamespacedName, plan SlicePlan) error {
+func (r *serviceReconciler) applySlicePlan(ctx context.Context, owner types.NamespacedName, plan SlicePlan) error {
 	return applySlicePlan(ctx, r.Client, r.expectations, owner, plan)
 }
 

@@ -111,7 +111,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		}
 	}
 
-	r := &ServiceReconciler{
+	r := &serviceReconciler{
 		Client:               mgr.GetClient(),
 		Recorder:             mgr.GetEventRecorder("endpoint-controller.clusterip.dev"),
 		MaxEndpointsPerSlice: opts.MaxEndpointsPerSlice,
@@ -131,7 +131,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err != nil || opts.DisableMirroring {
 		return err
 	}
-	m := &MirroringReconciler{
+	m := &mirroringReconciler{
 		Client:                mgr.GetClient(),
 		MaxEndpointsPerSubset: opts.MirroringMaxEndpointsPerSubset,
 		expectations:          newWriteExpectations(),

@@ -30,7 +30,7 @@ import (
 )
 
 // suiteBatchPeriod is long enough that a test's burst of pod changes falls in one batch.
-const suiteBatchPeriod = 500 * time.Millisecond
+const suiteBatchPeriod = time.Second
 
 var (
 	testEnv   *envtest.Environment
