@@ -28,10 +28,7 @@ func RenderBase(cfg Config, family corev1.IPFamily, services map[string]*Fragmen
 		}
 	}
 	for _, n := range sortedInts(counts) {
-		base.Chains = append(base.Chains, Chain{Name: DNATChainName(n), Rules: []string{
-			"jump " + masqueradeCheckChain,
-			fmt.Sprintf("dnat to %s daddr . meta l4proto . th dport . numgen random mod %d map @%s", fi.ipKeyword, n, serviceEndpointsMap),
-		}})
+		base.Chains = append(base.Chains, dnatChain(fi, n))
 	}
 	for _, ip := range sortedStrings(hairpin) {
 		base.Elements = append(base.Elements, Element{Set: hairpinSet, Key: []string{ip, ip}})
@@ -39,16 +36,40 @@ func RenderBase(cfg Config, family corev1.IPFamily, services map[string]*Fragmen
 	return base
 }
 
+// baseSets declares the dispatch maps, one endpoint map per protocol, and the sets.
 func baseSets(fi familyInfo) []SetDecl {
 	dispatch := fi.addrType + " . inet_proto . inet_service : verdict"
-	return []SetDecl{
+	var sets []SetDecl
+	for _, proto := range dnatProtocols {
+		sets = append(sets, SetDecl{Name: ServiceEndpointsMapName(proto), Map: true, TypeOf: fmt.Sprintf(
+			"%[1]s daddr . %[2]s dport . numgen random mod 1 : %[1]s daddr . %[2]s dport", fi.ipKeyword, proto)})
+	}
+	return append(sets, []SetDecl{
 		{Name: serviceIPsMap, Map: true, Type: dispatch},
 		{Name: noEndpointServicesMap, Map: true, Type: dispatch},
-		{Name: serviceEndpointsMap, Map: true, TypeOf: fmt.Sprintf(
-			"%[1]s daddr . meta l4proto . th dport . numgen random mod 1 : %[1]s daddr . th dport", fi.ipKeyword)},
 		{Name: clusterIPsSet, Type: fi.addrType},
 		{Name: hairpinSet, Type: fi.addrType + " . " + fi.addrType},
+	}...)
+}
+
+// dnatProtocols are the protocols with an endpoint map. The maps are per protocol
+// because nft 1.0.6 rejects a rule that uses a map whose typeof holds "th dport" in
+// its value once the map comes from the kernel ("conflicting protocols specified").
+var dnatProtocols = []string{"tcp", "udp", "sctp"}
+
+// ServiceEndpointsMapName is the map from ClusterIP . port . index to endpoint IP . port
+// for one protocol.
+func ServiceEndpointsMapName(proto string) string { return serviceEndpointsMap + "-" + proto }
+
+// dnatChain DNATs to the endpoint numgen picks among n. The protocol-specific payload
+// in each rule implies its "meta l4proto" match.
+func dnatChain(fi familyInfo, n int) Chain {
+	c := Chain{Name: DNATChainName(n), Rules: []string{"jump " + masqueradeCheckChain}}
+	for _, proto := range dnatProtocols {
+		c.Rules = append(c.Rules, fmt.Sprintf("dnat to %s daddr . %s dport . numgen random mod %d map @%s",
+			fi.ipKeyword, proto, n, ServiceEndpointsMapName(proto)))
 	}
+	return c
 }
 
 // hookChains are the base chains; they only jump, so other tables still see every packet.

@@ -14,8 +14,9 @@
 // Layout of one table (`ip kube-clusterip` or `ip6 kube-clusterip`):
 //
 //	nat-prerouting, nat-output (dstnat)  -> services: vmap @service-ips on daddr . l4proto . dport
-//	    Services without affinity         -> dnat-mod-N: dnat through the shared map @service-endpoints
-//	                                         keyed by daddr . l4proto . dport . numgen random mod N
+//	    Services without affinity         -> dnat-mod-N: dnat through the shared map
+//	                                         @service-endpoints-<proto>, keyed by
+//	                                         daddr . dport . numgen random mod N
 //	    Services with ClientIP affinity   -> service-HASH-ns/name/proto/port -> endpoint-HASH-... chains
 //	nat-postrouting (srcnat)             -> masquerading: hairpin mark, then one masquerade fully-random
 //	filter-input/forward/output (filter) -> ct state new: service-endpoints-check (reject/drop Service

@@ -21,7 +21,9 @@ add chain ip kube-clusterip services
 add set ip kube-clusterip cluster-ips { type ipv4_addr ; }
 add set ip kube-clusterip hairpin-endpoints { type ipv4_addr . ipv4_addr ; }
 add map ip kube-clusterip no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; }
-add map ip kube-clusterip service-endpoints { typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport ; }
+add map ip kube-clusterip service-endpoints-sctp { typeof ip daddr . sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
+add map ip kube-clusterip service-endpoints-tcp { typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
+add map ip kube-clusterip service-endpoints-udp { typeof ip daddr . udp dport . numgen random mod 1 : ip daddr . udp dport ; }
 add map ip kube-clusterip service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }
 add rule ip kube-clusterip canary return
 add rule ip kube-clusterip cluster-ips-check ip daddr @cluster-ips reject
@@ -49,28 +51,32 @@ add rule ip kube-clusterip services ip daddr . meta l4proto . th dport vmap @ser
 const expectedBackend = `
 add chain ip kube-clusterip dnat-mod-3
 add rule ip kube-clusterip dnat-mod-3 jump masquerade-check
-add rule ip kube-clusterip dnat-mod-3 dnat to ip daddr . meta l4proto . th dport . numgen random mod 3 map @service-endpoints
+add rule ip kube-clusterip dnat-mod-3 dnat to ip daddr . tcp dport . numgen random mod 3 map @service-endpoints-tcp
+add rule ip kube-clusterip dnat-mod-3 dnat to ip daddr . udp dport . numgen random mod 3 map @service-endpoints-udp
+add rule ip kube-clusterip dnat-mod-3 dnat to ip daddr . sctp dport . numgen random mod 3 map @service-endpoints-sctp
 add element ip kube-clusterip cluster-ips { 10.96.0.10 }
 add element ip kube-clusterip hairpin-endpoints { 10.244.1.10 . 10.244.1.10 }
 add element ip kube-clusterip hairpin-endpoints { 10.244.1.11 . 10.244.1.11 }
-add element ip kube-clusterip service-endpoints { 10.96.0.10 . tcp . 80 . 0 : 10.244.1.10 . 8080 }
-add element ip kube-clusterip service-endpoints { 10.96.0.10 . tcp . 80 . 1 : 10.244.1.11 . 8080 }
-add element ip kube-clusterip service-endpoints { 10.96.0.10 . tcp . 80 . 2 : 10.244.2.12 . 8080 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.10 . 80 . 0 : 10.244.1.10 . 8080 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.10 . 80 . 1 : 10.244.1.11 . 8080 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.10 . 80 . 2 : 10.244.2.12 . 8080 }
 add element ip kube-clusterip service-ips { 10.96.0.10 . tcp . 80 : goto dnat-mod-3 }
 `
 
 const expectedMultiPort = `
 add chain ip kube-clusterip dnat-mod-2
 add rule ip kube-clusterip dnat-mod-2 jump masquerade-check
-add rule ip kube-clusterip dnat-mod-2 dnat to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints
+add rule ip kube-clusterip dnat-mod-2 dnat to ip daddr . tcp dport . numgen random mod 2 map @service-endpoints-tcp
+add rule ip kube-clusterip dnat-mod-2 dnat to ip daddr . udp dport . numgen random mod 2 map @service-endpoints-udp
+add rule ip kube-clusterip dnat-mod-2 dnat to ip daddr . sctp dport . numgen random mod 2 map @service-endpoints-sctp
 add element ip kube-clusterip cluster-ips { 10.96.0.20 }
 add element ip kube-clusterip hairpin-endpoints { 10.244.1.20 . 10.244.1.20 }
-add element ip kube-clusterip service-endpoints { 10.96.0.20 . tcp . 443 . 0 : 10.244.1.20 . 8443 }
-add element ip kube-clusterip service-endpoints { 10.96.0.20 . tcp . 443 . 1 : 10.244.2.21 . 8443 }
-add element ip kube-clusterip service-endpoints { 10.96.0.20 . tcp . 80 . 0 : 10.244.1.20 . 8080 }
-add element ip kube-clusterip service-endpoints { 10.96.0.20 . tcp . 80 . 1 : 10.244.2.21 . 8080 }
-add element ip kube-clusterip service-endpoints { 10.96.0.20 . tcp . 9090 . 0 : 10.244.1.20 . 9090 }
-add element ip kube-clusterip service-endpoints { 10.96.0.20 . tcp . 9090 . 1 : 10.244.2.21 . 9090 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.20 . 443 . 0 : 10.244.1.20 . 8443 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.20 . 443 . 1 : 10.244.2.21 . 8443 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.20 . 80 . 0 : 10.244.1.20 . 8080 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.20 . 80 . 1 : 10.244.2.21 . 8080 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.20 . 9090 . 0 : 10.244.1.20 . 9090 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.20 . 9090 . 1 : 10.244.2.21 . 9090 }
 add element ip kube-clusterip service-ips { 10.96.0.20 . tcp . 443 : goto dnat-mod-2 }
 add element ip kube-clusterip service-ips { 10.96.0.20 . tcp . 80 : goto dnat-mod-2 }
 add element ip kube-clusterip service-ips { 10.96.0.20 . tcp . 9090 : goto dnat-mod-2 }
@@ -98,10 +104,12 @@ add element ip kube-clusterip service-ips { 10.96.0.30 . tcp . 80 : goto service
 const expectedExternalDatabase = `
 add chain ip kube-clusterip dnat-mod-1
 add rule ip kube-clusterip dnat-mod-1 jump masquerade-check
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . meta l4proto . th dport . numgen random mod 1 map @service-endpoints
+add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . tcp dport . numgen random mod 1 map @service-endpoints-tcp
+add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . udp dport . numgen random mod 1 map @service-endpoints-udp
+add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . sctp dport . numgen random mod 1 map @service-endpoints-sctp
 add element ip kube-clusterip cluster-ips { 10.96.0.40 }
 add element ip kube-clusterip hairpin-endpoints { 192.168.1.100 . 192.168.1.100 }
-add element ip kube-clusterip service-endpoints { 10.96.0.40 . tcp . 5432 . 0 : 192.168.1.100 . 5432 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.40 . 5432 . 0 : 192.168.1.100 . 5432 }
 add element ip kube-clusterip service-ips { 10.96.0.40 . tcp . 5432 : goto dnat-mod-1 }
 `
 
@@ -118,20 +126,24 @@ add element ip kube-clusterip no-endpoint-services { 10.96.0.60 . tcp . 80 : dro
 const expectedTerminating = `
 add chain ip kube-clusterip dnat-mod-1
 add rule ip kube-clusterip dnat-mod-1 jump masquerade-check
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . meta l4proto . th dport . numgen random mod 1 map @service-endpoints
+add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . tcp dport . numgen random mod 1 map @service-endpoints-tcp
+add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . udp dport . numgen random mod 1 map @service-endpoints-udp
+add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . sctp dport . numgen random mod 1 map @service-endpoints-sctp
 add element ip kube-clusterip cluster-ips { 10.96.0.70 }
 add element ip kube-clusterip hairpin-endpoints { 10.244.1.70 . 10.244.1.70 }
-add element ip kube-clusterip service-endpoints { 10.96.0.70 . tcp . 80 . 0 : 10.244.1.70 . 8080 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.70 . 80 . 0 : 10.244.1.70 . 8080 }
 add element ip kube-clusterip service-ips { 10.96.0.70 . tcp . 80 : goto dnat-mod-1 }
 `
 
 const expectedUDP = `
 add chain ip kube-clusterip dnat-mod-1
 add rule ip kube-clusterip dnat-mod-1 jump masquerade-check
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . meta l4proto . th dport . numgen random mod 1 map @service-endpoints
+add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . tcp dport . numgen random mod 1 map @service-endpoints-tcp
+add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . udp dport . numgen random mod 1 map @service-endpoints-udp
+add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . sctp dport . numgen random mod 1 map @service-endpoints-sctp
 add element ip kube-clusterip cluster-ips { 10.96.0.53 }
-add element ip kube-clusterip service-endpoints { 10.96.0.53 . tcp . 53 . 0 : 10.244.2.53 . 5353 }
-add element ip kube-clusterip service-endpoints { 10.96.0.53 . udp . 53 . 0 : 10.244.2.53 . 5353 }
+add element ip kube-clusterip service-endpoints-tcp { 10.96.0.53 . 53 . 0 : 10.244.2.53 . 5353 }
+add element ip kube-clusterip service-endpoints-udp { 10.96.0.53 . 53 . 0 : 10.244.2.53 . 5353 }
 add element ip kube-clusterip service-ips { 10.96.0.53 . tcp . 53 : goto dnat-mod-1 }
 add element ip kube-clusterip service-ips { 10.96.0.53 . udp . 53 : goto dnat-mod-1 }
 `
@@ -139,10 +151,12 @@ add element ip kube-clusterip service-ips { 10.96.0.53 . udp . 53 : goto dnat-mo
 const expectedIPv6 = `
 add chain ip6 kube-clusterip dnat-mod-2
 add rule ip6 kube-clusterip dnat-mod-2 jump masquerade-check
-add rule ip6 kube-clusterip dnat-mod-2 dnat to ip6 daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints
+add rule ip6 kube-clusterip dnat-mod-2 dnat to ip6 daddr . tcp dport . numgen random mod 2 map @service-endpoints-tcp
+add rule ip6 kube-clusterip dnat-mod-2 dnat to ip6 daddr . udp dport . numgen random mod 2 map @service-endpoints-udp
+add rule ip6 kube-clusterip dnat-mod-2 dnat to ip6 daddr . sctp dport . numgen random mod 2 map @service-endpoints-sctp
 add element ip6 kube-clusterip cluster-ips { fd00:10:96::10 }
 add element ip6 kube-clusterip hairpin-endpoints { fd00:10:244:1::10 . fd00:10:244:1::10 }
-add element ip6 kube-clusterip service-endpoints { fd00:10:96::10 . tcp . 80 . 0 : fd00:10:244:1::10 . 8080 }
-add element ip6 kube-clusterip service-endpoints { fd00:10:96::10 . tcp . 80 . 1 : fd00:10:244:2::11 . 8080 }
+add element ip6 kube-clusterip service-endpoints-tcp { fd00:10:96::10 . 80 . 0 : fd00:10:244:1::10 . 8080 }
+add element ip6 kube-clusterip service-endpoints-tcp { fd00:10:96::10 . 80 . 1 : fd00:10:244:2::11 . 8080 }
 add element ip6 kube-clusterip service-ips { fd00:10:96::10 . tcp . 80 : goto dnat-mod-2 }
 `

@@ -134,6 +134,8 @@ func setUpNode() error {
 	return nil
 }
 
+var uplinkSink netns.NsHandle
+
 // addUplink adds the node's "uplink": a veth whose peer sits in a namespace that
 // forwards nothing, so packets that no rule DNATs vanish there like on a real network
 // (the kernel in use may lack the dummy driver).
@@ -145,11 +147,13 @@ func addUplink() (netlink.Link, error) {
 		return nil, err
 	}
 	defer node.Close()
+	// The sink stays open for the life of the process: closing the last handle would
+	// destroy the namespace and, with it, the veth pair.
 	sink, err := netns.New()
 	if err != nil {
 		return nil, err
 	}
-	defer sink.Close()
+	uplinkSink = sink
 	if err := netns.Set(node); err != nil {
 		return nil, err
 	}
@@ -162,6 +166,11 @@ func addUplink() (netlink.Link, error) {
 		return nil, err
 	}
 	if err := netlink.LinkSetNsFd(peer, int(sink)); err != nil {
+		return nil, err
+	}
+	// The peer is up (so routes through the uplink are usable) but has no address and
+	// forwards nothing.
+	if err := inNetns(sink, func() error { return netlink.LinkSetUp(peer) }); err != nil {
 		return nil, err
 	}
 	link, err := netlink.LinkByName(serviceUplinkDev)
@@ -319,7 +328,10 @@ func (p *testPod) configureInside(gw, gw6 string) error {
 			return fmt.Errorf("default route via %s: %w", gwIP, err)
 		}
 	}
-	return nil
+	// Clients open tens of thousands of connections; give them every port.
+	return inNetns(p.ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("1024 65535"), 0o644)
+	})
 }
 
 func (p *testPod) destroy() {
@@ -340,7 +352,10 @@ func (p *testPod) track(c io.Closer) {
 	p.closers = append(p.closers, c)
 }
 
-// serveTCP answers every connection on port (IPv4 and IPv6) with "pod:port" and closes it.
+// serveTCP answers every connection on port (IPv4 and IPv6) with "pod:port" and closes
+// it once the client has. Letting the client close first keeps TIME_WAIT on the
+// client, whose kernel then avoids reusing those ports, instead of on the server, where
+// a reused port meets a TIME_WAIT socket and can stall a connect by a second.
 func (p *testPod) serveTCP(tb testing.TB, port int) {
 	tb.Helper()
 	var l net.Listener
@@ -360,8 +375,11 @@ func (p *testPod) serveTCP(tb testing.TB, port int) {
 				return
 			}
 			go func() {
-				_, _ = io.WriteString(c, reply)
-				c.Close()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.WriteString(c, reply); err == nil {
+					_, _ = io.Copy(io.Discard, c)
+				}
 			}()
 		}
 	}()

@@ -89,7 +89,17 @@ type existingObjects struct {
 
 // planIncremental writes the operations that turn have into want, looking only at the
 // base and at Services whose fragment changed (a different pointer).
-func planIncremental(tx *knftables.Transaction, have, want *Ruleset) {
+//
+// Endpoint-map elements that go away are not deleted in the same transaction but
+// returned, for the caller to pass back as leftovers to the next one. The kernel swaps
+// generations per lookup, not per packet: a new connection may meet the old dispatch
+// verdict ("mod 3") and then the new endpoint map, and index 2 must still be there for
+// it. Index N and above are unreachable under the new verdicts, so keeping them a while
+// is harmless.
+func planIncremental(tx *knftables.Transaction, have, want *Ruleset, leftovers []Element) []Element {
+	for i := range leftovers {
+		deleteElement(tx, &leftovers[i])
+	}
 	oldFrags, newFrags := []*Fragment{have.Base}, []*Fragment{want.Base}
 	for key, f := range have.Services {
 		if want.Services[key] != f {
@@ -101,12 +111,12 @@ func planIncremental(tx *knftables.Transaction, have, want *Ruleset) {
 			newFrags = append(newFrags, f)
 		}
 	}
-	writeDiff(tx, indexFragments(oldFrags...), indexFragments(newFrags...))
+	return writeDiff(tx, indexFragments(oldFrags...), indexFragments(newFrags...))
 }
 
 // writeDiff orders the operations so that every reference is valid at each step:
 // new sets and chains first, then rules, then elements, and removals last.
-func writeDiff(tx *knftables.Transaction, old, want objectIndex) {
+func writeDiff(tx *knftables.Transaction, old, want objectIndex) []Element {
 	for _, name := range sortedKeys(want.sets) {
 		if old.sets[name] == nil {
 			addSet(tx, want.sets[name])
@@ -122,23 +132,32 @@ func writeDiff(tx *knftables.Transaction, old, want objectIndex) {
 		}
 	}
 	addChainsWithRules(tx, want.chains, added, changed)
-	writeElementDiff(tx, old, want)
+	leftovers := writeElementDiff(tx, old, want)
 	removeStale(tx, old, want)
+	return leftovers
 }
 
-func writeElementDiff(tx *knftables.Transaction, old, want objectIndex) {
+func writeElementDiff(tx *knftables.Transaction, old, want objectIndex) (leftovers []Element) {
 	for _, id := range sortedKeys(old.elements) {
 		prev, next := old.elements[id], want.elements[id]
-		if setRemoved(old, want, prev.Set) || (next != nil && reflect.DeepEqual(prev.Value, next.Value)) {
-			continue
+		switch {
+		case setRemoved(old, want, prev.Set) || (next != nil && reflect.DeepEqual(prev.Value, next.Value)):
+		case next == nil && isEndpointMap(prev.Set):
+			leftovers = append(leftovers, *prev)
+		default:
+			deleteElement(tx, prev)
 		}
-		deleteElement(tx, prev)
 	}
 	for _, id := range sortedKeys(want.elements) {
 		if prev := old.elements[id]; prev == nil || !reflect.DeepEqual(prev.Value, want.elements[id].Value) {
 			addElement(tx, want.elements[id])
 		}
 	}
+	return leftovers
+}
+
+func isEndpointMap(name string) bool {
+	return strings.HasPrefix(name, serviceEndpointsMap+"-")
 }
 
 func setRemoved(old, want objectIndex, name string) bool {

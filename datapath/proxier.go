@@ -35,6 +35,9 @@ type familyState struct {
 	// committed is the ruleset the kernel holds since the last successful transaction;
 	// nil when unknown (never synced, or the last attempt failed).
 	committed *Ruleset
+	// leftovers are endpoint-map elements the kernel still holds although committed
+	// no longer does; the next incremental sync deletes them (see planIncremental).
+	leftovers []Element
 	lastFull  time.Time
 }
 
@@ -208,13 +211,14 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, grouped map[s
 	want := p.renderFamily(fs, grouped)
 	tx := fs.nft.NewTransaction()
 	var err error
+	var leftovers []Element
 	if fullReason != "" {
 		var existing existingObjects
 		if existing, err = listExisting(ctx, fs.nft); err == nil {
 			planFull(tx, want, existing)
 		}
 	} else {
-		planIncremental(tx, fs.committed, want)
+		leftovers = planIncremental(tx, fs.committed, want, fs.leftovers)
 	}
 	if err == nil && tx.NumOperations() > 0 {
 		err = fs.nft.Run(ctx, tx)
@@ -227,7 +231,7 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, grouped map[s
 		result.Err = fmt.Errorf("sync %s table %s (%s): %w", fs.family, p.cfg.TableName, syncKind(fullReason), err)
 	} else {
 		old := fs.committed
-		fs.committed = want
+		fs.committed, fs.leftovers = want, leftovers
 		if fullReason != "" {
 			fs.lastFull = start
 		}

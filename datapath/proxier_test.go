@@ -112,7 +112,9 @@ func TestProxierIncrementalSyncsMatchAFullRender(t *testing.T) {
 			t.Fatalf("%s: sync: %v", step.name, err)
 		}
 		// Fake dumps elements in insertion order, so compare the sorted lines.
-		if got, want := fake.Dump(), fakeDump(t, Render(cfg, corev1.IPv4Protocol, svcs, slices)); sortedLines(got) != sortedLines(want) {
+		// Leftover endpoint-map elements are deleted one sync later, on purpose.
+		got := withoutLeftovers(fake.Dump(), p.families[0].leftovers)
+		if want := fakeDump(t, Render(cfg, corev1.IPv4Protocol, svcs, slices)); sortedLines(got) != sortedLines(want) {
 			t.Fatalf("%s: table after incremental sync differs from a full render:\n%s\nlast transaction:\n%s", step.name, lineDiff(got, want), fake.LastTransaction)
 		}
 	}
@@ -271,4 +273,25 @@ func sortedLines(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+// withoutLeftovers drops from a Fake dump the lines of leftover elements.
+func withoutLeftovers(dump string, leftovers []Element) string {
+	skip := map[string]bool{}
+	for _, e := range leftovers {
+		skip[e.Set+" { "+strings.Join(e.Key, " . ")+" :"] = true
+	}
+	var out []string
+	for _, line := range strings.Split(dump, "\n") {
+		keep := true
+		for prefix := range skip {
+			if strings.Contains(line, " "+prefix) {
+				keep = false
+			}
+		}
+		if keep {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -146,8 +146,8 @@ func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *cor
 	frag.DNATCounts = append(frag.DNATCounts, len(eps))
 	frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{"goto " + DNATChainName(len(eps))}})
 	for i, ep := range eps {
-		frag.Elements = append(frag.Elements, Element{Set: serviceEndpointsMap,
-			Key:   append(append([]string{}, dispatchKey...), strconv.Itoa(i)),
+		frag.Elements = append(frag.Elements, Element{Set: ServiceEndpointsMapName(proto),
+			Key:   []string{clusterIP, dispatchKey[2], strconv.Itoa(i)},
 			Value: []string{ep.IP, strconv.Itoa(int(ep.Port))}})
 	}
 }
