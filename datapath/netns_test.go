@@ -88,11 +88,11 @@ func requireDatapath(tb testing.TB) {
 
 // Addresses of the simulated node.
 const (
-	nodeIP          = "192.168.50.1"
-	clusterCIDRv4   = "10.244.0.0/16"
-	clusterCIDRv6   = "fd00:10:244::/48"
-	serviceCIDRv4   = "10.96.0.0/12"
-	serviceCIDRv6   = "fd00:10:96::/112"
+	nodeIP           = "192.168.50.1"
+	clusterCIDRv4    = "10.244.0.0/16"
+	clusterCIDRv6    = "fd00:10:244::/48"
+	serviceCIDRv4    = "10.96.0.0/12"
+	serviceCIDRv6    = "fd00:10:96::/112"
 	serviceUplinkDev = "uplink0"
 )
 
