@@ -107,3 +107,43 @@ func TestBitmapFullAndPadding(t *testing.T) {
 		})
 	}
 }
+
+// bitmapWords counts the words a bitmap stores: dense slices in full, sparse
+// levels by their non-zero words.
+func bitmapWords(b *bitmap) (dense, sparse int) {
+	for _, lv := range b.levels {
+		dense += len(lv.dense)
+		sparse += len(lv.sparse)
+	}
+	return dense, sparse
+}
+
+func TestBitmapStorageSize(t *testing.T) {
+	tests := []struct {
+		name       string
+		cidr       string
+		allocate   int
+		maxDense   int // words
+		maxSparse  int // words
+		wantSparse bool
+	}{
+		// 2^20 bits = 16384 words, plus 256 + 4 + 1 summary words: 130 KiB.
+		{name: "/12 is dense and under 160 KiB", cidr: "10.96.0.0/12", allocate: 1000, maxDense: 160 << 10 / 8},
+		// Level 0 and 1 are maps; only words with an allocated bit exist.
+		{name: "/64 holds one word per allocation", cidr: "fd00::/64", allocate: 1000, maxDense: 2 * denseLevelWords, maxSparse: 1000 + 2, wantSparse: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustRange(t, tt.cidr)
+			for range tt.allocate {
+				if _, err := r.AllocateNext(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dense, sparse := bitmapWords(r.occupied)
+			if dense > tt.maxDense || sparse > tt.maxSparse || (sparse > 0) != tt.wantSparse {
+				t.Errorf("dense = %d words, sparse = %d words; want at most %d and %d", dense, sparse, tt.maxDense, tt.maxSparse)
+			}
+		})
+	}
+}
