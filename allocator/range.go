@@ -286,7 +286,7 @@ func (r *Range) Reserve(ip netip.Addr) error {
 	case r.quarantine.remove(off):
 		// The bit stays set: the address goes from quarantined to reserved.
 	case !r.occupied.set(off):
-		return fmt.Errorf("reserve %w", errAllocated(ip, r.cidr))
+		return fmt.Errorf("reserve %s in %s: %w; release it (delete the Service that holds it) before reserving it", ip, r.cidr, ErrAllocated)
 	}
 	r.reserved[off] = struct{}{}
 	return nil
