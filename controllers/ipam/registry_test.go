@@ -15,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
-	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/allocator"
+	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 )
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
@@ -52,7 +52,9 @@ func newTestRegistry(t *testing.T) (*Registry, *fakeClock) {
 	return r, clock
 }
 
-func key(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+func key(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
 
 func ips(s ...string) []netip.Addr {
 	var out []netip.Addr

@@ -1,0 +1,187 @@
+package ipam
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
+)
+
+var (
+	testEnv   *envtest.Environment
+	restCfg   *rest.Config
+	k8sClient client.Client // direct: reads never come from the manager's cache
+	scheme    = runtime.NewScheme()
+	running   *runningManager
+)
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(ipamv1alpha1.AddToScheme(scheme))
+}
+
+func TestEnvtest(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "ClusterIP assignment (envtest)")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	SetDefaultEventuallyTimeout(30 * time.Second)
+	SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
+	SetDefaultConsistentlyDuration(2 * time.Second)
+
+	testEnv = testenv.New()
+	testEnv.CRDDirectoryPaths = []string{testenv.CRDDirectory()}
+	testEnv.WebhookInstallOptions = envtest.WebhookInstallOptions{
+		Paths: []string{filepath.Join(filepath.Dir(filepath.Dir(testenv.CRDDirectory())), "webhook")},
+	}
+	var err error
+	restCfg, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	k8sClient, err = client.New(restCfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	running = startManager(Options{})
+})
+
+var _ = AfterSuite(func() {
+	if running != nil {
+		running.stop()
+	}
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+})
+
+// runningManager is a started manager with our setup; stop waits for mgr.Start to return.
+type runningManager struct {
+	registry *Registry
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// startManager starts a manager with ClusterIP assignment and waits until its webhooks answer.
+func startManager(opts Options) *runningManager {
+	wio := &testEnv.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:     scheme,
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}, // one manager after another
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir}),
+	})
+	Expect(err).NotTo(HaveOccurred())
+	registry, err := setup(mgr, opts)
+	Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &runningManager{registry: registry, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		defer GinkgoRecover()
+		m.done <- mgr.Start(ctx)
+	}()
+	Eventually(registry.Ready()).Should(BeClosed())
+	addr := net.JoinHostPort(wio.LocalServingHost, strconv.Itoa(wio.LocalServingPort))
+	Eventually(func() error {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a local test server
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	}).Should(Succeed())
+	return m
+}
+
+func (m *runningManager) stop() {
+	m.cancel()
+	Eventually(m.done).Should(Receive(Not(HaveOccurred())))
+}
+
+// restartManager stops the running manager, runs between (e.g. changes made while it is down),
+// and starts a new one on the same control plane.
+func restartManager(between func()) {
+	running.stop()
+	if between != nil {
+		between()
+	}
+	running = startManager(Options{})
+}
+
+var nameCounter atomic.Int64
+
+// uniqueName returns a name no other test uses.
+func uniqueName(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, GinkgoParallelProcess(), nameCounter.Add(1))
+}
+
+// newNamespace creates a namespace of its own for a test, with labels.
+func newNamespace(labels map[string]string) string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("ipam"), Labels: labels}}
+	Expect(k8sClient.Create(context.Background(), ns)).To(Succeed())
+	return ns.Name
+}
+
+// createPool creates a pool for the namespaces labelled selector and waits until it hands out
+// addresses.
+func createPool(cidrs []string, selector map[string]string, reserved ...string) *ipamv1alpha1.ClusterIPPool {
+	pool := &ipamv1alpha1.ClusterIPPool{
+		ObjectMeta: metav1.ObjectMeta{Name: uniqueName("pool")},
+		Spec:       ipamv1alpha1.ClusterIPPoolSpec{CIDRs: cidrs, Reserved: reserved},
+	}
+	if selector != nil {
+		pool.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: selector}
+	}
+	Expect(k8sClient.Create(context.Background(), pool)).To(Succeed())
+	DeferCleanup(func(ctx context.Context) {
+		Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, pool))).To(Succeed())
+	})
+	Eventually(func(g Gomega) {
+		got := &ipamv1alpha1.ClusterIPPool{}
+		g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(pool), got)).To(Succeed())
+		g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+		g.Expect(got.Status.Conditions).To(ContainElement(And(
+			HaveField("Type", ipamv1alpha1.ConditionReady), HaveField("Status", metav1.ConditionTrue))))
+	}).Should(Succeed())
+	return pool
+}
+
+// newService returns a ClusterIP Service with one port; mutate adjusts it before creation.
+func newService(ns, name string, mutate ...func(*corev1.Service)) *corev1.Service {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+	}
+	for _, m := range mutate {
+		m(svc)
+	}
+	return svc
+}
+
+func withClusterIP(ip string) func(*corev1.Service) {
+	return func(s *corev1.Service) { s.Spec.ClusterIP = ip }
+}
