@@ -1,0 +1,81 @@
+package nodeagent_test
+
+import (
+	"context"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+func newNamespace(ctx context.Context) string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "agent-"}}
+	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	return ns.Name
+}
+
+func backendService(ns string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "backend-service", Namespace: ns},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "backend"},
+			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
+		},
+	}
+}
+
+func readySlice(ns, service string, ips ...string) *discoveryv1.EndpointSlice {
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: service + "-", Namespace: ns,
+			Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP), Name: ptr.To("")}},
+	}
+	for _, ip := range ips {
+		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true)}})
+	}
+	return slice
+}
+
+var _ = Describe("the node agent", func() {
+	It("programs a Service's ClusterIP and its endpoints, and follows their changes", func(ctx context.Context) {
+		ns := newNamespace(ctx)
+		svc := backendService(ns)
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		slice := readySlice(ns, svc.Name, "10.244.1.10", "10.244.1.11")
+		Expect(k8sClient.Create(ctx, slice)).To(Succeed())
+
+		Eventually(nft.Dump).Should(And(ContainSubstring(svc.Spec.ClusterIP), ContainSubstring("10.244.1.10"), ContainSubstring("10.244.1.11")))
+
+		slice.Endpoints = slice.Endpoints[:1]
+		Expect(k8sClient.Update(ctx, slice)).To(Succeed())
+		Eventually(nft.Dump).ShouldNot(ContainSubstring("10.244.1.11"))
+		Expect(nft.Dump()).To(ContainSubstring("10.244.1.10"))
+
+		Expect(k8sClient.Delete(ctx, svc)).To(Succeed())
+		Eventually(nft.Dump).ShouldNot(ContainSubstring(svc.Spec.ClusterIP))
+	})
+
+	It("keeps the last good rules while nft fails, reports unhealthy, and catches up when nft recovers", func(ctx context.Context) {
+		ns := newNamespace(ctx)
+		svc := backendService(ns)
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		Expect(k8sClient.Create(ctx, readySlice(ns, svc.Name, "10.244.2.10"))).To(Succeed())
+		Eventually(nft.Dump).Should(ContainSubstring("10.244.2.10"))
+		good := nft.Dump()
+
+		nft.failing.Store(true)
+		Expect(k8sClient.Create(ctx, readySlice(ns, svc.Name, "10.244.2.11"))).To(Succeed())
+		Eventually(func() error { return agent.Healthy(nil) }).Should(MatchError(ContainSubstring("transaction rejected")))
+		Expect(nft.Dump()).To(Equal(good), "a failed sync must leave the last good ruleset")
+
+		nft.failing.Store(false)
+		Eventually(nft.Dump).Should(ContainSubstring("10.244.2.11"))
+		Eventually(func() error { return agent.Healthy(nil) }).Should(Succeed())
+	})
+})
