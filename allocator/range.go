@@ -204,7 +204,7 @@ func (r *Range) AllocateNext() (netip.Addr, error) {
 	if !ok {
 		return netip.Addr{}, errFull(r.cidr, r.capacity)
 	}
-	r.occupied.set(off)
+	r.occupied.setAt(0, off) // known clear: skip set's check
 	r.used++
 	return r.addrAt(off), nil
 }
