@@ -503,6 +503,8 @@ type AssignRequest struct {
 	// Requested are the ClusterIPs the object names already (asked for by the user, or kept on
 	// update); they are honoured when free in a pool the namespace may use.
 	Requested []netip.Addr
+	// Previous are the ClusterIPs the Service had before an update; they always pass.
+	Previous []netip.Addr
 	// DryRun checks everything but reserves nothing and hands out no dynamic address.
 	DryRun bool
 }
@@ -527,6 +529,9 @@ func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, erro
 	}
 	var fresh []netip.Addr
 	for _, ip := range req.Requested {
+		if slices.Contains(req.Previous, ip) {
+			continue
+		}
 		isNew, err := r.checkRequestedLocked(req.Service, ip, cands)
 		if err != nil {
 			return nil, nil, err
@@ -537,7 +542,11 @@ func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, erro
 	}
 	chosen := cands[0]
 	want, err := WantFamilies(req.Policy, req.IPFamilies, req.Requested, chosen.name, chosen.families())
-	if err != nil {
+	switch {
+	case err != nil && len(req.Requested) > 0 && !requiresDualStack(req):
+		// The Service has its addresses; its pool just cannot add a second family.
+		want = nil
+	case err != nil:
 		return nil, nil, &AdmissionError{Reason: ReasonFamily, Pool: chosen.name, Err: err}
 	}
 	var missing []allocator.Family
@@ -550,7 +559,7 @@ func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, erro
 		}
 	}
 	if req.DryRun {
-		return req.Requested, nil, nil
+		return append(slices.Clone(req.Requested), r.peekLocked(chosen, missing)...), nil, nil
 	}
 	ips := slices.Clone(req.Requested)
 	for _, ip := range fresh {
@@ -655,6 +664,35 @@ func (r *Registry) allocateNextLocked(p *pool, f allocator.Family) (netip.Addr, 
 		}
 		p.shadowed[i]++
 	}
+}
+
+// peekLocked returns addresses a dry run would get, reserving nothing. A pool with a quarantine
+// would put them in quarantine on release, so its dry runs get no dynamic address (the API server
+// shows one of its own).
+func (r *Registry) peekLocked(p *pool, families []allocator.Family) []netip.Addr {
+	if q := p.spec.QuarantineSeconds; q != nil && *q > 0 {
+		return nil
+	}
+	var ips []netip.Addr
+	for _, f := range families {
+		ip, err := r.allocateNextLocked(p, f)
+		if err != nil {
+			break
+		}
+		ips = append(ips, ip)
+	}
+	r.rollbackLocked(ips)
+	if len(ips) < len(families) {
+		return nil
+	}
+	return ips
+}
+
+func requiresDualStack(req AssignRequest) bool {
+	if req.Policy != nil {
+		return *req.Policy == corev1.IPFamilyPolicyRequireDualStack
+	}
+	return len(req.IPFamilies) == 2
 }
 
 // rollbackLocked undoes allocations of a failed request; they were never visible to anyone.

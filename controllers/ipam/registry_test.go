@@ -3,6 +3,7 @@ package ipam
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -316,5 +317,34 @@ func TestIdenticalCIDRsConflict(t *testing.T) {
 	if meta.IsStatusConditionTrue(st.Status.Conditions, ipamv1alpha1.ConditionReady) ||
 		!meta.IsStatusConditionTrue(st.Status.Conditions, ipamv1alpha1.ConditionConflicting) {
 		t.Fatalf("a pool with another pool's CIDR: conditions %v, want Ready=False and Conflicting=True", st.Status.Conditions)
+	}
+}
+
+func TestAssignOnUpdateAndDryRun(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	// A default-pool Service whose namespace is later labelled for team-a keeps its address on
+	// update, though team-a does not own it and has no IPv6 CIDR for a PreferDualStack upgrade.
+	got, err := r.Assign(AssignRequest{Service: key("b", "svc"), NamespaceLabels: noLabel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Observe(key("b", "svc"), got, noLabel)
+	prefer, require := corev1.IPFamilyPolicyPreferDualStack, corev1.IPFamilyPolicyRequireDualStack
+	kept, err := r.Assign(AssignRequest{Service: key("b", "svc"), NamespaceLabels: teamA, Policy: &prefer, Requested: got, Previous: got})
+	if err != nil || !slices.Equal(kept, got) {
+		t.Fatalf("update of a relabelled namespace's Service: %v, %v; want %v", kept, err, got)
+	}
+	if _, err := r.Assign(AssignRequest{Service: key("b", "svc"), NamespaceLabels: teamA, Policy: &require, Requested: got, Previous: got}); err == nil {
+		t.Fatal("RequireDualStack in a single-family pool was allowed on update")
+	}
+	dry, err := r.Assign(AssignRequest{Service: key("a", "dry"), NamespaceLabels: teamA, DryRun: true})
+	if err != nil || len(dry) != 1 || !netip.MustParsePrefix("10.96.0.32/29").Contains(dry[0]) {
+		t.Fatalf("dry run: %v, %v; want an address of team-a", dry, err)
+	}
+	if _, err := r.Assign(AssignRequest{Service: key("a", "real"), NamespaceLabels: teamA, Requested: dry}); err != nil {
+		t.Fatalf("a dry run's address stays free: %v", err)
+	}
+	if r.Pending() != 1 {
+		t.Fatalf("pending = %d, want 1 (a/real's; none for the dry run)", r.Pending())
 	}
 }

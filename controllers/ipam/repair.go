@@ -72,6 +72,15 @@ func namespaceLabels(ctx context.Context, c client.Reader, name string) (labels.
 	return ns.Labels, nil
 }
 
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 func waitReady(ctx context.Context, registry *Registry) error {
 	select {
 	case <-registry.Ready():
@@ -82,9 +91,11 @@ func waitReady(ctx context.Context, registry *Registry) error {
 }
 
 // poolRepair applies a pool's spec to the registry and keeps its status and metrics current.
+// It runs on every replica; only the leader writes status.
 type poolRepair struct {
 	client   client.Client
 	registry *Registry
+	elected  <-chan struct{}
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -111,7 +122,7 @@ func (p *poolRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if q := pool.Spec.QuarantineSeconds; q != nil && *q > 0 && meta.IsStatusConditionTrue(st.Status.Conditions, ipamv1alpha1.ConditionExhausted) {
 		result.RequeueAfter = time.Duration(*q) * time.Second // addresses leave quarantine without an event
 	}
-	if equality.Semantic.DeepEqual(pool.Status, st.Status) {
+	if equality.Semantic.DeepEqual(pool.Status, st.Status) || !isClosed(p.elected) {
 		return result, nil
 	}
 	patch := client.MergeFrom(pool.DeepCopy())

@@ -9,11 +9,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -96,18 +99,25 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	if err := mgr.Add(expiry); err != nil {
 		return nil, fmt.Errorf("add the ClusterIP reservation expiry: %w", err)
 	}
+	// A replica that becomes leader writes every pool's status, even if nothing changes.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return queue.addAll(ctx, registry)
+	})); err != nil {
+		return nil, fmt.Errorf("add the ClusterIPPool status resync: %w", err)
+	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("clusterippool").
 		For(&ipamv1alpha1.ClusterIPPool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Func(queue.start)).
-		Complete(&poolRepair{client: mgr.GetClient(), registry: registry})
+		WithOptions(everyReplica).
+		Complete(&poolRepair{client: mgr.GetClient(), registry: registry, elected: mgr.Elected()})
 	if err != nil {
 		return nil, fmt.Errorf("set up the ClusterIPPool controller: %w", err)
 	}
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("clusterip-repair").
 		For(&corev1.Service{}, builder.WithPredicates(clusterIPsChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs, NeedLeaderElection: ptr.To(false)}).
 		Complete(&serviceRepair{client: mgr.GetClient(), registry: registry, events: events})
 	if err != nil {
 		return nil, fmt.Errorf("set up the ClusterIP repair controller: %w", err)
@@ -120,6 +130,10 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	server.Register(ValidatePath, &webhook.Admission{Handler: &ValidatingWebhook{shared}})
 	return registry, nil
 }
+
+// everyReplica runs a controller on every replica, leader or not: each replica serves the
+// webhooks, so each one's registry must mirror the cluster.
+var everyReplica = controller.Options{NeedLeaderElection: ptr.To(false)}
 
 // clusterIPsChanged passes creations, deletions, and updates that change a Service's ClusterIPs
 // or type. Services have no metadata.generation, so GenerationChangedPredicate would drop all.
@@ -148,4 +162,21 @@ func (p *poolQueue) add(pool string) {
 	if q := p.queue.Load(); q != nil {
 		(*q).Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: pool}})
 	}
+}
+
+// addAll enqueues every pool once the registry is ready and the controller runs.
+func (p *poolQueue) addAll(ctx context.Context, registry *Registry) error {
+	if err := waitReady(ctx, registry); err != nil {
+		return nil
+	}
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		return p.queue.Load() != nil, nil
+	})
+	if err != nil {
+		return nil
+	}
+	for _, name := range registry.PoolNames() {
+		p.add(name)
+	}
+	return nil
 }

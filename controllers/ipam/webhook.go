@@ -146,6 +146,7 @@ func (m *MutatingWebhook) mutate(ctx context.Context, req admission.Request) adm
 		Policy:          in.svc.Spec.IPFamilyPolicy,
 		IPFamilies:      in.svc.Spec.IPFamilies,
 		Requested:       requested,
+		Previous:        in.previous,
 		DryRun:          in.dryRun,
 	})
 	if err != nil {
