@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -67,27 +68,31 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	triggerTime := r.triggerTimes.compute(svc, pods)
 
-	var errs []error
-	if desired := DesiredEndpoints(svc, EndpointSubsets(svc, pods), current, triggerTime); desired != nil {
-		if err := r.writeEndpoints(ctx, desired, current); err != nil {
-			r.warnUnlessConflict(svc, err, "FailedToUpdateEndpoint", "UpdateEndpoints")
-			errs = append(errs, err)
-		}
-	}
+	desired := DesiredEndpoints(svc, EndpointSubsets(svc, pods), current, triggerTime)
 	groups, unknownNodePods := DesiredEndpointGroups(svc, pods, nodes)
 	plan := PlanEndpointSlices(svc, groups, slices, r.MaxEndpointsPerSlice, triggerTime)
 	if svc.DeletionTimestamp != nil {
 		plan.Create = nil
 	}
-	if err := r.applySlicePlan(ctx, req.NamespacedName, plan); err != nil {
-		r.warnUnlessConflict(svc, err, "FailedToUpdateEndpointSlices", "UpdateEndpointSlices")
-		errs = append(errs, err)
+	// The two APIs are independent: write them in parallel so that a change reaches both at once.
+	var endpointsErr, slicesErr error
+	var wg sync.WaitGroup
+	if desired != nil {
+		wg.Go(func() { endpointsErr = r.writeEndpoints(ctx, desired, current) })
+	}
+	slicesErr = r.applySlicePlan(ctx, req.NamespacedName, plan)
+	wg.Wait()
+	if endpointsErr != nil {
+		r.warnUnlessConflict(svc, endpointsErr, "FailedToUpdateEndpoint", "UpdateEndpoints")
+	}
+	if slicesErr != nil {
+		r.warnUnlessConflict(svc, slicesErr, "FailedToUpdateEndpointSlices", "UpdateEndpointSlices")
 	}
 	if len(unknownNodePods) > 0 {
 		ctrl.LoggerFrom(ctx).V(1).Info("Pods on nodes not in the cache yet are left out of EndpointSlices",
 			"pods", unknownNodePods)
 	}
-	return ctrl.Result{}, errors.Join(errs...)
+	return ctrl.Result{}, errors.Join(endpointsErr, slicesErr)
 }
 
 // warnUnlessConflict records a failed write on the Service; conflicts (a stale cache) are retried
