@@ -9,9 +9,12 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 )
@@ -245,6 +248,103 @@ func servicesWithin(ctx context.Context, g Gomega, prefix netip.Prefix) int {
 	return n
 }
 
+// setDefaultPoolCIDRs changes the CIDRs of the pool "default".
+func setDefaultPoolCIDRs(ctx context.Context, cidrs ...string) {
+	GinkgoHelper()
+	pool := &ipamv1alpha1.ClusterIPPool{}
+	Expect(k8sClient.Get(ctx, types.NamespacedName{Name: ipamv1alpha1.DefaultPoolName}, pool)).To(Succeed())
+	patch := client.MergeFrom(pool.DeepCopy())
+	pool.Spec.CIDRs = cidrs
+	Expect(k8sClient.Patch(ctx, pool, patch)).To(Succeed())
+}
+
+// defaultPoolCondition returns the condition t of the pool "default".
+func defaultPoolCondition(ctx context.Context, g Gomega, t string) *metav1.Condition {
+	pool := &ipamv1alpha1.ClusterIPPool{}
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Name: ipamv1alpha1.DefaultPoolName}, pool)).To(Succeed())
+	g.Expect(pool.Status.ObservedGeneration).To(Equal(pool.Generation))
+	c := meta.FindStatusCondition(pool.Status.Conditions, t)
+	g.Expect(c).NotTo(BeNil())
+	return c
+}
+
 func itoa10(i int) string { return strconv.Itoa(i) }
 
+var _ = Describe("ClusterIPs outside every pool", Serial, func() {
+	It("are reported as a Warning Event on the Service, a pool condition and a metric", func(ctx SpecContext) {
+		ns := newNamespace(nil)
+		stray := newService(ns, "stray", withClusterIP("10.111.0.5"))
+		DeferCleanup(func(ctx context.Context) {
+			setDefaultPoolCIDRs(ctx, "10.96.0.0/12")
+			Eventually(func(g Gomega) {
+				g.Expect(defaultPoolCondition(ctx, g, ipamv1alpha1.ConditionConflicting).Status).To(Equal(metav1.ConditionFalse))
+			}).Should(Succeed())
+		})
+		before := metricValue("clusterip_allocation_errors_total", map[string]string{"pool": "default", "reason": ReasonOutOfRange})
+		restartManager(func() {
+			// While the webhook is down the default pool shrinks to 10.96.0.0/13 and the API server
+			// hands out 10.111.0.5, in its range but in no pool.
+			setDefaultPoolCIDRs(ctx, "10.96.0.0/13")
+			Expect(k8sClient.Create(ctx, stray)).To(Succeed())
+		})
+		Eventually(func(g Gomega) {
+			events := &eventsv1.EventList{}
+			g.Expect(k8sClient.List(ctx, events, client.InNamespace(ns))).To(Succeed())
+			g.Expect(events.Items).To(ContainElement(And(
+				HaveField("Regarding.Name", stray.Name), HaveField("Type", corev1.EventTypeWarning),
+				HaveField("Reason", ReasonOutOfRange), HaveField("Note", ContainSubstring("10.111.0.5 is outside every ClusterIPPool")))))
+		}).Should(Succeed())
+		Eventually(func(g Gomega) {
+			c := defaultPoolCondition(ctx, g, ipamv1alpha1.ConditionConflicting)
+			g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(c.Reason).To(Equal(ReasonOutOfRange))
+			g.Expect(c.Message).To(ContainSubstring("outside every pool"))
+			g.Expect(metricValue("clusterip_pool_conflicting_addresses", map[string]string{"pool": "default", "reason": ReasonOutOfRange})).To(BeNumerically(">=", 1))
+		}).Should(Succeed())
+		Expect(metricValue("clusterip_allocation_errors_total", map[string]string{"pool": "default", "reason": ReasonOutOfRange})).To(BeNumerically(">", before))
+	})
+})
+
 func itoa(i int) string { return string(rune('a'+i/26)) + string(rune('a'+i%26)) }
+
+// metricValue is the value of a counter or gauge series, or the sample count of a histogram,
+// summed over the series of name whose labels include labels.
+func metricValue(name string, labels map[string]string) float64 {
+	families, err := metrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue series
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return sum
+}
+
+var _ = Describe("ClusterIP assignment metrics", func() {
+	It("exports pool gauges, denials by reason and webhook latency in the manager's registry", func(ctx SpecContext) {
+		ns := newNamespace(nil)
+		createdIP(ctx, newService(ns, "counted"))
+		Expect(k8sClient.Create(ctx, newService(ns, "out-of-range", withClusterIP("10.200.0.1")))).NotTo(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(metricValue("clusterip_pool_allocated_addresses", map[string]string{"pool": "default", "family": "IPv4"})).To(BeNumerically(">=", 2))
+			g.Expect(metricValue("clusterip_pool_free_addresses", map[string]string{"pool": "default", "family": "IPv4"})).To(BeNumerically(">", 1e6))
+		}).Should(Succeed())
+		Expect(metricValue("clusterip_allocation_errors_total", map[string]string{"reason": ReasonOutOfRange})).To(BeNumerically(">=", 1))
+		Expect(metricValue("clusterip_webhook_duration_seconds", map[string]string{"webhook": "mutate", "allowed": "true"})).To(BeNumerically(">=", 1))
+		Expect(metricValue("clusterip_webhook_duration_seconds", map[string]string{"webhook": "validate"})).To(BeNumerically(">=", 1))
+	})
+})
