@@ -1,20 +1,31 @@
 // Command kube-clusterip runs the ClusterIP Service stack: the leader-elected control loops
-// (ClusterIP allocation, endpoints) and, on nodes, the nftables datapath agent.
+// (ClusterIP assignment, endpoints) and, on nodes, the nftables datapath agent.
 package main
 
 import (
+	"context"
 	"flag"
+	"fmt"
 	"os"
+	"strings"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
+	"github.com/kube-clusterip/kube-clusterip/controllers/ipam"
+	"github.com/kube-clusterip/kube-clusterip/controllers/nodeagent"
+	"github.com/kube-clusterip/kube-clusterip/datapath"
 )
 
 var scheme = runtime.NewScheme()
@@ -24,43 +35,190 @@ func init() {
 	utilruntime.Must(ipamv1alpha1.AddToScheme(scheme))
 }
 
+// The control loops --controllers can name.
+const (
+	controllerAllocator = "allocator"
+	controllerEndpoints = "endpoints"
+)
+
+// options are the command line; each component's own Options are filled in place.
+type options struct {
+	controllers      string
+	runDatapath      bool
+	metricsAddr      string
+	metricsSecure    bool
+	probeAddr        string
+	leaderElect      bool
+	webhookCertDir   string
+	webhookPort      int
+	kubeAPIQPS       float64
+	kubeAPIBurst     int
+	clusterCIDRs     string
+	serviceCIDRs     string
+	minSyncPeriod    time.Duration
+	nodeAgent        nodeagent.Options
+	datapath         datapath.Config
+	ipam             ipam.Options
+	endpoints        endpoints.Options
+	maxSyncFailures  int
+	endpointsWorkers int
+}
+
+func bindFlags(fs *flag.FlagSet) *options {
+	o := &options{}
+	fs.StringVar(&o.controllers, "controllers", controllerAllocator+","+controllerEndpoints,
+		"Comma-separated control loops to run (leader-elected): allocator (ClusterIPPools, admission webhook, repair loop), endpoints (Endpoints, EndpointSlices, mirroring). Empty runs none, e.g. on nodes with --datapath.")
+	fs.BoolVar(&o.runDatapath, "datapath", false, "Run the node agent that programs this node's nftables for ClusterIPs (needs NET_ADMIN; not leader-elected).")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "0", "Address the metrics endpoint binds to, e.g. :8443 (HTTPS) or :8080 (with --metrics-secure=false); 0 disables it.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization through the API server.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to; 0 disables them.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader among replicas, so that one runs the control loops at a time.")
+	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the admission webhook server. Empty: no webhook is served, and the API server assigns ClusterIPs itself (the repair loop still mirrors them).")
+	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the admission webhook server.")
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "Queries per second to the API server.")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "Burst of queries to the API server.")
+
+	fs.StringVar(&o.ipam.DefaultServiceCIDR, "default-service-cidr", "10.96.0.0/12", "CIDR(s) of the pool \"default\", created when no ClusterIPPool exists and the cluster has no ServiceCIDR \"kubernetes\"; an IPv4 and an IPv6 CIDR separated by a comma for dual-stack.")
+	fs.DurationVar(&o.ipam.ReservationGracePeriod, "clusterip-reservation-grace-period", ipam.DefaultReservationGracePeriod, "How long an address the webhook handed out stays reserved for a Service that has not appeared (dry runs, creates rejected after admission).")
+	fs.DurationVar(&o.ipam.ReadyWait, "clusterip-webhook-ready-wait", ipam.DefaultReadyWait, "How long a webhook request waits for the initial rebuild of the pools before the API server assigns the address itself.")
+	fs.IntVar(&o.ipam.ConcurrentServiceSyncs, "concurrent-clusterip-syncs", 4, "Services the ClusterIP repair loop mirrors in parallel.")
+
+	fs.DurationVar(&o.endpoints.BatchPeriod, "endpoint-updates-batch-period", 0, "Delay before a Service's endpoints are written after a pod change, so that a burst becomes one write (upstream's flag of the same name).")
+	fs.IntVar(&o.endpoints.MaxEndpointsPerSlice, "max-endpoints-per-slice", 100, "Most endpoints in one EndpointSlice.")
+	fs.IntVar(&o.endpointsWorkers, "concurrent-service-endpoint-syncs", 5, "Services whose endpoints are synced in parallel.")
+	fs.BoolVar(&o.endpoints.DisableMirroring, "disable-endpoint-mirroring", false, "Do not mirror user-written Endpoints of selectorless Services into EndpointSlices.")
+
+	fs.StringVar(&o.datapath.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (default $NODE_NAME, from the downward API): picks local endpoints for internalTrafficPolicy: Local.")
+	fs.StringVar(&o.clusterCIDRs, "cluster-cidr", "", "Comma-separated pod CIDRs; connections to a ClusterIP from outside them are masqueraded.")
+	fs.StringVar(&o.serviceCIDRs, "service-cluster-ip-range", "10.96.0.0/12", "Comma-separated Service CIDRs; packets to an address in them that no Service holds are dropped.")
+	fs.BoolVar(&o.datapath.MasqueradeAll, "masquerade-all", false, "Masquerade every connection to a ClusterIP.")
+	fs.IntVar(&o.datapath.MasqueradeBit, "masquerade-bit", datapath.DefaultMasqueradeBit, "Packet mark bit (0-31) that asks for masquerading.")
+	fs.DurationVar(&o.nodeAgent.MinSyncPeriod, "datapath-min-sync-period", 100*time.Millisecond, "Shortest time between two nftables syncs; changes inside it are applied together.")
+	fs.DurationVar(&o.datapath.FullSyncPeriod, "datapath-full-sync-period", time.Hour, "How often the whole nftables table is rewritten.")
+	fs.DurationVar(&o.datapath.CanaryCheckPeriod, "datapath-flush-check-period", time.Second, "How often the agent checks that its table was not flushed or deleted from outside.")
+	fs.IntVar(&o.nodeAgent.MaxConsecutiveFailures, "datapath-max-sync-failures", 3, "Failed nftables syncs in a row after which /healthz fails.")
+	return o
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
 func main() {
-	var (
-		metricsAddr          string
-		probeAddr            string
-		enableLeaderElection bool
-	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address the metrics endpoint binds to, e.g. :8443; 0 disables it.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
-	flag.BoolVar(&enableLeaderElection, "leader-elect", false, "Elect a leader among replicas of the control loops, so that one is active at a time.")
-	zapOpts := zap.Options{Development: false}
-	zapOpts.BindFlags(flag.CommandLine)
+	fs := flag.CommandLine
+	o := bindFlags(fs)
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	log := ctrl.Log.WithName("setup")
-
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress: probeAddr,
-		LeaderElection:         enableLeaderElection,
-		LeaderElectionID:       "kube-clusterip.clusterip.dev",
-	})
-	if err != nil {
-		log.Error(err, "unable to create the manager")
-		os.Exit(1)
-	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		log.Error(err, "unable to set up the health check")
-		os.Exit(1)
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		log.Error(err, "unable to set up the ready check")
-		os.Exit(1)
-	}
-	log.Info("starting manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
-		log.Error(err, "manager exited with an error")
+	if err := run(o); err != nil {
+		ctrl.Log.WithName("setup").Error(err, "kube-clusterip failed")
 		os.Exit(1)
 	}
 }
+
+func run(o *options) error {
+	log := ctrl.Log.WithName("setup")
+	controllers := map[string]bool{}
+	for _, name := range splitList(o.controllers) {
+		if name != controllerAllocator && name != controllerEndpoints {
+			return fmt.Errorf("--controllers: unknown control loop %q (known: %s, %s)", name, controllerAllocator, controllerEndpoints)
+		}
+		controllers[name] = true
+	}
+	if len(controllers) == 0 && !o.runDatapath {
+		return fmt.Errorf("nothing to run: name --controllers or set --datapath")
+	}
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("find the API server (kubeconfig or in-cluster config): %w", err)
+	}
+	cfg.QPS, cfg.Burst = float32(o.kubeAPIQPS), o.kubeAPIBurst
+	metricsOpts := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.metricsSecure}
+	if o.metricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	serveWebhook := controllers[controllerAllocator] && o.webhookCertDir != ""
+	mgrOpts := ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsOpts,
+		HealthProbeBindAddress: o.probeAddr,
+		LeaderElection:         o.leaderElect,
+		LeaderElectionID:       "kube-clusterip.clusterip.dev",
+	}
+	mgrOpts.WebhookServer = webhook.NewServer(webhook.Options{CertDir: o.webhookCertDir, Port: o.webhookPort})
+	if !serveWebhook {
+		mgrOpts.WebhookServer = unservedWebhooks{mgrOpts.WebhookServer}
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
+	if err != nil {
+		return fmt.Errorf("create the manager: %w", err)
+	}
+
+	if controllers[controllerAllocator] {
+		if err := ipam.SetupWithManager(mgr, o.ipam); err != nil {
+			return err
+		}
+		if serveWebhook {
+			if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+				return err
+			}
+		} else {
+			log.Info("no --webhook-cert-dir: the admission webhook is off, the API server assigns ClusterIPs and the repair loop mirrors them")
+		}
+	}
+	if controllers[controllerEndpoints] {
+		o.endpoints.ConcurrentSyncs = o.endpointsWorkers
+		if err := endpoints.SetupWithManager(mgr, o.endpoints); err != nil {
+			return err
+		}
+	}
+	if o.runDatapath {
+		if err := setupDatapath(mgr, o); err != nil {
+			return err
+		}
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("starting manager", "controllers", o.controllers, "datapath", o.runDatapath)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+func setupDatapath(mgr ctrl.Manager, o *options) error {
+	if o.datapath.NodeName == "" {
+		return fmt.Errorf("--datapath needs --node-name (or $NODE_NAME)")
+	}
+	o.datapath.ClusterCIDRs = splitList(o.clusterCIDRs)
+	o.datapath.ServiceCIDRs = splitList(o.serviceCIDRs)
+	o.datapath.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+	o.datapath.OnSync = nodeagent.RecordSync
+	proxier, err := datapath.New(o.datapath)
+	if err != nil {
+		return fmt.Errorf("set up the datapath: %w", err)
+	}
+	agent := &nodeagent.Agent{Client: mgr.GetClient(), Proxier: proxier, Options: o.nodeAgent}
+	return agent.SetupWithManager(mgr)
+}
+
+// unservedWebhooks keeps the admission handlers registered but never listens: without a
+// certificate the API server cannot call us anyway, and failurePolicy Ignore lets it assign
+// ClusterIPs itself.
+type unservedWebhooks struct{ webhook.Server }
+
+func (unservedWebhooks) Start(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (unservedWebhooks) NeedLeaderElection() bool { return false }
