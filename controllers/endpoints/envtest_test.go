@@ -72,12 +72,12 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 			servicePortSpec{name: "https", port: 443, targetPort: intstr.FromString("https")},
 			servicePortSpec{name: "metrics", port: 9090, targetPort: intstr.FromString("metrics")},
 		)
-		pods := runPods(ctx, k8sClient, ns, "web", 2, backend, tcpPort("http", 8080), tcpPort("https", 8443), tcpPort("metrics", 9100))
+		pods := runPods(ctx, k8sClient, ns, "web", 2, backend, tcpPort("http", 8080), tcpPort("https", 8443), tcpPort("metrics", 9090))
 
 		want := []corev1.EndpointPort{
 			{Name: "http", Port: 8080, Protocol: corev1.ProtocolTCP},
 			{Name: "https", Port: 8443, Protocol: corev1.ProtocolTCP},
-			{Name: "metrics", Port: 9100, Protocol: corev1.ProtocolTCP},
+			{Name: "metrics", Port: 9090, Protocol: corev1.ProtocolTCP},
 		}
 		Eventually(func(g Gomega) {
 			ep := getEndpoints(g, ctx, k8sClient, ns, "multi-port-service")
