@@ -24,6 +24,9 @@ import (
 // in the pool around it. A larger nested pool is skipped lazily by allocateNext instead.
 const maxCarve = 1 << 16
 
+// maxShadowSkips bounds how many addresses of large nested pools one allocation skips.
+const maxShadowSkips = 4096
+
 // Reasons of allocation errors and findings, used in messages, Events and metrics.
 const (
 	ReasonFull       = "RangeFull"
@@ -80,7 +83,6 @@ type pool struct {
 	ranges       []*allocator.Range
 	carved       []uint64 // per range: addresses reserved for nested pools
 	shadowed     []uint64 // per range: addresses of large nested pools marked lazily
-	reserved     int64    // spec.reserved addresses inside the pool
 	selectorErr  string   // why spec.namespaceSelector does not parse
 	invalid      string   // why the pool hands out nothing; empty when Ready
 }
@@ -229,7 +231,7 @@ func (r *Registry) rebuildLocked() []string {
 	seen := map[netip.Prefix]string{}
 	for _, name := range names {
 		p := r.pools[name]
-		p.invalid, p.ranges, p.carved, p.shadowed, p.reserved = p.selectorErr, nil, nil, nil, 0
+		p.invalid, p.ranges, p.carved, p.shadowed = p.selectorErr, nil, nil, nil
 		if p.invalid != "" {
 			continue
 		}
@@ -268,8 +270,8 @@ func (r *Registry) rebuildLocked() []string {
 				continue
 			}
 			for _, rg := range p.ranges {
-				if rg.CIDR().Contains(ip) && rg.Reserve(ip) == nil {
-					p.reserved++
+				if rg.CIDR().Contains(ip) {
+					_ = rg.Reserve(ip) // the CEL rules keep reserved addresses inside the CIDRs
 				}
 			}
 		}
@@ -648,10 +650,17 @@ func (r *Registry) fullError(p *pool, rg *allocator.Range) error {
 }
 
 // allocateNextLocked takes a free address of family f from p, skipping addresses owned by a
-// large nested pool (they stay marked, counted as shadowed).
+// large nested pool (they stay marked, counted as shadowed). It gives up after maxShadowSkips
+// such addresses in one call.
 func (r *Registry) allocateNextLocked(p *pool, f allocator.Family) (netip.Addr, error) {
 	i, rg := p.rangeOf(f)
-	for {
+	for skipped := 0; ; skipped++ {
+		if skipped == maxShadowSkips {
+			return netip.Addr{}, &AdmissionError{Reason: ReasonFull, Pool: p.name, Err: fmt.Errorf(
+				"%w: pool %s found no free %s address outside the pools nested in %s after %d tries; "+
+					"make the nested pools smaller than %d addresses or give the pool its own CIDR",
+				allocator.ErrFull, p.name, rg.Family(), rg.CIDR(), maxShadowSkips, maxCarve)}
+		}
 		ip, err := rg.AllocateNext()
 		if errors.Is(err, allocator.ErrFull) {
 			return netip.Addr{}, r.fullError(p, rg)

@@ -348,3 +348,25 @@ func TestAssignOnUpdateAndDryRun(t *testing.T) {
 		t.Fatalf("pending = %d, want 1 (a/real's; none for the dry run)", r.Pending())
 	}
 }
+
+func TestLargeNestedPoolIsSkipped(t *testing.T) {
+	r := NewRegistry(time.Minute, nil, nil)
+	r.SetPools([]ipamv1alpha1.ClusterIPPool{
+		testPool("default", []string{"10.96.0.0/14"}, nil),
+		testPool("big", []string{"10.96.0.0/15"}, map[string]string{"team": "a"}), // too large to carve
+	})
+	nested := netip.MustParsePrefix("10.96.0.0/15")
+	for i := range 200 {
+		got, err := r.Assign(AssignRequest{Service: key("b", "svc"+strings.Repeat("x", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nested.Contains(got[0]) {
+			t.Fatalf("the default pool handed out %s of the nested pool big", got[0])
+		}
+	}
+	st, _ := r.Status("default", 1, nil)
+	if st.Status.Families[0].Allocated != 200 {
+		t.Fatalf("default allocated = %d, want 200 (skipped addresses are not counted)", st.Status.Families[0].Allocated)
+	}
+}

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -58,6 +59,18 @@ type Options struct {
 	// ConcurrentServiceSyncs is the number of Services the repair loop mirrors in parallel
 	// (default 4). Flag --concurrent-clusterip-syncs.
 	ConcurrentServiceSyncs int
+}
+
+// BindFlags registers the flags of Options on fs, with their defaults.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.DefaultServiceCIDR, "default-service-cidr", allocator.DefaultCIDR,
+		"CIDR (or IPv4,IPv6 CIDRs) of the ClusterIPPool \"default\", created at start when no pool exists and the cluster has no ServiceCIDR \"kubernetes\".")
+	fs.DurationVar(&o.ReservationGracePeriod, "clusterip-reservation-grace-period", DefaultReservationGracePeriod,
+		"How long a ClusterIP the webhook handed out stays reserved for a Service that has not appeared.")
+	fs.DurationVar(&o.ReadyWait, "clusterip-webhook-ready-wait", DefaultReadyWait,
+		"How long a webhook request waits for the initial rebuild of the pools before the API server assigns the IP itself.")
+	fs.IntVar(&o.ConcurrentServiceSyncs, "concurrent-clusterip-syncs", 4,
+		"Number of Services the ClusterIP repair loop mirrors in parallel.")
 }
 
 func (o Options) withDefaults() Options {
