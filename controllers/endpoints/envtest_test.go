@@ -28,6 +28,18 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		backend = map[string]string{"app": "backend"}
 	})
 
+	// publishBackend creates backend-service (80→8080) and n ready backend pods, and waits until
+	// both APIs publish all of them.
+	publishBackend := func(n int) []*corev1.Pod {
+		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
+		pods := runPods(ctx, k8sClient, ns, "backend", n, backend)
+		Eventually(func(g Gomega) {
+			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).To(Equal(podIPsOf(pods)))
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).To(HaveLen(n))
+		}).Should(Succeed())
+		return pods
+	}
+
 	It("publishes backend-service (80→8080) over its 3 ready replicas in both APIs", func() {
 		svc := createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
 		pods := runPods(ctx, k8sClient, ns, "backend", 3, backend, tcpPort("http", 8080))
@@ -94,11 +106,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 	})
 
 	It("moves a pod that turns NotReady to notReadyAddresses and ready: false", func() {
-		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
-		pods := runPods(ctx, k8sClient, ns, "backend", 3, backend)
-		Eventually(func(g Gomega) {
-			g.Expect(getEndpoints(g, ctx, k8sClient, ns, "backend-service").Subsets).To(HaveLen(1))
-		}).Should(Succeed())
+		pods := publishBackend(3)
 
 		setPodStatus(ctx, k8sClient, pods[0], pods[0].Status.PodIP, false)
 
@@ -114,11 +122,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 	})
 
 	It("drops a deleted pod from both APIs", func() {
-		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
-		pods := runPods(ctx, k8sClient, ns, "backend", 3, backend)
-		Eventually(func(g Gomega) {
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).To(HaveLen(3))
-		}).Should(Succeed())
+		pods := publishBackend(3)
 
 		Expect(k8sClient.Delete(ctx, pods[1], client.GracePeriodSeconds(0))).To(Succeed())
 
@@ -132,11 +136,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 	})
 
 	It("keeps a terminating pod out of the Endpoints and marks it terminating in its slice", func() {
-		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
-		pods := runPods(ctx, k8sClient, ns, "backend", 2, backend)
-		Eventually(func(g Gomega) {
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).To(HaveLen(2))
-		}).Should(Succeed())
+		pods := publishBackend(2)
 
 		Expect(k8sClient.Delete(ctx, pods[0])).To(Succeed()) // no kubelet: it stays terminating
 
@@ -149,11 +149,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 	})
 
 	It("moves a pod out of the Service when its labels stop matching, and back in when they match again", func() {
-		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
-		pods := runPods(ctx, k8sClient, ns, "backend", 2, backend)
-		Eventually(func(g Gomega) {
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).To(HaveLen(2))
-		}).Should(Succeed())
+		pods := publishBackend(2)
 
 		relabel := func(labels map[string]string) {
 			patch := client.MergeFrom(pods[0].DeepCopy())
@@ -178,12 +174,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 	})
 
 	It("writes nothing when an unchanged Service is reconciled again", func() {
-		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
-		runPods(ctx, k8sClient, ns, "backend", 3, backend)
-		Eventually(func(g Gomega) {
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).To(HaveLen(3))
-			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).To(HaveLen(3))
-		}).Should(Succeed())
+		publishBackend(3)
 		// Let the syncs that our own writes trigger settle: writes stop changing.
 		Eventually(func() int64 { return writes.Writes(ns, "") }).Should(BeNumerically(">", 0))
 		settled := writes.Writes(ns, "")
@@ -200,11 +191,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 	})
 
 	It("turns a burst of pod changes into one write per API", func() {
-		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
-		pods := runPods(ctx, k8sClient, ns, "backend", 5, backend)
-		Eventually(func(g Gomega) {
-			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).To(HaveLen(5))
-		}).Should(Succeed())
+		pods := publishBackend(5)
 		settled := writes.Writes(ns, "Endpoints")
 		Consistently(func() int64 { return writes.Writes(ns, "Endpoints") }).Should(Equal(settled))
 

@@ -49,8 +49,7 @@ func MirroredEndpointGroups(ep *corev1.Endpoints, maxPerSubset int) (groups []En
 	if maxPerSubset <= 0 {
 		maxPerSubset = DefaultMaxEndpointsPerSubset
 	}
-	byKey := map[string]*EndpointGroup{}
-	var order []string
+	var b groupBuilder
 	for _, subset := range RepackSubsets(ep.DeepCopy().Subsets) {
 		ports := mirroredPorts(subset.Ports)
 		added := 0
@@ -65,14 +64,7 @@ func MirroredEndpointGroups(ep *corev1.Endpoints, maxPerSubset int) (groups []En
 				return
 			}
 			added++
-			key := groupKey(addressType, ports)
-			g, found := byKey[key]
-			if !found {
-				g = &EndpointGroup{AddressType: addressType, Ports: ports}
-				byKey[key] = g
-				order = append(order, key)
-			}
-			g.Endpoints = append(g.Endpoints, endpoint)
+			b.add(addressType, ports, endpoint)
 		}
 		for _, addr := range subset.Addresses {
 			add(addr, true)
@@ -81,12 +73,7 @@ func MirroredEndpointGroups(ep *corev1.Endpoints, maxPerSubset int) (groups []En
 			add(addr, false)
 		}
 	}
-	for _, key := range order {
-		g := byKey[key]
-		g.Endpoints = dedupeEndpoints(g.Endpoints)
-		groups = append(groups, *g)
-	}
-	return groups, skipped
+	return b.groups(), skipped
 }
 
 func mirroredPorts(ports []corev1.EndpointPort) []discoveryv1.EndpointPort {

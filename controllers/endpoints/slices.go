@@ -89,8 +89,7 @@ func familyOfAddressType(t discoveryv1.AddressType) corev1.IPFamily {
 // publishes not-ready addresses) and named in unknownNodePods, so that the caller retries later, as
 // upstream does.
 func DesiredEndpointGroups(svc *corev1.Service, pods []*corev1.Pod, nodes map[string]*corev1.Node) (groups []EndpointGroup, unknownNodePods []string) {
-	byKey := map[string]*EndpointGroup{}
-	var order []string
+	var b groupBuilder
 	for _, addressType := range AddressTypes(svc) {
 		for _, pod := range pods {
 			if !selectsPod(svc, pod) || !ShouldPodBeInEndpoints(pod, true) {
@@ -107,23 +106,41 @@ func DesiredEndpointGroups(svc *corev1.Service, pods []*corev1.Pod, nodes map[st
 			if len(endpoint.Addresses) == 0 {
 				continue
 			}
-			ports := endpointPorts(svc, pod)
-			key := groupKey(addressType, ports)
-			g, found := byKey[key]
-			if !found {
-				g = &EndpointGroup{AddressType: addressType, Ports: ports}
-				byKey[key] = g
-				order = append(order, key)
-			}
-			g.Endpoints = append(g.Endpoints, endpoint)
+			b.add(addressType, endpointPorts(svc, pod), endpoint)
 		}
 	}
-	for _, key := range order {
-		g := byKey[key]
+	return b.groups(), unknownNodePods
+}
+
+// groupBuilder collects endpoints into EndpointGroups by address type and port list.
+type groupBuilder struct {
+	byKey map[string]*EndpointGroup
+	order []string
+}
+
+func (b *groupBuilder) add(addressType discoveryv1.AddressType, ports []discoveryv1.EndpointPort, endpoint discoveryv1.Endpoint) {
+	key := groupKey(addressType, ports)
+	g, found := b.byKey[key]
+	if !found {
+		if b.byKey == nil {
+			b.byKey = map[string]*EndpointGroup{}
+		}
+		g = &EndpointGroup{AddressType: addressType, Ports: ports}
+		b.byKey[key] = g
+		b.order = append(b.order, key)
+	}
+	g.Endpoints = append(g.Endpoints, endpoint)
+}
+
+// groups returns the groups in the order first seen, each with sorted, unique endpoints.
+func (b *groupBuilder) groups() []EndpointGroup {
+	var groups []EndpointGroup
+	for _, key := range b.order {
+		g := b.byKey[key]
 		g.Endpoints = dedupeEndpoints(g.Endpoints)
 		groups = append(groups, *g)
 	}
-	return groups, unknownNodePods
+	return groups
 }
 
 func podToEndpoint(pod *corev1.Pod, node *corev1.Node, svc *corev1.Service, addressType discoveryv1.AddressType) discoveryv1.Endpoint {
