@@ -28,6 +28,9 @@ import (
 // +kubebuilder:rbac:groups="",resources=endpoints,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// Owner references with blockOwnerDeletion on our slices need update on the owner's finalizers
+// where OwnerReferencesPermissionEnforcement is on (upstream grants the same).
+// +kubebuilder:rbac:groups="",resources=services/finalizers;endpoints/finalizers,verbs=update
 
 // Options tune the endpoints controllers; the zero value means upstream's defaults.
 type Options struct {
