@@ -28,6 +28,7 @@ type ClusterIPPoolSpec struct {
 	// +kubebuilder:validation:items:MaxLength=43
 	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 10.96.0.0/12 or fd00::/108"
 	// +kubebuilder:validation:items:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",message="must be the network address of the CIDR (host bits zero), e.g. 10.96.0.0/12"
+	// +kubebuilder:validation:items:XValidation:rule="!isCIDR(self) || (cidr(self).ip().family() == 4 ? cidr(self).prefixLength() <= 30 : (cidr(self).prefixLength() >= 64 && cidr(self).prefixLength() <= 127))",message="must hold assignable addresses: an IPv4 CIDR of /30 or shorter, or an IPv6 CIDR from /64 to /127"
 	// +kubebuilder:validation:XValidation:rule="self.size() < 2 || !isCIDR(self[0]) || !isCIDR(self[1]) || cidr(self[0]).ip().family() != cidr(self[1]).ip().family()",message="cidrs may hold at most one CIDR per IP family"
 	// +listType=atomic
 	CIDRs []string `json:"cidrs"`

@@ -165,7 +165,7 @@ var _ = Describe("ClusterIP assignment from ClusterIPPools", func() {
 		}
 	}, SpecTimeout(5*60e9))
 
-	It("rejects a pool with a malformed CIDR or two CIDRs of one family at the API server", func(ctx SpecContext) {
+	It("rejects a pool with a malformed CIDR, two CIDRs of one family, host bits or no room at the API server", func(ctx SpecContext) {
 		malformed := &ipamv1alpha1.ClusterIPPool{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("bad")},
 			Spec: ipamv1alpha1.ClusterIPPoolSpec{CIDRs: []string{"10.96.0.0/33"}}}
 		Expect(k8sClient.Create(ctx, malformed)).To(MatchError(ContainSubstring("must be a CIDR such as 10.96.0.0/12")))
@@ -175,6 +175,9 @@ var _ = Describe("ClusterIP assignment from ClusterIPPools", func() {
 		hostBits := &ipamv1alpha1.ClusterIPPool{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("bad")},
 			Spec: ipamv1alpha1.ClusterIPPoolSpec{CIDRs: []string{"10.96.0.5/24"}}}
 		Expect(k8sClient.Create(ctx, hostBits)).To(MatchError(ContainSubstring("must be the network address")))
+		tooWide := &ipamv1alpha1.ClusterIPPool{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("bad")},
+			Spec: ipamv1alpha1.ClusterIPPoolSpec{CIDRs: []string{"fd00::/48"}}}
+		Expect(k8sClient.Create(ctx, tooWide)).To(MatchError(ContainSubstring("an IPv6 CIDR from /64 to /127")))
 	})
 })
 
