@@ -94,6 +94,34 @@ var _ = Describe("ClusterIP assignment from ClusterIPPools", func() {
 			ContainSubstring("10.96.200.7 in pool default is held by Service "+key2(first)))))
 	})
 
+	It("frees the IP reserved for a Service the API server then refused", func(ctx SpecContext) {
+		ns := newNamespace(nil)
+		createdIP(ctx, newService(ns, "taken"))
+		// Admission reserves 10.96.201.9 for ns/taken; the create then fails with AlreadyExists.
+		err := k8sClient.Create(ctx, newService(ns, "taken", withClusterIP("10.96.201.9")))
+		Expect(err).To(MatchError(ContainSubstring("already exists")))
+		Eventually(func(g Gomega) {
+			again := newService(ns, uniqueName("svc"), withClusterIP("10.96.201.9"))
+			g.Expect(k8sClient.Create(ctx, again)).To(Succeed())
+		}).Should(Succeed())
+	})
+
+	It("shows a dry run an address of the pool, and reserves nothing", func(ctx SpecContext) {
+		team := uniqueName("team")
+		pool := createPool([]string{"10.96.56.0/29"}, map[string]string{"team": team})
+		ns := newNamespace(map[string]string{"team": team})
+		for range 3 {
+			dry := newService(ns, "dry")
+			Expect(k8sClient.Create(ctx, dry, client.DryRunAll)).To(Succeed())
+			Expect(netip.MustParsePrefix("10.96.56.0/29").Contains(netip.MustParseAddr(dry.Spec.ClusterIP))).To(BeTrue())
+		}
+		Consistently(func(g Gomega) {
+			got := &ipamv1alpha1.ClusterIPPool{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pool), got)).To(Succeed())
+			g.Expect(got.Status.Allocated).To(BeZero())
+		}, "1s").Should(Succeed())
+	})
+
 	It("never hands out a reserved IP, and denies asking for one", func(ctx SpecContext) {
 		team := uniqueName("team")
 		reserved := []string{"10.96.48.1", "10.96.48.2", "10.96.48.3", "10.96.48.4", "10.96.48.5", "10.96.48.6",

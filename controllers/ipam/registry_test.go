@@ -370,3 +370,26 @@ func TestLargeNestedPoolIsSkipped(t *testing.T) {
 		t.Fatalf("default allocated = %d, want 200 (skipped addresses are not counted)", st.Status.Families[0].Allocated)
 	}
 }
+
+func TestQuarantine(t *testing.T) {
+	r := NewRegistry(time.Minute, nil, nil)
+	pool := testPool("q", []string{"10.96.0.0/29"}, nil)
+	pool.Spec.QuarantineSeconds = ptr.To[int32](3600)
+	r.SetPools([]ipamv1alpha1.ClusterIPPool{pool})
+	var all []netip.Addr
+	for i := range 6 {
+		got, err := r.Assign(AssignRequest{Service: key("a", strings.Repeat("s", i+1))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Observe(key("a", strings.Repeat("s", i+1)), got, nil)
+		all = append(all, got...)
+	}
+	r.Observe(key("a", "s"), nil, nil) // deleted: its address goes into quarantine
+	if _, err := r.Assign(AssignRequest{Service: key("a", "new")}); !errors.Is(err, allocator.ErrFull) {
+		t.Fatalf("dynamic allocation during quarantine: %v, want %v", err, allocator.ErrFull)
+	}
+	if _, err := r.Assign(AssignRequest{Service: key("a", "asks"), Requested: all[:1]}); err != nil {
+		t.Fatalf("asking for a quarantined address: %v", err)
+	}
+}

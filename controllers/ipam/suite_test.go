@@ -33,6 +33,9 @@ import (
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
+// suiteOptions has a short grace period, so that reservations of failed creates expire in a test.
+var suiteOptions = Options{ReservationGracePeriod: 2 * time.Second}
+
 var (
 	testEnv   *envtest.Environment
 	restCfg   *rest.Config
@@ -67,7 +70,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	k8sClient, err = client.New(restCfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
-	running = startManager(Options{})
+	running = startManager(suiteOptions)
 })
 
 var _ = AfterSuite(func() {
@@ -129,7 +132,7 @@ func restartManager(between func()) {
 	if between != nil {
 		between()
 	}
-	running = startManager(Options{})
+	running = startManager(suiteOptions)
 }
 
 var nameCounter atomic.Int64
