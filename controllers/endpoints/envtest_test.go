@@ -352,6 +352,53 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 	})
 })
 
+var _ = Describe("Services we leave alone", func() {
+	var (
+		ctx context.Context
+		ns  string
+	)
+
+	BeforeEach(func() {
+		ctx = context.Background()
+		ns = newTestNamespace(ctx, k8sClient)
+	})
+
+	It("publishes nothing for an ExternalName Service, even with a selector", func() {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "external-name", Namespace: ns},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "db.example.com",
+				Selector: map[string]string{"app": "x"}},
+		}
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		runPods(ctx, k8sClient, ns, "x", 1, map[string]string{"app": "x"})
+		Eventually(func() int64 { return writes.ServiceReads(ns) }).Should(BeNumerically(">", 0))
+		Consistently(func(g Gomega) {
+			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "external-name"}, &corev1.Endpoints{})
+			g.Expect(err).To(HaveOccurred())
+			g.Expect(client.IgnoreNotFound(err)).To(Succeed())
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-name", ControllerName)).To(BeEmpty())
+		}).Should(Succeed())
+	})
+
+	It("removes our slices when a Service loses its selector, and leaves its Endpoints to the user", func() {
+		backend := map[string]string{"app": "backend"}
+		svc := createService(ctx, k8sClient, ns, "was-selected", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
+		runPods(ctx, k8sClient, ns, "backend", 1, backend)
+		Eventually(func(g Gomega) {
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "was-selected", ControllerName))).To(HaveLen(1))
+		}).Should(Succeed())
+
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svc), svc)).To(Succeed())
+		svc.Spec.Selector = nil
+		Expect(k8sClient.Update(ctx, svc)).To(Succeed())
+
+		Eventually(func(g Gomega) {
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "was-selected", ControllerName)).To(BeEmpty())
+			g.Expect(getEndpoints(g, ctx, k8sClient, ns, "was-selected").Subsets).To(HaveLen(1))
+		}).Should(Succeed())
+	})
+})
+
 var _ = Describe("Service deletion", func() {
 	It("deletes the Endpoints we wrote", func() {
 		ctx := context.Background()
