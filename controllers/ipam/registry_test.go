@@ -337,6 +337,10 @@ func TestAssignOnUpdateAndDryRun(t *testing.T) {
 	if _, err := r.Assign(AssignRequest{Service: key("b", "svc"), NamespaceLabels: teamA, Policy: &require, Requested: got, Previous: got}); err == nil {
 		t.Fatal("RequireDualStack in a single-family pool was allowed on update")
 	}
+	r.DeletePool("default")
+	if _, err := r.Assign(AssignRequest{Service: key("b", "svc"), NamespaceLabels: noLabel, Requested: got, Previous: got}); err != nil {
+		t.Fatalf("an update that keeps its addresses in a namespace no pool selects: %v", err)
+	}
 	dry, err := r.Assign(AssignRequest{Service: key("a", "dry"), NamespaceLabels: teamA, DryRun: true})
 	if err != nil || len(dry) != 1 || !netip.MustParsePrefix("10.96.0.32/29").Contains(dry[0]) {
 		t.Fatalf("dry run: %v, %v; want an address of team-a", dry, err)

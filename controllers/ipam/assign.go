@@ -1,0 +1,325 @@
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kube-clusterip/kube-clusterip/allocator"
+)
+
+// AssignRequest is a Service at admission.
+type AssignRequest struct {
+	Service         types.NamespacedName
+	NamespaceLabels labels.Set
+	Policy          *corev1.IPFamilyPolicy
+	IPFamilies      []corev1.IPFamily
+	// Requested are the ClusterIPs the object names already (asked for by the user, or kept on
+	// update); they are honoured when free in a pool the namespace may use.
+	Requested []netip.Addr
+	// Previous are the ClusterIPs the Service had before an update; they always pass.
+	Previous []netip.Addr
+	// DryRun checks everything but reserves nothing and hands out no dynamic address.
+	DryRun bool
+}
+
+// Assign returns the Service's ClusterIPs: the requested ones, then one per missing family from
+// the most specific pool for the namespace. New addresses are reserved for the Service until the
+// repair loop sees it hold them, or the grace period ends.
+func (r *Registry) Assign(req AssignRequest) ([]netip.Addr, error) {
+	r.mu.Lock()
+	ips, touched, err := r.assignLocked(req)
+	r.mu.Unlock()
+	r.notify(touched)
+	return ips, err
+}
+
+func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, error) {
+	cands := r.candidatesLocked(req.NamespaceLabels)
+	if len(cands) == 0 && len(req.Requested) > 0 && isSubset(req.Requested, req.Previous) && !requiresDualStack(req) {
+		return req.Requested, nil, nil // an update that keeps the addresses needs no pool
+	}
+	if len(cands) == 0 {
+		return nil, nil, &AdmissionError{Reason: ReasonNoPool, Err: fmt.Errorf(
+			"no ClusterIPPool selects namespace %s (pools: %s); create one, or label the namespace to match one",
+			req.Service.Namespace, poolList(r.sortedPoolsLocked()))}
+	}
+	var fresh []netip.Addr
+	for _, ip := range req.Requested {
+		if slices.Contains(req.Previous, ip) {
+			continue
+		}
+		isNew, err := r.checkRequestedLocked(req.Service, ip, cands)
+		if err != nil {
+			return nil, nil, err
+		}
+		if isNew {
+			fresh = append(fresh, ip)
+		}
+	}
+	chosen := cands[0]
+	want, err := WantFamilies(req.Policy, req.IPFamilies, req.Requested, chosen.name, chosen.families())
+	switch {
+	case err != nil && len(req.Requested) > 0 && !requiresDualStack(req):
+		// The Service has its addresses; its pool just cannot add a second family.
+		want = nil
+	case err != nil:
+		return nil, nil, &AdmissionError{Reason: ReasonFamily, Pool: chosen.name, Err: err}
+	}
+	var missing []allocator.Family
+	for i := len(req.Requested); i < len(want); i++ {
+		missing = append(missing, want[i])
+	}
+	for _, f := range missing {
+		if _, rg := chosen.rangeOf(f); rg.Free() == 0 {
+			return nil, []string{chosen.name}, r.fullError(chosen, rg)
+		}
+	}
+	if req.DryRun {
+		return append(slices.Clone(req.Requested), r.peekLocked(chosen, missing)...), nil, nil
+	}
+	ips := slices.Clone(req.Requested)
+	for _, ip := range fresh {
+		_, rg := r.ownerLocked(ip)
+		if err := rg.Allocate(ip); err != nil {
+			r.rollbackLocked(fresh[:slices.Index(fresh, ip)])
+			return nil, nil, &AdmissionError{Reason: ReasonAllocated, Err: err}
+		}
+	}
+	var dynamic []netip.Addr
+	for _, f := range missing {
+		ip, err := r.allocateNextLocked(chosen, f)
+		if err != nil {
+			r.rollbackLocked(append(fresh, dynamic...))
+			return nil, []string{chosen.name}, err
+		}
+		dynamic = append(dynamic, ip)
+	}
+	deadline := r.now().Add(r.grace)
+	for _, ip := range append(fresh, dynamic...) {
+		r.pending[ip] = reservation{service: req.Service, deadline: deadline}
+	}
+	touched := []string{chosen.name}
+	for _, ip := range fresh {
+		if p, _ := r.ownerLocked(ip); p != nil && p != chosen {
+			touched = append(touched, p.name)
+		}
+	}
+	return append(ips, dynamic...), touched, nil
+}
+
+// checkRequestedLocked says whether key may have ip, and whether it is new to key.
+func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr, cands []*pool) (bool, error) {
+	if r.holders[ip] == key || slices.Contains(r.extra[ip], key) || slices.Contains(r.outside[ip], key) {
+		return false, nil
+	}
+	if res, ok := r.pending[ip]; ok && res.isFor(key) {
+		return false, nil
+	}
+	owner, rg := r.ownerLocked(ip)
+	if owner == nil {
+		return false, &AdmissionError{Reason: ReasonOutOfRange, Err: fmt.Errorf(
+			"%w: %s is outside every pool namespace %s may use: %s; request an IP from one of them, or leave spec.clusterIP empty",
+			allocator.ErrNotInRange, ip, key.Namespace, poolList(cands))}
+	}
+	if !slices.Contains(cands, owner) {
+		return false, &AdmissionError{Reason: ReasonOutOfRange, Pool: owner.name, Err: fmt.Errorf(
+			"%w: %s belongs to pool %s, which does not select namespace %s; it may use %s",
+			allocator.ErrNotInRange, ip, owner.name, key.Namespace, poolList(cands))}
+	}
+	if holder, ok := r.holders[ip]; ok {
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
+			"%w: %s in pool %s is held by Service %s; request a different IP or leave spec.clusterIP empty to get a free one",
+			allocator.ErrAllocated, ip, owner.name, holder)}
+	}
+	if res, ok := r.pending[ip]; ok {
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
+			"%w: %s in pool %s is being assigned to Service %s; request a different IP or leave spec.clusterIP empty to get a free one",
+			allocator.ErrAllocated, ip, owner.name, serviceName(res.service))}
+	}
+	if rg.IsReserved(ip) {
+		return false, &AdmissionError{Reason: ReasonReserved, Pool: owner.name, Err: fmt.Errorf(
+			"%w: %s in pool %s is in its spec.reserved and is never assigned; request a different IP or leave spec.clusterIP empty",
+			allocator.ErrReserved, ip, owner.name)}
+	}
+	if rg.Has(ip) {
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
+			"%w: %s in pool %s; request a different IP or leave spec.clusterIP empty to get a free one",
+			allocator.ErrAllocated, ip, owner.name)}
+	}
+	return true, nil
+}
+
+func serviceName(key types.NamespacedName) string {
+	if key.Name == "" {
+		return key.Namespace + "/<generated name>"
+	}
+	return key.String()
+}
+
+func (r *Registry) fullError(p *pool, rg *allocator.Range) error {
+	return &AdmissionError{Reason: ReasonFull, Pool: p.name, Err: fmt.Errorf(
+		"%w: pool %s has no free %s address in %s; grow it by adding or enlarging a CIDR in spec.cidrs "+
+			"(kubectl edit clusterippool %s), or delete Services that use it",
+		allocator.ErrFull, p.name, rg.Family(), rg.CIDR(), p.name)}
+}
+
+// allocateNextLocked takes a free address of family f from p, skipping addresses owned by a
+// large nested pool (they stay marked, counted as shadowed). It gives up after maxShadowSkips
+// such addresses in one call.
+func (r *Registry) allocateNextLocked(p *pool, f allocator.Family) (netip.Addr, error) {
+	i, rg := p.rangeOf(f)
+	for skipped := 0; ; skipped++ {
+		if skipped == maxShadowSkips {
+			return netip.Addr{}, &AdmissionError{Reason: ReasonFull, Pool: p.name, Err: fmt.Errorf(
+				"%w: pool %s found no free %s address outside the pools nested in %s after %d tries; "+
+					"make the nested pools smaller than %d addresses or give the pool its own CIDR",
+				allocator.ErrFull, p.name, rg.Family(), rg.CIDR(), maxShadowSkips, maxCarve)}
+		}
+		ip, err := rg.AllocateNext()
+		if errors.Is(err, allocator.ErrFull) {
+			return netip.Addr{}, r.fullError(p, rg)
+		}
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		if _, owner := r.ownerLocked(ip); owner == rg {
+			return ip, nil
+		}
+		p.shadowed[i]++
+	}
+}
+
+// peekLocked returns addresses a dry run would get, reserving nothing. A pool with a quarantine
+// would put them in quarantine on release, so its dry runs get no dynamic address (the API server
+// shows one of its own).
+func (r *Registry) peekLocked(p *pool, families []allocator.Family) []netip.Addr {
+	if q := p.spec.QuarantineSeconds; q != nil && *q > 0 {
+		return nil
+	}
+	var ips []netip.Addr
+	for _, f := range families {
+		ip, err := r.allocateNextLocked(p, f)
+		if err != nil {
+			break
+		}
+		ips = append(ips, ip)
+	}
+	r.rollbackLocked(ips)
+	if len(ips) < len(families) {
+		return nil
+	}
+	return ips
+}
+
+func requiresDualStack(req AssignRequest) bool {
+	if req.Policy != nil {
+		return *req.Policy == corev1.IPFamilyPolicyRequireDualStack
+	}
+	return len(req.IPFamilies) == 2
+}
+
+// rollbackLocked undoes allocations of a failed request; they were never visible to anyone.
+func (r *Registry) rollbackLocked(ips []netip.Addr) {
+	for _, ip := range ips {
+		if _, rg := r.ownerLocked(ip); rg != nil {
+			_ = rg.Release(ip)
+		}
+	}
+}
+
+// Validate checks the ClusterIPs of a Service's final object at admission: each one is reserved
+// for it, already held by it, or free in a pool its namespace may use (then it is reserved now,
+// unless dryRun). previous are the IPs the Service had before an update; they always pass.
+func (r *Registry) Validate(key types.NamespacedName, ips, previous []netip.Addr, nsLabels labels.Set, dryRun bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cands := r.candidatesLocked(nsLabels)
+	var fresh []netip.Addr
+	for _, ip := range ips {
+		if slices.Contains(previous, ip) {
+			continue
+		}
+		if res, ok := r.pending[ip]; ok && res.isFor(key) {
+			if res.service.Name == "" { // the name is generated between mutation and validation
+				r.pending[ip] = reservation{service: key, deadline: res.deadline}
+			}
+			continue
+		}
+		isNew, err := r.checkRequestedLocked(key, ip, cands)
+		if err != nil {
+			r.rollbackLocked(fresh)
+			return err
+		}
+		if isNew && !dryRun {
+			_, rg := r.ownerLocked(ip)
+			if err := rg.Allocate(ip); err != nil {
+				r.rollbackLocked(fresh)
+				return &AdmissionError{Reason: ReasonAllocated, Err: err}
+			}
+			fresh = append(fresh, ip)
+		}
+	}
+	deadline := r.now().Add(r.grace)
+	for _, ip := range fresh {
+		r.pending[ip] = reservation{service: key, deadline: deadline}
+	}
+	return nil
+}
+
+// Reservation is a webhook reservation whose grace period is over.
+type Reservation struct {
+	IP      netip.Addr
+	Service types.NamespacedName
+}
+
+// ExpiredReservations returns the reservations whose Service has not been seen in time.
+func (r *Registry) ExpiredReservations() []Reservation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	var out []Reservation
+	for ip, res := range r.pending {
+		if now.After(res.deadline) {
+			out = append(out, Reservation{IP: ip, Service: res.service})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	return out
+}
+
+// DropReservation frees an expired reservation whose Service turned out not to exist (the
+// request was a failed create, or the Service was deleted before the repair loop saw it).
+func (r *Registry) DropReservation(res Reservation) {
+	r.mu.Lock()
+	cur, ok := r.pending[res.IP]
+	if !ok || cur.service != res.Service || !r.now().After(cur.deadline) {
+		r.mu.Unlock()
+		return
+	}
+	delete(r.pending, res.IP)
+	var touched []string
+	if _, held := r.holders[res.IP]; !held {
+		if p, rg := r.ownerLocked(res.IP); rg != nil {
+			_ = rg.Release(res.IP)
+			touched = append(touched, p.name)
+		}
+	}
+	r.mu.Unlock()
+	r.notify(touched)
+}
+
+func isSubset(ips, of []netip.Addr) bool {
+	for _, ip := range ips {
+		if !slices.Contains(of, ip) {
+			return false
+		}
+	}
+	return true
+}
