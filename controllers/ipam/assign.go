@@ -25,6 +25,9 @@ type AssignRequest struct {
 	Requested []netip.Addr
 	// Previous are the ClusterIPs the Service had before an update; they always pass.
 	Previous []netip.Addr
+	// KeepFamilies adds no family: an update that changes neither ipFamilyPolicy nor ipFamilies
+	// (kube-apiserver never upgrades a PreferDualStack Service on its own either).
+	KeepFamilies bool
 	// DryRun checks everything but reserves nothing and hands out no dynamic address.
 	DryRun bool
 }
@@ -64,13 +67,16 @@ func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, erro
 		}
 	}
 	chosen := cands[0]
-	want, err := WantFamilies(req.Policy, req.IPFamilies, req.Requested, chosen.name, chosen.families())
-	switch {
-	case err != nil && len(req.Requested) > 0 && !requiresDualStack(req):
-		// The Service has its addresses; its pool just cannot add a second family.
-		want = nil
-	case err != nil:
-		return nil, nil, &AdmissionError{Reason: ReasonFamily, Pool: chosen.name, Err: err}
+	var want []allocator.Family
+	if !req.KeepFamilies {
+		var err error
+		want, err = WantFamilies(req.Policy, req.IPFamilies, req.Requested, chosen.name, chosen.families())
+		switch {
+		case err != nil && len(req.Requested) > 0 && !requiresDualStack(req):
+			want = nil // the Service has its addresses; its pool just cannot add a second family
+		case err != nil:
+			return nil, nil, &AdmissionError{Reason: ReasonFamily, Pool: chosen.name, Err: err}
+		}
 	}
 	var missing []allocator.Family
 	for i := len(req.Requested); i < len(want); i++ {
@@ -219,10 +225,7 @@ func (r *Registry) peekLocked(p *pool, families []allocator.Family) []netip.Addr
 }
 
 func requiresDualStack(req AssignRequest) bool {
-	if req.Policy != nil {
-		return *req.Policy == corev1.IPFamilyPolicyRequireDualStack
-	}
-	return len(req.IPFamilies) == 2
+	return req.Policy != nil && *req.Policy == corev1.IPFamilyPolicyRequireDualStack
 }
 
 // rollbackLocked undoes allocations of a failed request; they were never visible to anyone.

@@ -42,18 +42,15 @@ func ChoosePool(pools []PoolCandidate, namespaceLabels labels.Set) []PoolCandida
 }
 
 // WantFamilies returns the IP families a Service gets, primary first, following kube-apiserver's
-// defaulting: without a policy, two ipFamilies or two requested IPs mean RequireDualStack and
-// anything else SingleStack; the primary family is ipFamilies[0], else the family of the first
-// requested IP, else the pool's first family. poolFamilies are the families the pool has, in the
-// order of its spec.cidrs; poolName is for messages.
+// defaulting: a Service created without ipFamilyPolicy is SingleStack (the API server then
+// refuses two ipFamilies or two clusterIPs itself); the primary family is ipFamilies[0], else the
+// family of the first requested IP, else the pool's first family. poolFamilies are the families
+// the pool has, in the order of its spec.cidrs; poolName is for messages.
 func WantFamilies(policy *corev1.IPFamilyPolicy, ipFamilies []corev1.IPFamily, requested []netip.Addr,
 	poolName string, poolFamilies []allocator.Family) ([]allocator.Family, error) {
 	effective := corev1.IPFamilyPolicySingleStack
-	switch {
-	case policy != nil:
+	if policy != nil {
 		effective = *policy
-	case len(ipFamilies) == 2 || len(requested) == 2:
-		effective = corev1.IPFamilyPolicyRequireDualStack
 	}
 	has := func(f allocator.Family) bool {
 		for _, pf := range poolFamilies {

@@ -93,9 +93,9 @@ func TestWantFamilies(t *testing.T) {
 		{name: "RequireDualStack gets both", policy: &require, pool: both, want: both},
 		{name: "RequireDualStack in a single-family pool is refused", policy: &require, pool: only4,
 			wantErr: "ipFamilyPolicy RequireDualStack needs an IPv4 and an IPv6 address, but pool p has only IPv4"},
-		{name: "two ipFamilies without a policy mean RequireDualStack", ipFamilies: []corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol},
-			pool: both, want: v6First},
-		{name: "two requested IPs without a policy mean RequireDualStack", requested: []string{"10.96.0.10", "fd00::10"}, pool: both, want: both},
+		{name: "two ipFamilies without a policy are SingleStack, as kube-apiserver defaults them",
+			ipFamilies: []corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol}, pool: both, want: only6},
+		{name: "two requested IPs without a policy are SingleStack", requested: []string{"10.96.0.10", "fd00::10"}, pool: both, want: only4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

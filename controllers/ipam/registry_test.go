@@ -337,6 +337,11 @@ func TestAssignOnUpdateAndDryRun(t *testing.T) {
 	if _, err := r.Assign(AssignRequest{Service: key("b", "svc"), NamespaceLabels: teamA, Policy: &require, Requested: got, Previous: got}); err == nil {
 		t.Fatal("RequireDualStack in a single-family pool was allowed on update")
 	}
+	r.SetPool(ptr.To(testPool("default", []string{"10.96.0.0/26", "fd00::/120"}, nil)))
+	kept, err = r.Assign(AssignRequest{Service: key("b", "svc"), NamespaceLabels: noLabel, Policy: &prefer, Requested: got, Previous: got, KeepFamilies: true})
+	if err != nil || !slices.Equal(kept, got) {
+		t.Fatalf("an unrelated update of a PreferDualStack Service: %v, %v; want %v and no new family", kept, err, got)
+	}
 	r.DeletePool("default")
 	if _, err := r.Assign(AssignRequest{Service: key("b", "svc"), NamespaceLabels: noLabel, Requested: got, Previous: got}); err != nil {
 		t.Fatalf("an update that keeps its addresses in a namespace no pool selects: %v", err)

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
@@ -72,7 +73,8 @@ func (a *serviceAdmission) timed(webhook string, handle func() admission.Respons
 type admissionInput struct {
 	key             types.NamespacedName
 	svc             *corev1.Service
-	previous        []netip.Addr // the IPs before an update
+	old             *corev1.Service // before an update, when it had ClusterIPs
+	previous        []netip.Addr    // the IPs before an update
 	namespaceLabels labels.Set
 	dryRun          bool
 }
@@ -116,6 +118,9 @@ func (a *serviceAdmission) read(ctx context.Context, req admission.Request) (*ad
 		}
 		if needsClusterIP(old) {
 			in.previous, _ = clusterIPsOf(old)
+			if len(in.previous) > 0 {
+				in.old = old
+			}
 		}
 	}
 	ns := &corev1.Namespace{}
@@ -140,13 +145,22 @@ func (m *MutatingWebhook) mutate(ctx context.Context, req admission.Request) adm
 		// An update that does not repeat the ClusterIPs keeps them (the API server copies them over).
 		requested = in.previous
 	}
+	policy, keepFamilies := in.svc.Spec.IPFamilyPolicy, false
+	if in.old != nil {
+		if policy == nil { // as kube-apiserver: an update without a policy keeps the old one
+			policy = in.old.Spec.IPFamilyPolicy
+		}
+		keepFamilies = ptr.Equal(policy, in.old.Spec.IPFamilyPolicy) &&
+			(len(in.svc.Spec.IPFamilies) == 0 || slices.Equal(in.svc.Spec.IPFamilies, in.old.Spec.IPFamilies))
+	}
 	ips, err := m.registry.Assign(AssignRequest{
 		Service:         in.key,
 		NamespaceLabels: in.namespaceLabels,
-		Policy:          in.svc.Spec.IPFamilyPolicy,
+		Policy:          policy,
 		IPFamilies:      in.svc.Spec.IPFamilies,
 		Requested:       requested,
 		Previous:        in.previous,
+		KeepFamilies:    keepFamilies,
 		DryRun:          in.dryRun,
 	})
 	if err != nil {
