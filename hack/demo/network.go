@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Addresses of the demo's network: the node is the demo's own network namespace.
+const (
+	nodeName       = "demo-node"
+	clusterCIDR    = "10.244.0.0/16" // every pod CIDR of the cluster (the datapath's --cluster-cidr)
+	podGateway     = "10.244.0.1"    // the node's address on each pod's veth (this node's pod CIDR is 10.244.0.0/24)
+	serviceCIDR    = "10.96.0.0/12"
+	databaseIP     = "192.168.100.10" // a "database" outside the cluster, in a namespace of its own
+	databaseGW     = "192.168.100.1"
+	databasePort   = 5432
+	uplinkNodeIP   = "172.18.0.2" // the node's own address on its uplink
+	uplinkRouterIP = "172.18.0.1"
+)
+
+// setUpIsolation prepares the new mount namespace: nothing mounted here may reach the host, /proc
+// must show the new PID namespace (netns helpers find threads through it), and /run/netns is a
+// private tmpfs so that `ip netns` names exist only for this demo.
+func setUpIsolation() error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc for the new PID namespace: %w", err)
+	}
+	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", "/run/netns", "tmpfs", 0, "mode=755"); err != nil {
+		return fmt.Errorf("mount a private /run/netns: %w", err)
+	}
+	return nil
+}
+
+// setUpNode turns the demo's network namespace into a node: loopback (the API server listens
+// there), forwarding between pods, and an uplink with a default route, as a real node has, so
+// that a packet to a ClusterIP without endpoints is routed and meets the datapath's reject
+// rather than "network unreachable".
+func setUpNode() error {
+	for path, value := range map[string]string{
+		"/proc/sys/net/ipv4/ip_forward":             "1",
+		"/proc/sys/net/ipv4/conf/all/rp_filter":     "0",
+		"/proc/sys/net/ipv4/conf/default/rp_filter": "0",
+	} {
+		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("sysctl %s: %w", path, err)
+		}
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
+	}
+	// The uplink leads to a namespace that forwards nothing: the demo's "outside world".
+	if _, err := newSandbox("uplink", uplinkRouterIP, uplinkNodeIP, "uplink0"); err != nil {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	return netlink.RouteAdd(&netlink.Route{Gw: net.ParseIP(uplinkRouterIP), Dst: nil})
+}
+
+// sandbox is a network namespace joined to the node by a veth pair, named so that
+// `ip netns exec <name> ...` works inside the demo: the network half of a pod.
+type sandbox struct {
+	name    string
+	ns      netns.NsHandle
+	ip      string
+	hostDev string
+
+	mu      sync.Mutex
+	closers []io.Closer
+}
+
+// newSandbox creates the namespace name with address ip on its eth0, and hostDev on the node
+// side holding gateway. Both ends carry /32s with explicit routes, as many CNI plugins do: the
+// pod sends everything to the node, and the node routes each pod address to its veth, so every
+// packet between pods (and every reply to a DNATed one) crosses the node's netfilter hooks.
+func newSandbox(name, ip, gateway, hostDev string) (*sandbox, error) {
+	s := &sandbox{name: name, ip: ip, hostDev: hostDev}
+	if err := s.create(gateway); err != nil {
+		s.destroy()
+		return nil, fmt.Errorf("create network namespace %s: %w", name, err)
+	}
+	return s, nil
+}
+
+func (s *sandbox) create(gateway string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	node, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	s.ns, err = netns.NewNamed(s.name)
+	if err != nil {
+		return err
+	}
+	if err := netns.Set(node); err != nil {
+		return err
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: s.hostDev}, PeerName: s.hostDev + "p"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("add veth %s: %w", s.hostDev, err)
+	}
+	peer, err := netlink.LinkByName(s.hostDev + "p")
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetNsFd(peer, int(s.ns)); err != nil {
+		return err
+	}
+	host, err := netlink.LinkByName(s.hostDev)
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrAdd(host, hostAddr(gateway)); err != nil {
+		return fmt.Errorf("node side address %s: %w", gateway, err)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return err
+	}
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: host.Attrs().Index, Dst: hostNet(s.ip), Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("route %s to %s: %w", s.ip, s.hostDev, err)
+	}
+	return s.configureInside(gateway)
+}
+
+// configureInside names the namespace's interface eth0, addresses it and routes everything
+// through the node.
+func (s *sandbox) configureInside(gateway string) error {
+	h, err := netlink.NewHandleAt(s.ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	eth, err := h.LinkByName(s.hostDev + "p")
+	if err != nil {
+		return err
+	}
+	if err := h.LinkSetName(eth, "eth0"); err != nil {
+		return err
+	}
+	if err := h.AddrAdd(eth, hostAddr(s.ip)); err != nil {
+		return fmt.Errorf("address %s: %w", s.ip, err)
+	}
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	for _, l := range []netlink.Link{lo, eth} {
+		if err := h.LinkSetUp(l); err != nil {
+			return err
+		}
+	}
+	index := eth.Attrs().Index
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: index, Dst: hostNet(gateway), Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("route to the node %s: %w", gateway, err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: index, Gw: net.ParseIP(gateway)}); err != nil {
+		return fmt.Errorf("default route via %s: %w", gateway, err)
+	}
+	return nil
+}
+
+func hostNet(ip string) *net.IPNet {
+	return &net.IPNet{IP: net.ParseIP(ip).To4(), Mask: net.CIDRMask(32, 32)}
+}
+
+func hostAddr(ip string) *netlink.Addr {
+	return &netlink.Addr{IPNet: hostNet(ip), Flags: unix.IFA_F_NODAD}
+}
+
+// destroy closes the servers, deletes the veth pair (deleting one end deletes both) and the
+// namespace's name.
+func (s *sandbox) destroy() {
+	s.mu.Lock()
+	for _, c := range s.closers {
+		c.Close()
+	}
+	s.closers = nil
+	s.mu.Unlock()
+	if l, err := netlink.LinkByName(s.hostDev); err == nil {
+		_ = netlink.LinkDel(l)
+	}
+	_ = netns.DeleteNamed(s.name)
+	if s.ns.IsOpen() {
+		s.ns.Close()
+	}
+}
+
+// listen opens a TCP listener inside the namespace. A socket belongs to the namespace it was
+// created in, so the server can then run on any thread.
+func (s *sandbox) listen(port int) (net.Listener, error) {
+	var l net.Listener
+	err := inNetns(s.ns, func() (err error) {
+		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s:%d: %w", s.name, port, err)
+	}
+	s.mu.Lock()
+	s.closers = append(s.closers, l)
+	s.mu.Unlock()
+	return l, nil
+}
+
+// serveHTTP answers every HTTP request on port with answer, as the demo's backend pods do.
+func (s *sandbox) serveHTTP(port int, answer string) error {
+	l, err := s.listen(port)
+	if err != nil {
+		return err
+	}
+	server := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, answer)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go func() { _ = server.Serve(l) }()
+	return nil
+}
+
+// serveGreeting writes greeting to every TCP connection on port and closes it, as a database
+// server greets its clients.
+func (s *sandbox) serveGreeting(port int, greeting string) error {
+	l, err := s.listen(port)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, greeting+"\n")
+			c.Close()
+		}
+	}()
+	return nil
+}
+
+// dial connects from inside the namespace, as a process in the pod would.
+func (s *sandbox) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(s.ns, func() (err error) {
+		d := net.Dialer{Timeout: 2 * time.Second}
+		c, err = d.DialContext(ctx, network, address)
+		return err
+	})
+	return c, err
+}
+
+// get sends one HTTP request from the namespace on a new connection (no keep-alive: the
+// datapath picks an endpoint per connection) and returns the trimmed answer.
+func (s *sandbox) get(ctx context.Context, url string) (string, error) {
+	client := &http.Client{
+		Transport: &http.Transport{DialContext: s.dial, DisableKeepAlives: true},
+		Timeout:   3 * time.Second,
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(body)), err
+}
+
+// readGreeting connects to address from the namespace and returns the first line it is sent.
+func (s *sandbox) readGreeting(ctx context.Context, address string) (string, error) {
+	c, err := s.dial(ctx, "tcp4", address)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	line, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	return strings.TrimSpace(string(line)), nil
+}
+
+// inNetns runs f on a thread switched into ns. If the thread cannot be switched back, it stays
+// locked so that the runtime discards it instead of reusing it elsewhere.
+func inNetns(ns netns.NsHandle, f func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	ferr := f()
+	if err := netns.Set(orig); err != nil {
+		return fmt.Errorf("return to the node namespace: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
