@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -35,7 +36,7 @@ func holderOf(ip netip.Addr) string {
 	return key.String()
 }
 
-func key2(svc *corev1.Service) string { return client.ObjectKeyFromObject(svc).String() }
+func keyOf(svc *corev1.Service) string { return client.ObjectKeyFromObject(svc).String() }
 
 var _ = Describe("ClusterIP assignment from ClusterIPPools", func() {
 	It("creates the default pool for the Service range and adopts the kubernetes Service into it", func(ctx SpecContext) {
@@ -66,11 +67,16 @@ var _ = Describe("ClusterIP assignment from ClusterIPPools", func() {
 		generated.GenerateName = "web-"
 		Expect(teamNet.Contains(createdIP(ctx, generated))).To(BeTrue(), "a Service with generateName lands in the pool too")
 
+		err := k8sClient.Create(ctx, newService(otherNS, "asks-team-ip", withClusterIP("10.96.16.100")))
+		Expect(err).To(MatchError(And(ContainSubstring("provided IP is not in the valid range"),
+			ContainSubstring("10.96.16.100 belongs to pool "+teamPool.Name+", which does not select namespace "+otherNS),
+			ContainSubstring("it may use default (10.96.0.0/12)"))))
+
 		other := newService(otherNS, "elsewhere")
 		ip := createdIP(ctx, other)
 		Expect(netip.MustParsePrefix("10.96.0.0/12").Contains(ip)).To(BeTrue())
 		Expect(teamNet.Contains(ip)).To(BeFalse(), "the default pool handed out %s of pool %s", ip, teamPool.Name)
-		Eventually(func() string { return holderOf(ip) }).Should(Equal(key2(other)))
+		Eventually(func() string { return holderOf(ip) }).Should(Equal(keyOf(other)))
 
 		Eventually(func(g Gomega) {
 			held := servicesWithin(ctx, g, teamNet) // earlier tests' default-pool Services may sit in it
@@ -78,7 +84,7 @@ var _ = Describe("ClusterIP assignment from ClusterIPPools", func() {
 			got := &ipamv1alpha1.ClusterIPPool{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(teamPool), got)).To(Succeed())
 			g.Expect(got.Status.Allocated).To(BeEquivalentTo(held))
-			g.Expect(got.Status.Free).To(Equal(itoa10(4094 - held)))
+			g.Expect(got.Status.Free).To(Equal(strconv.Itoa(4094 - held)))
 		}).Should(Succeed())
 	})
 
@@ -86,12 +92,12 @@ var _ = Describe("ClusterIP assignment from ClusterIPPools", func() {
 		ns := newNamespace(nil)
 		first := newService(ns, "first", withClusterIP("10.96.200.7"))
 		Expect(createdIP(ctx, first)).To(Equal(netip.MustParseAddr("10.96.200.7")))
-		Eventually(func() string { return holderOf(netip.MustParseAddr("10.96.200.7")) }).Should(Equal(key2(first)))
+		Eventually(func() string { return holderOf(netip.MustParseAddr("10.96.200.7")) }).Should(Equal(keyOf(first)))
 
 		err := k8sClient.Create(ctx, newService(ns, "second", withClusterIP("10.96.200.7")))
 		Expect(err).To(MatchError(And(
 			ContainSubstring("provided IP is already allocated"),
-			ContainSubstring("10.96.200.7 in pool default is held by Service "+key2(first)))))
+			ContainSubstring("10.96.200.7 in pool default is held by Service "+keyOf(first)))))
 	})
 
 	It("frees the IP reserved for a Service the API server then refused", func(ctx SpecContext) {
@@ -173,7 +179,7 @@ var _ = Describe("ClusterIP assignment from ClusterIPPools", func() {
 			wg.Go(func() {
 				defer GinkgoRecover()
 				for i := range perWorker {
-					svc := newService(ns, "svc-"+itoa(w)+"-"+itoa(i))
+					svc := newService(ns, "svc-"+suffix(w)+"-"+suffix(i))
 					err := k8sClient.Create(ctx, svc)
 					mu.Lock()
 					if err != nil {
@@ -191,7 +197,7 @@ var _ = Describe("ClusterIP assignment from ClusterIPPools", func() {
 		for ip, name := range seen {
 			Eventually(func() string { return holderOf(netip.MustParseAddr(ip)) }).Should(Equal(ns + "/" + name))
 		}
-	}, SpecTimeout(5*60e9))
+	}, SpecTimeout(5*time.Minute))
 
 	It("rejects a pool with a malformed CIDR, two CIDRs of one family, host bits or no room at the API server", func(ctx SpecContext) {
 		malformed := &ipamv1alpha1.ClusterIPPool{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("bad")},
@@ -215,8 +221,8 @@ var _ = Describe("ClusterIP assignment across a restart of the manager", Serial,
 		createPool([]string{"10.96.64.0/24"}, map[string]string{"team": team})
 		teamNS, otherNS := newNamespace(map[string]string{"team": team}), newNamespace(nil)
 		for i := range 10 {
-			createdIP(ctx, newService(teamNS, "team-"+itoa(i)))
-			createdIP(ctx, newService(otherNS, "other-"+itoa(i)))
+			createdIP(ctx, newService(teamNS, "team-"+suffix(i)))
+			createdIP(ctx, newService(otherNS, "other-"+suffix(i)))
 		}
 		Eventually(running.registry.Pending).Should(BeZero())
 		before, err := running.registry.Snapshots()
@@ -226,8 +232,8 @@ var _ = Describe("ClusterIP assignment across a restart of the manager", Serial,
 		Expect(running.registry.Snapshots()).To(Equal(before))
 
 		for i := range 10 {
-			createdIP(ctx, newService(teamNS, "after-"+itoa(i)))
-			createdIP(ctx, newService(otherNS, "after-"+itoa(i)))
+			createdIP(ctx, newService(teamNS, "after-"+suffix(i)))
+			createdIP(ctx, newService(otherNS, "after-"+suffix(i)))
 		}
 		services := &corev1.ServiceList{}
 		Expect(k8sClient.List(ctx, services)).To(Succeed())
@@ -247,7 +253,7 @@ var _ = Describe("ClusterIP assignment across a restart of the manager", Serial,
 		ns := newNamespace(nil)
 		gone := newService(ns, "deleted-while-down")
 		goneIP := createdIP(ctx, gone)
-		Eventually(func() string { return holderOf(goneIP) }).Should(Equal(key2(gone)))
+		Eventually(func() string { return holderOf(goneIP) }).Should(Equal(keyOf(gone)))
 
 		meanwhile := newService(ns, "created-while-down")
 		restartManager(func() {
@@ -257,7 +263,7 @@ var _ = Describe("ClusterIP assignment across a restart of the manager", Serial,
 		})
 		meanwhileIP := netip.MustParseAddr(meanwhile.Spec.ClusterIP)
 		Expect(holderOf(goneIP)).To(BeEmpty())
-		Eventually(func() string { return holderOf(meanwhileIP) }).Should(Equal(key2(meanwhile)))
+		Eventually(func() string { return holderOf(meanwhileIP) }).Should(Equal(keyOf(meanwhile)))
 
 		again := newService(ns, "reuses-the-freed-ip", withClusterIP(goneIP.String()))
 		Expect(createdIP(ctx, again)).To(Equal(goneIP))
@@ -299,8 +305,6 @@ func defaultPoolCondition(ctx context.Context, g Gomega, t string) *metav1.Condi
 	return c
 }
 
-func itoa10(i int) string { return strconv.Itoa(i) }
-
 var _ = Describe("ClusterIPs outside every pool", Serial, func() {
 	It("are reported as a Warning Event on the Service, a pool condition and a metric", func(ctx SpecContext) {
 		ns := newNamespace(nil)
@@ -336,7 +340,8 @@ var _ = Describe("ClusterIPs outside every pool", Serial, func() {
 	})
 })
 
-func itoa(i int) string { return string(rune('a'+i/26)) + string(rune('a'+i%26)) }
+// suffix turns i into a short name suffix: 0 → "aa", 27 → "bb".
+func suffix(i int) string { return string(rune('a'+i/26)) + string(rune('a'+i%26)) }
 
 // metricValue is the value of a counter or gauge series, or the sample count of a histogram,
 // summed over the series of name whose labels include labels.
