@@ -2,6 +2,8 @@
 # Kubebuilder (go/v4) layout, maintained by hand: the kubebuilder CLI is not on the Go module proxy.
 
 IMG ?= kube-clusterip:dev
+# Where build-installer writes install.yaml.
+DIST ?= dist
 # Fuzz time per fuzz target in `make test` (CI bound); longer runs: make fuzz FUZZTIME=10m.
 FUZZTIME ?= 20s
 # Go test flags, e.g. GOTESTFLAGS='-run TestRange -v'.
@@ -64,7 +66,7 @@ envtest: ## Build kube-apiserver and etcd offline (cached) and print KUBEBUILDER
 	@hack/envtest-assets.sh
 
 .PHONY: test
-test: manifests generate ## Run every test: unit, envtest suites, datapath (root, netns) and bounded fuzzing.
+test: manifests generate kustomize ## Run every test: unit, envtest suites, datapath (root, netns) and bounded fuzzing.
 	@assets=$$(hack/envtest-assets.sh); \
 	  KUBEBUILDER_ASSETS=$$assets go test ./... $(GOTESTFLAGS)
 	@$(MAKE) --no-print-directory fuzz
@@ -103,19 +105,17 @@ uninstall: manifests kustomize ## Remove the CRDs from the cluster.
 
 .PHONY: deploy
 deploy: manifests kustomize ## Deploy to the cluster of the current kubeconfig (needs cert-manager; IMG sets the image).
-	cd config/default && $(KUSTOMIZE) edit set image controller=$(IMG)
-	$(KUSTOMIZE) build config/default | kubectl apply --server-side -f -
+	$(call render-install) | kubectl apply --server-side -f -
 
 .PHONY: undeploy
 undeploy: kustomize ## Remove everything deploy created.
 	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found -f -
 
 .PHONY: build-installer
-build-installer: manifests kustomize ## Write one install YAML to dist/install.yaml (IMG sets the image).
-	mkdir -p dist
-	cd config/default && $(KUSTOMIZE) edit set image controller=$(IMG)
-	$(KUSTOMIZE) build config/default > dist/install.yaml
-	@echo "wrote dist/install.yaml"
+build-installer: manifests kustomize ## Write one install YAML to $(DIST)/install.yaml (IMG sets the image).
+	mkdir -p $(DIST)
+	$(call render-install) > $(DIST)/install.yaml
+	@echo "wrote $(DIST)/install.yaml with image $(IMG)"
 
 .PHONY: docker-build
 docker-build: ## Build the image (one image for the control loops and the node agent).
@@ -149,4 +149,13 @@ GOBIN=$(LOCALBIN) go install $(2)@$(3); \
 mv $(1) $(1)-$(3); \
 }; \
 ln -sf $$(basename $(1)-$(3)) $(1)
+endef
+
+# render-install builds config/default with the image set to $(IMG), through an overlay in
+# bin/ so that the checked-in kustomization stays as it is.
+define render-install
+mkdir -p $(LOCALBIN)/install-overlay; \
+printf 'resources:\n- ../../config/default\n' > $(LOCALBIN)/install-overlay/kustomization.yaml; \
+(cd $(LOCALBIN)/install-overlay && $(KUSTOMIZE) edit set image kube-clusterip=$(IMG)); \
+$(KUSTOMIZE) build $(LOCALBIN)/install-overlay
 endef

@@ -46,18 +46,21 @@ func Assets() (string, error) {
 	return assets, nil
 }
 
-// CRDDirectory is the generated CRD directory of this module, found from the working directory
-// so that suites at any depth can install our CRDs.
+// CRDDirectory is the generated CRD directory of this module.
 func CRDDirectory() string {
-	dir, _ := os.Getwd()
-	for {
+	return filepath.Join(RepoRoot(), "config", "crd", "bases")
+}
+
+// RepoRoot is the directory of this module's go.mod, found upwards from the working
+// directory, so that suites at any depth find config/ and bin/.
+func RepoRoot() string {
+	start, _ := os.Getwd()
+	for dir := start; ; dir = filepath.Dir(dir) {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "config", "crd", "bases")
+			return dir
 		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return filepath.Join(dir, "config", "crd", "bases")
+		if filepath.Dir(dir) == dir {
+			return start
 		}
-		dir = parent
 	}
 }
