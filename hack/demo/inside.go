@@ -37,6 +37,7 @@ type demo struct {
 	client       kubernetes.Interface
 	manager      *manager
 	kubelet      *kubelet
+	stopKubelet  context.CancelFunc
 	database     *sandbox
 	clusterIPs   map[string]string // Service name -> ClusterIP
 }
@@ -141,6 +142,9 @@ func (d *demo) startKubelet(ctx context.Context) error {
 	if err := d.kubelet.registerNode(ctx); err != nil {
 		return err
 	}
+	// The kubelet's watch must end before the API server is stopped, which otherwise waits
+	// for it.
+	ctx, d.stopKubelet = context.WithCancel(ctx)
 	return d.kubelet.run(ctx)
 }
 
@@ -454,6 +458,7 @@ func (d *demo) keepRunning(ctx context.Context) error {
 func (d *demo) cleanUp() {
 	fmt.Printf("\n==> Cleaning up\n")
 	if d.kubelet != nil {
+		d.stopKubelet()
 		d.kubelet.stopAll()
 	}
 	if d.database != nil {
