@@ -51,7 +51,13 @@ func (r *mirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.reportSkipped(ep, skipped)
 		plan = PlanMirroredSlices(ep, groups, mirrored)
 	}
-	return ctrl.Result{}, applySlicePlan(ctx, r.Client, r.expectations, req.NamespacedName, plan)
+	if err := applySlicePlan(ctx, r.Client, r.expectations, req.NamespacedName, plan); err != nil {
+		if staleWrite(err) {
+			return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, nil
 }
 
 // reportSkipped tells the Endpoints' owner, as upstream does, which addresses are not mirrored.

@@ -35,7 +35,7 @@ type serviceReconciler struct {
 // state and writes what differs.
 func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	svc := &corev1.Service{}
-	if err := r.Client.Get(ctx, req.NamespacedName, svc); err != nil {
+	if err := r.Client.Get(ctx, req.NamespacedName, svc, client.UnsafeDisableDeepCopy); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, fmt.Errorf("get Service %s: %w", req, err)
 		}
@@ -92,13 +92,22 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		ctrl.LoggerFrom(ctx).V(1).Info("Pods on nodes not in the cache yet are left out of EndpointSlices",
 			"pods", unknownNodePods)
 	}
+	if staleWrite(endpointsErr) && staleWrite(slicesErr) && (endpointsErr != nil || slicesErr != nil) {
+		ctrl.LoggerFrom(ctx).V(1).Info("Cache is behind the API server; syncing again", "error", errors.Join(endpointsErr, slicesErr))
+		return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
+	}
 	return ctrl.Result{}, errors.Join(endpointsErr, slicesErr)
 }
 
-// warnUnlessConflict records a failed write on the Service; conflicts (a stale cache) are retried
-// quietly.
+// staleWrite says whether a write failed (if at all) only because our cache was behind: a
+// conflict, or a create of what already exists. Such writes are retried quietly.
+func staleWrite(err error) bool {
+	return err == nil || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
+}
+
+// warnUnlessConflict records a failed write on the Service, unless the cache was merely behind.
 func (r *serviceReconciler) warnUnlessConflict(svc *corev1.Service, err error, reason, action string) {
-	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+	if staleWrite(err) {
 		return
 	}
 	r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, reason, action, "Error updating endpoints of Service %s/%s: %v",
