@@ -41,5 +41,19 @@
 // medians of five runs, against the targets of issue 3 and upstream
 // kube-apiserver's bitmap allocator on the same /12:
 //
-//	BENCHMARK_TABLE
+//	                                  median      target      upstream
+//	AllocateNext+Release, /12 at 0 %      46 ns    <= 200 ns      5.1 µs
+//	AllocateNext+Release, /12 at 50 %     43 ns    <= 200 ns           -
+//	AllocateNext+Release, /12 at 99 %     55 ns    <= 200 ns     14.7 µs
+//	AllocateNext+Release, /12 at 99.99 %  80 ns    <= 200 ns      2.2 ms
+//	Fill a whole /12 (1,048,574 IPs)      71 ms    <= 150 ms     2.13 s
+//	Allocate+Release of a specific IP    127 ns            -           -
+//	Restore a full /12 snapshot          280 µs            -           -
+//	Memory of a /12 (full)             130.5 KiB  <= 160 KiB           -
+//	Memory of a /64, 100k allocations  2.26 MiB   <= 16 MiB            -
+//
+// The machine was shared with other builds (load average about 8 on 2 CPUs),
+// so runs scatter: an earlier single run on a quieter machine measured 27 ns
+// for Allocate+Release and 34 ms for a fill. The raw output of the run above
+// is in testdata/bench.txt.
 package allocator
