@@ -17,7 +17,7 @@ const levelShift = 6
 const allOnes = ^uint64(0)
 
 // denseLimitLog2 is the largest bit space (as log2) kept entirely in slices:
-// 2^24 bits is 2 MiB, enough for any IPv4 range down to a /8.
+// 2^24 bits is 2 MiB, which covers IPv4 ranges from a /8 down.
 const denseLimitLog2 = 24
 
 // denseLevelWords is the largest level (in words) kept in a slice when the
