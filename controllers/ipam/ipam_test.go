@@ -224,7 +224,7 @@ var _ = Describe("ClusterIP assignment across a restart of the manager", Serial,
 			createdIP(ctx, newService(teamNS, "team-"+suffix(i)))
 			createdIP(ctx, newService(otherNS, "other-"+suffix(i)))
 		}
-		Eventually(running.registry.Pending).Should(BeZero())
+		waitInSync(ctx)
 		before, err := running.registry.Snapshots()
 		Expect(err).NotTo(HaveOccurred())
 
@@ -339,6 +339,22 @@ var _ = Describe("ClusterIPs outside every pool", Serial, func() {
 		Expect(metricValue("clusterip_allocation_errors_total", map[string]string{"pool": "default", "reason": ReasonOutOfRange})).To(BeNumerically(">", before))
 	})
 })
+
+// waitInSync waits until the running registry has the cluster's pools (earlier tests delete
+// theirs) and no reservation waits for its Service.
+func waitInSync(ctx context.Context) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		pools := &ipamv1alpha1.ClusterIPPoolList{}
+		g.Expect(k8sClient.List(ctx, pools)).To(Succeed())
+		var names []string
+		for _, p := range pools.Items {
+			names = append(names, p.Name)
+		}
+		g.Expect(running.registry.PoolNames()).To(ConsistOf(names))
+		g.Expect(running.registry.Pending()).To(BeZero())
+	}).Should(Succeed())
+}
 
 // suffix turns i into a short name suffix: 0 → "aa", 27 → "bb".
 func suffix(i int) string { return string(rune('a'+i/26)) + string(rune('a'+i%26)) }
