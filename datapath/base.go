@@ -1,37 +1,31 @@
 package datapath
 
 import (
+	"cmp"
 	"fmt"
 	"net"
-	"sort"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
 )
 
 // RenderBase returns the table-wide part of the family's table: hook chains, the
-// dispatch maps, the masquerade logic, the dnat-mod-N chains the Services use, and the
-// hairpin pairs of their local endpoints.
-func RenderBase(cfg Config, family corev1.IPFamily, services map[string]*Fragment) *Fragment {
+// dispatch maps, the masquerade logic and the dnat-mod-N chains the Services use. (The
+// hairpin pairs, shared by Services, come from HairpinElements.)
+func RenderBase(cfg Config, family corev1.IPFamily, services map[types.NamespacedName]*Fragment) *Fragment {
+	return renderBase(cfg, family, countRefs(services))
+}
+
+func renderBase(cfg Config, family corev1.IPFamily, refs fragmentRefs) *Fragment {
 	cfg = cfg.withDefaults()
 	fi := infoFor(family)
 	base := &Fragment{Sets: baseSets(fi)}
 	base.Chains = append(hookChains(), fixedChains(cfg, fi)...)
-	counts, hairpin := map[int]bool{}, map[string]bool{}
-	for _, frag := range services {
-		for _, n := range frag.DNATCounts {
-			counts[n] = true
-		}
-		for _, ip := range frag.HairpinIPs {
-			hairpin[ip] = true
-		}
-	}
-	for _, n := range sortedInts(counts) {
+	for _, n := range sortedKeysOf(refs.dnat) {
 		base.Chains = append(base.Chains, dnatChain(fi, n))
-	}
-	for _, ip := range sortedStrings(hairpin) {
-		base.Elements = append(base.Elements, Element{Set: hairpinSet, Key: []string{ip, ip}})
 	}
 	return base
 }
@@ -157,20 +151,27 @@ func nftSetLiteral(items []string) string {
 	return "{ " + strings.Join(items, ", ") + " }"
 }
 
-func sortedInts(m map[int]bool) []int {
-	out := make([]int, 0, len(m))
+func sortedKeysOf[K cmp.Ordered, V any](m map[K]V) []K {
+	out := make([]K, 0, len(m))
 	for k := range m {
 		out = append(out, k)
 	}
-	sort.Ints(out)
+	slices.Sort(out)
 	return out
 }
 
-func sortedStrings(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
+// HairpinElements are the hairpin-endpoints elements of the Services: one pair per
+// local endpoint IP, however many Services share it.
+func HairpinElements(services map[types.NamespacedName]*Fragment) []Element {
+	return hairpinElements(countRefs(services).hairpin)
+}
+
+func hairpinElements(hairpin map[string]int) []Element {
+	out := make([]Element, 0, len(hairpin))
+	for _, ip := range sortedKeysOf(hairpin) {
+		out = append(out, hairpinElement(ip))
 	}
-	sort.Strings(out)
 	return out
 }
+
+func hairpinElement(ip string) Element { return Element{Set: hairpinSet, Key: []string{ip, ip}} }

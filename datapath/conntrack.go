@@ -6,6 +6,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // StaleUDPFlow names conntrack entries to delete: UDP flows sent to ServiceIP:Port that
@@ -29,13 +30,18 @@ type ConntrackCleaner interface {
 // Service ports that vanished or lost all their endpoints. TCP and SCTP are left alone:
 // their endpoints close the connections themselves.
 func StaleUDPFlows(have, want *Ruleset) []StaleUDPFlow {
+	return staleUDPFlows(have, want, unionKeys(have, want))
+}
+
+// staleUDPFlows is StaleUDPFlows restricted to the given Services.
+func staleUDPFlows(have, want *Ruleset, keys []types.NamespacedName) []StaleUDPFlow {
 	if have == nil {
 		return nil
 	}
 	var out []StaleUDPFlow
-	for key, old := range have.Services {
-		next := want.Services[key]
-		if next == old {
+	for _, key := range keys {
+		old, next := have.Services[key], want.Services[key]
+		if old == nil || next == old {
 			continue
 		}
 		current := map[string]map[string]bool{}

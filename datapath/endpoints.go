@@ -57,7 +57,11 @@ func ServicePortEndpoints(port *corev1.ServicePort, slices []*discoveryv1.Endpoi
 // protocol, deduplicated by ip:port and sorted.
 func slicePortEndpoints(port *corev1.ServicePort, slices []*discoveryv1.EndpointSlice,
 	addressType discoveryv1.AddressType) []Endpoint {
-	seen := map[string]bool{}
+	type ipPort struct {
+		ip   string
+		port int32
+	}
+	seen := map[ipPort]bool{}
 	var out []Endpoint
 	for _, slice := range slices {
 		if slice.AddressType != addressType {
@@ -69,14 +73,19 @@ func slicePortEndpoints(port *corev1.ServicePort, slices []*discoveryv1.Endpoint
 		}
 		for i := range slice.Endpoints {
 			for _, ep := range endpointsOf(&slice.Endpoints[i], targetPort, addressType) {
-				if key := ep.HostPort(); !seen[key] {
+				if key := (ipPort{ep.IP, ep.Port}); !seen[key] {
 					seen[key] = true
 					out = append(out, ep)
 				}
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].HostPort() < out[j].HostPort() })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].IP != out[j].IP {
+			return out[i].IP < out[j].IP
+		}
+		return out[i].Port < out[j].Port
+	})
 	return out
 }
 
@@ -110,14 +119,16 @@ func endpointsOf(ep *discoveryv1.Endpoint, port int32, addressType discoveryv1.A
 	if ep.NodeName != nil {
 		node = *ep.NodeName
 	}
-	var out []Endpoint
+	family := corev1.IPv4Protocol
+	if addressType == discoveryv1.AddressTypeIPv6 {
+		family = corev1.IPv6Protocol
+	}
+	out := make([]Endpoint, 0, len(ep.Addresses))
 	for _, addr := range ep.Addresses {
-		ip := net.ParseIP(addr)
-		if ip == nil || (ip.To4() != nil) != (addressType == discoveryv1.AddressTypeIPv4) {
-			continue
+		if ip := canonicalIP(addr, family); ip != "" {
+			out = append(out, Endpoint{IP: ip, Port: port, NodeName: node,
+				Ready: ready, Serving: serving, Terminating: terminating})
 		}
-		out = append(out, Endpoint{IP: ip.String(), Port: port, NodeName: node,
-			Ready: ready, Serving: serving, Terminating: terminating})
 	}
 	return out
 }

@@ -120,8 +120,8 @@ func seedExternalDatabase() (*corev1.Service, *discoveryv1.EndpointSlice) {
 	return svc, slice
 }
 
-// manyServices builds n Services with perService ready endpoints each, spread over
-// nodes other than the local one, with resourceVersions set (as from an API server).
+// manyServices builds n Services with perService ready endpoints each, spread over 50
+// nodes, with resourceVersions set (as from an API server).
 func manyServices(n, perService int) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	var services []*corev1.Service
 	var slices []*discoveryv1.EndpointSlice
@@ -131,7 +131,11 @@ func manyServices(n, perService int) ([]*corev1.Service, []*discoveryv1.Endpoint
 		var eps []ep
 		for j := 0; j < perService; j++ {
 			k := i*perService + j
-			eps = append(eps, readyEP(fmt.Sprintf("10.%d.%d.%d", 128+k/65536, (k/256)%256, k%256), fmt.Sprintf("node-%d", k%50)))
+			node := fmt.Sprintf("node-%d", k%50) // one endpoint in 50 is on this node ("node-a")
+			if k%50 == 0 {
+				node = "node-a"
+			}
+			eps = append(eps, readyEP(fmt.Sprintf("10.%d.%d.%d", 128+k/65536, (k/256)%256, k%256), node))
 		}
 		slice := makeSlice(svc, svc.Name+"-1", eps...)
 		slice.ResourceVersion = "1"

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
 )
 
@@ -15,6 +16,21 @@ type objectIndex struct {
 	chains   map[string]*Chain
 	sets     map[string]*SetDecl
 	elements map[string]*Element
+}
+
+// indexChainsAndSets is indexFragments without the elements (full syncs add those
+// straight from the fragments).
+func indexChainsAndSets(frags ...*Fragment) objectIndex {
+	idx := objectIndex{chains: map[string]*Chain{}, sets: map[string]*SetDecl{}}
+	for _, f := range frags {
+		for i := range f.Chains {
+			idx.chains[f.Chains[i].Name] = &f.Chains[i]
+		}
+		for i := range f.Sets {
+			idx.sets[f.Sets[i].Name] = &f.Sets[i]
+		}
+	}
+	return idx
 }
 
 func indexFragments(frags ...*Fragment) objectIndex {
@@ -47,7 +63,7 @@ func elementID(e *Element) string {
 // Fake). Dynamic (affinity) sets keep their content, so clients keep their endpoint
 // across a resync.
 func planFull(tx *knftables.Transaction, want *Ruleset, existing existingObjects) {
-	idx := indexFragments(allFragments(want)...)
+	idx := indexChainsAndSets(allFragments(want)...)
 	tx.Add(&knftables.Table{})
 	for _, name := range existing.chains {
 		if idx.chains[name] == nil {
@@ -62,8 +78,13 @@ func planFull(tx *knftables.Transaction, want *Ruleset, existing existingObjects
 	}
 	names := sortedKeys(idx.chains)
 	addChainsWithRules(tx, idx.chains, nil, names)
-	for _, id := range sortedKeys(idx.elements) {
-		addElement(tx, idx.elements[id])
+	for _, f := range allFragments(want) {
+		for i := range f.Elements {
+			addElement(tx, &f.Elements[i])
+		}
+	}
+	for _, e := range hairpinElements(want.refs.hairpin) {
+		addElement(tx, &e)
 	}
 	for _, name := range existing.chains {
 		if idx.chains[name] == nil {
@@ -88,7 +109,7 @@ type existingObjects struct {
 }
 
 // planIncremental writes the operations that turn have into want, looking only at the
-// base and at Services whose fragment changed (a different pointer).
+// base and at the changed Services (whose fragment pointers differ).
 //
 // Endpoint-map elements that go away are not deleted in the same transaction but
 // returned, for the caller to pass back as leftovers to the next one. The kernel swaps
@@ -96,22 +117,48 @@ type existingObjects struct {
 // verdict ("mod 3") and then the new endpoint map, and index 2 must still be there for
 // it. Index N and above are unreachable under the new verdicts, so keeping them a while
 // is harmless.
-func planIncremental(tx *knftables.Transaction, have, want *Ruleset, leftovers []Element) []Element {
+func planIncremental(tx *knftables.Transaction, have, want *Ruleset, changed []types.NamespacedName, leftovers []Element) []Element {
 	for i := range leftovers {
 		deleteElement(tx, &leftovers[i])
 	}
 	oldFrags, newFrags := []*Fragment{have.Base}, []*Fragment{want.Base}
-	for key, f := range have.Services {
-		if want.Services[key] != f {
+	for _, key := range changed {
+		if f := have.Services[key]; f != nil && f != want.Services[key] {
 			oldFrags = append(oldFrags, f)
 		}
-	}
-	for key, f := range want.Services {
-		if have.Services[key] != f {
+		if f := want.Services[key]; f != nil && f != have.Services[key] {
 			newFrags = append(newFrags, f)
 		}
 	}
-	return writeDiff(tx, indexFragments(oldFrags...), indexFragments(newFrags...))
+	leftovers = writeDiff(tx, indexFragments(oldFrags...), indexFragments(newFrags...))
+	writeHairpinDiff(tx, have, want, changed)
+	return leftovers
+}
+
+// writeHairpinDiff adds and deletes the hairpin pairs whose use count went from zero
+// or to zero, looking only at the IPs of the changed Services.
+func writeHairpinDiff(tx *knftables.Transaction, have, want *Ruleset, changed []types.NamespacedName) {
+	seen := map[string]bool{}
+	for _, key := range changed {
+		for _, f := range []*Fragment{have.Services[key], want.Services[key]} {
+			if f == nil {
+				continue
+			}
+			for _, ip := range f.HairpinIPs {
+				if seen[ip] {
+					continue
+				}
+				seen[ip] = true
+				e := hairpinElement(ip)
+				switch before, after := have.refs.hairpin[ip] > 0, want.refs.hairpin[ip] > 0; {
+				case before && !after:
+					deleteElement(tx, &e)
+				case !before && after:
+					addElement(tx, &e)
+				}
+			}
+		}
+	}
 }
 
 // writeDiff orders the operations so that every reference is valid at each step:
@@ -267,7 +314,12 @@ func elementObject(e *Element) *knftables.Element {
 
 func allFragments(rs *Ruleset) []*Fragment {
 	out := []*Fragment{rs.Base}
-	for _, key := range sortedKeys(rs.Services) {
+	keys := make([]types.NamespacedName, 0, len(rs.Services))
+	for key := range rs.Services {
+		keys = append(keys, key)
+	}
+	sort.Slice(keys, func(i, j int) bool { return lessName(keys[i], keys[j]) })
+	for _, key := range keys {
 		out = append(out, rs.Services[key])
 	}
 	return out

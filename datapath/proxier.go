@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
 )
 
@@ -22,9 +22,9 @@ type Proxier struct {
 
 	mu       sync.Mutex
 	families []*familyState
-	services []*corev1.Service
-	slices   []*discoveryv1.EndpointSlice
-	synced   bool // Sync was called at least once, so there are inputs to resync from
+	inputs   map[types.NamespacedName]serviceInput
+	dirty    map[types.NamespacedName]bool // Services updated since the last Apply
+	synced   bool                          // Apply ran at least once: there is state to maintain
 	stats    Stats
 }
 
@@ -71,7 +71,7 @@ func New(cfg Config) (*Proxier, error) {
 	if cfg.MasqueradeBit < 0 || cfg.MasqueradeBit > 31 {
 		return nil, fmt.Errorf("masquerade bit %d is out of range 0-31", cfg.MasqueradeBit)
 	}
-	p := &Proxier{cfg: cfg}
+	p := &Proxier{cfg: cfg, inputs: map[types.NamespacedName]serviceInput{}, dirty: map[types.NamespacedName]bool{}}
 	for _, family := range cfg.IPFamilies {
 		nft, err := cfg.NewInterface(NFTFamily(family), cfg.TableName)
 		if err != nil {
@@ -82,20 +82,66 @@ func New(cfg Config) (*Proxier, error) {
 	return p, nil
 }
 
-// Sync makes the tables match services and slices (every Service and EndpointSlice the
-// node should know; the Proxier keeps the slices and uses them for later resyncs, so
-// the objects must not be modified afterwards). Usually only what changed is written;
-// the whole table is rewritten on the first sync, after a failure, once per
-// FullSyncPeriod and when the table was flushed from outside. On error the kernel keeps
-// the last good ruleset and the caller should retry with backoff.
-func (p *Proxier) Sync(ctx context.Context, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) error {
+// Update records the current state of one Service and its EndpointSlices (svc nil: the
+// Service is gone). Nothing is written until Apply. This is the O(change) path for an
+// event-driven caller; the objects must not be modified afterwards (the Proxier keeps
+// them for later full syncs).
+func (p *Proxier) Update(key types.NamespacedName, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.services, p.slices, p.synced = services, slices, true
+	p.update(key, serviceInput{svc: svc, slices: slices})
+}
+
+func (p *Proxier) update(key types.NamespacedName, in serviceInput) {
+	if in.svc == nil {
+		if _, known := p.inputs[key]; known {
+			delete(p.inputs, key)
+			p.dirty[key] = true
+		}
+		return
+	}
+	if prev, known := p.inputs[key]; known && prev.sameAs(in) {
+		return
+	}
+	p.inputs[key] = in
+	p.dirty[key] = true
+}
+
+// Apply writes the Updates recorded since the last Apply: usually only what changed;
+// the whole table on the first Apply, after a failure, once per FullSyncPeriod and when
+// the table was flushed from outside. On error the kernel keeps the last good ruleset
+// and the caller should retry with backoff.
+func (p *Proxier) Apply(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return p.syncLocked(ctx, "")
 }
 
-// Resync rewrites the whole table of every family from the last inputs given to Sync.
+// Sync makes the tables match services and slices, the complete set the node should
+// serve: it Updates every Service that changed or disappeared, then Applies. Objects
+// are compared by UID and resourceVersion (objects without one always count as changed).
+func (p *Proxier) Sync(ctx context.Context, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	grouped := GroupSlices(slices)
+	seen := make(map[types.NamespacedName]bool, len(services))
+	for _, svc := range services {
+		if svc == nil {
+			continue
+		}
+		key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+		seen[key] = true
+		p.update(key, serviceInput{svc: svc, slices: grouped[key]})
+	}
+	for key := range p.inputs {
+		if !seen[key] {
+			p.update(key, serviceInput{})
+		}
+	}
+	return p.syncLocked(ctx, "")
+}
+
+// Resync rewrites the whole table of every family from the recorded Services.
 func (p *Proxier) Resync(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -115,10 +161,9 @@ func (p *Proxier) Maintain(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
-	grouped := GroupSlices(p.slices)
 	for _, fs := range p.families {
 		if reason := p.fullSyncReason(ctx, fs, ""); reason != "" {
-			errs = append(errs, p.syncFamily(ctx, fs, grouped, reason))
+			errs = append(errs, p.syncFamily(ctx, fs, reason))
 		}
 	}
 	return p.record(errors.Join(errs...))
@@ -165,11 +210,14 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 }
 
 func (p *Proxier) syncLocked(ctx context.Context, force string) error {
-	grouped := GroupSlices(p.slices)
+	p.synced = true
 	var errs []error
 	for _, fs := range p.families {
-		errs = append(errs, p.syncFamily(ctx, fs, grouped, p.fullSyncReason(ctx, fs, force)))
+		errs = append(errs, p.syncFamily(ctx, fs, p.fullSyncReason(ctx, fs, force)))
 	}
+	// A family that failed forgot its model and resyncs in full, so the updates are
+	// consumed either way.
+	clear(p.dirty)
 	return p.record(errors.Join(errs...))
 }
 
@@ -206,19 +254,22 @@ func (p *Proxier) fullSyncReason(ctx context.Context, fs *familyState, force str
 
 // syncFamily renders the family's ruleset, writes the full or incremental transaction,
 // and on success commits the model and cleans up stale UDP flows.
-func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, grouped map[string][]*discoveryv1.EndpointSlice, fullReason string) error {
+func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason string) error {
 	start := time.Now()
-	want := p.renderFamily(fs, grouped)
 	tx := fs.nft.NewTransaction()
 	var err error
+	var want *Ruleset
+	var changed []types.NamespacedName
 	var leftovers []Element
 	if fullReason != "" {
+		want = p.renderAll(fs)
 		var existing existingObjects
 		if existing, err = listExisting(ctx, fs.nft); err == nil {
 			planFull(tx, want, existing)
 		}
 	} else {
-		leftovers = planIncremental(tx, fs.committed, want, fs.leftovers)
+		want, changed = p.renderChanges(fs)
+		leftovers = planIncremental(tx, fs.committed, want, changed, fs.leftovers)
 	}
 	if err == nil && tx.NumOperations() > 0 {
 		err = fs.nft.Run(ctx, tx)
@@ -235,7 +286,7 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, grouped map[s
 		if fullReason != "" {
 			fs.lastFull = start
 		}
-		result.StaleUDPFlowsDeleted, result.Err = p.deleteStaleUDPFlows(old, want)
+		result.StaleUDPFlowsDeleted, result.Err = p.deleteStaleUDPFlows(old, want, changed, fullReason != "")
 	}
 	result.Duration = time.Since(start)
 	p.count(result)
@@ -265,8 +316,11 @@ func (p *Proxier) count(r SyncResult) {
 	}
 }
 
-func (p *Proxier) deleteStaleUDPFlows(old, want *Ruleset) (int, error) {
-	flows := StaleUDPFlows(old, want)
+func (p *Proxier) deleteStaleUDPFlows(old, want *Ruleset, changed []types.NamespacedName, full bool) (int, error) {
+	if full {
+		changed = unionKeys(old, want)
+	}
+	flows := staleUDPFlows(old, want, changed)
 	if len(flows) == 0 {
 		return 0, nil
 	}
@@ -275,45 +329,6 @@ func (p *Proxier) deleteStaleUDPFlows(old, want *Ruleset) (int, error) {
 		return n, fmt.Errorf("table synced, but stale UDP conntrack entries remain: %w", err)
 	}
 	return n, nil
-}
-
-// renderFamily renders the desired ruleset, reusing the committed fragment of every
-// Service whose inputs have the same fingerprint, so that a sync costs in proportion
-// to what changed and the diff can skip unchanged Services by pointer.
-func (p *Proxier) renderFamily(fs *familyState, grouped map[string][]*discoveryv1.EndpointSlice) *Ruleset {
-	want := &Ruleset{Family: fs.family, Services: map[string]*Fragment{}}
-	for _, svc := range UniqueClusterIPServices(p.services, fs.family) {
-		key := svc.Namespace + "/" + svc.Name
-		fp := fingerprint(svc, grouped[key])
-		if fs.committed != nil && fp != "" {
-			if prev := fs.committed.Services[key]; prev != nil && prev.fingerprint == fp {
-				want.Services[key] = prev
-				continue
-			}
-		}
-		frag := RenderService(p.cfg, fs.family, svc, grouped[key])
-		frag.fingerprint = fp
-		want.Services[key] = frag
-	}
-	want.Base = RenderBase(p.cfg, fs.family, want.Services)
-	return want
-}
-
-// fingerprint identifies a Service's inputs by UID and resourceVersions; "" when any
-// resourceVersion is missing (objects built by hand), which disables reuse.
-func fingerprint(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) string {
-	if svc.ResourceVersion == "" {
-		return ""
-	}
-	parts := make([]string, 0, len(slices)+1)
-	for _, s := range slices {
-		if s.ResourceVersion == "" {
-			return ""
-		}
-		parts = append(parts, s.Name+"@"+s.ResourceVersion)
-	}
-	sort.Strings(parts)
-	return string(svc.UID) + "@" + svc.ResourceVersion + "|" + strings.Join(parts, ",")
 }
 
 // listExisting names the chains, sets and maps of the table (netlink, no elements).

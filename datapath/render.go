@@ -2,75 +2,80 @@ package datapath
 
 import (
 	"fmt"
-	"net"
-	"sort"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
 )
 
 // Render returns the desired table for one family: every Service's fragment plus the
 // base. It is RenderService for each Service followed by RenderBase. When two Services
-// claim the same ClusterIP, the first in namespace/name order wins.
+// claim the same ClusterIP, the one first in namespace/name order wins.
 func Render(cfg Config, family corev1.IPFamily, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) *Ruleset {
 	cfg = cfg.withDefaults()
-	rs := &Ruleset{Family: family, Services: map[string]*Fragment{}}
+	rs := &Ruleset{Family: family, Services: map[types.NamespacedName]*Fragment{}}
 	slicesByService := GroupSlices(slices)
-	for _, svc := range UniqueClusterIPServices(services, family) {
-		key := svc.Namespace + "/" + svc.Name
-		if frag := RenderService(cfg, family, svc, slicesByService[key]); frag != nil {
-			rs.Services[key] = frag
-		}
+	for key, svc := range UniqueClusterIPServices(services, family) {
+		rs.Services[key] = RenderService(cfg, family, svc, slicesByService[key])
 	}
-	rs.Base = RenderBase(cfg, family, rs.Services)
+	rs.refs = countRefs(rs.Services)
+	rs.Base = renderBase(cfg, family, rs.refs)
 	return rs
 }
 
-// GroupSlices indexes EndpointSlices by "namespace/service-name".
-func GroupSlices(slices []*discoveryv1.EndpointSlice) map[string][]*discoveryv1.EndpointSlice {
-	out := map[string][]*discoveryv1.EndpointSlice{}
+// GroupSlices indexes EndpointSlices by the Service they belong to (label
+// kubernetes.io/service-name, same namespace).
+func GroupSlices(slices []*discoveryv1.EndpointSlice) map[types.NamespacedName][]*discoveryv1.EndpointSlice {
+	out := make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(slices))
 	for _, s := range slices {
 		if s == nil {
 			continue
 		}
 		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
-			key := s.Namespace + "/" + name
+			key := types.NamespacedName{Namespace: s.Namespace, Name: name}
 			out[key] = append(out[key], s)
 		}
 	}
 	return out
 }
 
-// UniqueClusterIPServices returns the Services that have a ClusterIP of the family, in
-// namespace/name order, dropping any whose ClusterIP an earlier one already holds (the
-// API server prevents this; a second owner would make the transaction fail).
-func UniqueClusterIPServices(services []*corev1.Service, family corev1.IPFamily) []*corev1.Service {
-	var out []*corev1.Service
+// UniqueClusterIPServices returns, by namespace/name, the Services that have a
+// ClusterIP of the family. A ClusterIP held by two Services (the API server prevents
+// it; a second owner would make the transaction fail) goes to the one first in
+// namespace/name order.
+func UniqueClusterIPServices(services []*corev1.Service, family corev1.IPFamily) map[types.NamespacedName]*corev1.Service {
+	out := make(map[types.NamespacedName]*corev1.Service, len(services))
+	owner := make(map[string]types.NamespacedName, len(services))
 	for _, svc := range services {
-		if svc != nil && ClusterIPOf(svc, family) != "" {
-			out = append(out, svc)
+		if svc == nil {
+			continue
 		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Namespace != out[j].Namespace {
-			return out[i].Namespace < out[j].Namespace
-		}
-		return out[i].Name < out[j].Name
-	})
-	claimed := map[string]bool{}
-	kept := out[:0]
-	for _, svc := range out {
 		ip := ClusterIPOf(svc, family)
-		if !claimed[ip] {
-			claimed[ip] = true
-			kept = append(kept, svc)
+		if ip == "" {
+			continue
 		}
+		key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+		if prev, taken := owner[ip]; taken {
+			if !lessName(key, prev) {
+				continue
+			}
+			delete(out, prev)
+		}
+		owner[ip], out[key] = key, svc
 	}
-	return kept
+	return out
+}
+
+func lessName(a, b types.NamespacedName) bool {
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
 }
 
 // ClusterIPOf returns the Service's ClusterIP of the family in canonical form, or ""
@@ -79,17 +84,35 @@ func ClusterIPOf(svc *corev1.Service, family corev1.IPFamily) string {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return ""
 	}
-	ips := svc.Spec.ClusterIPs
-	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
-		ips = []string{svc.Spec.ClusterIP}
+	if len(svc.Spec.ClusterIPs) == 0 {
+		return canonicalIP(svc.Spec.ClusterIP, family)
 	}
-	for _, s := range ips {
-		ip := net.ParseIP(s)
-		if ip != nil && (ip.To4() != nil) == (family == corev1.IPv4Protocol) {
-			return ip.String()
+	for _, s := range svc.Spec.ClusterIPs {
+		if ip := canonicalIP(s, family); ip != "" {
+			return ip
 		}
 	}
 	return ""
+}
+
+// canonicalIP returns s in canonical form if it is an address of the family, else "".
+// It allocates only when s is not canonical already.
+func canonicalIP(s string, family corev1.IPFamily) string {
+	addr, err := netip.ParseAddr(s)
+	if err != nil || addr.Zone() != "" {
+		return ""
+	}
+	if addr.Is4In6() {
+		addr = addr.Unmap()
+	}
+	if addr.Is4() != (family == corev1.IPv4Protocol) {
+		return ""
+	}
+	var buf [64]byte
+	if canonical := addr.AppendTo(buf[:0]); string(canonical) != s {
+		return string(canonical)
+	}
+	return s
 }
 
 // RenderService returns what one Service adds to the family's table, or nil if it has
@@ -101,7 +124,7 @@ func RenderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 	if clusterIP == "" {
 		return nil
 	}
-	frag := &Fragment{}
+	frag := &Fragment{clusterIP: clusterIP}
 	frag.Elements = append(frag.Elements, Element{Set: clusterIPsSet, Key: []string{clusterIP}})
 	for i := range svc.Spec.Ports {
 		port := &svc.Spec.Ports[i]

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"context"
+	"sort"
 	"strings"
 	"testing"
 
@@ -19,7 +20,28 @@ func fakeDump(t testing.TB, rs *Ruleset) string {
 	if err := fake.Run(context.Background(), tx); err != nil {
 		t.Fatalf("Fake rejected the full sync: %v\n%s", err, tx)
 	}
-	return fake.Dump()
+	return sortElementLines(fake.Dump())
+}
+
+// sortElementLines sorts the element lines of a Fake dump, which come in insertion
+// order; every other line keeps its place (rule order matters, element order not).
+func sortElementLines(dump string) string {
+	lines := strings.Split(dump, "\n")
+	var elements []int
+	for i, l := range lines {
+		if strings.HasPrefix(l, "add element ") {
+			elements = append(elements, i)
+		}
+	}
+	sorted := make([]string, len(elements))
+	for i, at := range elements {
+		sorted[i] = lines[at]
+	}
+	sort.Strings(sorted)
+	for i, at := range elements {
+		lines[at] = sorted[i]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // serviceLines drops from dump the lines of the ruleset without Services, so that each

@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
 )
 
@@ -16,8 +17,10 @@ type Ruleset struct {
 	// Base holds the hook chains, the shared maps and sets, the dnat-mod-N chains in use
 	// and the elements several Services share (hairpin pairs).
 	Base *Fragment
-	// Services maps "namespace/name" to what that Service adds.
-	Services map[string]*Fragment
+	// Services maps each Service to what it adds.
+	Services map[types.NamespacedName]*Fragment
+
+	refs fragmentRefs // what Base was rendered from (set by the Proxier)
 }
 
 // Fragment is a group of table objects that is rendered, compared and replaced as one.
@@ -34,8 +37,7 @@ type Fragment struct {
 	// UDPPorts records UDP Service ports and their endpoints, for conntrack cleanup.
 	UDPPorts []UDPServicePort
 
-	// fingerprint identifies the inputs the fragment was rendered from (empty: unknown).
-	fingerprint string
+	clusterIP string // the ClusterIP of the fragment's Service
 }
 
 // Chain is a chain with its rules in nft syntax (relative to the table).

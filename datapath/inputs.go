@@ -1,0 +1,170 @@
+package datapath
+
+import (
+	"maps"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// serviceInput is what the Proxier was last told about one Service.
+type serviceInput struct {
+	svc    *corev1.Service
+	slices []*discoveryv1.EndpointSlice
+}
+
+// sameAs tells whether other carries the same object versions (UID and
+// resourceVersions). Without resourceVersions nothing is known to be the same.
+func (in serviceInput) sameAs(other serviceInput) bool {
+	a, b := in.svc, other.svc
+	if a == nil || b == nil || a.ResourceVersion == "" || a.UID != b.UID || a.ResourceVersion != b.ResourceVersion ||
+		len(in.slices) != len(other.slices) {
+		return false
+	}
+	for _, s := range in.slices {
+		if s.ResourceVersion == "" || !hasSliceVersion(other.slices, s) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasSliceVersion(slices []*discoveryv1.EndpointSlice, want *discoveryv1.EndpointSlice) bool {
+	for _, s := range slices {
+		if s.Name == want.Name && s.UID == want.UID && s.ResourceVersion == want.ResourceVersion {
+			return true
+		}
+	}
+	return false
+}
+
+// renderAll renders the family's whole ruleset from the inputs, reusing the committed
+// fragment of every Service that was not updated since.
+func (p *Proxier) renderAll(fs *familyState) *Ruleset {
+	services := make([]*corev1.Service, 0, len(p.inputs))
+	for _, in := range p.inputs {
+		services = append(services, in.svc)
+	}
+	want := &Ruleset{Family: fs.family, Services: map[types.NamespacedName]*Fragment{}}
+	for key, svc := range UniqueClusterIPServices(services, fs.family) {
+		if prev := fs.committedFragment(key); prev != nil && !p.dirty[key] && prev.clusterIP == ClusterIPOf(svc, fs.family) {
+			want.Services[key] = prev
+			continue
+		}
+		want.Services[key] = RenderService(p.cfg, fs.family, svc, p.inputs[key].slices)
+	}
+	want.refs = countRefs(want.Services)
+	want.Base = renderBase(p.cfg, fs.family, want.refs)
+	return want
+}
+
+func (fs *familyState) committedFragment(key types.NamespacedName) *Fragment {
+	if fs.committed == nil {
+		return nil
+	}
+	return fs.committed.Services[key]
+}
+
+// renderChanges renders only the updated Services on top of the committed ruleset and
+// returns the new ruleset and the Services whose fragment changed. A ClusterIP already
+// held by another Service stays with it until the next full sync.
+func (p *Proxier) renderChanges(fs *familyState) (*Ruleset, []types.NamespacedName) {
+	have := fs.committed
+	want := &Ruleset{Family: fs.family, Services: maps.Clone(have.Services), refs: have.refs.clone()}
+	var changed []types.NamespacedName
+	for key := range p.dirty {
+		old := want.Services[key]
+		var next *Fragment
+		if in, ok := p.inputs[key]; ok {
+			if ip := ClusterIPOf(in.svc, fs.family); ip != "" {
+				if owner, taken := want.refs.owners[ip]; !taken || owner == key || (old != nil && old.clusterIP == ip) {
+					next = RenderService(p.cfg, fs.family, in.svc, in.slices)
+				}
+			}
+		}
+		if old == nil && next == nil {
+			continue
+		}
+		changed = append(changed, key)
+		want.refs.remove(key, old)
+		want.refs.add(key, next)
+		if next == nil {
+			delete(want.Services, key)
+		} else {
+			want.Services[key] = next
+		}
+	}
+	want.Base = renderBase(p.cfg, fs.family, want.refs)
+	return want, changed
+}
+
+// fragmentRefs counts what the base renders from the Services: which dnat-mod-N chains
+// and hairpin pairs are in use, and which Service holds each ClusterIP.
+type fragmentRefs struct {
+	dnat    map[int]int
+	hairpin map[string]int
+	owners  map[string]types.NamespacedName
+}
+
+func countRefs(services map[types.NamespacedName]*Fragment) fragmentRefs {
+	r := fragmentRefs{dnat: map[int]int{}, hairpin: map[string]int{}, owners: make(map[string]types.NamespacedName, len(services))}
+	for key, f := range services {
+		r.add(key, f)
+	}
+	return r
+}
+
+func (r fragmentRefs) clone() fragmentRefs {
+	return fragmentRefs{dnat: maps.Clone(r.dnat), hairpin: maps.Clone(r.hairpin), owners: maps.Clone(r.owners)}
+}
+
+func (r fragmentRefs) add(key types.NamespacedName, f *Fragment) {
+	if f == nil {
+		return
+	}
+	r.owners[f.clusterIP] = key
+	for _, n := range f.DNATCounts {
+		r.dnat[n]++
+	}
+	for _, ip := range f.HairpinIPs {
+		r.hairpin[ip]++
+	}
+}
+
+func (r fragmentRefs) remove(key types.NamespacedName, f *Fragment) {
+	if f == nil {
+		return
+	}
+	if r.owners[f.clusterIP] == key {
+		delete(r.owners, f.clusterIP)
+	}
+	for _, n := range f.DNATCounts {
+		if r.dnat[n]--; r.dnat[n] <= 0 {
+			delete(r.dnat, n)
+		}
+	}
+	for _, ip := range f.HairpinIPs {
+		if r.hairpin[ip]--; r.hairpin[ip] <= 0 {
+			delete(r.hairpin, ip)
+		}
+	}
+}
+
+// unionKeys lists the Services present in either ruleset.
+func unionKeys(a, b *Ruleset) []types.NamespacedName {
+	seen := map[types.NamespacedName]bool{}
+	var out []types.NamespacedName
+	for _, rs := range []*Ruleset{a, b} {
+		if rs == nil {
+			continue
+		}
+		for key := range rs.Services {
+			if !seen[key] {
+				seen[key] = true
+				out = append(out, key)
+			}
+		}
+	}
+	return out
+}
