@@ -1,0 +1,81 @@
+package endpoints
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+func TestWriteExpectations(t *testing.T) {
+	owner := types.NamespacedName{Namespace: "ns", Name: "web"}
+	cases := []struct {
+		name       string
+		replacedRV string
+		deleted    bool
+		cached     map[string]string
+		want       bool
+	}{
+		{name: "a slice we created is stale until the cache has it", cached: map[string]string{}, want: false},
+		{name: "a slice we created is satisfied once cached", cached: map[string]string{"s": "5"}, want: true},
+		{name: "an update is stale while the cache shows the version we replaced", replacedRV: "4", cached: map[string]string{"s": "4"}, want: false},
+		{name: "an update is satisfied by any newer version", replacedRV: "4", cached: map[string]string{"s": "9"}, want: true},
+		{name: "an update of an object someone deleted does not wait", replacedRV: "4", cached: map[string]string{}, want: true},
+		{name: "a delete is stale while the cache still has the object", replacedRV: "4", deleted: true, cached: map[string]string{"s": "4"}, want: false},
+		{name: "a delete is satisfied once the object left the cache", replacedRV: "4", deleted: true, cached: map[string]string{}, want: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWriteExpectations()
+			w.expect(owner, "s", tc.replacedRV, tc.deleted)
+			if got := w.satisfied(owner, tc.cached); got != tc.want {
+				t.Errorf("satisfied = %v, want %v", got, tc.want)
+			}
+			if tc.want && len(w.byOwner) != 0 {
+				t.Errorf("met expectations are kept: %v", w.byOwner)
+			}
+		})
+	}
+}
+
+func TestWriteExpectationsGiveUpAfterTTL(t *testing.T) {
+	owner := types.NamespacedName{Namespace: "ns", Name: "web"}
+	w := newWriteExpectations()
+	w.expect(owner, "s", "", false)
+	w.byOwner[owner]["s"] = expectation{deadline: time.Now().Add(-time.Second)}
+	if !w.satisfied(owner, map[string]string{}) {
+		t.Errorf("an expired expectation still blocks syncs")
+	}
+}
+
+func TestTriggerTimes(t *testing.T) {
+	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	svc := service(func(s *corev1.Service) { s.CreationTimestamp = metav1.NewTime(created) })
+	readyAt := func(p *corev1.Pod, at time.Time) *corev1.Pod {
+		p.Status.Conditions[0].LastTransitionTime = metav1.NewTime(at)
+		return p
+	}
+	t1, t2 := created.Add(time.Minute), created.Add(2*time.Minute)
+	tracker := newTriggerTimes()
+	steps := []struct {
+		name string
+		pods []*corev1.Pod
+		want time.Time
+	}{
+		{name: "a Service new to us triggers at its creation", pods: pods(readyAt(pod("a", "10.0.0.1"), t1)), want: created},
+		{name: "nothing changed: no trigger time", pods: pods(readyAt(pod("a", "10.0.0.1"), t1)), want: time.Time{}},
+		{name: "a pod's readiness transition triggers at that transition", pods: pods(readyAt(pod("a", "10.0.0.1"), t2)), want: t2},
+		{
+			name: "of several changed pods, the earliest change counts",
+			pods: pods(readyAt(pod("a", "10.0.0.1"), t2.Add(time.Minute)), readyAt(pod("b", "10.0.0.2"), t2.Add(30*time.Second))),
+			want: t2.Add(30 * time.Second),
+		},
+	}
+	for _, step := range steps {
+		if got := tracker.compute(svc, step.pods); !got.Equal(step.want) {
+			t.Errorf("%s: trigger time = %v, want %v", step.name, got, step.want)
+		}
+	}
+}
