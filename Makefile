@@ -86,8 +86,10 @@ run: manifests generate ## Run the manager against the current kubeconfig.
 	go run . $(ARGS)
 
 .PHONY: demo
-demo: ## The whole stack on one machine with real packets (filled by the demo issue).
-	@echo "make demo is not built yet"; exit 1
+demo: build ## The whole stack on one machine with real packets (root; KEEP=1 leaves it running).
+	@go build -o bin/demo ./hack/demo
+	@assets=$$(if [ "$$(id -u)" = 0 ]; then hack/envtest-assets.sh; fi); \
+	  KUBEBUILDER_ASSETS=$$assets bin/demo --manager bin/kube-clusterip $(if $(KEEP),--keep)
 
 .PHONY: bench
 bench: ## Run the benchmarks.

@@ -24,7 +24,7 @@ func backendService() *corev1.Service {
 		ObjectMeta: metav1.ObjectMeta{Name: "backend-service", Namespace: metav1.NamespaceDefault},
 		Spec: corev1.ServiceSpec{
 			Selector: map[string]string{"app": backendLabel},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(backendPort)}},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(backendPort), Protocol: corev1.ProtocolTCP}},
 		},
 	}
 }
@@ -37,7 +37,7 @@ func stickyService() *corev1.Service {
 			Selector:              map[string]string{"app": backendLabel},
 			SessionAffinity:       corev1.ServiceAffinityClientIP,
 			SessionAffinityConfig: &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: new(int32(3600))}},
-			Ports:                 []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(backendPort)}},
+			Ports:                 []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(backendPort), Protocol: corev1.ProtocolTCP}},
 		},
 	}
 }
@@ -48,7 +48,7 @@ func externalDatabaseService() *corev1.Service {
 	return &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "external-database", Namespace: metav1.NamespaceDefault},
 		Spec: corev1.ServiceSpec{
-			Ports: []corev1.ServicePort{{Port: databasePort, TargetPort: intstr.FromInt32(databasePort)}},
+			Ports: []corev1.ServicePort{{Port: databasePort, TargetPort: intstr.FromInt32(databasePort), Protocol: corev1.ProtocolTCP}},
 		},
 	}
 }
