@@ -202,7 +202,10 @@ func (i *initializer) rebuild(ctx context.Context) error {
 // createDefaultPool creates the pool "default" for the cluster's Service range: the CIDRs of the
 // ServiceCIDR "kubernetes" when the API has it, else the configured default.
 func (i *initializer) createDefaultPool(ctx context.Context) (*ipamv1alpha1.ClusterIPPool, error) {
-	cidrs := strings.Split(i.defaultCIDR, ",")
+	var cidrs []string
+	for _, c := range strings.Split(i.defaultCIDR, ",") {
+		cidrs = append(cidrs, strings.TrimSpace(c))
+	}
 	sc := &networkingv1.ServiceCIDR{}
 	switch err := i.apiReader.Get(ctx, types.NamespacedName{Name: "kubernetes"}, sc); {
 	case err == nil && len(sc.Spec.CIDRs) > 0:
