@@ -1,0 +1,132 @@
+package datapath
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/knftables"
+)
+
+// FuzzRender builds Services and EndpointSlices from random bytes and checks that
+// rendering never panics and that knftables' Fake accepts the full sync and an
+// incremental sync to a second random state.
+func FuzzRender(f *testing.F) {
+	f.Add([]byte("backend\x00\x50\x1f\x90\x03\x01"), []byte{})
+	f.Add([]byte("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"), []byte("\xff\xfe\xfd"))
+	f.Fuzz(func(t *testing.T, first, second []byte) {
+		cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{"10.244.0.0/16", "fd00::/48"}, ServiceCIDRs: []string{"10.96.0.0/12"}}
+		for _, family := range []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol} {
+			svcs1, slices1 := fuzzObjects(first)
+			svcs2, slices2 := fuzzObjects(second)
+			have := Render(cfg, family, svcs1, slices1)
+			want := Render(cfg, family, svcs2, slices2)
+			fake := knftables.NewFake(NFTFamily(family), DefaultTableName)
+			tx := fake.NewTransaction()
+			planFull(tx, have, existingObjects{})
+			if err := fake.Run(context.Background(), tx); err != nil {
+				t.Fatalf("full sync rejected: %v\n%s", err, tx)
+			}
+			tx = fake.NewTransaction()
+			planIncremental(tx, have, want, unionKeys(have, want), nil)
+			if err := fake.Run(context.Background(), tx); err != nil {
+				t.Fatalf("incremental sync rejected: %v\n%s", err, tx)
+			}
+			_ = StaleUDPFlows(have, want)
+		}
+	})
+}
+
+// fuzzObjects decodes bytes into up to 8 Services (in 3 namespaces, so names repeat
+// and ClusterIPs collide) with slices whose endpoints mix families, conditions, ports
+// and nodes.
+func fuzzObjects(data []byte) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+	r := &byteReader{data: data}
+	var services []*corev1.Service
+	var slices []*discoveryv1.EndpointSlice
+	for n := int(r.next() % 9); n > 0 && !r.done(); n-- {
+		svc := fuzzService(r)
+		services = append(services, svc)
+		for m := int(r.next() % 3); m > 0; m-- {
+			slices = append(slices, fuzzSlice(r, svc))
+		}
+	}
+	return services, slices
+}
+
+func fuzzService(r *byteReader) *corev1.Service {
+	ips := []string{fmt.Sprintf("10.96.0.%d", r.next()%8), fmt.Sprintf("fd00:96::%x", r.next()%8), "None", "", "not-an-ip"}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("ns%d", r.next()%3), Name: fmt.Sprintf("svc%d", r.next()%4)},
+		Spec: corev1.ServiceSpec{ClusterIP: ips[int(r.next())%len(ips)]},
+	}
+	svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP, ips[int(r.next())%len(ips)]}
+	if r.next()%4 == 0 {
+		svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		if t := int32(r.next()); t%2 == 0 {
+			svc.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: &t}}
+		}
+	}
+	if r.next()%4 == 0 {
+		svc.Spec.InternalTrafficPolicy = knftables.PtrTo(corev1.ServiceInternalTrafficPolicyLocal)
+	}
+	protos := []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP, "ICMP"}
+	for n := int(r.next() % 4); n > 0; n-- {
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
+			Name: []string{"", "http", "dns"}[r.next()%3], Protocol: protos[r.next()%4],
+			Port: int32(r.next()%4) * 80, TargetPort: intstr.FromInt32(int32(r.next()))})
+	}
+	return svc
+}
+
+func fuzzSlice(r *byteReader, svc *corev1.Service) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: fmt.Sprintf("%s-%d", svc.Name, r.next()%2),
+			Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name}},
+		AddressType: []discoveryv1.AddressType{discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6, discoveryv1.AddressTypeFQDN}[r.next()%3],
+	}
+	for _, p := range svc.Spec.Ports {
+		port := int32(r.next())*256 + int32(r.next()) - 10
+		s.Ports = append(s.Ports, discoveryv1.EndpointPort{Name: knftables.PtrTo(p.Name), Protocol: knftables.PtrTo(p.Protocol), Port: &port})
+	}
+	for n := int(r.next() % 5); n > 0; n-- {
+		addrs := []string{fmt.Sprintf("10.244.0.%d", r.next()%6), fmt.Sprintf("fd00::%x", r.next()%6), "db.example.com", "::ffff:10.0.0.1"}
+		ep := discoveryv1.Endpoint{Addresses: []string{addrs[int(r.next())%len(addrs)]},
+			NodeName: knftables.PtrTo([]string{"node-a", "node-b"}[r.next()%2])}
+		ep.Conditions.Ready = fuzzBool(r)
+		ep.Conditions.Serving = fuzzBool(r)
+		ep.Conditions.Terminating = fuzzBool(r)
+		s.Endpoints = append(s.Endpoints, ep)
+	}
+	return s
+}
+
+func fuzzBool(r *byteReader) *bool {
+	switch r.next() % 3 {
+	case 0:
+		return nil
+	case 1:
+		return knftables.PtrTo(true)
+	}
+	return knftables.PtrTo(false)
+}
+
+// byteReader hands out the fuzz input a byte at a time, then zeros.
+type byteReader struct {
+	data []byte
+	pos  int
+}
+
+func (r *byteReader) next() byte {
+	if r.pos >= len(r.data) {
+		return 0
+	}
+	r.pos++
+	return r.data[r.pos-1]
+}
+
+func (r *byteReader) done() bool { return r.pos >= len(r.data) }
