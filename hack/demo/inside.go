@@ -145,7 +145,11 @@ func (d *demo) startKubelet(ctx context.Context) error {
 	// The kubelet's watch must end before the API server is stopped, which otherwise waits
 	// for it.
 	ctx, d.stopKubelet = context.WithCancel(ctx)
-	return d.kubelet.run(ctx)
+	if err := d.kubelet.run(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("    node/%s registered Ready; watching Pods with spec.nodeName=%s\n", nodeName, nodeName)
+	return nil
 }
 
 func (d *demo) applyExamples(ctx context.Context) error {
@@ -413,6 +417,10 @@ func (d *demo) scaleToZero(ctx context.Context) error {
 	}
 	var dialErr error
 	err := waitFor(ctx, 15*time.Second, func(ctx context.Context) (bool, error) {
+		// Until the node agent has synced, a connection can still be sent to a deleted pod's
+		// address, where it would hang: give each attempt little time.
+		ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
 		_, dialErr = d.clientSandbox().get(ctx, d.serviceURL("backend-service"))
 		return dialErr != nil && errors.Is(dialErr, syscall.ECONNREFUSED), nil
 	})
