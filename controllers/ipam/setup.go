@@ -2,8 +2,10 @@ package ipam
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -91,7 +93,8 @@ func (o Options) withDefaults() Options {
 
 // SetupWithManager registers ClusterIP assignment with mgr: the initial rebuild (which creates
 // the default pool when none exists), the repair reconcilers over Services and ClusterIPPools,
-// the expiry of stale webhook reservations, and both admission webhooks on mgr's webhook server.
+// the expiry of stale webhook reservations, both admission webhooks on mgr's webhook server,
+// and a readyz check "clusterip-pools" that passes once the pools mirror the cluster.
 func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	_, err := setup(mgr, opts)
 	return err
@@ -134,6 +137,15 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		Complete(&serviceRepair{client: mgr.GetClient(), registry: registry, events: events})
 	if err != nil {
 		return nil, fmt.Errorf("set up the ClusterIP repair controller: %w", err)
+	}
+
+	if err := mgr.AddReadyzCheck("clusterip-pools", func(*http.Request) error {
+		if !isClosed(registry.Ready()) {
+			return errors.New("the ClusterIP pools are still being rebuilt from the cluster's Services")
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("add the ClusterIP pools ready check: %w", err)
 	}
 
 	shared := serviceAdmission{registry: registry, namespaces: mgr.GetClient(),
