@@ -82,6 +82,7 @@ type pool struct {
 	shadowed     []uint64 // per range: addresses of large nested pools marked lazily
 	selectorErr  string   // why spec.namespaceSelector does not parse
 	invalid      string   // why the pool hands out nothing; empty when Ready
+	overlaps     bool     // invalid because another pool has the same CIDR
 }
 
 func (p *pool) families() []allocator.Family {
@@ -228,7 +229,7 @@ func (r *Registry) rebuildLocked() []string {
 	seen := map[netip.Prefix]string{}
 	for _, name := range names {
 		p := r.pools[name]
-		p.invalid, p.ranges, p.carved, p.shadowed = p.selectorErr, nil, nil, nil
+		p.invalid, p.overlaps, p.ranges, p.carved, p.shadowed = p.selectorErr, false, nil, nil, nil
 		if p.invalid != "" {
 			continue
 		}
@@ -245,6 +246,7 @@ func (r *Registry) rebuildLocked() []string {
 			prefix = prefix.Masked()
 			if other, dup := seen[prefix]; dup {
 				p.invalid = fmt.Sprintf("CIDR %s is also pool %s's; give each pool its own CIDR", prefix, other)
+				p.overlaps = true
 				break
 			}
 			rg, err := allocator.NewRange(prefix, opts...)

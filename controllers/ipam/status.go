@@ -80,7 +80,7 @@ func (r *Registry) Status(name string, generation int64, current []metav1.Condit
 
 	out := PoolStatus{Status: st}
 	var problems, reasons []string
-	if strings.Contains(p.invalid, "also pool") {
+	if p.overlaps {
 		reasons = append(reasons, "OverlappingCIDR")
 		problems = append(problems, p.invalid)
 	}
