@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/controllers/diagnose"
 	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
 	"github.com/kube-clusterip/kube-clusterip/controllers/ipam"
 	"github.com/kube-clusterip/kube-clusterip/controllers/nodeagent"
@@ -114,6 +115,11 @@ func splitList(s string) []string {
 }
 
 func main() {
+	// `kube-clusterip diagnose ...` and the binary installed as kubectl-clusterip run the
+	// Service checklist instead of the manager, before the manager's flags are parsed.
+	if diagnose.IsInvocation(os.Args) {
+		os.Exit(diagnose.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
 	fs := flag.CommandLine
 	o := bindFlags(fs)
 	zapOpts := zap.Options{}

@@ -1,0 +1,284 @@
+package diagnose
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// Labels and annotations the endpoints controllers set, as upstream names them.
+const (
+	// AnnotationOverCapacity marks Endpoints cut at 1000 addresses (value "truncated").
+	AnnotationOverCapacity = "endpoints.kubernetes.io/over-capacity"
+	// LabelSkipMirror on Endpoints asks the mirroring controller to leave them alone.
+	LabelSkipMirror = "endpointslice.kubernetes.io/skip-mirror"
+	// LabelEndpointsManagedBy on Endpoints names the controller that writes them; such Endpoints
+	// are not mirrored.
+	LabelEndpointsManagedBy = "endpoints.kubernetes.io/managed-by"
+	// MirroringControllerName is the managed-by value of EndpointSlices our mirroring writes.
+	MirroringControllerName = "endpointslicemirroring-controller.clusterip.dev"
+	// UpstreamMirroringControllerName is kube-controller-manager's mirroring managed-by value.
+	UpstreamMirroringControllerName = "endpointslicemirroring-controller.k8s.io"
+)
+
+// podEndpoint is what the endpoints controllers should publish for one selected pod.
+type podEndpoint struct {
+	pod         *corev1.Pod
+	ready       bool // Endpoints: in addresses; EndpointSlice: ready condition
+	serving     bool
+	terminating bool
+}
+
+// expectedEndpoints maps each IP of the selected, published pods to what should be said of it.
+// Pods in a terminal phase, without an IP, or on which no Service port resolves are not published.
+func expectedEndpoints(svc *corev1.Service, selected []*corev1.Pod) map[string]podEndpoint {
+	expected := map[string]podEndpoint{}
+	for _, pod := range selected {
+		if isTerminal(pod) || !hasIP(pod) || !anyPortResolves(svc, pod) {
+			continue
+		}
+		terminating := pod.DeletionTimestamp != nil
+		serving := isReady(pod)
+		ready := svc.Spec.PublishNotReadyAddresses || (serving && !terminating)
+		for _, ip := range podIPs(pod) {
+			expected[ip] = podEndpoint{pod: pod, ready: ready, serving: serving, terminating: terminating}
+		}
+	}
+	return expected
+}
+
+func anyPortResolves(svc *corev1.Service, pod *corev1.Pod) bool {
+	for _, port := range svc.Spec.Ports {
+		if _, ok := findPort(pod, port); ok {
+			return true
+		}
+	}
+	return len(svc.Spec.Ports) == 0
+}
+
+// endpointsAddresses are the IPs an Endpoints object lists, ready or not.
+func endpointsAddresses(ep *corev1.Endpoints) (ready, notReady map[string]bool) {
+	ready, notReady = map[string]bool{}, map[string]bool{}
+	for _, subset := range ep.Subsets {
+		for _, a := range subset.Addresses {
+			ready[a.IP] = true
+		}
+		for _, a := range subset.NotReadyAddresses {
+			notReady[a.IP] = true
+		}
+	}
+	return ready, notReady
+}
+
+// sliceEndpoint is one address of the Service's EndpointSlices with its conditions.
+type sliceEndpoint struct {
+	slice                       string
+	ready, serving, terminating bool
+}
+
+func sliceEndpoints(slices []*discoveryv1.EndpointSlice) map[string]sliceEndpoint {
+	out := map[string]sliceEndpoint{}
+	for _, s := range slices {
+		for _, e := range s.Endpoints {
+			c := e.Conditions
+			se := sliceEndpoint{slice: s.Name, ready: c.Ready == nil || *c.Ready,
+				serving:     c.Serving == nil && (c.Ready == nil || *c.Ready) || c.Serving != nil && *c.Serving,
+				terminating: c.Terminating != nil && *c.Terminating}
+			for _, addr := range e.Addresses {
+				out[addr] = se
+			}
+		}
+	}
+	return out
+}
+
+func sliceNames(slices []*discoveryv1.EndpointSlice) string {
+	names := make([]string, 0, len(slices))
+	for _, s := range slices {
+		names = append(names, s.Name)
+	}
+	return nameList(names)
+}
+
+const fixEndpointsController = "the endpoints controller is behind or not running: check that kube-clusterip runs with --controllers=endpoints (kubectl logs of its Deployment)"
+
+// checkSelectorEndpoints compares the Endpoints and EndpointSlices of a Service with a selector to
+// what its pods say.
+func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *corev1.Endpoints, slices []*discoveryv1.EndpointSlice) findings {
+	var out findings
+	expected := expectedEndpoints(svc, selected)
+	if ep == nil && len(slices) == 0 {
+		out.problem(CheckEndpoints, fmt.Sprintf("no Endpoints and no EndpointSlices exist for the Service (kubectl get endpointslices -l %s=%s)", discoveryv1.LabelServiceName, svc.Name), fixEndpointsController)
+		return out
+	}
+	if ep == nil {
+		out.warn(CheckEndpoints, "no Endpoints object (kubectl get endpoints shows nothing); the datapath reads EndpointSlices, so traffic is not affected", fixEndpointsController)
+	} else {
+		out = append(out, compareEndpoints(svc, ep, expected)...)
+	}
+	if len(slices) == 0 {
+		out.problem(CheckEndpointSlices, fmt.Sprintf("no EndpointSlice labeled %s=%s: the datapath has no endpoints for the Service", discoveryv1.LabelServiceName, svc.Name), fixEndpointsController)
+		return out
+	}
+	return append(out, compareSlices(slices, expected)...)
+}
+
+func compareEndpoints(svc *corev1.Service, ep *corev1.Endpoints, expected map[string]podEndpoint) findings {
+	var out findings
+	ready, notReady := endpointsAddresses(ep)
+	truncated := ep.Annotations[AnnotationOverCapacity] != ""
+	var wrong []string
+	for _, ip := range sortedIPs(ready, notReady) {
+		want, known := expected[ip]
+		switch {
+		case !known:
+			wrong = append(wrong, "lists "+ip+" that no selected pod has")
+		case ready[ip] && !want.ready:
+			wrong = append(wrong, fmt.Sprintf("lists not-ready pod %s (%s) as ready", want.pod.Name, ip))
+		case notReady[ip] && want.ready:
+			wrong = append(wrong, fmt.Sprintf("lists ready pod %s (%s) as not ready", want.pod.Name, ip))
+		}
+	}
+	if !truncated {
+		for _, ip := range sortedKeysOf(expected) {
+			want := expected[ip]
+			if !ready[ip] && !notReady[ip] && (want.ready || !want.terminating) {
+				wrong = append(wrong, fmt.Sprintf("misses pod %s (%s)", want.pod.Name, ip))
+			}
+		}
+	}
+	if len(wrong) > 0 {
+		out.problem(CheckEndpoints, "Endpoints "+ep.Name+" disagree with the pods: "+strings.Join(wrong, "; "), fixEndpointsController)
+	} else {
+		out.ok(CheckEndpoints, "Endpoints %s list %d ready and %d not-ready address(es), as the pods say", ep.Name, len(ready), len(notReady))
+	}
+	if truncated {
+		out.warn(CheckEndpoints, fmt.Sprintf("Endpoints %s are truncated (%s=%s): they list %d addresses, the EndpointSlices list them all",
+			ep.Name, AnnotationOverCapacity, ep.Annotations[AnnotationOverCapacity], len(ready)+len(notReady)),
+			fmt.Sprintf("read kubectl get endpointslices -l %s=%s -n %s instead of kubectl get endpoints", discoveryv1.LabelServiceName, svc.Name, svc.Namespace))
+	}
+	return out
+}
+
+func compareSlices(slices []*discoveryv1.EndpointSlice, expected map[string]podEndpoint) findings {
+	var out findings
+	have := sliceEndpoints(slices)
+	var wrong []string
+	var readyCount, servingTerminating int
+	for _, ip := range sortedKeysOf(have) {
+		got := have[ip]
+		if got.ready {
+			readyCount++
+		} else if got.serving && got.terminating {
+			servingTerminating++
+		}
+		want, known := expected[ip]
+		switch {
+		case !known:
+			wrong = append(wrong, fmt.Sprintf("%s lists %s that no selected pod has", got.slice, ip))
+		case got.ready != want.ready || got.serving != want.serving || got.terminating != want.terminating:
+			wrong = append(wrong, fmt.Sprintf("%s says pod %s (%s) is %s, the pod is %s", got.slice, want.pod.Name, ip,
+				conditions(got.ready, got.serving, got.terminating), conditions(want.ready, want.serving, want.terminating)))
+		}
+	}
+	for _, ip := range sortedKeysOf(expected) {
+		if _, ok := have[ip]; !ok {
+			wrong = append(wrong, fmt.Sprintf("no slice lists pod %s (%s)", expected[ip].pod.Name, ip))
+		}
+	}
+	if len(wrong) > 0 {
+		out.problem(CheckEndpointSlices, "EndpointSlices disagree with the pods: "+strings.Join(wrong, "; "), fixEndpointsController)
+		return out
+	}
+	out.ok(CheckEndpointSlices, "EndpointSlice(s) %s list %d endpoint(s): %d ready, %d serving while terminating, as the pods say",
+		sliceNames(slices), len(have), readyCount, servingTerminating)
+	return out
+}
+
+func conditions(ready, serving, terminating bool) string {
+	return fmt.Sprintf("ready=%t serving=%t terminating=%t", ready, serving, terminating)
+}
+
+// checkSelectorlessEndpoints checks a Service without a selector: its user-written Endpoints exist,
+// list ready addresses, and are mirrored into EndpointSlices the datapath reads.
+func checkSelectorlessEndpoints(svc *corev1.Service, ep *corev1.Endpoints, slices []*discoveryv1.EndpointSlice) findings {
+	var out findings
+	if ep == nil {
+		if len(slices) == 0 {
+			out.problem(CheckEndpoints, "the Service has no selector and no Endpoints object "+svc.Name+" exists: nothing receives its traffic",
+				fmt.Sprintf("create an Endpoints object named %s in namespace %s listing the backend addresses (or EndpointSlices labeled %s=%s), or give the Service a selector",
+					svc.Name, svc.Namespace, discoveryv1.LabelServiceName, svc.Name))
+			return out
+		}
+		have := sliceEndpoints(slices)
+		out.ok(CheckEndpointSlices, "the Service has no selector; user-managed EndpointSlice(s) %s list %d endpoint(s)", sliceNames(slices), len(have))
+		return out
+	}
+	ready, notReady := endpointsAddresses(ep)
+	if len(ready) == 0 {
+		out.problem(CheckEndpoints, fmt.Sprintf("the Service has no selector and its Endpoints %s list no ready address (%d not ready)", ep.Name, len(notReady)),
+			"add the backends' addresses to subsets[].addresses of Endpoints "+ep.Name)
+	} else {
+		out.ok(CheckEndpoints, "the Service has no selector; its Endpoints %s list %d ready address(es): %s", ep.Name, len(ready), nameList(sortedIPs(ready, nil)))
+	}
+	if ep.Labels[LabelSkipMirror] == "true" || ep.Labels[LabelEndpointsManagedBy] != "" {
+		out.warn(CheckEndpointSlices, fmt.Sprintf("Endpoints %s are not mirrored by design (label %s=true or %s set): the datapath reads only EndpointSlices", ep.Name, LabelSkipMirror, LabelEndpointsManagedBy),
+			"write EndpointSlices for the Service yourself, or remove the label")
+		return out
+	}
+	var mirrored []*discoveryv1.EndpointSlice
+	for _, s := range slices {
+		if m := s.Labels[discoveryv1.LabelManagedBy]; m == MirroringControllerName || m == UpstreamMirroringControllerName {
+			mirrored = append(mirrored, s)
+		}
+	}
+	if len(mirrored) == 0 {
+		out.problem(CheckEndpointSlices, fmt.Sprintf("Endpoints %s are not mirrored: no EndpointSlice labeled %s=%s and managed by %s, so the datapath has no endpoints",
+			ep.Name, discoveryv1.LabelServiceName, svc.Name, MirroringControllerName),
+			"run kube-clusterip with --controllers=endpoints and without --disable-endpoint-mirroring")
+		return out
+	}
+	have := sliceEndpoints(mirrored)
+	var wrong []string
+	for _, ip := range sortedIPs(ready, notReady) {
+		got, ok := have[ip]
+		if !ok {
+			wrong = append(wrong, "misses "+ip)
+		} else if got.ready != ready[ip] {
+			wrong = append(wrong, fmt.Sprintf("says %s is ready=%t", ip, got.ready))
+		}
+	}
+	for _, ip := range sortedKeysOf(have) {
+		if !ready[ip] && !notReady[ip] {
+			wrong = append(wrong, "lists "+ip+" that the Endpoints do not")
+		}
+	}
+	if len(wrong) > 0 {
+		out.problem(CheckEndpointSlices, "mirrored EndpointSlices disagree with Endpoints "+ep.Name+": "+strings.Join(wrong, "; "), fixEndpointsController)
+		return out
+	}
+	out.ok(CheckEndpointSlices, "Endpoints %s are mirrored into EndpointSlice(s) %s (managed by %s)", ep.Name, sliceNames(mirrored), mirrored[0].Labels[discoveryv1.LabelManagedBy])
+	return out
+}
+
+func sortedIPs(sets ...map[string]bool) []string {
+	seen := map[string]bool{}
+	for _, set := range sets {
+		for ip := range set {
+			seen[ip] = true
+		}
+	}
+	return sortedKeysOf(seen)
+}
+
+func sortedKeysOf[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,117 @@
+package diagnose
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// DefaultClusterDomain is the DNS domain of Services unless the cluster says otherwise
+// (kubelet's --cluster-domain).
+const DefaultClusterDomain = "cluster.local"
+
+// DNSNames are the names a pod resolves to the Service: the short name from the Service's own
+// namespace, NAME.NS from any namespace, and the fully qualified NAME.NS.svc.DOMAIN.
+func DNSNames(svc *corev1.Service, clusterDomain string) []string {
+	return []string{
+		svc.Name,
+		svc.Name + "." + svc.Namespace,
+		serviceFQDN(svc, clusterDomain),
+	}
+}
+
+// SRVNames are the DNS SRV records of the Service's named ports:
+// _PORTNAME._PROTOCOL.NAME.NS.svc.DOMAIN, protocol lower-cased. Unnamed ports have none.
+func SRVNames(svc *corev1.Service, clusterDomain string) []string {
+	var names []string
+	for _, p := range svc.Spec.Ports {
+		if p.Name == "" {
+			continue
+		}
+		names = append(names, fmt.Sprintf("_%s._%s.%s", p.Name, strings.ToLower(string(protocolOf(p))), serviceFQDN(svc, clusterDomain)))
+	}
+	return names
+}
+
+func serviceFQDN(svc *corev1.Service, clusterDomain string) string {
+	if clusterDomain == "" {
+		clusterDomain = DefaultClusterDomain
+	}
+	return svc.Name + "." + svc.Namespace + ".svc." + clusterDomain
+}
+
+// ServiceEnvVars are the environment variables kubelet gives containers of pods created after the
+// Service (in its namespace, with enableServiceLinks), derived as kubelet's envvars.FromServices
+// does: PREFIX is the name upper-cased with '-' as '_'; PREFIX_SERVICE_HOST is the ClusterIP,
+// PREFIX_SERVICE_PORT the first port, PREFIX_SERVICE_PORT_<PORTNAME> each named port, then the
+// Docker-link variables PREFIX_PORT (first port) and PREFIX_PORT_<port>_<PROTO>{,_PROTO,_PORT,_ADDR}
+// for every port. A Service without a ClusterIP (headless, ExternalName) gives none.
+func ServiceEnvVars(svc *corev1.Service) []corev1.EnvVar {
+	ip := svc.Spec.ClusterIP
+	if ip == "" || ip == corev1.ClusterIPNone || len(svc.Spec.Ports) == 0 {
+		return nil
+	}
+	prefix := envVarName(svc.Name)
+	vars := []corev1.EnvVar{
+		{Name: prefix + "_SERVICE_HOST", Value: ip},
+		{Name: prefix + "_SERVICE_PORT", Value: strconv.Itoa(int(svc.Spec.Ports[0].Port))},
+	}
+	for _, p := range svc.Spec.Ports {
+		if p.Name != "" {
+			vars = append(vars, corev1.EnvVar{Name: prefix + "_SERVICE_PORT_" + envVarName(p.Name), Value: strconv.Itoa(int(p.Port))})
+		}
+	}
+	return append(vars, dockerLinkEnvVars(prefix, ip, svc.Spec.Ports)...)
+}
+
+func dockerLinkEnvVars(prefix, ip string, ports []corev1.ServicePort) []corev1.EnvVar {
+	var vars []corev1.EnvVar
+	for i, p := range ports {
+		proto := strings.ToLower(string(protocolOf(p)))
+		url := proto + "://" + net.JoinHostPort(ip, strconv.Itoa(int(p.Port)))
+		if i == 0 {
+			vars = append(vars, corev1.EnvVar{Name: prefix + "_PORT", Value: url})
+		}
+		portPrefix := fmt.Sprintf("%s_PORT_%d_%s", prefix, p.Port, strings.ToUpper(proto))
+		vars = append(vars,
+			corev1.EnvVar{Name: portPrefix, Value: url},
+			corev1.EnvVar{Name: portPrefix + "_PROTO", Value: proto},
+			corev1.EnvVar{Name: portPrefix + "_PORT", Value: strconv.Itoa(int(p.Port))},
+			corev1.EnvVar{Name: portPrefix + "_ADDR", Value: ip},
+		)
+	}
+	return vars
+}
+
+// envVarName is kubelet's makeEnvVariableName: upper case, '-' as '_'.
+func envVarName(name string) string {
+	return strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// protocolOf is the port's protocol, TCP when unset (as the API server defaults it).
+func protocolOf(p corev1.ServicePort) corev1.Protocol {
+	if p.Protocol == "" {
+		return corev1.ProtocolTCP
+	}
+	return p.Protocol
+}
+
+// targetPortOf is the port's targetPort, the port itself when unset (as the API server defaults it).
+func targetPortOf(p corev1.ServicePort) string {
+	if p.TargetPort.String() == "0" || p.TargetPort.String() == "" {
+		return strconv.Itoa(int(p.Port))
+	}
+	return p.TargetPort.String()
+}
+
+// portLabel names a Service port for messages: "80/TCP (http)".
+func portLabel(p corev1.ServicePort) string {
+	label := fmt.Sprintf("%d/%s", p.Port, protocolOf(p))
+	if p.Name != "" {
+		label += " (" + p.Name + ")"
+	}
+	return label
+}

@@ -1,0 +1,359 @@
+package diagnose
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// Names in the node agent's nftables table (see go doc ./datapath).
+const (
+	// NFTTableName is the node agent's table, in family ip and ip6.
+	NFTTableName = "kube-clusterip"
+	// nftServiceIPsMap dispatches ClusterIP . protocol . port to a chain.
+	nftServiceIPsMap = "service-ips"
+	// nftNoEndpointsMap holds the Service ports without endpoints (rejected).
+	nftNoEndpointsMap = "no-endpoint-services"
+	// nftEndpointsMapPrefix + protocol maps ClusterIP . port . index to endpoint IP . port.
+	nftEndpointsMapPrefix = "service-endpoints-"
+	// nftDNATChainPrefix + N is the chain that picks one of N endpoints from the map above.
+	nftDNATChainPrefix = "dnat-mod-"
+)
+
+// ServicePortKey is one ClusterIP:port/protocol as the table dispatches it.
+type ServicePortKey struct {
+	IP       string
+	Protocol string // lower case: tcp, udp, sctp
+	Port     int
+}
+
+func (k ServicePortKey) String() string {
+	return net.JoinHostPort(k.IP, strconv.Itoa(k.Port)) + "/" + k.Protocol
+}
+
+// NodeTable is what diagnose needs of a node's nftables table: where each Service port goes.
+type NodeTable struct {
+	// ServiceChains maps a Service port to the chain service-ips sends it to.
+	ServiceChains map[ServicePortKey]string
+	// NoEndpoints holds the Service ports the table rejects for lack of endpoints.
+	NoEndpoints map[ServicePortKey]bool
+	// MapEndpoints maps a Service port and an index to an endpoint "IP:port" (service-endpoints-<proto>).
+	MapEndpoints map[ServicePortKey]map[int]string
+	// Chains maps a chain to the chains its rules jump or go to and the "IP:port" they DNAT to.
+	Chains map[string]*ChainSummary
+}
+
+// ChainSummary is what a chain's rules do that diagnose follows.
+type ChainSummary struct {
+	Targets []string
+	DNAT    []string
+}
+
+// NewNodeTable is an empty table.
+func NewNodeTable() *NodeTable {
+	return &NodeTable{
+		ServiceChains: map[ServicePortKey]string{},
+		NoEndpoints:   map[ServicePortKey]bool{},
+		MapEndpoints:  map[ServicePortKey]map[int]string{},
+		Chains:        map[string]*ChainSummary{},
+	}
+}
+
+// AddNFTJSON adds the output of `nft -j list table <family> kube-clusterip` to the table.
+func (t *NodeTable) AddNFTJSON(data []byte) error {
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("parse nft -j output: %w", err)
+	}
+	for _, object := range doc.Nftables {
+		var err error
+		if raw, ok := object["map"]; ok {
+			err = t.addMap(raw)
+		} else if raw, ok := object["rule"]; ok {
+			err = t.addRule(raw)
+		}
+		if err != nil {
+			return fmt.Errorf("parse nft -j output: %w", err)
+		}
+	}
+	return nil
+}
+
+func (t *NodeTable) addMap(raw json.RawMessage) error {
+	var m struct {
+		Name string  `json:"name"`
+		Elem [][]any `json:"elem"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return err
+	}
+	for _, elem := range m.Elem {
+		if len(elem) != 2 {
+			continue
+		}
+		key, value := concat(unwrapElem(elem[0])), elem[1]
+		switch {
+		case m.Name == nftServiceIPsMap && len(key) == 3:
+			if target := verdictTarget(value); target != "" {
+				t.ServiceChains[ServicePortKey{IP: str(key[0]), Protocol: protocolName(key[1]), Port: number(key[2])}] = target
+			}
+		case m.Name == nftNoEndpointsMap && len(key) == 3:
+			t.NoEndpoints[ServicePortKey{IP: str(key[0]), Protocol: protocolName(key[1]), Port: number(key[2])}] = true
+		case strings.HasPrefix(m.Name, nftEndpointsMapPrefix) && len(key) == 3:
+			dest := concat(value)
+			if len(dest) != 2 {
+				continue
+			}
+			sp := ServicePortKey{IP: str(key[0]), Protocol: strings.TrimPrefix(m.Name, nftEndpointsMapPrefix), Port: number(key[1])}
+			if t.MapEndpoints[sp] == nil {
+				t.MapEndpoints[sp] = map[int]string{}
+			}
+			t.MapEndpoints[sp][number(key[2])] = net.JoinHostPort(str(dest[0]), strconv.Itoa(number(dest[1])))
+		}
+	}
+	return nil
+}
+
+func (t *NodeTable) addRule(raw json.RawMessage) error {
+	var r struct {
+		Chain string `json:"chain"`
+		Expr  []any  `json:"expr"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return err
+	}
+	chain := t.Chains[r.Chain]
+	if chain == nil {
+		chain = &ChainSummary{}
+		t.Chains[r.Chain] = chain
+	}
+	walkJSON(r.Expr, func(key string, value any) {
+		switch key {
+		case "jump", "goto":
+			if target := str(field(value, "target")); target != "" {
+				chain.Targets = append(chain.Targets, target)
+			}
+		case "dnat":
+			if addr, ok := field(value, "addr").(string); ok {
+				chain.DNAT = append(chain.DNAT, net.JoinHostPort(addr, strconv.Itoa(number(field(value, "port")))))
+			}
+		}
+	})
+	return nil
+}
+
+// Endpoints are the "IP:port" endpoints the table sends a Service port to, sorted, and whether
+// the port is programmed at all.
+func (t *NodeTable) Endpoints(key ServicePortKey) ([]string, bool) {
+	chain, ok := t.ServiceChains[key]
+	if !ok {
+		return nil, false
+	}
+	seen := map[string]bool{}
+	if n, err := strconv.Atoi(strings.TrimPrefix(chain, nftDNATChainPrefix)); err == nil && strings.HasPrefix(chain, nftDNATChainPrefix) {
+		for i := range n {
+			if ep, ok := t.MapEndpoints[key][i]; ok {
+				seen[ep] = true
+			}
+		}
+	} else {
+		t.collectDNAT(chain, seen, map[string]bool{})
+	}
+	return sortedKeysOf(seen), true
+}
+
+// collectDNAT gathers the DNAT destinations reachable from a chain (affinity Services go through
+// service-… and endpoint-… chains).
+func (t *NodeTable) collectDNAT(chain string, into, visited map[string]bool) {
+	if visited[chain] || t.Chains[chain] == nil {
+		return
+	}
+	visited[chain] = true
+	for _, dest := range t.Chains[chain].DNAT {
+		into[dest] = true
+	}
+	for _, target := range t.Chains[chain].Targets {
+		t.collectDNAT(target, into, visited)
+	}
+}
+
+// walkJSON calls visit for every key of every object nested in v.
+func walkJSON(v any, visit func(key string, value any)) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, child := range v {
+			visit(k, child)
+			walkJSON(child, visit)
+		}
+	case []any:
+		for _, child := range v {
+			walkJSON(child, visit)
+		}
+	}
+}
+
+func unwrapElem(v any) any {
+	if inner := field(v, "elem"); inner != nil {
+		return field(inner, "val")
+	}
+	return v
+}
+
+func concat(v any) []any {
+	if parts, ok := field(v, "concat").([]any); ok {
+		return parts
+	}
+	return nil
+}
+
+func verdictTarget(v any) string {
+	for _, verdict := range []string{"goto", "jump"} {
+		if target := str(field(field(v, verdict), "target")); target != "" {
+			return target
+		}
+	}
+	return ""
+}
+
+func field(v any, key string) any {
+	if m, ok := v.(map[string]any); ok {
+		return m[key]
+	}
+	return nil
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func number(v any) int {
+	switch v := v.(type) {
+	case float64:
+		return int(v)
+	case string:
+		n, _ := strconv.Atoi(v)
+		return n
+	}
+	return 0
+}
+
+// protocolName is an inet_proto value as nft prints it: a name, or a number for unnamed ones.
+func protocolName(v any) string {
+	switch v := v.(type) {
+	case string:
+		return strings.ToLower(v)
+	case float64:
+		switch int(v) {
+		case 6:
+			return "tcp"
+		case 17:
+			return "udp"
+		case 132:
+			return "sctp"
+		}
+		return strconv.Itoa(int(v))
+	}
+	return ""
+}
+
+// UsableEndpoints are the "IP:port" endpoints a node should send a Service port to, from the
+// Service's EndpointSlices, as the datapath chooses them: the ready ones; when none is ready, the
+// serving terminating ones; with internalTrafficPolicy Local, only those on nodeName.
+func UsableEndpoints(svc *corev1.Service, port corev1.ServicePort, slices []*discoveryv1.EndpointSlice, family corev1.IPFamily, nodeName string) []string {
+	local := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+	var ready, terminating []string
+	for _, s := range slices {
+		if string(s.AddressType) != string(family) {
+			continue
+		}
+		target, ok := slicePort(s, port)
+		if !ok {
+			continue
+		}
+		for _, e := range s.Endpoints {
+			if local && (e.NodeName == nil || *e.NodeName != nodeName) || len(e.Addresses) == 0 {
+				continue
+			}
+			dest := net.JoinHostPort(e.Addresses[0], strconv.Itoa(int(target)))
+			c := e.Conditions
+			switch {
+			case c.Ready == nil || *c.Ready:
+				ready = append(ready, dest)
+			case c.Serving != nil && *c.Serving && c.Terminating != nil && *c.Terminating:
+				terminating = append(terminating, dest)
+			}
+		}
+	}
+	if len(ready) == 0 {
+		ready = terminating
+	}
+	sort.Strings(ready)
+	return ready
+}
+
+func slicePort(s *discoveryv1.EndpointSlice, port corev1.ServicePort) (int32, bool) {
+	for _, p := range s.Ports {
+		name, proto := "", corev1.ProtocolTCP
+		if p.Name != nil {
+			name = *p.Name
+		}
+		if p.Protocol != nil {
+			proto = *p.Protocol
+		}
+		if name == port.Name && proto == protocolOf(port) && p.Port != nil {
+			return *p.Port, true
+		}
+	}
+	return 0, false
+}
+
+// checkDatapath compares, for each ClusterIP and port, what the node's table does with what the
+// EndpointSlices say.
+func checkDatapath(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, table *NodeTable, nodeName string) findings {
+	var out findings
+	const fixAgent = "check the node agent on this node (kube-clusterip --datapath): its logs and /healthz; it resyncs the table on its own"
+	for _, ip := range clusterIPs(svc) {
+		family := corev1.IPv4Protocol
+		if strings.Contains(ip, ":") {
+			family = corev1.IPv6Protocol
+		}
+		for _, port := range svc.Spec.Ports {
+			key := ServicePortKey{IP: ip, Protocol: strings.ToLower(string(protocolOf(port))), Port: int(port.Port)}
+			want := UsableEndpoints(svc, port, slices, family, nodeName)
+			have, programmed := table.Endpoints(key)
+			switch {
+			case !programmed && len(want) == 0 && table.NoEndpoints[key]:
+				out.ok(CheckDatapath, "node %s rejects %s: no usable endpoint, as the EndpointSlices say", nodeName, key)
+			case !programmed && len(want) == 0:
+				out.warn(CheckDatapath, fmt.Sprintf("node %s has neither a %s nor a %s element for %s (the EndpointSlices list no usable endpoint)", nodeName, nftServiceIPsMap, nftNoEndpointsMap, key), fixAgent)
+			case !programmed:
+				out.problem(CheckDatapath, fmt.Sprintf("node %s does not program %s: map %s has no element for it, though the EndpointSlices list %s", nodeName, key, nftServiceIPsMap, strings.Join(want, ", ")), fixAgent)
+			case strings.Join(have, ",") != strings.Join(want, ","):
+				out.problem(CheckDatapath, fmt.Sprintf("node %s sends %s to [%s], the EndpointSlices say [%s]", nodeName, key, strings.Join(have, ", "), strings.Join(want, ", ")), fixAgent)
+			default:
+				out.ok(CheckDatapath, "node %s sends %s to %s, as the EndpointSlices say", nodeName, key, strings.Join(have, ", "))
+			}
+		}
+	}
+	return out
+}
+
+// clusterIPs are the Service's ClusterIPs, none for headless and ExternalName Services.
+func clusterIPs(svc *corev1.Service) []string {
+	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return nil
+	}
+	if len(svc.Spec.ClusterIPs) > 0 {
+		return svc.Spec.ClusterIPs
+	}
+	return []string{svc.Spec.ClusterIP}
+}

@@ -1,0 +1,188 @@
+package diagnose
+
+import (
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// NearMiss is a pod whose labels would match the selector if one label were different.
+type NearMiss struct {
+	Pod *corev1.Pod
+	// Differs says which label differs: `has app=backnd (selector wants app=backend)`.
+	Differs string
+}
+
+// SelectedPods are the pods of the Service's namespace that its selector matches, in any phase.
+// A Service without a selector selects none.
+func SelectedPods(svc *corev1.Service, pods []*corev1.Pod) []*corev1.Pod {
+	var selected []*corev1.Pod
+	for _, pod := range pods {
+		if pod.Namespace == svc.Namespace && selects(svc, pod) {
+			selected = append(selected, pod)
+		}
+	}
+	return selected
+}
+
+func selects(svc *corev1.Service, pod *corev1.Pod) bool {
+	return len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(pod.Labels))
+}
+
+// NearMisses are the pods of the Service's namespace that one differing label keeps out of the
+// selector: a value or key that is one typo away (`app: backnd`, `ap: backend`), or, for selectors
+// of several labels, one label missing or with another value while the rest match.
+func NearMisses(svc *corev1.Service, pods []*corev1.Pod) []NearMiss {
+	if len(svc.Spec.Selector) == 0 {
+		return nil
+	}
+	var misses []NearMiss
+	for _, pod := range pods {
+		if pod.Namespace != svc.Namespace || selects(svc, pod) {
+			continue
+		}
+		if differs, ok := oneLabelOff(svc.Spec.Selector, pod.Labels); ok {
+			misses = append(misses, NearMiss{Pod: pod, Differs: differs})
+		}
+	}
+	return misses
+}
+
+// oneLabelOff says how the pod's labels miss the selector when exactly one selector label is
+// missing or different, and whether that miss is near enough to be a likely mistake.
+func oneLabelOff(selector, podLabels map[string]string) (string, bool) {
+	var missedKey string
+	for key, want := range selector {
+		if podLabels[key] != want || !hasKey(podLabels, key) {
+			if missedKey != "" {
+				return "", false
+			}
+			missedKey = key
+		}
+	}
+	want := selector[missedKey]
+	wanted := fmt.Sprintf("(selector wants %s=%s)", missedKey, want)
+	if got, ok := podLabels[missedKey]; ok {
+		if len(selector) > 1 || similar(got, want) {
+			return fmt.Sprintf("has %s=%s %s", missedKey, got, wanted), true
+		}
+		return "", false
+	}
+	for _, key := range sortedKeysOf(podLabels) {
+		if podLabels[key] == want && similar(key, missedKey) {
+			return fmt.Sprintf("has %s=%s %s", key, want, wanted), true
+		}
+	}
+	if len(selector) > 1 {
+		return fmt.Sprintf("lacks label %s %s", missedKey, wanted), true
+	}
+	return "", false
+}
+
+func hasKey(m map[string]string, key string) bool {
+	_, ok := m[key]
+	return ok
+}
+
+// similar says whether two strings are one typo apart: equal but for case, or at most two edits
+// (and fewer than half the characters) away.
+func similar(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	d := editDistance(a, b)
+	return d <= 2 && 2*d < max(len(a), len(b))
+}
+
+// editDistance is the Levenshtein distance between two strings.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// PodsInOtherNamespaces are the pods outside the Service's namespace that its selector would
+// match: a Service and its pods in different namespaces is a common mix-up.
+func PodsInOtherNamespaces(svc *corev1.Service, pods []*corev1.Pod) []*corev1.Pod {
+	var elsewhere []*corev1.Pod
+	for _, pod := range pods {
+		if pod.Namespace != svc.Namespace && selects(svc, pod) {
+			elsewhere = append(elsewhere, pod)
+		}
+	}
+	return elsewhere
+}
+
+// SelectorMatchesNoPod reports a Service whose selector matches none of the pods of its namespace,
+// naming the closest near miss (a pod one label off) when there is one. podsInNamespace are the
+// pods of the Service's namespace. Selectorless Services never match pods by design: not found.
+func SelectorMatchesNoPod(svc *corev1.Service, podsInNamespace []*corev1.Pod) (message string, found bool) {
+	if len(svc.Spec.Selector) == 0 || len(SelectedPods(svc, podsInNamespace)) > 0 {
+		return "", false
+	}
+	message = fmt.Sprintf("selector %s matches no pod in namespace %s", selectorString(svc.Spec.Selector), svc.Namespace)
+	if misses := NearMisses(svc, podsInNamespace); len(misses) > 0 {
+		message += "; closest: " + describeNearMisses(misses)
+	}
+	return message, true
+}
+
+// describeNearMisses groups near misses by their differing label: "pods a, b have app=backnd (...)".
+func describeNearMisses(misses []NearMiss) string {
+	byDiff := map[string][]string{}
+	var order []string
+	for _, m := range misses {
+		if _, seen := byDiff[m.Differs]; !seen {
+			order = append(order, m.Differs)
+		}
+		byDiff[m.Differs] = append(byDiff[m.Differs], m.Pod.Name)
+	}
+	parts := make([]string, 0, len(order))
+	for _, differs := range order {
+		names := byDiff[differs]
+		if len(names) == 1 {
+			parts = append(parts, "pod "+names[0]+" "+differs)
+			continue
+		}
+		parts = append(parts, "pods "+nameList(names)+" "+strings.Replace(strings.Replace(differs, "has ", "have ", 1), "lacks ", "lack ", 1))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// selectorString renders a selector as kubectl does: "app=backend,tier=web".
+func selectorString(selector map[string]string) string {
+	return labels.SelectorFromSet(selector).String()
+}
+
+// nameList joins names, eliding after five: "a, b, c, d, e and 3 more".
+func nameList(names []string) string {
+	const shown = 5
+	if len(names) <= shown {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:shown], ", "), len(names)-shown)
+}
+
+func podNames(pods []*corev1.Pod) []string {
+	names := make([]string, 0, len(pods))
+	for _, pod := range pods {
+		names = append(names, pod.Name)
+	}
+	return names
+}
