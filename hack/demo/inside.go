@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,6 +64,9 @@ func runInside(o options) error {
 		return nil
 	}
 	if err != nil {
+		// The work directory goes away with the demo: show the logs' ends while they exist.
+		printLogTail(filepath.Join(d.workDir, "manager.log"))
+		printLogTail(filepath.Join(d.workDir, "control-plane.log"))
 		return err
 	}
 	fmt.Printf("\ndemo finished in %.1fs\n", time.Since(d.started).Seconds())
@@ -477,4 +481,17 @@ func (d *demo) cleanUp() {
 		fmt.Printf("    stop the control plane: %v\n", err)
 	}
 	fmt.Printf("    stopped the manager, kube-apiserver and etcd; deleted the pod namespaces\n")
+}
+
+// printLogTail prints the last lines of a log file, if there is one.
+func printLogTail(path string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	fmt.Printf("\n--- last lines of %s ---\n", path)
+	for _, line := range lines[max(0, len(lines)-20):] {
+		fmt.Println(line)
+	}
 }
