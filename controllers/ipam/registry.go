@@ -33,6 +33,7 @@ const (
 	ReasonDuplicate  = "ClusterIPDuplicate"
 	ReasonFamily     = "IPFamilyUnavailable"
 	ReasonNoPool     = "NoPool"
+	ReasonOtherPool  = "ClusterIPInOtherPool"
 )
 
 // AdmissionError is why a Service cannot have the ClusterIPs it asks for. Reason is one of the
@@ -405,6 +406,19 @@ func (r *Registry) holdLocked(key types.NamespacedName, ip netip.Addr) *Finding 
 	return nil
 }
 
+// otherPoolLocked reports an address held in a pool that does not select the Service's
+// namespace (the API server chose it while the webhook was unreachable).
+func (r *Registry) otherPoolLocked(key types.NamespacedName, ip netip.Addr, nsLabels labels.Set) *Finding {
+	owner, _ := r.ownerLocked(ip)
+	cands := r.candidatesLocked(nsLabels)
+	if owner == nil || slices.Contains(cands, owner) {
+		return nil
+	}
+	return &Finding{Reason: ReasonOtherPool, Pool: owner.name, Message: fmt.Sprintf(
+		"ClusterIP %s is in pool %s, which does not select namespace %s (it may use %s); recreate the Service to get an IP from its pool",
+		ip, owner.name, key.Namespace, poolList(cands))}
+}
+
 func (r *Registry) sortedPoolsLocked() []*pool {
 	var out []*pool
 	for _, n := range slices.Sorted(maps.Keys(r.pools)) {
@@ -480,7 +494,11 @@ func (r *Registry) Observe(key types.NamespacedName, ips []netip.Addr, namespace
 			continue
 		}
 		mark(ip)
-		if f := r.holdLocked(key, ip); f != nil {
+		f := r.holdLocked(key, ip)
+		if f == nil {
+			f = r.otherPoolLocked(key, ip, namespaceLabels)
+		}
+		if f != nil {
 			if f.Pool == "" {
 				if cands := r.candidatesLocked(namespaceLabels); len(cands) > 0 {
 					f.Pool = cands[0].name

@@ -200,6 +200,13 @@ func TestObserveAdoptsReleasesAndReports(t *testing.T) {
 	if len(dup) != 1 || dup[0].Reason != ReasonDuplicate || !contains(dup[0].Message, "also held by Service kube/kubernetes") {
 		t.Fatalf("a second holder: findings %v, want one %s naming the first holder", dup, ReasonDuplicate)
 	}
+	other := r.Observe(key("b", "stray"), ips("10.96.0.33"), noLabel)
+	if len(other) != 1 || other[0].Reason != ReasonOtherPool || other[0].Pool != "team-a" {
+		t.Fatalf("an address of a pool that does not select the namespace: findings %v, want %s in team-a", other, ReasonOtherPool)
+	}
+	if h, _ := r.HolderOf(netip.MustParseAddr("10.96.0.33")); h != key("b", "stray") {
+		t.Fatalf("an address of another pool is still held: holder %v", h)
+	}
 	out := r.Observe(key("b", "far"), ips("10.200.0.1"), nil)
 	if len(out) != 1 || out[0].Reason != ReasonOutOfRange || out[0].Pool != "default" {
 		t.Fatalf("an address outside every pool: findings %v, want %s attributed to default", out, ReasonOutOfRange)
