@@ -1,0 +1,224 @@
+// Command bench runs every benchmark of the project (`make bench`), takes the median of each
+// figure over several runs, compares it with its target, and writes one report: a markdown
+// table on stdout and JSON under bench/results/.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// suite is one `go test -bench` invocation.
+type suite struct {
+	Package string
+	Bench   string
+	Count   int
+	Extra   []string
+}
+
+// figure is one reported number with its target.
+type figure struct {
+	Label    string
+	Bench    string // benchmark name without the -GOMAXPROCS suffix
+	Metric   string // unit as go test prints it: ns/op, converge-s, ...
+	Max, Min float64
+	Upstream string
+}
+
+var suites = []suite{
+	{Package: "./allocator", Bench: ".", Count: 5, Extra: []string{"-benchmem"}},
+	{Package: "./controllers/endpoints", Bench: "BenchmarkConverge", Count: 3, Extra: []string{"-benchtime", "1x"}},
+	{Package: "./datapath", Bench: "BenchmarkFullSync|BenchmarkEndpointChange|BenchmarkConnectionRate", Count: 3},
+}
+
+var figures = []figure{
+	{Label: "allocator: AllocateNext+Release, /12 at 0 %", Bench: "BenchmarkAllocateNext/fill=0%", Metric: "ns/op", Max: 200, Upstream: "5.1 µs"},
+	{Label: "allocator: AllocateNext+Release, /12 at 50 %", Bench: "BenchmarkAllocateNext/fill=50%", Metric: "ns/op", Max: 200},
+	{Label: "allocator: AllocateNext+Release, /12 at 99 %", Bench: "BenchmarkAllocateNext/fill=99%", Metric: "ns/op", Max: 200, Upstream: "14.7 µs"},
+	{Label: "allocator: AllocateNext+Release, /12 at 99.99 %", Bench: "BenchmarkAllocateNext/fill=99.99%", Metric: "ns/op", Max: 200, Upstream: "2.2 ms"},
+	{Label: "allocator: fill a /12", Bench: "BenchmarkFill", Metric: "ns/op", Max: 150e6, Upstream: "2.13 s"},
+	{Label: "allocator: memory of a full /12 (KiB)", Bench: "BenchmarkMemory//12-full", Metric: "KiB", Max: 160},
+	{Label: "allocator: memory of a /64 with 100k IPs (MiB)", Bench: "BenchmarkMemory//64-100k", Metric: "MiB", Max: 16},
+	{Label: "endpoints: 1000 Services x 10 pods, converge (s)", Bench: "BenchmarkConverge", Metric: "converge-s", Max: 30, Upstream: "17.4 s (QPS 1000)"},
+	{Label: "endpoints: readiness flip -> both APIs, p50 (ms)", Bench: "BenchmarkConverge", Metric: "flip-p50-ms", Max: 50, Upstream: "~20 ms"},
+	{Label: "endpoints: readiness flip -> both APIs, p99 (ms)", Bench: "BenchmarkConverge", Metric: "flip-p99-ms", Max: 500, Upstream: "31-52 ms"},
+	{Label: "endpoints: readiness flip -> EndpointSlice, p50 (ms)", Bench: "BenchmarkConverge", Metric: "slice-p50-ms", Max: 50, Upstream: "20 ms"},
+	{Label: "endpoints: readiness flip -> Endpoints, p50 (ms)", Bench: "BenchmarkConverge", Metric: "endpoints-p50-ms", Max: 50, Upstream: "18-19 ms"},
+	{Label: "datapath: full sync, 1k Services x 10", Bench: "BenchmarkFullSync/services=1000", Metric: "ns/op", Upstream: "0.71 s"},
+	{Label: "datapath: full sync, 10k Services x 10", Bench: "BenchmarkFullSync/services=10000", Metric: "ns/op", Max: 3e9, Upstream: "14.95 s"},
+	{Label: "datapath: ruleset lines at 10k Services", Bench: "BenchmarkFullSync/services=10000", Metric: "ruleset-lines", Upstream: "117,736"},
+	{Label: "datapath: one endpoint change at 10k (event path)", Bench: "BenchmarkEndpointChange/services=10000/api=update", Metric: "ns/op", Max: 50e6, Upstream: "418 ms"},
+	{Label: "datapath: connections via ClusterIP / direct, 10 Services", Bench: "BenchmarkConnectionRate/services=10", Metric: "ratio", Min: 0.9},
+	{Label: "datapath: connections via ClusterIP / direct, 10k Services", Bench: "BenchmarkConnectionRate/services=10000", Metric: "ratio", Min: 0.9},
+}
+
+// result is one figure's outcome in the report.
+type result struct {
+	figure
+	Runs   []float64 `json:"runs"`
+	Median float64   `json:"median"`
+	Met    *bool     `json:"met,omitempty"`
+}
+
+type report struct {
+	Date    string   `json:"date"`
+	Commit  string   `json:"commit"`
+	CPUs    int      `json:"cpus"`
+	CPU     string   `json:"cpu"`
+	Kernel  string   `json:"kernel"`
+	Go      string   `json:"go"`
+	Results []result `json:"results"`
+	Raw     string   `json:"raw"`
+}
+
+func main() {
+	only := flag.String("only", "", "run only the suites whose package contains this string")
+	outDir := flag.String("out", "bench/results", "directory for the JSON report")
+	flag.Parse()
+
+	var raw bytes.Buffer
+	for _, s := range suites {
+		if *only != "" && !strings.Contains(s.Package, *only) {
+			continue
+		}
+		args := append([]string{"test", s.Package, "-run", "^$", "-bench", s.Bench, "-count", strconv.Itoa(s.Count)}, s.Extra...)
+		fmt.Fprintf(os.Stderr, "== go %s\n", strings.Join(args, " "))
+		cmd := exec.Command("go", args...)
+		cmd.Stdout = io.MultiWriter(&raw, os.Stderr)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s failed: %v (its figures are reported as missing)\n", s.Package, err)
+		}
+	}
+	runs := parse(raw.String())
+	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Commit: output("git", "rev-parse", "--short", "HEAD"),
+		CPUs: runtime.NumCPU(), CPU: cpuModel(), Kernel: output("uname", "-r"), Go: runtime.Version(), Raw: raw.String()}
+	for _, f := range figures {
+		r := result{figure: f, Runs: runs[f.Bench+" "+f.Metric]}
+		if len(r.Runs) > 0 {
+			r.Median = median(r.Runs)
+			if f.Max > 0 || f.Min > 0 {
+				met := (f.Max == 0 || r.Median <= f.Max) && (f.Min == 0 || r.Median >= f.Min)
+				r.Met = &met
+			}
+		}
+		rep.Results = append(rep.Results, r)
+	}
+	printMarkdown(os.Stdout, rep)
+	if err := writeJSON(*outDir, rep); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// benchLine matches `BenchmarkName-2   	 N	 value unit	 value unit ...`.
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+\d+\s+(.*)$`)
+
+// parse maps "benchmark metric" to the values of every run.
+func parse(out string) map[string][]float64 {
+	runs := map[string][]float64{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		m := benchLine.FindStringSubmatch(strings.TrimSpace(sc.Text()))
+		if m == nil {
+			continue
+		}
+		fields := strings.Fields(m[3])
+		for i := 0; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err == nil {
+				key := m[1] + " " + fields[i+1]
+				runs[key] = append(runs[key], v)
+			}
+		}
+	}
+	return runs
+}
+
+func median(values []float64) float64 {
+	sorted := append([]float64(nil), values...)
+	sort.Float64s(sorted)
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+// human prints a value in the unit a reader expects: durations for ns/op.
+func human(metric string, v float64) string {
+	if metric == "ns/op" {
+		return time.Duration(v).Round(time.Duration(max(1, v/1000))).String()
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
+func printMarkdown(w io.Writer, rep report) {
+	fmt.Fprintf(w, "\nBenchmarks of %s, %s, %d CPUs (%s), kernel %s, %s; medians\n\n", rep.Commit, rep.Date, rep.CPUs, rep.CPU, rep.Kernel, rep.Go)
+	fmt.Fprintln(w, "| figure | median | runs | target | upstream | met |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
+	for _, r := range rep.Results {
+		target := "-"
+		if r.Max > 0 {
+			target = "<= " + human(r.Metric, r.Max)
+		} else if r.Min > 0 {
+			target = ">= " + human(r.Metric, r.Min)
+		}
+		medianText, met := "not measured", "-"
+		if len(r.Runs) > 0 {
+			medianText = human(r.Metric, r.Median)
+		}
+		if r.Met != nil {
+			met = map[bool]string{true: "met", false: "NOT MET"}[*r.Met]
+		}
+		upstream := r.Upstream
+		if upstream == "" {
+			upstream = "-"
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s |\n", r.Label, medianText, len(r.Runs), target, upstream, met)
+	}
+}
+
+func writeJSON(dir string, rep report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, time.Now().UTC().Format("20060102-150405")+"-"+rep.Commit+".json")
+	data, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", path)
+	return os.WriteFile(path, data, 0o644)
+}
+
+func output(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if name, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+		}
+	}
+	return "unknown"
+}
