@@ -28,6 +28,10 @@ import (
 const inPrivateNetnsEnv = "KUBE_CLUSTERIP_DATAPATH_IN_PRIVATE_NETNS"
 
 func TestMain(m *testing.M) {
+	if isFuzzWorker() {
+		// Started by the fuzzing coordinator, already in its namespace: just fuzz.
+		os.Exit(m.Run())
+	}
 	if os.Getenv(inPrivateNetnsEnv) == "" && os.Geteuid() == 0 {
 		os.Exit(reexecInPrivateNetns())
 	}
@@ -38,6 +42,15 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(m.Run())
+}
+
+func isFuzzWorker() bool {
+	for _, arg := range os.Args[1:] {
+		if strings.HasPrefix(arg, "-test.fuzzworker") {
+			return true
+		}
+	}
+	return false
 }
 
 // reexecInPrivateNetns runs this test binary again in a new network namespace and
