@@ -74,7 +74,9 @@ func TestServiceEnvVarsAsKubelet(t *testing.T) {
 		},
 		{
 			name: "headless Service: no variables",
-			svc:  backendService(func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = corev1.ClusterIPNone, []string{corev1.ClusterIPNone} }),
+			svc: backendService(func(s *corev1.Service) {
+				s.Spec.ClusterIP, s.Spec.ClusterIPs = corev1.ClusterIPNone, []string{corev1.ClusterIPNone}
+			}),
 		},
 		{
 			name: "ExternalName Service: no variables",
