@@ -38,7 +38,8 @@ type Config struct {
 	ServiceCIDRs []string
 	// MasqueradeAll masquerades every connection to a ClusterIP.
 	MasqueradeAll bool
-	// MasqueradeBit is the packet mark bit (0-31) that asks for masquerading. Default 14.
+	// MasqueradeBit is the packet mark bit (1-31) that asks for masquerading; 0 picks
+	// the default, 14 (kube-proxy's 0x4000).
 	MasqueradeBit int
 	// TableName is the table name used in each family. Default DefaultTableName.
 	TableName string

@@ -191,14 +191,16 @@ func (p *Proxier) Stats() Stats {
 	return p.stats
 }
 
-// Cleanup deletes the Proxier's tables (node shutdown with cleanup, tests). The
-// in-memory model is dropped, so a later Sync starts with a full sync.
+// Cleanup deletes the Proxier's tables (node shutdown with cleanup, tests); stop Run
+// first. The recorded Services stay; the next Apply or Sync writes the tables again
+// in full.
 func (p *Proxier) Cleanup(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.synced = false // Maintain must not bring the tables back
 	var errs []error
 	for _, fs := range p.families {
-		fs.committed = nil
+		fs.committed, fs.leftovers = nil, nil
 		tx := fs.nft.NewTransaction()
 		tx.Add(&knftables.Table{})
 		tx.Delete(&knftables.Table{})
