@@ -62,7 +62,7 @@ func fuzzService(r *byteReader) *corev1.Service {
 	ips := []string{fmt.Sprintf("10.96.0.%d", r.next()%8), fmt.Sprintf("fd00:96::%x", r.next()%8), "None", "", "not-an-ip"}
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("ns%d", r.next()%3), Name: fmt.Sprintf("svc%d", r.next()%4)},
-		Spec: corev1.ServiceSpec{ClusterIP: ips[int(r.next())%len(ips)]},
+		Spec:       corev1.ServiceSpec{ClusterIP: ips[int(r.next())%len(ips)]},
 	}
 	svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP, ips[int(r.next())%len(ips)]}
 	if r.next()%4 == 0 {
