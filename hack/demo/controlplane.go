@@ -58,6 +58,8 @@ func startControlPlane(repo, workDir string) (*controlPlane, error) {
 		BinaryAssetsDirectory: os.Getenv("KUBEBUILDER_ASSETS"),
 		CRDDirectoryPaths:     []string{filepath.Join(repo, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
+		// Generous: under `make test` other suites' control planes share the 2 cores.
+		ControlPlaneStartTimeout: time.Minute,
 	}
 	apiServer := env.ControlPlane.GetAPIServer()
 	apiServer.Out, apiServer.Err = logs, logs
