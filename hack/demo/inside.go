@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,6 +48,9 @@ type demo struct {
 // with --keep, waits for Ctrl-C first).
 func runInside(o options) error {
 	d := &demo{opts: o, workDir: os.Getenv(workDirEnv), started: time.Now(), clusterIPs: map[string]string{}}
+	if err := refuseHostNamespaces(); err != nil {
+		return err
+	}
 	// /proc still shows the host's PID namespace until setUpIsolation mounts our own.
 	if self, err := os.Readlink("/proc/self"); err == nil {
 		d.hostPID, _ = strconv.Atoi(self)
@@ -73,6 +77,30 @@ func runInside(o options) error {
 	if d.opts.keep {
 		if err := d.keepRunning(ctx); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// refuseHostNamespaces stops the demo unless it runs as the first process of a new PID
+// namespace, in network and mount namespaces other than those of the process that started it:
+// everything that follows mounts, adds links and programs nftables, which must never happen on
+// the host (say, if someone set the environment runOutside uses by hand).
+func refuseHostNamespaces() error {
+	if os.Getpid() != 1 {
+		return fmt.Errorf("refusing to run outside a new PID namespace (pid %d): run the demo without %s", os.Getpid(), insideEnv)
+	}
+	parent := strings.Fields(os.Getenv(parentNamespacesEnv))
+	if len(parent) == 0 {
+		return fmt.Errorf("refusing to run: %s does not name the namespaces to stay out of", parentNamespacesEnv)
+	}
+	for _, kind := range []string{"net", "mnt"} {
+		ours, err := os.Readlink("/proc/self/ns/" + kind)
+		if err != nil {
+			return err
+		}
+		if slices.Contains(parent, ours) {
+			return fmt.Errorf("refusing to run in the %s namespace %s of the process that started the demo", kind, ours)
 		}
 	}
 	return nil

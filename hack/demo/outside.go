@@ -15,8 +15,9 @@ import (
 
 // Environment handed to the copy of the demo that runs inside the new namespaces.
 const (
-	insideEnv  = "KUBE_CLUSTERIP_DEMO_INSIDE"
-	workDirEnv = "KUBE_CLUSTERIP_DEMO_WORKDIR"
+	insideEnv           = "KUBE_CLUSTERIP_DEMO_INSIDE"
+	workDirEnv          = "KUBE_CLUSTERIP_DEMO_WORKDIR"
+	parentNamespacesEnv = "KUBE_CLUSTERIP_DEMO_PARENT_NAMESPACES" // the inner demo checks it left them
 )
 
 // stopGrace is how long the inner demo gets to stop its processes after Ctrl-C before it is
@@ -43,7 +44,8 @@ func runOutside(o options) error {
 	}
 	inner := exec.Command("/proc/self/exe", args...)
 	inner.Stdin, inner.Stdout, inner.Stderr = os.Stdin, os.Stdout, os.Stderr
-	inner.Env = append(os.Environ(), insideEnv+"=1", workDirEnv+"="+workDir, "TMPDIR="+workDir)
+	inner.Env = append(os.Environ(), insideEnv+"=1", workDirEnv+"="+workDir, "TMPDIR="+workDir,
+		parentNamespacesEnv+"="+strings.Join(namespaceIDs(os.Getpid()), " "))
 	inner.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
 		// If this process dies, so does the inner demo (and with it its namespaces).
