@@ -8,8 +8,13 @@
 //     IP family. They touch nothing outside their arguments.
 //   - Proxier keeps an in-memory model of what it last committed, writes only the
 //     difference in one knftables transaction per family, notices when the table was
-//     flushed or deleted from outside (a canary rule), resyncs fully on a period, and
-//     deletes stale UDP conntrack entries.
+//     flushed or deleted from outside (a canary rule, checked over netlink), resyncs
+//     fully on a period, and deletes stale UDP conntrack entries.
+//
+// A reconciler calls Update(key, svc, slices) per Service event and then Apply(ctx)
+// (O(change)), or Sync(ctx, services, slices) with the complete lists; it runs
+// Run(ctx) for the canary check and periodic full resync; it reads Stats() and gets a
+// SyncResult per family and attempt through Config.OnSync.
 //
 // Layout of one table (`ip kube-clusterip` or `ip6 kube-clusterip`):
 //
