@@ -215,35 +215,28 @@ func unresolvedPods(port corev1.ServicePort, selected []*corev1.Pod) (unresolved
 func TargetPortUnresolved(svc *corev1.Service, selectedPods []*corev1.Pod) (message string, found bool) {
 	var parts []string
 	for _, port := range svc.Spec.Ports {
-		if port.TargetPort.Type != intstr.String {
-			continue
+		if part, ok := unresolvedTargetPort(port, selectedPods); ok {
+			parts = append(parts, part)
 		}
-		unresolved, candidates := unresolvedPods(port, selectedPods)
-		if len(unresolved) == 0 {
-			continue
-		}
-		scope := fmt.Sprintf("%d of %d selected pods", len(unresolved), len(candidates))
-		if len(unresolved) == len(candidates) {
-			scope = "any selected pod"
-		}
-		parts = append(parts, fmt.Sprintf("targetPort %q of port %s is declared by no container port of %s: %s (%s declares %s)",
-			port.TargetPort.StrVal, portLabel(port), scope, nameList(podNames(unresolved)), unresolved[0].Name, declaredPorts(unresolved[0])))
 	}
-	if len(parts) == 0 {
-		return "", false
-	}
-	return strings.Join(parts, "; "), true
+	return strings.Join(parts, "; "), len(parts) > 0
 }
 
-// joinNonEmpty joins the non-empty parts with sep.
-func joinNonEmpty(sep string, parts ...string) string {
-	var kept []string
-	for _, p := range parts {
-		if p != "" {
-			kept = append(kept, p)
-		}
+// unresolvedTargetPort describes a named targetPort that some of the selected pods do not declare.
+func unresolvedTargetPort(port corev1.ServicePort, selected []*corev1.Pod) (string, bool) {
+	if port.TargetPort.Type != intstr.String {
+		return "", false
 	}
-	return strings.Join(kept, sep)
+	unresolved, candidates := unresolvedPods(port, selected)
+	if len(unresolved) == 0 {
+		return "", false
+	}
+	scope := fmt.Sprintf("%d of %d selected pods", len(unresolved), len(candidates))
+	if len(unresolved) == len(candidates) {
+		scope = "any selected pod"
+	}
+	return fmt.Sprintf("targetPort %q of port %s is declared by no container port of %s: %s (%s declares %s)",
+		port.TargetPort.StrVal, portLabel(port), scope, nameList(podNames(unresolved)), unresolved[0].Name, declaredPorts(unresolved[0])), true
 }
 
 // checkPorts grades each Service port against the selected pods' container ports.
@@ -260,12 +253,11 @@ func checkPorts(svc *corev1.Service, selected []*corev1.Pod) findings {
 	}
 	for _, port := range svc.Spec.Ports {
 		if port.TargetPort.Type == intstr.String {
-			unresolved, _ := unresolvedPods(port, live)
-			if len(unresolved) == 0 {
+			msg, unresolved := unresolvedTargetPort(port, live)
+			if !unresolved {
 				out.ok(CheckPorts, "port %s -> targetPort %q resolves on all %d selected pod(s)", portLabel(port), port.TargetPort.StrVal, len(live))
 				continue
 			}
-			msg, _ := TargetPortUnresolved(&corev1.Service{Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{port}}}, live)
 			out.problem(CheckPorts, msg, fmt.Sprintf("name a container port %q (protocol %s) in the pod template, or set the Service's targetPort to a port the pods declare", port.TargetPort.StrVal, protocolOf(port)))
 			continue
 		}
@@ -283,4 +275,15 @@ func checkPorts(svc *corev1.Service, selected []*corev1.Pod) findings {
 			fmt.Sprintf("check that the container listens on %d, then declare it in the pod template (or fix the Service's targetPort)", target))
 	}
 	return out
+}
+
+// joinNonEmpty joins the non-empty parts with sep.
+func joinNonEmpty(sep string, parts ...string) string {
+	var kept []string
+	for _, p := range parts {
+		if p != "" {
+			kept = append(kept, p)
+		}
+	}
+	return strings.Join(kept, sep)
 }

@@ -1,9 +1,6 @@
 package diagnose
 
-import (
-	"fmt"
-	"slices"
-)
+import "fmt"
 
 // Severity grades a finding.
 type Severity string
@@ -70,13 +67,6 @@ func (r *Report) ExitCode() int {
 		return ExitProblem
 	}
 	return ExitHealthy
-}
-
-// Has says whether the report holds a finding of this severity and check; tests and scripts ask.
-func (r *Report) Has(severity Severity, check string) bool {
-	return slices.ContainsFunc(r.Findings, func(f Finding) bool {
-		return f.Severity == severity && f.Check == check
-	})
 }
 
 // verdictOf is the worst severity among the findings.
