@@ -22,11 +22,11 @@ type kubelet struct {
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox // by namespace/name
-	octets    map[int]bool        // last octets of 10.244.0.x in use
+	octets    map[string]int      // by namespace/name: the last octet of the pod's 10.244.0.x
 }
 
 func newKubelet(client kubernetes.Interface) *kubelet {
-	return &kubelet{client: client, sandboxes: map[string]*sandbox{}, octets: map[int]bool{}}
+	return &kubelet{client: client, sandboxes: map[string]*sandbox{}, octets: map[string]int{}}
 }
 
 // registerNode creates the Node object, as a kubelet does when it joins the cluster; the
@@ -91,7 +91,7 @@ func (k *kubelet) startPod(ctx context.Context, pod *corev1.Pod) error {
 	}
 	sb, err := newSandbox(name, ip, podGateway, fmt.Sprintf("veth%d", octet))
 	if err != nil {
-		k.releaseOctet(octet)
+		k.releaseOctet(key)
 		return fmt.Errorf("pod %s: %w", key, err)
 	}
 	k.mu.Lock()
@@ -157,11 +157,8 @@ func (k *kubelet) stopPod(pod *corev1.Pod) {
 	k.mu.Unlock()
 	if sb != nil {
 		sb.destroy()
-		var octet int
-		if _, err := fmt.Sscanf(sb.hostDev, "veth%d", &octet); err == nil {
-			k.releaseOctet(octet)
-		}
 	}
+	k.releaseOctet(key)
 }
 
 // sandbox returns the network namespace of a started Pod, or nil.
@@ -183,20 +180,25 @@ func (k *kubelet) stopAll() {
 	}
 }
 
+// claimOctet picks the lowest free address of the node's pod CIDR (from .10: the node holds .1).
 func (k *kubelet) claimOctet(key string) (int, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	used := map[int]bool{}
+	for _, octet := range k.octets {
+		used[octet] = true
+	}
 	for octet := 10; octet < 255; octet++ {
-		if !k.octets[octet] {
-			k.octets[octet] = true
+		if !used[octet] {
+			k.octets[key] = octet
 			return octet, nil
 		}
 	}
 	return 0, fmt.Errorf("pod %s: the node's pod CIDR 10.244.0.0/24 is full", key)
 }
 
-func (k *kubelet) releaseOctet(octet int) {
+func (k *kubelet) releaseOctet(key string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	delete(k.octets, octet)
+	delete(k.octets, key)
 }
