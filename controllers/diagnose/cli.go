@@ -182,7 +182,7 @@ func Run(ctx context.Context, o *Options) (*Report, error) {
 	}
 	in, err := Gather(ctx, c, namespace, o.ServiceName)
 	if errors.Is(err, errServiceNotFound) {
-		return ServiceNotFound(namespace, o.ServiceName, sameNameElsewhere(ctx, c, namespace, o.ServiceName)), nil
+		return ServiceNotFound(namespace, o.ServiceName, namespaceExists(ctx, c, namespace), sameNameElsewhere(ctx, c, namespace, o.ServiceName)), nil
 	}
 	if err != nil {
 		return nil, err
@@ -306,6 +306,12 @@ func sameNameElsewhere(ctx context.Context, c client.Reader, namespace, name str
 		}
 	}
 	return namespaces
+}
+
+// namespaceExists says whether the namespace exists; when its read fails, it assumes so.
+func namespaceExists(ctx context.Context, c client.Reader, namespace string) bool {
+	err := c.Get(ctx, client.ObjectKey{Name: namespace}, &corev1.Namespace{})
+	return !apierrors.IsNotFound(err)
 }
 
 // readError turns a failed read into an error that says what to do, RBAC first.

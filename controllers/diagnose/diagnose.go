@@ -137,12 +137,18 @@ func finish(report *Report, out findings) *Report {
 	return report
 }
 
-// ServiceNotFound is the report for a Service that does not exist, naming the namespaces where a
-// Service of that name does (a namespace mix-up).
-func ServiceNotFound(namespace, name string, sameNameElsewhere []string) *Report {
+// ServiceNotFound is the report for a Service that does not exist, saying whether its namespace
+// exists and naming the namespaces where a Service of that name does (a namespace mix-up).
+func ServiceNotFound(namespace, name string, namespaceExists bool, sameNameElsewhere []string) *Report {
 	var out findings
 	fix := fmt.Sprintf("check the name and namespace (kubectl get services -n %s), or create the Service", namespace)
-	if len(sameNameElsewhere) > 0 {
+	switch {
+	case !namespaceExists:
+		fix = fmt.Sprintf("namespace %s does not exist: check -n (or the kubeconfig context's namespace)", namespace)
+		if len(sameNameElsewhere) > 0 {
+			fix += fmt.Sprintf("; a Service %s exists in namespace(s) %s", name, nameList(sameNameElsewhere))
+		}
+	case len(sameNameElsewhere) > 0:
 		fix = fmt.Sprintf("a Service %s exists in namespace(s) %s: pass -n %s, or create it in %s", name, nameList(sameNameElsewhere), sameNameElsewhere[0], namespace)
 	}
 	out.problem(CheckService, fmt.Sprintf("Service %s/%s not found", namespace, name), fix)

@@ -209,9 +209,23 @@ func dump(r *Report) string {
 	return b.String()
 }
 
-func TestServiceNotFoundNamesTheOtherNamespace(t *testing.T) {
-	report := ServiceNotFound("shop", "backend", []string{"shop-staging"})
-	if report.ExitCode() != ExitProblem || !strings.Contains(report.Findings[0].Fix, "pass -n shop-staging") {
-		t.Errorf("report:\n%s", dump(report))
+func TestServiceNotFound(t *testing.T) {
+	tests := []struct {
+		name              string
+		namespaceExists   bool
+		sameNameElsewhere []string
+		wantFix           string
+	}{
+		{name: "nowhere", namespaceExists: true, wantFix: "check the name and namespace (kubectl get services -n shop), or create the Service"},
+		{name: "in another namespace", namespaceExists: true, sameNameElsewhere: []string{"shop-staging"}, wantFix: "pass -n shop-staging"},
+		{name: "the namespace does not exist", sameNameElsewhere: []string{"shop-staging"}, wantFix: "namespace shop does not exist: check -n (or the kubeconfig context's namespace); a Service backend exists in namespace(s) shop-staging"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			report := ServiceNotFound("shop", "backend", tt.namespaceExists, tt.sameNameElsewhere)
+			if report.ExitCode() != ExitProblem || !strings.Contains(report.Findings[0].Fix, tt.wantFix) {
+				t.Errorf("want a problem whose fix contains %q; report:\n%s", tt.wantFix, dump(report))
+			}
+		})
 	}
 }

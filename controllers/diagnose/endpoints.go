@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -32,9 +33,10 @@ type podEndpoint struct {
 	terminating bool
 }
 
-// expectedEndpoints maps each IP of the selected, published pods to what should be said of it.
-// Pods in a terminal phase, without an IP, or on which no Service port resolves are not published.
-func expectedEndpoints(svc *corev1.Service, selected []*corev1.Pod) map[string]podEndpoint {
+// expectedEndpoints maps each IP of the selected, published pods to what should be said of it,
+// for the pod IPs of the given families (all when none is given). Pods in a terminal phase,
+// without an IP, or on which no Service port resolves are not published.
+func expectedEndpoints(svc *corev1.Service, selected []*corev1.Pod, families []corev1.IPFamily) map[string]podEndpoint {
 	expected := map[string]podEndpoint{}
 	for _, pod := range selected {
 		if isTerminal(pod) || !hasIP(pod) || !anyPortResolves(svc, pod) {
@@ -44,6 +46,9 @@ func expectedEndpoints(svc *corev1.Service, selected []*corev1.Pod) map[string]p
 		serving := isReady(pod)
 		ready := svc.Spec.PublishNotReadyAddresses || (serving && !terminating)
 		for _, ip := range podIPs(pod) {
+			if len(families) > 0 && !slices.Contains(families, familyOf(ip)) {
+				continue
+			}
 			expected[ip] = podEndpoint{pod: pod, ready: ready, serving: serving, terminating: terminating}
 		}
 	}
@@ -79,9 +84,9 @@ type sliceEndpoint struct {
 	ready, serving, terminating bool
 }
 
-func sliceEndpoints(slices []*discoveryv1.EndpointSlice) map[string]sliceEndpoint {
+func sliceEndpoints(endpointSlices []*discoveryv1.EndpointSlice) map[string]sliceEndpoint {
 	out := map[string]sliceEndpoint{}
-	for _, s := range slices {
+	for _, s := range endpointSlices {
 		for _, e := range s.Endpoints {
 			c := e.Conditions
 			se := sliceEndpoint{slice: s.Name, ready: c.Ready == nil || *c.Ready,
@@ -109,7 +114,12 @@ const fixEndpointsController = "the endpoints controller is behind or not runnin
 // what its pods say.
 func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *corev1.Endpoints, slices []*discoveryv1.EndpointSlice) findings {
 	var out findings
-	expected := expectedEndpoints(svc, selected)
+	// Endpoints list the primary family's addresses, EndpointSlices those of every family.
+	var primary []corev1.IPFamily
+	if len(svc.Spec.IPFamilies) > 0 {
+		primary = svc.Spec.IPFamilies[:1]
+	}
+	expected := expectedEndpoints(svc, selected, svc.Spec.IPFamilies)
 	if ep == nil && len(slices) == 0 {
 		out.problem(CheckEndpoints, fmt.Sprintf("no Endpoints and no EndpointSlices exist for the Service (kubectl get endpointslices -l %s=%s)", discoveryv1.LabelServiceName, svc.Name), fixEndpointsController)
 		return out
@@ -117,7 +127,7 @@ func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *cor
 	if ep == nil {
 		out.warn(CheckEndpoints, "no Endpoints object (kubectl get endpoints shows nothing); the datapath reads EndpointSlices, so traffic is not affected", fixEndpointsController)
 	} else {
-		out = append(out, compareEndpoints(svc, ep, expected)...)
+		out = append(out, compareEndpoints(svc, ep, expectedEndpoints(svc, selected, primary))...)
 	}
 	if len(slices) == 0 {
 		out.problem(CheckEndpointSlices, fmt.Sprintf("no EndpointSlice labeled %s=%s: the datapath has no endpoints for the Service", discoveryv1.LabelServiceName, svc.Name), fixEndpointsController)
@@ -281,4 +291,12 @@ func sortedKeysOf[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// familyOf is the IP family of an address.
+func familyOf(ip string) corev1.IPFamily {
+	if strings.Contains(ip, ":") {
+		return corev1.IPv6Protocol
+	}
+	return corev1.IPv4Protocol
 }

@@ -322,10 +322,7 @@ func checkDatapath(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, tab
 	var out findings
 	const fixAgent = "check the node agent on this node (kube-clusterip --datapath): its logs and /healthz; it resyncs the table on its own"
 	for _, ip := range clusterIPs(svc) {
-		family := corev1.IPv4Protocol
-		if strings.Contains(ip, ":") {
-			family = corev1.IPv6Protocol
-		}
+		family := familyOf(ip)
 		for _, port := range svc.Spec.Ports {
 			key := ServicePortKey{IP: ip, Protocol: strings.ToLower(string(protocolOf(port))), Port: int(port.Port)}
 			want := UsableEndpoints(svc, port, slices, family, nodeName)

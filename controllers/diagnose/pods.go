@@ -80,10 +80,11 @@ func containerState(cs corev1.ContainerStatus) string {
 // the failing condition and container; none ready is a problem (nothing receives traffic).
 func checkReadiness(svc *corev1.Service, selected []*corev1.Pod) findings {
 	var out findings
-	var ready, notReady, noIP, terminating []*corev1.Pod
+	var ready, notReady, noIP, terminating, finished []*corev1.Pod
 	for _, pod := range selected {
 		switch {
 		case isTerminal(pod):
+			finished = append(finished, pod)
 		case !hasIP(pod):
 			noIP = append(noIP, pod)
 		case pod.DeletionTimestamp != nil:
@@ -118,6 +119,10 @@ func checkReadiness(svc *corev1.Service, selected []*corev1.Pod) findings {
 	if severity == Problem && len(notReady)+len(noIP)+len(terminating) > 0 {
 		out.problem(CheckReadiness, fmt.Sprintf("none of the %d selected pod(s) is ready: connections to the Service are refused", len(notReady)+len(noIP)+len(terminating)),
 			"make at least one pod ready (see the pods above)")
+	}
+	if len(finished) > 0 && len(finished) == len(selected) {
+		out.problem(CheckReadiness, fmt.Sprintf("all %d selected pod(s) have finished (phase Succeeded or Failed): %s", len(finished), nameList(podNames(finished))),
+			"finished pods never serve: run the backend as a Deployment or StatefulSet, not as a Job or bare pod that exits")
 	}
 	if svc.Spec.PublishNotReadyAddresses && len(notReady) > 0 {
 		out.ok(CheckReadiness, "publishNotReadyAddresses is set: not-ready pods still get traffic")
