@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,11 +36,15 @@ type figure struct {
 	Bench    string // benchmark name without the -GOMAXPROCS suffix
 	Metric   string // unit as go test prints it: ns/op, converge-s, ...
 	Max, Min float64
+	Equal    *float64 // exact target every run must meet, e.g. 0 errors
 	Upstream string
 }
 
+func exactly(v float64) *float64 { return &v }
+
 var suites = []suite{
 	{Package: "./allocator", Bench: ".", Count: 5, Extra: []string{"-benchmem"}},
+	{Package: "./controllers/ipam", Bench: "BenchmarkAdmission", Count: 3, Extra: []string{"-benchtime", "1x"}},
 	{Package: "./controllers/endpoints", Bench: "BenchmarkConverge", Count: 3, Extra: []string{"-benchtime", "1x"}},
 	{Package: "./datapath", Bench: "BenchmarkFullSync|BenchmarkEndpointChange|BenchmarkConnectionRate", Count: 3},
 }
@@ -52,6 +57,11 @@ var figures = []figure{
 	{Label: "allocator: fill a /12", Bench: "BenchmarkFill", Metric: "ns/op", Max: 150e6, Upstream: "2.13 s"},
 	{Label: "allocator: memory of a full /12 (KiB)", Bench: "BenchmarkMemory//12-full", Metric: "KiB", Max: 160},
 	{Label: "allocator: memory of a /64 with 100k IPs (MiB)", Bench: "BenchmarkMemory//64-100k", Metric: "MiB", Max: 16},
+	{Label: "admission: 1000 Services, 50 clients, mutating webhook p50 (ms)", Bench: "BenchmarkAdmission", Metric: "p50-ms"},
+	{Label: "admission: 1000 Services, 50 clients, mutating webhook p99 (ms)", Bench: "BenchmarkAdmission", Metric: "p99-ms"},
+	{Label: "admission: 1000 Services, 50 clients, validating webhook p99 (ms)", Bench: "BenchmarkAdmission", Metric: "validate-p99-ms"},
+	{Label: "admission: failed or denied creates", Bench: "BenchmarkAdmission", Metric: "errors", Equal: exactly(0)},
+	{Label: "admission: distinct ClusterIPs of the 1000 Services", Bench: "BenchmarkAdmission", Metric: "distinct-ips", Equal: exactly(1000)},
 	{Label: "endpoints: 1000 Services x 10 pods, converge (s)", Bench: "BenchmarkConverge", Metric: "converge-s", Max: 30, Upstream: "17.4 s (QPS 1000)"},
 	{Label: "endpoints: readiness flip -> both APIs, p50 (ms)", Bench: "BenchmarkConverge", Metric: "flip-p50-ms", Max: 50, Upstream: "~20 ms"},
 	{Label: "endpoints: readiness flip -> both APIs, p99 (ms)", Bench: "BenchmarkConverge", Metric: "flip-p99-ms", Max: 500, Upstream: "31-52 ms"},
@@ -110,8 +120,9 @@ func main() {
 		r := result{figure: f, Runs: runs[f.Bench+" "+f.Metric]}
 		if len(r.Runs) > 0 {
 			r.Median = median(r.Runs)
-			if f.Max > 0 || f.Min > 0 {
-				met := (f.Max == 0 || r.Median <= f.Max) && (f.Min == 0 || r.Median >= f.Min)
+			if f.Max > 0 || f.Min > 0 || f.Equal != nil {
+				met := (f.Max == 0 || r.Median <= f.Max) && (f.Min == 0 || r.Median >= f.Min) &&
+					(f.Equal == nil || !slices.ContainsFunc(r.Runs, func(v float64) bool { return v != *f.Equal }))
 				r.Met = &met
 			}
 		}
@@ -176,6 +187,8 @@ func printMarkdown(w io.Writer, rep report) {
 			target = "<= " + human(r.Metric, r.Max)
 		} else if r.Min > 0 {
 			target = ">= " + human(r.Metric, r.Min)
+		} else if r.Equal != nil {
+			target = "= " + human(r.Metric, *r.Equal)
 		}
 		medianText, met := "not measured", "-"
 		if len(r.Runs) > 0 {

@@ -1,0 +1,257 @@
+package ipam
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
+)
+
+// Benchmark shape of BenchmarkAdmission.
+const (
+	admissionServices = 1000
+	admissionClients  = 50
+)
+
+// BenchmarkAdmission creates 1000 Services through our webhooks on a real control plane, from
+// 50 concurrent clients, and reports the latency inside the mutating webhook's HTTP handler
+// (p50/p99, the time that assigns the ClusterIP), the validating one's, how many requests failed
+// or were denied (create errors plus webhook answers with allowed=false, from
+// clusterip_webhook_duration_seconds), and how many distinct ClusterIPs from 10.96.0.0/12 the
+// Services hold (want 1000).
+//
+//	go test ./controllers/ipam -run '^$' -bench BenchmarkAdmission -benchtime 1x
+func BenchmarkAdmission(b *testing.B) {
+	if _, err := testenv.Assets(); err != nil {
+		b.Skip(err.Error())
+	}
+	ctrl.SetLogger(logr.Discard())
+	env := testenv.New()
+	env.ControlPlane.GetAPIServer().Out, env.ControlPlane.GetAPIServer().Err = io.Discard, io.Discard
+	env.ControlPlane.Etcd.Out, env.ControlPlane.Etcd.Err = io.Discard, io.Discard
+	env.CRDDirectoryPaths = []string{testenv.CRDDirectory()}
+	env.WebhookInstallOptions = envtest.WebhookInstallOptions{
+		Paths: []string{filepath.Join(filepath.Dir(filepath.Dir(testenv.CRDDirectory())), "webhook")},
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		b.Fatalf("start control plane: %v", err)
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			b.Errorf("stop control plane: %v", err)
+		}
+	}()
+
+	wio := &env.WebhookInstallOptions
+	timing := &timingServer{Server: webhook.NewServer(webhook.Options{
+		Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir})}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:        scheme,
+		Metrics:       metricsserver.Options{BindAddress: "0"},
+		Controller:    config.Controller{SkipNameValidation: ptr.To(true)},
+		WebhookServer: timing,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	registry, err := setup(mgr, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- mgr.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-mgrDone; err != nil {
+			b.Errorf("manager: %v", err)
+		}
+	}()
+	if err := awaitWebhook(registry, net.JoinHostPort(wio.LocalServingHost, strconv.Itoa(wio.LocalServingPort))); err != nil {
+		b.Fatal(err)
+	}
+
+	clientCfg := rest.CopyConfig(cfg)
+	clientCfg.QPS, clientCfg.Burst = -1, 0 // the clients are not what we measure
+	c, err := client.New(clientCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns := "admission-bench"
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		b.Fatal(err)
+	}
+	deniedBefore := deniedAdmissions(b)
+	timing.reset()
+
+	b.ResetTimer()
+	createErrors := createConcurrently(ctx, c, ns, admissionServices, admissionClients)
+	b.StopTimer()
+
+	mutate, validate := timing.durations(MutatePath), timing.durations(ValidatePath)
+	errs := createErrors + deniedAdmissions(b) - deniedBefore
+	if len(mutate) < admissionServices {
+		b.Errorf("the mutating webhook answered %d of %d creates", len(mutate), admissionServices)
+	}
+	b.ReportMetric(ms(percentile(mutate, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(mutate, 99)), "p99-ms")
+	b.ReportMetric(ms(percentile(validate, 50)), "validate-p50-ms")
+	b.ReportMetric(ms(percentile(validate, 99)), "validate-p99-ms")
+	b.ReportMetric(float64(errs), "errors")
+	b.ReportMetric(float64(distinctClusterIPs(ctx, b, c, ns)), "distinct-ips")
+}
+
+// awaitWebhook waits until the pools mirror the cluster and the webhook server accepts TLS.
+func awaitWebhook(registry *Registry, addr string) error {
+	deadline := time.Now().Add(time.Minute)
+	select {
+	case <-registry.Ready():
+	case <-time.After(time.Until(deadline)):
+		return fmt.Errorf("ClusterIP pools not ready after a minute")
+	}
+	for {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a local test server
+		if err == nil {
+			return conn.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("webhook server at %s: %w", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// createConcurrently creates n one-port Services from the given number of clients and returns
+// how many creates failed.
+func createConcurrently(ctx context.Context, c client.Client, ns string, n, clients int) int {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	errs := 0
+	for range clients {
+		wg.Go(func() {
+			for i := range work {
+				if err := c.Create(ctx, newService(ns, fmt.Sprintf("svc-%04d", i))); err != nil {
+					mu.Lock()
+					errs++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return errs
+}
+
+// deniedAdmissions counts webhook answers with allowed=false so far.
+func deniedAdmissions(b *testing.B) int {
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	denied := 0
+	for _, f := range families {
+		if f.GetName() != "clusterip_webhook_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "allowed" && l.GetValue() == "false" {
+					denied += int(m.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+	}
+	return denied
+}
+
+// distinctClusterIPs counts the distinct ClusterIPs inside the default pool's 10.96.0.0/12
+// that the Services of ns hold.
+func distinctClusterIPs(ctx context.Context, b *testing.B, c client.Client, ns string) int {
+	list := &corev1.ServiceList{}
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+		b.Fatal(err)
+	}
+	pool := netip.MustParsePrefix(testenv.ServiceClusterIPRange)
+	ips := map[netip.Addr]bool{}
+	for _, svc := range list.Items {
+		if ip, err := netip.ParseAddr(svc.Spec.ClusterIP); err == nil && pool.Contains(ip) {
+			ips[ip] = true
+		}
+	}
+	return len(ips)
+}
+
+// timingServer is the manager's webhook server with the time of each request inside its
+// handler recorded per path.
+type timingServer struct {
+	webhook.Server
+	mu    sync.Mutex
+	spent map[string][]time.Duration
+}
+
+func (s *timingServer) Register(path string, hook http.Handler) {
+	s.Server.Register(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		hook.ServeHTTP(w, r)
+		spent := time.Since(start)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.spent == nil {
+			s.spent = map[string][]time.Duration{}
+		}
+		s.spent[path] = append(s.spent[path], spent)
+	}))
+}
+
+func (s *timingServer) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.spent = nil
+}
+
+func (s *timingServer) durations(path string) []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.spent[path])
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sorted := slices.Clone(ds)
+	slices.Sort(sorted)
+	return sorted[min(len(sorted)-1, (len(sorted)*p+99)/100-1)]
+}
