@@ -318,9 +318,9 @@ func namespaceExists(ctx context.Context, c client.Reader, namespace string) boo
 func readError(err error, resource, namespace string) error {
 	switch {
 	case apierrors.IsForbidden(err):
-		return fmt.Errorf("RBAC forbids reading %s in namespace %s: %v\n"+
-			"  fix: ask for a Role in %s granting get and list on %s (and services, pods, endpoints, endpointslices), or use a kubeconfig or --context that has it",
-			resource, namespace, apierrors.ReasonForError(err), namespace, resource)
+		return fmt.Errorf("RBAC forbids reading %s in namespace %s: %w\n"+
+			"  fix: ask for a Role in %s granting get and list on %s (diagnose reads services, pods, endpoints and endpointslices), or use a kubeconfig or --context that has it",
+			resource, namespace, err, namespace, resource)
 	case apierrors.IsUnauthorized(err):
 		return fmt.Errorf("the API server rejected the kubeconfig's credentials (reading %s): %w", resource, err)
 	}
@@ -369,7 +369,7 @@ func ReadNodeTable(ctx context.Context, svc *corev1.Service) (*NodeTable, []stri
 				missing = append(missing, family)
 				continue
 			}
-			return nil, nil, fmt.Errorf("list the nftables table %s %s (run on the node as root, with nft installed): %v: %s", family, NFTTableName, err, strings.TrimSpace(stderr.String()))
+			return nil, nil, fmt.Errorf("list the nftables table %s %s (run on the node as root, with nft installed): %w: %s", family, NFTTableName, err, strings.TrimSpace(stderr.String()))
 		}
 		if err := table.AddNFTJSON(stdout.Bytes()); err != nil {
 			return nil, nil, err

@@ -197,6 +197,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 		Expect(r.stdout).To(BeEmpty())
 		Expect(r.stderr).To(ContainSubstring("RBAC forbids reading pods in namespace " + namespace))
 		Expect(r.stderr).To(ContainSubstring("fix: ask for a Role in " + namespace + " granting get and list on pods"))
+		AddReportEntry("stderr", r.stderr)
 	})
 
 	It("exits 2 on a usage error", func(ctx SpecContext) {

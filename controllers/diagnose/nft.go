@@ -33,6 +33,7 @@ type ServicePortKey struct {
 	Port     int
 }
 
+// String is the key as messages show it: "10.96.0.10:80/tcp".
 func (k ServicePortKey) String() string {
 	return net.JoinHostPort(k.IP, strconv.Itoa(k.Port)) + "/" + k.Protocol
 }
