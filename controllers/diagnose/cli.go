@@ -58,6 +58,8 @@ type Options struct {
 	// Datapath also checks this node's nftables table; NodeName picks local endpoints.
 	Datapath bool
 	NodeName string
+	// NFT is the nft binary --datapath runs (default "nft" from $PATH).
+	NFT string
 }
 
 func usage(program string) string {
@@ -78,6 +80,7 @@ Flags:
       --cluster-domain D  the cluster's DNS domain (default cluster.local)
       --datapath          also check this node's nftables table (run on the node, as root)
       --node-name NAME    this node's name for --datapath (default $NODE_NAME, then the hostname)
+      --nft PATH          the nft binary --datapath runs (default nft from $PATH)
 `, program)
 }
 
@@ -112,6 +115,7 @@ func ParseArgs(args []string) (*Options, error) {
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", DefaultClusterDomain, "")
 	fs.BoolVar(&o.Datapath, "datapath", false, "")
 	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "")
+	fs.StringVar(&o.NFT, "nft", "nft", "")
 	var targets []string
 	for rest := args[1:]; ; {
 		if err := fs.Parse(rest); err != nil {
@@ -192,7 +196,7 @@ func Run(ctx context.Context, o *Options) (*Report, error) {
 		if in.NodeName, err = nodeName(o); err != nil {
 			return nil, err
 		}
-		table, missing, err := ReadNodeTable(ctx, in.Service)
+		table, missing, err := ReadNodeTable(ctx, o.NFT, in.Service)
 		if err != nil {
 			return nil, err
 		}
@@ -347,9 +351,10 @@ func nodeName(o *Options) (string, error) {
 	return name, nil
 }
 
-// ReadNodeTable lists this node's table with `nft -j` for each IP family of the Service and
-// returns it with the families whose table does not exist. It only reads: never modifies nftables.
-func ReadNodeTable(ctx context.Context, svc *corev1.Service) (*NodeTable, []string, error) {
+// ReadNodeTable lists this node's table with `nft -j` (the nft binary given) for each IP family of
+// the Service and returns it with the families whose table does not exist. It only reads: it never
+// modifies nftables.
+func ReadNodeTable(ctx context.Context, nft string, svc *corev1.Service) (*NodeTable, []string, error) {
 	table := NewNodeTable()
 	var missing []string
 	families := map[string]bool{}
@@ -362,7 +367,7 @@ func ReadNodeTable(ctx context.Context, svc *corev1.Service) (*NodeTable, []stri
 	}
 	for _, family := range sortedKeysOf(families) {
 		var stdout, stderr bytes.Buffer
-		cmd := exec.CommandContext(ctx, "nft", "-j", "list", "table", family, NFTTableName)
+		cmd := exec.CommandContext(ctx, nft, "-j", "list", "table", family, NFTTableName)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {
 			if strings.Contains(stderr.String(), "No such file or directory") {

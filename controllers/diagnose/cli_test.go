@@ -39,17 +39,17 @@ func TestParseArgs(t *testing.T) {
 		{
 			name: "flags after the Service, as kubectl users type them",
 			args: []string{"diagnose", "svc/backend", "-n", "shop", "-o", "json"},
-			want: &Options{ServiceName: "backend", Namespace: "shop", Output: "json", ClusterDomain: DefaultClusterDomain},
+			want: &Options{ServiceName: "backend", Namespace: "shop", Output: "json", ClusterDomain: DefaultClusterDomain, NFT: "nft"},
 		},
 		{
 			name: "long flags before the Service",
 			args: []string{"diagnose", "--namespace=shop", "--kubeconfig", "/tmp/kc", "--datapath", "--node-name", "node-a", "service/backend"},
-			want: &Options{ServiceName: "backend", Namespace: "shop", Kubeconfig: "/tmp/kc", Output: "text", ClusterDomain: DefaultClusterDomain, Datapath: true, NodeName: "node-a"},
+			want: &Options{ServiceName: "backend", Namespace: "shop", Kubeconfig: "/tmp/kc", Output: "text", ClusterDomain: DefaultClusterDomain, Datapath: true, NodeName: "node-a", NFT: "nft"},
 		},
 		{
 			name: "a bare name is a Service",
 			args: []string{"diagnose", "backend", "--as", "alice"},
-			want: &Options{ServiceName: "backend", As: "alice", Output: "text", ClusterDomain: DefaultClusterDomain},
+			want: &Options{ServiceName: "backend", As: "alice", Output: "text", ClusterDomain: DefaultClusterDomain, NFT: "nft"},
 		},
 		{name: "another kind", args: []string{"diagnose", "deploy/backend"}, wantErr: true},
 		{name: "two Services", args: []string{"diagnose", "svc/a", "svc/b"}, wantErr: true},

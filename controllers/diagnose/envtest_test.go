@@ -2,6 +2,10 @@ package diagnose_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -222,3 +226,72 @@ func grantServiceReader(ctx context.Context, namespace, user string) {
 	}
 	Expect(k8sClient.Create(ctx, binding)).To(Succeed())
 }
+
+// The node's table is listed by a wrapper around nft that loads testdata/nft-table.nft into a
+// scratch network namespace first: the host's nftables are never read nor touched.
+var _ = Describe("kube-clusterip diagnose svc/NAME --datapath", func() {
+	var namespace string
+	BeforeEach(func(ctx SpecContext) {
+		if os.Geteuid() != 0 {
+			Skip("--datapath specs need root for a scratch network namespace (unshare -n)")
+		}
+		if _, err := exec.LookPath("nft"); err != nil {
+			Skip("--datapath specs need nft (Debian package nftables)")
+		}
+		namespace = newNamespace(ctx)
+	})
+
+	// nftInScratchNamespace writes an nft wrapper that runs in a fresh network namespace holding
+	// the ruleset file, or nothing when ruleset is empty.
+	nftInScratchNamespace := func(ruleset string) string {
+		GinkgoHelper()
+		load := "true"
+		if ruleset != "" {
+			abs, err := filepath.Abs(ruleset)
+			Expect(err).NotTo(HaveOccurred())
+			load = "nft -f " + abs
+		}
+		wrapper := filepath.Join(GinkgoT().TempDir(), "nft")
+		script := "#!/bin/sh\nexec unshare -n sh -c '" + load + " && exec nft \"$@\"' nft \"$@\"\n"
+		Expect(os.WriteFile(wrapper, []byte(script), 0o755)).To(Succeed())
+		return wrapper
+	}
+
+	// backendAt creates the Service at the ClusterIP the fixture table programs, with the pods and
+	// the endpoints of the given IPs; the Service is deleted afterwards to free the address.
+	backendAt := func(ctx context.Context, ips ...string) {
+		GinkgoHelper()
+		svc := createService(ctx, namespace, func(s *corev1.Service) { s.Spec.ClusterIP = "10.96.0.10" })
+		DeferCleanup(func(ctx SpecContext) { Expect(k8sClient.Delete(ctx, svc)).To(Succeed()) })
+		for i, ip := range ips {
+			createPod(ctx, namespace, podSpec{name: fmt.Sprintf("backend-%d", i), ip: ip, labels: backendLabels, ports: []corev1.ContainerPort{httpPort(8080)}})
+		}
+		publish(ctx, svc, 8080, ips, nil)
+	}
+
+	It("finds the ClusterIP:port sent to the endpoints the slices list (exit 0)", func(ctx SpecContext) {
+		backendAt(ctx, "10.244.1.10", "10.244.1.11")
+
+		r := runDiagnose(ctx, namespace, "backend", "--datapath", "--node-name", "node-a", "--nft", nftInScratchNamespace("testdata/nft-table.nft"))
+		Expect(r.exitCode).To(Equal(diagnose.ExitHealthy), r.stdout+r.stderr)
+		Expect(r.report).To(haveFinding(diagnose.OK, diagnose.CheckDatapath,
+			"node node-a sends 10.96.0.10:80/tcp to 10.244.1.10:8080, 10.244.1.11:8080, as the EndpointSlices say"))
+	})
+
+	It("reports a node that still sends traffic to an endpoint the slices dropped (exit 1)", func(ctx SpecContext) {
+		backendAt(ctx, "10.244.1.10")
+
+		r := runDiagnose(ctx, namespace, "backend", "--datapath", "--node-name", "node-a", "--nft", nftInScratchNamespace("testdata/nft-table.nft"))
+		Expect(r.exitCode).To(Equal(diagnose.ExitProblem), r.stdout+r.stderr)
+		Expect(r.report).To(haveFinding(diagnose.Problem, diagnose.CheckDatapath,
+			"node node-a sends 10.96.0.10:80/tcp to [10.244.1.10:8080, 10.244.1.11:8080], the EndpointSlices say [10.244.1.10:8080]"))
+	})
+
+	It("reports a node without the table (exit 1)", func(ctx SpecContext) {
+		backendAt(ctx, "10.244.1.10")
+
+		r := runDiagnose(ctx, namespace, "backend", "--datapath", "--node-name", "node-a", "--nft", nftInScratchNamespace(""))
+		Expect(r.exitCode).To(Equal(diagnose.ExitProblem), r.stdout+r.stderr)
+		Expect(r.report).To(haveFinding(diagnose.Problem, diagnose.CheckDatapath, "node node-a has no nftables table ip kube-clusterip"))
+	})
+})
