@@ -152,8 +152,10 @@ func (p *Proxier) Resync(ctx context.Context) error {
 }
 
 // Maintain does the periodic work: a full resync of each family whose table lost its
-// canary, whose last sync failed, or whose FullSyncPeriod elapsed. Run calls it every
-// CanaryCheckPeriod; callers with their own loop may call it instead of Run.
+// canary, whose last sync failed, or whose FullSyncPeriod elapsed, and otherwise the
+// deletion of endpoint-map elements the last sync left behind for in-flight lookups
+// (so they do not wait for the next change). Run calls it every CanaryCheckPeriod;
+// callers with their own loop may call it instead of Run.
 func (p *Proxier) Maintain(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -162,7 +164,7 @@ func (p *Proxier) Maintain(ctx context.Context) error {
 	}
 	var errs []error
 	for _, fs := range p.families {
-		if reason := p.fullSyncReason(ctx, fs, ""); reason != "" {
+		if reason := p.fullSyncReason(ctx, fs, ""); reason != "" || len(fs.leftovers) > 0 {
 			errs = append(errs, p.syncFamily(ctx, fs, reason))
 		}
 	}

@@ -295,3 +295,27 @@ func withoutLeftovers(dump string, leftovers []Element) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestMaintainDeletesLeftoverEndpointElements(t *testing.T) {
+	p, fake, _ := fakeProxier(t, Config{NodeName: "node-a"})
+	svc := makeService("backend-service", "10.96.0.10", tcp("", 80, 8080))
+	ctx := context.Background()
+	two := makeSlice(svc, "backend-1", readyEP("10.244.1.10", "node-a"), readyEP("10.244.1.11", "node-a"))
+	two.ResourceVersion = "1"
+	one := makeSlice(svc, "backend-1", readyEP("10.244.1.10", "node-a"))
+	one.ResourceVersion = "2"
+	for _, slice := range []*discoveryv1.EndpointSlice{two, one} {
+		if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.Contains(fake.Dump(), "10.244.1.11") {
+		t.Fatal("the removed endpoint's map element should outlive the sync that removed it, for lookups in flight")
+	}
+	if err := p.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if dump := fake.Dump(); strings.Contains(dump, "10.244.1.11") {
+		t.Errorf("Maintain left the removed endpoint's map element:\n%s", dump)
+	}
+}
