@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -116,8 +117,12 @@ func checkReadiness(svc *corev1.Service, selected []*corev1.Pod) findings {
 	for _, pod := range terminating {
 		out.warn(CheckReadiness, fmt.Sprintf("pod %s is terminating: it gets new connections only while no other endpoint is ready", pod.Name), "")
 	}
-	if severity == Problem && len(notReady)+len(noIP)+len(terminating) > 0 {
-		out.problem(CheckReadiness, fmt.Sprintf("none of the %d selected pod(s) is ready: connections to the Service are refused", len(notReady)+len(noIP)+len(terminating)),
+	if unready := len(notReady) + len(noIP) + len(terminating); severity == Problem && unready > 0 {
+		consequence := "connections to the Service are refused"
+		if slices.ContainsFunc(terminating, isReady) {
+			consequence = "terminating pods serve until they exit, then connections to the Service are refused"
+		}
+		out.problem(CheckReadiness, fmt.Sprintf("none of the %d selected pod(s) is ready: %s", unready, consequence),
 			"make at least one pod ready (see the pods above)")
 	}
 	if len(finished) > 0 && len(finished) == len(selected) {

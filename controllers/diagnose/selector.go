@@ -11,8 +11,24 @@ import (
 // NearMiss is a pod whose labels would match the selector if one label were different.
 type NearMiss struct {
 	Pod *corev1.Pod
-	// Differs says which label differs: `has app=backnd (selector wants app=backend)`.
-	Differs string
+	// Label is the pod's label in place of the wanted one ("app=backnd"); empty when it lacks one.
+	Label string
+	// Wanted is the selector's label the pod misses ("app=backend").
+	Wanted string
+}
+
+// Describe says how the pod (or, plural, the pods) misses the selector:
+// `has app=backnd (selector wants app=backend)`.
+func (m NearMiss) Describe(plural bool) string {
+	has, lacks := "has", "lacks"
+	if plural {
+		has, lacks = "have", "lack"
+	}
+	if m.Label == "" {
+		key, _, _ := strings.Cut(m.Wanted, "=")
+		return fmt.Sprintf("%s label %s (selector wants %s)", lacks, key, m.Wanted)
+	}
+	return fmt.Sprintf("%s %s (selector wants %s)", has, m.Label, m.Wanted)
 }
 
 // SelectedPods are the pods of the Service's namespace that its selector matches, in any phase.
@@ -43,42 +59,36 @@ func NearMisses(svc *corev1.Service, pods []*corev1.Pod) []NearMiss {
 		if pod.Namespace != svc.Namespace || selects(svc, pod) {
 			continue
 		}
-		if differs, ok := oneLabelOff(svc.Spec.Selector, pod.Labels); ok {
-			misses = append(misses, NearMiss{Pod: pod, Differs: differs})
+		if label, wanted, ok := oneLabelOff(svc.Spec.Selector, pod.Labels); ok {
+			misses = append(misses, NearMiss{Pod: pod, Label: label, Wanted: wanted})
 		}
 	}
 	return misses
 }
 
-// oneLabelOff says how the pod's labels miss the selector when exactly one selector label is
-// missing or different, and whether that miss is near enough to be a likely mistake.
-func oneLabelOff(selector, podLabels map[string]string) (string, bool) {
+// oneLabelOff finds the one selector label the pod's labels miss, and the pod's label in its place
+// (empty when the pod lacks it), when that miss is near enough to be a likely mistake.
+func oneLabelOff(selector, podLabels map[string]string) (label, wanted string, ok bool) {
 	var missedKey string
 	for key, want := range selector {
 		if podLabels[key] != want || !hasKey(podLabels, key) {
 			if missedKey != "" {
-				return "", false
+				return "", "", false
 			}
 			missedKey = key
 		}
 	}
 	want := selector[missedKey]
-	wanted := fmt.Sprintf("(selector wants %s=%s)", missedKey, want)
+	wanted = missedKey + "=" + want
 	if got, ok := podLabels[missedKey]; ok {
-		if len(selector) > 1 || similar(got, want) {
-			return fmt.Sprintf("has %s=%s %s", missedKey, got, wanted), true
-		}
-		return "", false
+		return missedKey + "=" + got, wanted, len(selector) > 1 || similar(got, want)
 	}
 	for _, key := range sortedKeysOf(podLabels) {
 		if podLabels[key] == want && similar(key, missedKey) {
-			return fmt.Sprintf("has %s=%s %s", key, want, wanted), true
+			return key + "=" + want, wanted, true
 		}
 	}
-	if len(selector) > 1 {
-		return fmt.Sprintf("lacks label %s %s", missedKey, wanted), true
-	}
-	return "", false
+	return "", wanted, len(selector) > 1
 }
 
 func hasKey(m map[string]string, key string) bool {
@@ -145,22 +155,28 @@ func SelectorMatchesNoPod(svc *corev1.Service, podsInNamespace []*corev1.Pod) (m
 
 // describeNearMisses groups near misses by their differing label: "pods a, b have app=backnd (...)".
 func describeNearMisses(misses []NearMiss) string {
-	byDiff := map[string][]string{}
-	var order []string
-	for _, m := range misses {
-		if _, seen := byDiff[m.Differs]; !seen {
-			order = append(order, m.Differs)
-		}
-		byDiff[m.Differs] = append(byDiff[m.Differs], m.Pod.Name)
+	type group struct {
+		miss  NearMiss
+		names []string
 	}
-	parts := make([]string, 0, len(order))
-	for _, differs := range order {
-		names := byDiff[differs]
-		if len(names) == 1 {
-			parts = append(parts, "pod "+names[0]+" "+differs)
-			continue
+	var groups []*group
+	byDiff := map[[2]string]*group{}
+	for _, m := range misses {
+		g := byDiff[[2]string{m.Label, m.Wanted}]
+		if g == nil {
+			g = &group{miss: m}
+			byDiff[[2]string{m.Label, m.Wanted}] = g
+			groups = append(groups, g)
 		}
-		parts = append(parts, "pods "+nameList(names)+" "+strings.Replace(strings.Replace(differs, "has ", "have ", 1), "lacks ", "lack ", 1))
+		g.names = append(g.names, m.Pod.Name)
+	}
+	parts := make([]string, 0, len(groups))
+	for _, g := range groups {
+		noun := "pod "
+		if len(g.names) > 1 {
+			noun = "pods "
+		}
+		parts = append(parts, noun+nameList(g.names)+" "+g.miss.Describe(len(g.names) > 1))
 	}
 	return strings.Join(parts, "; ")
 }
