@@ -1,5 +1,6 @@
-// Package nodeagent runs the datapath on a node: it feeds every Service and EndpointSlice to
-// a datapath.Proxier, batching bursts of events into one sync, and reports its health.
+// Package nodeagent runs the datapath on a node: it records every Service and its
+// EndpointSlices in a datapath.Proxier as they change, and applies the changes to nftables
+// in batches no closer together than a minimum sync period.
 package nodeagent
 
 import (
@@ -7,29 +8,28 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kube-clusterip/kube-clusterip/datapath"
 )
 
-// syncKey is the only request the agent's queue ever holds: every event asks for "sync the
-// node", so a burst of events collapses into one queued sync.
-var syncKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "datapath-sync"}}
-
 // Options tune the agent.
 type Options struct {
-	// MinSyncPeriod is the shortest time between two syncs; events inside it are batched.
+	// MinSyncPeriod is the shortest time between two nftables transactions; changes inside
+	// it are applied together.
 	MinSyncPeriod time.Duration
 	// MaxConsecutiveFailures is how many failed syncs in a row make /healthz fail.
 	MaxConsecutiveFailures int
@@ -41,46 +41,128 @@ type Agent struct {
 	Proxier *datapath.Proxier
 	Options Options
 
-	lastSync time.Time
+	// synced is closed once the first full sync from the complete caches is done.
+	synced  chan struct{}
+	pending chan struct{} // holds one token when an Apply is wanted
+
+	mu        sync.Mutex
+	endpoints map[types.NamespacedName]int // endpoints given to the Proxier, per Service
 }
 
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 
-// Reconcile hands the current Services and EndpointSlices to the Proxier.
-func (a *Agent) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-	if wait := a.Options.MinSyncPeriod - time.Since(a.lastSync); wait > 0 {
-		return reconcile.Result{RequeueAfter: wait}, nil
+// Reconcile records one Service, with its EndpointSlices, in the Proxier and asks for an
+// Apply; a Service that is gone is removed.
+func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	svc := &corev1.Service{}
+	if err := a.Client.Get(ctx, req.NamespacedName, svc); apierrors.IsNotFound(err) {
+		a.Proxier.Update(req.NamespacedName, nil, nil)
+		a.record(req.NamespacedName, nil)
+		a.requestApply()
+		return reconcile.Result{}, nil
+	} else if err != nil {
+		return reconcile.Result{}, fmt.Errorf("get service %s: %w", req.NamespacedName, err)
 	}
-	// The Proxier keeps these objects and never modifies them, so the cache's own copies
-	// serve: deep copies of every Service and slice on each sync would dominate at scale.
+	// The Proxier keeps the slices and never modifies them, so the cache's own copies serve.
+	var list discoveryv1.EndpointSliceList
+	err := a.Client.List(ctx, &list, client.InNamespace(req.Namespace),
+		client.MatchingLabels{discoveryv1.LabelServiceName: req.Name}, client.UnsafeDisableDeepCopy)
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("list endpointslices of service %s: %w", req.NamespacedName, err)
+	}
+	slices := make([]*discoveryv1.EndpointSlice, 0, len(list.Items))
+	for i := range list.Items {
+		slices = append(slices, &list.Items[i])
+	}
+	a.Proxier.Update(req.NamespacedName, svc, slices)
+	a.record(req.NamespacedName, slices)
+	a.requestApply()
+	return reconcile.Result{}, nil
+}
+
+// record keeps the gauges of what the datapath was given.
+func (a *Agent) record(key types.NamespacedName, slices []*discoveryv1.EndpointSlice) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if slices == nil {
+		delete(a.endpoints, key)
+	} else {
+		n := 0
+		for _, s := range slices {
+			n += len(s.Endpoints)
+		}
+		a.endpoints[key] = n
+	}
+	total := 0
+	for _, n := range a.endpoints {
+		total += n
+	}
+	servicesProgrammed.Set(float64(len(a.endpoints)))
+	endpointsProgrammed.Set(float64(total))
+}
+
+func (a *Agent) requestApply() {
+	select {
+	case a.pending <- struct{}{}:
+	default: // an Apply is already wanted; it will include this change
+	}
+}
+
+// Start is the agent's sync loop: one full sync once the caches are complete (so no
+// Service is missing from the first ruleset, which would drop its traffic), then an
+// Apply per batch of changes, at most one per MinSyncPeriod. Failed syncs are retried
+// by the Proxier's maintenance as full syncs; the kernel keeps the last good ruleset.
+func (a *Agent) Start(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithName("datapath")
+	if err := a.initialSync(ctx); err != nil {
+		logger.Error(err, "initial nftables sync failed; retrying in the background")
+	}
+	close(a.synced)
+	go a.Proxier.Run(ctx)
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.pending:
+		}
+		if wait := a.Options.MinSyncPeriod - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
+		if err := a.Proxier.Apply(ctx); err != nil {
+			logger.Error(err, "nftables sync failed; the last good ruleset stays")
+		}
+	}
+}
+
+func (a *Agent) initialSync(ctx context.Context) error {
 	var services corev1.ServiceList
 	if err := a.Client.List(ctx, &services, client.UnsafeDisableDeepCopy); err != nil {
-		return reconcile.Result{}, fmt.Errorf("list services: %w", err)
+		return fmt.Errorf("list services: %w", err)
 	}
 	var slices discoveryv1.EndpointSliceList
 	if err := a.Client.List(ctx, &slices, client.UnsafeDisableDeepCopy); err != nil {
-		return reconcile.Result{}, fmt.Errorf("list endpointslices: %w", err)
+		return fmt.Errorf("list endpointslices: %w", err)
 	}
 	svcs := make([]*corev1.Service, 0, len(services.Items))
 	for i := range services.Items {
 		svcs = append(svcs, &services.Items[i])
 	}
 	slcs := make([]*discoveryv1.EndpointSlice, 0, len(slices.Items))
-	endpoints := 0
 	for i := range slices.Items {
 		slcs = append(slcs, &slices.Items[i])
-		endpoints += len(slices.Items[i].Endpoints)
 	}
-	a.lastSync = time.Now()
-	if err := a.Proxier.Sync(ctx, svcs, slcs); err != nil {
-		// The kernel keeps the last good ruleset; the queue retries with backoff.
-		return reconcile.Result{}, fmt.Errorf("sync nftables: %w", err)
-	}
-	servicesProgrammed.Set(float64(len(svcs)))
-	endpointsProgrammed.Set(float64(endpoints))
-	return reconcile.Result{}, nil
+	return a.Proxier.Sync(ctx, svcs, slcs)
 }
+
+// NeedLeaderElection is false: every node programs its own nftables.
+func (a *Agent) NeedLeaderElection() bool { return false }
 
 // Healthy fails once MaxConsecutiveFailures syncs in a row have failed; use it as a healthz check.
 func (a *Agent) Healthy(_ *http.Request) error {
@@ -91,39 +173,49 @@ func (a *Agent) Healthy(_ *http.Request) error {
 	return nil
 }
 
-// SetupWithManager registers the agent, the Proxier's periodic maintenance (outside-flush
-// detection, full resyncs) and the health check. Node agents run on every node, so neither
-// takes part in leader election.
+// Ready passes once the first full sync has been attempted; use it as a readyz check.
+func (a *Agent) Ready(_ *http.Request) error {
+	select {
+	case <-a.synced:
+		return nil
+	default:
+		return errors.New("the first nftables sync has not run yet")
+	}
+}
+
+// SetupWithManager registers the agent's reconciler (one request per Service), its sync
+// loop and its health checks. Node agents run on every node, so none of it takes part in
+// leader election.
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	if a.Proxier == nil {
 		return errors.New("node agent needs a datapath.Proxier")
 	}
-	toSync := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{syncKey}
-	})
+	a.synced = make(chan struct{})
+	a.pending = make(chan struct{}, 1)
+	a.endpoints = map[types.NamespacedName]int{}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("datapath").
-		Watches(&corev1.Service{}, toSync).
-		Watches(&discoveryv1.EndpointSlice{}, toSync).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 1, NeedLeaderElection: ptr.To(false)}).
+		Watches(&corev1.Service{}, &handler.EnqueueRequestForObject{}).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceToService)).
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
 		Complete(a)
 	if err != nil {
 		return err
 	}
-	if err := mgr.Add(maintenance{a.Proxier}); err != nil {
+	if err := mgr.Add(a); err != nil {
 		return err
 	}
-	return mgr.AddHealthzCheck("datapath", a.Healthy)
+	if err := mgr.AddHealthzCheck("datapath", a.Healthy); err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("datapath", a.Ready)
 }
 
-// maintenance runs the Proxier's periodic work for as long as the manager runs.
-type maintenance struct{ proxier *datapath.Proxier }
-
-func (m maintenance) Start(ctx context.Context) error {
-	m.proxier.Run(ctx)
-	return nil
+// sliceToService maps an EndpointSlice to the Service it belongs to.
+func sliceToService(_ context.Context, obj client.Object) []reconcile.Request {
+	name := obj.GetLabels()[discoveryv1.LabelServiceName]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}}}
 }
-
-func (maintenance) NeedLeaderElection() bool { return false }
-
-var _ manager.LeaderElectionRunnable = maintenance{}
