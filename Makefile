@@ -71,6 +71,11 @@ test: manifests generate kustomize ## Run every test: unit, envtest suites, data
 	  KUBEBUILDER_ASSETS=$$assets go test ./... $(GOTESTFLAGS)
 	@$(MAKE) --no-print-directory fuzz
 
+.PHONY: test-reliability
+test-reliability: ## Run the reliability suite (manager killed and restarted, API server restarted, bad input; issue 12).
+	@assets=$$(hack/envtest-assets.sh); \
+	  KUBEBUILDER_ASSETS=$$assets go test ./test/reliability/... -timeout 30m $(GOTESTFLAGS)
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	@hack/fuzz.sh $(FUZZTIME)
