@@ -101,6 +101,12 @@ bench: ## Run every benchmark (root for the datapath ones); medians vs targets, 
 	@assets=$$(hack/envtest-assets.sh); \
 	  KUBEBUILDER_ASSETS=$$assets go run ./hack/bench $(BENCHFLAGS)
 
+.PHONY: bench-compare
+bench-compare: ## Endpoints and datapath workloads vs upstream kube-controller-manager and kube-proxy (root; private netns).
+	@assets=$$(hack/envtest-assets.sh); upstream=$$(hack/upstream-assets.sh); \
+	  go build -o bin/bench-compare ./hack/bench-compare; \
+	  KUBEBUILDER_ASSETS=$$assets bin/bench-compare --upstream $$upstream $(COMPAREFLAGS)
+
 ##@ Deployment
 
 .PHONY: install

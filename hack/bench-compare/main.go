@@ -1,0 +1,362 @@
+// Command bench-compare (`make bench-compare`) runs our endpoints and datapath benchmarks and the
+// same workloads against upstream v1.37.2 — kube-controller-manager with only its endpoint
+// controllers, and kube-proxy in nftables mode — at the same client QPS, and prints one table of
+// ratios (ours ÷ upstream) against the targets of issue 12, with JSON under bench/results/.
+//
+// It needs root and re-executes itself under `unshare --net --mount --fork`: the API servers,
+// kube-proxy and our datapath benchmark all live in that private network namespace (loopback
+// only), so kube-proxy programs only that namespace's nftables, never the host's.
+//
+//	KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh) go run ./hack/bench-compare --upstream $(hack/upstream-assets.sh)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+)
+
+// options are the command line.
+type options struct {
+	assets, upstream, workDir, outDir, only string
+	qps, services, podsPerService, flips    int
+	proxyServices, changes, runs            int
+	upstreamOnly, keep                      bool
+}
+
+// figure is one line of the comparison.
+type figure struct {
+	Label            string  `json:"label"`
+	Ours             float64 `json:"ours"`
+	Upstream         float64 `json:"upstream"`
+	Unit             string  `json:"unit"`
+	Ratio            float64 `json:"ratio"`
+	Target           float64 `json:"target"` // ratio at most
+	OursMeasured     bool    `json:"oursMeasured"`
+	UpstreamMeasured bool    `json:"upstreamMeasured"`
+	Met              bool    `json:"met"`
+}
+
+type report struct {
+	Date    string   `json:"date"`
+	Commit  string   `json:"commit"`
+	CPUs    int      `json:"cpus"`
+	CPU     string   `json:"cpu"`
+	Kernel  string   `json:"kernel"`
+	QPS     int      `json:"qps"`
+	Figures []figure `json:"figures"`
+	Errors  []string `json:"errors,omitempty"`
+}
+
+const inNetnsEnv = "KUBE_CLUSTERIP_BENCH_COMPARE_OUTER_NETNS"
+
+func main() {
+	var o options
+	flag.StringVar(&o.assets, "assets", os.Getenv("KUBEBUILDER_ASSETS"), "directory of kube-apiserver and etcd (hack/envtest-assets.sh)")
+	flag.StringVar(&o.upstream, "upstream", "", "directory of kube-controller-manager and kube-proxy (hack/upstream-assets.sh); default: --assets")
+	flag.StringVar(&o.outDir, "out", "bench/results", "directory for the JSON report")
+	flag.StringVar(&o.only, "only", "", "run only one side of the comparison: endpoints or datapath")
+	flag.IntVar(&o.qps, "qps", 1000, "client QPS of our manager and of the upstream components (burst: twice that)")
+	flag.IntVar(&o.services, "services", 1000, "Services of the endpoints workload (ours: fixed at 1000 by BenchmarkConverge)")
+	flag.IntVar(&o.podsPerService, "pods", 10, "ready pods per Service of the endpoints workload")
+	flag.IntVar(&o.flips, "flips", 200, "readiness flips of the endpoints workload")
+	flag.IntVar(&o.proxyServices, "proxy-services", 10000, "Services (x 10 endpoints) of the datapath workload: 1000 or 10000")
+	flag.IntVar(&o.changes, "changes", 10, "single-endpoint changes measured on kube-proxy")
+	flag.IntVar(&o.runs, "runs", 1, "runs of each workload on each side (medians)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the logs of the control planes and upstream components")
+	flag.BoolVar(&o.upstreamOnly, "upstream-only", false, "skip our benchmarks (to try the upstream side at small sizes)")
+	flag.Parse()
+	if o.upstream == "" {
+		o.upstream = o.assets
+	}
+	if os.Getenv(inNetnsEnv) == "" {
+		os.Exit(reexecInPrivateNetns())
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-compare:", err)
+		os.Exit(1)
+	}
+}
+
+// reexecInPrivateNetns runs this program again under `unshare --net --mount --fork`, telling the
+// child which network namespace it came from, and returns its exit code.
+func reexecInPrivateNetns() int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench-compare: needs root (it runs kube-proxy and nft in a private network namespace)")
+		return 1
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-compare:", err)
+		return 1
+	}
+	outer, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-compare:", err)
+		return 1
+	}
+	cmd := exec.Command("unshare", append([]string{"--net", "--mount", "--fork", "--", self}, os.Args[1:]...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), inNetnsEnv+"="+outer)
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			return exitErr.ExitCode()
+		}
+		fmt.Fprintln(os.Stderr, "bench-compare: unshare:", err)
+		return 1
+	}
+	return 0
+}
+
+// requirePrivateNetns refuses to go on unless this process is in a network namespace other
+// than the one it was started from and than PID 1's.
+func requirePrivateNetns() error {
+	here, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return err
+	}
+	outer := os.Getenv(inNetnsEnv)
+	init, _ := os.Readlink("/proc/1/ns/net")
+	if outer == "" || here == outer || here == init {
+		return fmt.Errorf("refusing to run: not in a private network namespace (here %s, started from %q, PID 1 in %s)", here, outer, init)
+	}
+	return nil
+}
+
+// nodeIP is the address of the private namespace's only other interface (one end of a veth pair
+// whose other end stays in the namespace too), which holds
+// the default route: kube-apiserver needs a default route to pick its advertise address, and
+// kube-proxy finds it on its Node.
+const nodeIP = "192.168.50.1"
+
+// setUpNamespace brings up lo and a veth pair with nodeIP and the default route, in the
+// private namespace only.
+func setUpNamespace() error {
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "add", "bench0", "type", "veth", "peer", "name", "bench1"},
+		{"addr", "add", nodeIP + "/24", "dev", "bench0"},
+		{"link", "set", "bench0", "up"},
+		{"link", "set", "bench1", "up"},
+		{"route", "add", "default", "dev", "bench0"},
+	} {
+		if err := requirePrivateNetns(); err != nil {
+			return err
+		}
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
+
+func run(o options) error {
+	if err := requirePrivateNetns(); err != nil {
+		return err
+	}
+	if err := setUpNamespace(); err != nil {
+		return err
+	}
+	for _, b := range []string{filepath.Join(o.assets, "kube-apiserver"), filepath.Join(o.upstream, "kube-controller-manager"), filepath.Join(o.upstream, "kube-proxy")} {
+		if _, err := os.Stat(b); err != nil {
+			return fmt.Errorf("%w: run hack/envtest-assets.sh and hack/upstream-assets.sh (make bench-compare does)", err)
+		}
+	}
+	var err error
+	if o.workDir, err = os.MkdirTemp("", "bench-compare-"); err != nil {
+		return err
+	}
+	logf("logs of the control planes and upstream components in %s", o.workDir)
+	ctrl.SetLogger(logr.Discard())
+	ctx := context.Background()
+
+	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Commit: output("git", "rev-parse", "--short", "HEAD"),
+		CPUs: runtime.NumCPU(), CPU: cpuModel(), Kernel: output("uname", "-r"), QPS: o.qps}
+	fail := func(err error) {
+		logf("%v", err)
+		rep.Errors = append(rep.Errors, err.Error())
+	}
+	goEnv := []string{"KUBEBUILDER_ASSETS=" + o.assets, "BENCH_QPS=" + strconv.Itoa(o.qps)}
+
+	if o.only == "" || o.only == "endpoints" {
+		ours, err := map[string]map[string][]float64{}, error(nil)
+		if !o.upstreamOnly {
+			if ours, err = goBench(goEnv, "./controllers/endpoints", "BenchmarkConverge", o.runs, "-benchtime", "1x"); err != nil {
+				fail(err)
+			}
+		}
+		upstream := map[string][]float64{}
+		for range o.runs {
+			figures, err := runKubeControllerManager(ctx, o, endpointsShape{services: o.services, podsPerService: o.podsPerService, flips: o.flips, qps: o.qps})
+			if err != nil {
+				fail(fmt.Errorf("kube-controller-manager: %w", err))
+				break
+			}
+			for k, v := range figures {
+				upstream[k] = append(upstream[k], v)
+			}
+		}
+		converge := ours["BenchmarkConverge"]
+		rep.Figures = append(rep.Figures,
+			compare(fmt.Sprintf("endpoints: converge from empty, %d Services x %d pods", o.services, o.podsPerService), "s", converge["converge-s"], upstream["converge-s"], 1, 0.5),
+			compare("endpoints: readiness flip -> EndpointSlice, p50", "ms", converge["slice-p50-ms"], upstream["slice-p50-ms"], 1, 0.5),
+			compare("endpoints: readiness flip -> EndpointSlice, p99", "ms", converge["slice-p99-ms"], upstream["slice-p99-ms"], 1, 0.5),
+			compare("endpoints: readiness flip -> Endpoints, p50", "ms", converge["endpoints-p50-ms"], upstream["endpoints-p50-ms"], 1, 0.5),
+			compare("endpoints: readiness flip -> Endpoints, p99", "ms", converge["endpoints-p99-ms"], upstream["endpoints-p99-ms"], 1, 0.5),
+		)
+	}
+
+	if o.only == "" || o.only == "datapath" {
+		n := strconv.Itoa(o.proxyServices)
+		ours := map[string]map[string][]float64{}
+		for _, bench := range []string{"BenchmarkFullSync$/^services=" + n + "$", "BenchmarkEndpointChange$/^services=" + n + "$/^api=update$"} {
+			if o.upstreamOnly {
+				break
+			}
+			runs, err := goBench(goEnv, "./datapath", bench, o.runs)
+			if err != nil {
+				fail(err)
+			}
+			for name, metrics := range runs {
+				ours[name] = metrics
+			}
+		}
+		upstream := map[string][]float64{}
+		for range o.runs {
+			figures, err := runKubeProxy(ctx, o, o.proxyServices, o.changes)
+			if err != nil {
+				fail(fmt.Errorf("kube-proxy: %w", err))
+				break
+			}
+			for k, v := range figures {
+				upstream[k] = append(upstream[k], v)
+			}
+		}
+		full, change := ours["BenchmarkFullSync/services="+n], ours["BenchmarkEndpointChange/services="+n+"/api=update"]
+		rep.Figures = append(rep.Figures,
+			compare("datapath: first full sync, "+n+" Services x 10 endpoints", "s", full["ns/op"], upstream["full-sync-s"], 1e-9, 0.2),
+			compare("datapath: one endpoint change at "+n+" Services (median)", "ms", change["ns/op"], upstream["change-sync-ms"], 1e-6, 0.1),
+			compare("datapath: ruleset lines (nft list table) at "+n+" Services", "lines", full["ruleset-lines"], upstream["ruleset-lines"], 1, 0.5),
+		)
+	}
+
+	printMarkdown(os.Stdout, rep)
+	if err := writeJSON(o.outDir, rep); err != nil {
+		return err
+	}
+	if len(rep.Errors) > 0 {
+		return fmt.Errorf("%d part(s) of the comparison failed (logs in %s)", len(rep.Errors), o.workDir)
+	}
+	if o.keep {
+		return nil
+	}
+	return os.RemoveAll(o.workDir)
+}
+
+// compare builds one figure from our runs (scaled into unit) and upstream's; either side may be
+// missing.
+func compare(label, unit string, ours, upstream []float64, scale, target float64) figure {
+	f := figure{Label: label, Unit: unit, Target: target, OursMeasured: len(ours) > 0, UpstreamMeasured: len(upstream) > 0}
+	if f.OursMeasured {
+		f.Ours = median(ours) * scale
+	}
+	if f.UpstreamMeasured {
+		f.Upstream = median(upstream)
+	}
+	if f.OursMeasured && f.UpstreamMeasured && f.Upstream > 0 {
+		f.Ratio = f.Ours / f.Upstream
+		f.Met = f.Ratio <= target
+	}
+	return f
+}
+
+func median(values []float64) float64 {
+	sorted := slices.Clone(values)
+	sort.Float64s(sorted)
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+func printMarkdown(w io.Writer, rep report) {
+	fmt.Fprintf(w, "\nOurs vs upstream v1.37.2 at client QPS %d: %s, commit %s, %d CPUs (%s), kernel %s\n\n",
+		rep.QPS, rep.Date, rep.Commit, rep.CPUs, rep.CPU, rep.Kernel)
+	fmt.Fprintln(w, "| figure | ours | upstream | ours ÷ upstream | target | met |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
+	for _, f := range rep.Figures {
+		ours, upstream, ratio, met := "not measured", "not measured", "-", "-"
+		if f.OursMeasured {
+			ours = num(f.Ours) + " " + f.Unit
+		}
+		if f.UpstreamMeasured {
+			upstream = num(f.Upstream) + " " + f.Unit
+		}
+		if f.OursMeasured && f.UpstreamMeasured {
+			ratio, met = strconv.FormatFloat(f.Ratio, 'f', 3, 64), map[bool]string{true: "met", false: "NOT MET"}[f.Met]
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | <= %.2g | %s |\n", f.Label, ours, upstream, ratio, f.Target, met)
+	}
+	for _, e := range rep.Errors {
+		fmt.Fprintf(w, "\nfailed: %s\n", e)
+	}
+}
+
+func num(v float64) string {
+	if v >= 1000 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
+func writeJSON(dir string, rep report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "compare-"+time.Now().UTC().Format("20060102-150405")+"-"+rep.Commit+".json")
+	data, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	logf("wrote %s", path)
+	return os.WriteFile(path, data, 0o644)
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench-compare: "+format+"\n", args...)
+}
+
+func output(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func cpuModel() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if name, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+		}
+	}
+	return "unknown"
+}
