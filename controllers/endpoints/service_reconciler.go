@@ -29,6 +29,7 @@ type serviceReconciler struct {
 
 	expectations *writeExpectations
 	triggerTimes *triggerTimes
+	findings     *findingReporter
 }
 
 // Reconcile reads the Service, its pods and their nodes from the cache, computes both APIs' desired
@@ -41,6 +42,7 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 		r.triggerTimes.forget(req.NamespacedName)
 		r.expectations.forget(req.NamespacedName)
+		r.findings.forget(req.NamespacedName)
 		return ctrl.Result{}, r.deleteOurEndpoints(ctx, req.NamespacedName)
 	}
 	slices, err := r.ourSlices(ctx, svc.Namespace, svc.Name)
@@ -49,6 +51,7 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.Selector == nil {
 		// Their Endpoints belong to the user; slices we made while it had a selector go.
+		r.findings.report(ctx, svc, nil)
 		return ctrl.Result{}, r.applySlicePlan(ctx, req.NamespacedName, SlicePlan{Delete: slices})
 	}
 	current, err := r.currentEndpoints(ctx, req.NamespacedName)
@@ -67,6 +70,7 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err
 	}
 	triggerTime := r.triggerTimes.compute(svc, pods)
+	r.findings.report(ctx, svc, serviceFindings(svc, pods, func() []*corev1.Pod { return r.podsInNamespace(ctx, svc.Namespace) }))
 
 	desired := DesiredEndpoints(svc, EndpointSubsets(svc, pods), current, triggerTime)
 	groups, unknownNodePods := DesiredEndpointGroups(svc, pods, nodes)
@@ -158,6 +162,20 @@ func (r *serviceReconciler) selectedPods(ctx context.Context, svc *corev1.Servic
 		}
 	}
 	return pods, nil
+}
+
+// podsInNamespace lists the namespace's pods from the cache, for the near-miss check of a
+// selector that matches none; nil if the cache cannot answer.
+func (r *serviceReconciler) podsInNamespace(ctx context.Context, namespace string) []*corev1.Pod {
+	var list corev1.PodList
+	if err := r.Client.List(ctx, &list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return nil
+	}
+	pods := make([]*corev1.Pod, 0, len(list.Items))
+	for i := range list.Items {
+		pods = append(pods, &list.Items[i])
+	}
+	return pods
 }
 
 func (r *serviceReconciler) nodesOf(ctx context.Context, pods []*corev1.Pod) (map[string]*corev1.Node, error) {

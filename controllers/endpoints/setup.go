@@ -27,7 +27,7 @@ import (
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=endpoints,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch;create;update;delete
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch;list;delete
 // Owner references with blockOwnerDeletion on our slices need update on the owner's finalizers
 // where OwnerReferencesPermissionEnforcement is on (upstream grants the same).
 // +kubebuilder:rbac:groups="",resources=services/finalizers;endpoints/finalizers,verbs=update
@@ -114,12 +114,14 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		}
 	}
 
+	recorder := mgr.GetEventRecorder("endpoint-controller.clusterip.dev")
 	r := &serviceReconciler{
 		Client:               mgr.GetClient(),
-		Recorder:             mgr.GetEventRecorder("endpoint-controller.clusterip.dev"),
+		Recorder:             recorder,
 		MaxEndpointsPerSlice: opts.MaxEndpointsPerSlice,
 		expectations:         newWriteExpectations(),
 		triggerTimes:         newTriggerTimes(),
+		findings:             newFindingReporter(recorder, mgr.GetAPIReader(), mgr.GetClient()),
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("endpoints").
