@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -90,7 +91,7 @@ func runKubeProxy(ctx context.Context, o options, services, changes int) (map[st
 	if err != nil {
 		return nil, fmt.Errorf("first full sync: %w", err)
 	}
-	lines, err := kubeProxyTableLines()
+	lines, err := kubeProxyTableLines(filepath.Join(o.workDir, "kube-proxy-ruleset.nft"))
 	if err != nil {
 		return nil, err
 	}
@@ -213,14 +214,18 @@ func scrapeHistogram(name string) (histogram, error) {
 	return h, sc.Err()
 }
 
-// kubeProxyTableLines counts the lines of `nft list table ip kube-proxy` in this namespace.
-func kubeProxyTableLines() (int, error) {
+// kubeProxyTableLines counts the lines of `nft list table ip kube-proxy` in this namespace, and
+// saves the listing to path.
+func kubeProxyTableLines(path string) (int, error) {
 	if err := requirePrivateNetns(); err != nil {
 		return 0, err
 	}
 	out, err := exec.Command("nft", "list", "table", "ip", "kube-proxy").Output()
 	if err != nil {
 		return 0, fmt.Errorf("nft list table ip kube-proxy: %w", err)
+	}
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		return 0, err
 	}
 	return strings.Count(string(out), "\n"), nil
 }
