@@ -60,7 +60,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	testEnv = testenv.New()
 	testEnv.CRDDirectoryPaths = []string{testenv.CRDDirectory()}
 	testEnv.ControlPlaneStartTimeout = 2 * time.Minute
-	testEnv.ControlPlaneStopTimeout = time.Minute
+	// kube-apiserver stops listening at once on SIGTERM but, while the manager's watches are
+	// open, may take a minute to exit; envtest sends SIGKILL after this.
+	testEnv.ControlPlaneStopTimeout = apiServerStopTimeout
 	testEnv.WebhookInstallOptions = envtest.WebhookInstallOptions{
 		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook")},
 	}
