@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -32,30 +33,43 @@ type findingReporter struct {
 	writer    client.Writer
 
 	mu     sync.Mutex
-	active map[types.NamespacedName]map[string]string // Service -> reason -> message
+	active map[types.NamespacedName]map[string]finding // Service -> reason -> finding
+}
+
+// finding is one problem of a Service. related is the object it is about, if any (the pod
+// one label away from the selector); it also keeps the Events of different near misses
+// apart, since the events.k8s.io recorder folds Events that differ only in their note.
+type finding struct {
+	message string
+	related *corev1.Pod
 }
 
 func newFindingReporter(recorder events.EventRecorder, apiReader client.Reader, writer client.Writer) *findingReporter {
 	return &findingReporter{recorder: recorder, apiReader: apiReader, writer: writer,
-		active: map[types.NamespacedName]map[string]string{}}
+		active: map[types.NamespacedName]map[string]finding{}}
 }
 
 // serviceFindings runs the checks: a selector that matches no pod of the namespace (naming
 // the closest near miss), or named targetPorts the selected pods do not declare.
-func serviceFindings(svc *corev1.Service, selected []*corev1.Pod, podsInNamespace func() []*corev1.Pod) map[string]string {
-	found := map[string]string{}
+func serviceFindings(svc *corev1.Service, selected []*corev1.Pod, podsInNamespace func() []*corev1.Pod) map[string]finding {
+	found := map[string]finding{}
 	if len(selected) == 0 {
-		if msg, ok := diagnose.SelectorMatchesNoPod(svc, podsInNamespace()); ok {
-			found[ReasonSelectorMatchesNoPod] = msg
+		pods := podsInNamespace()
+		if msg, ok := diagnose.SelectorMatchesNoPod(svc, pods); ok {
+			f := finding{message: msg}
+			if misses := diagnose.NearMisses(svc, pods); len(misses) > 0 {
+				f.related = misses[0].Pod
+			}
+			found[ReasonSelectorMatchesNoPod] = f
 		}
 	} else if msg, ok := diagnose.TargetPortUnresolved(svc, selected); ok {
-		found[ReasonTargetPortUnresolved] = msg
+		found[ReasonTargetPortUnresolved] = finding{message: msg}
 	}
 	return found
 }
 
 // report records new findings and clears the Events of those that are gone.
-func (f *findingReporter) report(ctx context.Context, svc *corev1.Service, found map[string]string) {
+func (f *findingReporter) report(ctx context.Context, svc *corev1.Service, found map[string]finding) {
 	key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
 	f.mu.Lock()
 	before := f.active[key]
@@ -65,9 +79,13 @@ func (f *findingReporter) report(ctx context.Context, svc *corev1.Service, found
 		f.active[key] = found
 	}
 	f.mu.Unlock()
-	for reason, msg := range found {
-		if before[reason] != msg {
-			f.recorder.Eventf(svc, nil, corev1.EventTypeWarning, reason, "SyncEndpoints", "%s", msg)
+	for reason, now := range found {
+		if before[reason].message != now.message {
+			var related runtime.Object
+			if now.related != nil {
+				related = now.related
+			}
+			f.recorder.Eventf(svc, related, corev1.EventTypeWarning, reason, "SyncEndpoints", "%s", now.message)
 		}
 	}
 	for reason := range before {
@@ -75,6 +93,19 @@ func (f *findingReporter) report(ctx context.Context, svc *corev1.Service, found
 			f.clear(ctx, svc, reason)
 		}
 	}
+}
+
+// servicesMatchingNoPod lists the namespace's Services whose selector matched no pod.
+func (f *findingReporter) servicesMatchingNoPod(namespace string) []types.NamespacedName {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var keys []types.NamespacedName
+	for key, found := range f.active {
+		if _, ok := found[ReasonSelectorMatchesNoPod]; ok && key.Namespace == namespace {
+			keys = append(keys, key)
+		}
+	}
+	return keys
 }
 
 // forget drops what is known of a deleted Service (its Events go with it).

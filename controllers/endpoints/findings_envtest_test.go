@@ -38,6 +38,11 @@ var _ = Describe("Warning Events for the most common mistakes", func() {
 	It("names the closest near miss when the selector matches no pod, and clears it once fixed", func() {
 		svc := createService(ctx, k8sClient, ns, "backend-service", map[string]string{"app": "backend"},
 			servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
+		Eventually(func(g Gomega) {
+			g.Expect(warnings(g, ctx, svc, ReasonSelectorMatchesNoPod)).To(ContainElement(ContainSubstring("matches no pod")))
+		}).Should(Succeed())
+
+		// The near miss appears after the Service: the warning must learn of it.
 		pods := runPods(ctx, k8sClient, ns, "backend", 1, map[string]string{"app": "backnd"})
 
 		Eventually(func(g Gomega) {

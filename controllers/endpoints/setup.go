@@ -126,7 +126,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("endpoints").
 		For(&corev1.Service{}).
-		Watches(&corev1.Pod{}, podEventHandler(mgr.GetClient(), opts.BatchPeriod)).
+		Watches(&corev1.Pod{}, podEventHandler(mgr.GetClient(), opts.BatchPeriod, r.findings.servicesMatchingNoPod)).
 		WatchesMetadata(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
 		Watches(&corev1.Endpoints{}, handler.EnqueueRequestsFromMapFunc(sameName)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService),
@@ -175,10 +175,16 @@ type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
 
 // podEventHandler enqueues, after the batch period, the Services whose selector matches a pod that
 // came, went, or changed in a way its endpoints show (old and new labels both count).
-func podEventHandler(c client.Client, batch time.Duration) handler.EventHandler {
+//
+// Services whose selector matched no pod also hear of every pod of their namespace, so that
+// their Warning Event can name a near miss that appears later.
+func podEventHandler(c client.Client, batch time.Duration, matchingNoPod func(namespace string) []types.NamespacedName) handler.EventHandler {
 	enqueue := func(ctx context.Context, q queue, namespace string, labelSets ...map[string]string) {
 		for _, req := range servicesSelecting(ctx, c, namespace, labelSets...) {
 			q.AddAfter(req, batch)
+		}
+		for _, key := range matchingNoPod(namespace) {
+			q.AddAfter(reconcile.Request{NamespacedName: key}, batch)
 		}
 	}
 	return handler.Funcs{
