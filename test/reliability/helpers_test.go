@@ -276,11 +276,11 @@ func expectNoStaleEndpoints(g Gomega, ctx context.Context, ns string) {
 
 // createPool creates a pool for the namespaces labelled selector and waits until it is Ready.
 func createPool(ctx context.Context, cidr string, selector map[string]string) *ipamv1alpha1.ClusterIPPool {
-	pool := &ipamv1alpha1.ClusterIPPool{
-		ObjectMeta: metav1.ObjectMeta{Name: uniqueName("pool")},
-		Spec: ipamv1alpha1.ClusterIPPoolSpec{CIDRs: []string{cidr},
-			NamespaceSelector: &metav1.LabelSelector{MatchLabels: selector}},
-	}
+	return createNamedPool(ctx, uniqueName("reliability-pool"), cidr, selector)
+}
+
+// createAndWaitPool creates pool, deletes it when the spec ends, and waits until it is Ready.
+func createAndWaitPool(ctx context.Context, pool *ipamv1alpha1.ClusterIPPool) *ipamv1alpha1.ClusterIPPool {
 	Expect(k8sClient.Create(ctx, pool)).To(Succeed())
 	DeferCleanup(func(ctx context.Context) {
 		Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, pool))).To(Succeed())
