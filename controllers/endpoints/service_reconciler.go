@@ -74,6 +74,7 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 
 	desired := DesiredEndpoints(svc, EndpointSubsets(svc, pods), current, triggerTime)
 	groups, unknownNodePods := DesiredEndpointGroups(svc, pods, nodes)
+	SetTrafficDistributionHints(svc, groups)
 	plan := PlanEndpointSlices(svc, groups, slices, r.MaxEndpointsPerSlice, triggerTime)
 	if svc.DeletionTimestamp != nil {
 		plan.Create = nil

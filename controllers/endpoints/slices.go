@@ -222,13 +222,15 @@ func dedupeEndpoints(endpoints []discoveryv1.Endpoint) []discoveryv1.Endpoint {
 	return out
 }
 
-// endpointsEqualBeyondKey compares what endpointKey leaves out and consumers read.
+// endpointsEqualBeyondKey compares what endpointKey leaves out and consumers read (hints included:
+// they are reconciled with the endpoints rather than in a second pass as upstream does).
 func endpointsEqualBeyondKey(a, b *discoveryv1.Endpoint) bool {
 	return ptr.Equal(a.NodeName, b.NodeName) &&
 		ptr.Equal(a.Zone, b.Zone) &&
 		ptr.Equal(a.Conditions.Ready, b.Conditions.Ready) &&
 		ptr.Equal(a.Conditions.Serving, b.Conditions.Serving) &&
 		ptr.Equal(a.Conditions.Terminating, b.Conditions.Terminating) &&
+		semanticIgnoreResourceVersion.DeepEqual(a.Hints, b.Hints) &&
 		semanticIgnoreResourceVersion.DeepEqual(a.TargetRef, b.TargetRef)
 }
 

@@ -1,0 +1,97 @@
+package endpoints
+
+import (
+	"context"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+var _ = Describe("Topology hints of a Service with trafficDistribution", func() {
+	var (
+		ctx     context.Context
+		ns      string
+		backend map[string]string
+	)
+
+	BeforeEach(func() {
+		ctx = context.Background()
+		ns = newTestNamespace(ctx, k8sClient)
+		backend = map[string]string{"app": "backend"}
+	})
+
+	// hintsByIP reads each published endpoint's hints as "zones=... nodes=..." ("-" for none).
+	hintsByIP := func(g Gomega, service string) map[string]string {
+		out := map[string]string{}
+		for ip, e := range sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, service, ControllerName)) {
+			out[ip] = hintsString(e.Hints)
+		}
+		return out
+	}
+	setTrafficDistribution := func(name string, value *string) {
+		Eventually(func(g Gomega) {
+			svc := &corev1.Service{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, svc)).To(Succeed())
+			svc.Spec.TrafficDistribution = value
+			g.Expect(k8sClient.Update(ctx, svc)).To(Succeed())
+		}).Should(Succeed())
+	}
+
+	It("hints each ready endpoint for its zone under PreferSameZone, and removing the field removes the hints", func() {
+		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
+		pods := runPods(ctx, k8sClient, ns, "backend", 4, backend) // node-a (zone-a), node-b (zone-b), ...
+		zoneHints := map[string]string{}
+		noHints := map[string]string{}
+		for _, p := range pods {
+			zoneHints[p.Status.PodIP] = hintsString(&discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{
+				{Name: map[string]string{"node-a": "zone-a", "node-b": "zone-b"}[p.Spec.NodeName]}}})
+			noHints[p.Status.PodIP] = "-"
+		}
+		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "backend-service")).To(Equal(noHints)) }).Should(Succeed())
+
+		setTrafficDistribution("backend-service", ptr.To(corev1.ServiceTrafficDistributionPreferSameZone))
+		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "backend-service")).To(Equal(zoneHints)) }).Should(Succeed())
+
+		// A pod that turns not ready loses its hint; the others keep theirs.
+		setPodStatus(ctx, k8sClient, pods[0], pods[0].Status.PodIP, false)
+		zoneHints[pods[0].Status.PodIP] = "-"
+		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "backend-service")).To(Equal(zoneHints)) }).Should(Succeed())
+
+		setTrafficDistribution("backend-service", nil)
+		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "backend-service")).To(Equal(noHints)) }).Should(Succeed())
+	})
+
+	It("hints for the node as well under PreferSameNode, and follows a node that moves zone", func() {
+		nodeName := "moving-" + ns
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{corev1.LabelTopologyZone: "zone-x"}}}
+		Expect(k8sClient.Create(ctx, node)).To(Succeed())
+		DeferCleanup(func() { Expect(k8sClient.Delete(ctx, node)).To(Succeed()) })
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "local-first", Namespace: ns},
+			Spec: corev1.ServiceSpec{Selector: backend, TrafficDistribution: ptr.To(corev1.ServiceTrafficDistributionPreferSameNode),
+				Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
+		}
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		pod := createPod(ctx, k8sClient, ns, "on-moving-node", nodeName, backend)
+		setPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
+		hints := func(zone string) map[string]string {
+			return map[string]string{pod.Status.PodIP: hintsString(&discoveryv1.EndpointHints{
+				ForZones: []discoveryv1.ForZone{{Name: zone}}, ForNodes: []discoveryv1.ForNode{{Name: nodeName}}})}
+		}
+		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "local-first")).To(Equal(hints("zone-x"))) }).Should(Succeed())
+
+		Eventually(func(g Gomega) {
+			current := &corev1.Node{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: nodeName}, current)).To(Succeed())
+			current.Labels[corev1.LabelTopologyZone] = "zone-y"
+			g.Expect(k8sClient.Update(ctx, current)).To(Succeed())
+		}).Should(Succeed())
+		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "local-first")).To(Equal(hints("zone-y"))) }).Should(Succeed())
+	})
+})
