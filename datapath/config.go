@@ -27,6 +27,9 @@ type Config struct {
 	// NodeName is this node's name; it selects local endpoints for
 	// internalTrafficPolicy: Local and for hairpin masquerading.
 	NodeName string
+	// Zone is this node's zone (its label topology.kubernetes.io/zone): endpoints hinted
+	// for it are preferred. Proxier.SetZone changes it at run time.
+	Zone string
 	// IPFamilies lists the families to program (one table each). Default: IPv4 and IPv6.
 	IPFamilies []corev1.IPFamily
 	// ClusterCIDRs are the pod CIDRs of the cluster (any family). Traffic to a ClusterIP
@@ -64,6 +67,8 @@ type Config struct {
 	Conntrack ConntrackCleaner
 }
 
+func (c Config) node() Node { return Node{Name: c.NodeName, Zone: c.Zone} }
+
 // withDefaults returns a copy of c with zero fields set to their defaults.
 func (c Config) withDefaults() Config {
 	if len(c.IPFamilies) == 0 {
@@ -97,5 +102,9 @@ type SyncResult struct {
 	Operations int // nft operations in the transaction (0: nothing changed)
 	// StaleUDPFlowsDeleted counts conntrack entries removed after the sync.
 	StaleUDPFlowsDeleted int
-	Err                  error
+	// ServicesUsingHints and ServicesIgnoringHints count, after a successful sync, the
+	// Services in the table whose topology hints steer their traffic on this node, and
+	// those whose hints this node cannot use (see HintUse).
+	ServicesUsingHints, ServicesIgnoringHints int
+	Err                                       error
 }

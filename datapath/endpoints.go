@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -14,6 +15,8 @@ type Endpoint struct {
 	IP       string
 	Port     int32
 	NodeName string
+	// ZoneHints and NodeHints are the slice's hints.forZones and hints.forNodes.
+	ZoneHints, NodeHints []string
 	// Ready, Serving and Terminating are the EndpointSlice conditions, with the API's
 	// defaults applied (nil ready means ready; nil serving means ready).
 	Ready, Serving, Terminating bool
@@ -36,21 +39,122 @@ func SlicesForService(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) 
 	return out
 }
 
+// Node is where the datapath runs: its name and its zone (label topology.kubernetes.io/zone,
+// "" when unlabelled). Topology hints and internalTrafficPolicy: Local are read against it.
+type Node struct {
+	Name, Zone string
+}
+
+// HintUse says what a node made of a Service port's topology hints.
+type HintUse int
+
+const (
+	// HintsAbsent: no ready endpoint carries a hint.
+	HintsAbsent HintUse = iota
+	// HintsUsed: traffic goes only to the endpoints hinted for this node or its zone.
+	HintsUsed
+	// HintsIgnored: hints are there but unusable here (not on every ready endpoint, none for
+	// this node or zone, or internalTrafficPolicy: Local), so every endpoint is used.
+	HintsIgnored
+)
+
 // ServicePortEndpoints returns the endpoints that traffic to port should go to, in a
-// stable order. Like kube-proxy it uses ready endpoints and, only when there are none,
-// endpoints that are serving and terminating (so connections drain during a rollout).
-// localOnly (internalTrafficPolicy: Local) restricts the choice to endpoints on nodeName
-// before that fallback. Slices must already belong to the Service (SlicesForService).
+// stable order. Slices must already belong to the Service (SlicesForService). It follows
+// kube-proxy (pkg/proxy/topology.go):
+//
+//   - ready endpoints; only when there are none, endpoints that are serving and
+//     terminating (so connections drain during a rollout);
+//   - topology hints only when every ready endpoint carries one: with node hints on all of
+//     them and at least one for this node, the ready endpoints hinted for this node;
+//     otherwise, with zone hints on all of them and at least one for this node's zone, the
+//     ready endpoints hinted for that zone; otherwise all ready endpoints (so the filter
+//     never leaves a Service without endpoints while one is ready anywhere);
+//   - localOnly (internalTrafficPolicy: Local) keeps only endpoints on this node, before
+//     the terminating fallback, and ignores hints, as kube-proxy does.
 func ServicePortEndpoints(port *corev1.ServicePort, slices []*discoveryv1.EndpointSlice,
-	addressType discoveryv1.AddressType, nodeName string, localOnly bool) []Endpoint {
-	all := slicePortEndpoints(port, slices, addressType)
+	addressType discoveryv1.AddressType, node Node, localOnly bool) []Endpoint {
+	eps, _ := selectEndpoints(slicePortEndpoints(port, slices, addressType), node, localOnly)
+	return eps
+}
+
+// selectEndpoints applies ServicePortEndpoints' rules to a port's endpoints and says what
+// became of the hints.
+func selectEndpoints(all []Endpoint, node Node, localOnly bool) ([]Endpoint, HintUse) {
+	use := HintsAbsent
 	if localOnly {
-		all = filterEndpoints(all, func(e Endpoint) bool { return e.NodeName == nodeName })
+		if anyReadyHinted(all) {
+			use = HintsIgnored
+		}
+		all = filterEndpoints(all, func(e Endpoint) bool { return e.NodeName == node.Name })
+		return usable(all, func(Endpoint) bool { return true }), use
 	}
-	if ready := filterEndpoints(all, func(e Endpoint) bool { return e.Ready }); len(ready) > 0 {
+	available, mode := topologyFilter(all, node)
+	switch {
+	case mode != "":
+		use = HintsUsed
+	case anyReadyHinted(all):
+		use = HintsIgnored
+	}
+	return usable(all, available), use
+}
+
+// usable keeps the ready endpoints that pass available or, if none is ready at all, the
+// serving terminating ones.
+func usable(all []Endpoint, available func(Endpoint) bool) []Endpoint {
+	if ready := filterEndpoints(all, func(e Endpoint) bool { return e.Ready && available(e) }); len(ready) > 0 {
 		return ready
 	}
 	return filterEndpoints(all, func(e Endpoint) bool { return e.Serving && e.Terminating })
+}
+
+// topologyFilter picks the hints to follow on node ("PreferSameNode", "PreferSameZone" or
+// "" for none) and returns the matching availability test.
+func topologyFilter(all []Endpoint, node Node) (func(Endpoint) bool, string) {
+	allNodeHints, allZoneHints, forNode, forZone, anyReady := true, true, false, false, false
+	for _, e := range all {
+		if !e.Ready {
+			continue
+		}
+		anyReady = true
+		if len(e.NodeHints) == 0 {
+			allNodeHints = false
+		} else if slices.Contains(e.NodeHints, node.Name) {
+			forNode = true
+		}
+		if len(e.ZoneHints) == 0 {
+			allZoneHints = false
+		} else if slices.Contains(e.ZoneHints, node.Zone) {
+			forZone = true
+		}
+	}
+	switch {
+	case !anyReady:
+	case allNodeHints && forNode:
+		return func(e Endpoint) bool { return slices.Contains(e.NodeHints, node.Name) }, corev1.ServiceTrafficDistributionPreferSameNode
+	case allZoneHints && forZone:
+		return func(e Endpoint) bool { return slices.Contains(e.ZoneHints, node.Zone) }, corev1.ServiceTrafficDistributionPreferSameZone
+	}
+	return func(Endpoint) bool { return true }, ""
+}
+
+// and is what a Service makes of its hints given two of its ports': used if either uses them.
+func (h HintUse) and(other HintUse) HintUse {
+	switch {
+	case h == HintsUsed || other == HintsUsed:
+		return HintsUsed
+	case h == HintsIgnored || other == HintsIgnored:
+		return HintsIgnored
+	}
+	return HintsAbsent
+}
+
+func anyReadyHinted(all []Endpoint) bool {
+	for _, e := range all {
+		if e.Ready && (len(e.ZoneHints) > 0 || len(e.NodeHints) > 0) {
+			return true
+		}
+	}
+	return false
 }
 
 // slicePortEndpoints lists every endpoint of the slices' port matching port by name and
@@ -119,6 +223,15 @@ func endpointsOf(ep *discoveryv1.Endpoint, port int32, addressType discoveryv1.A
 	if ep.NodeName != nil {
 		node = *ep.NodeName
 	}
+	var zoneHints, nodeHints []string
+	if ep.Hints != nil {
+		for _, z := range ep.Hints.ForZones {
+			zoneHints = append(zoneHints, z.Name)
+		}
+		for _, n := range ep.Hints.ForNodes {
+			nodeHints = append(nodeHints, n.Name)
+		}
+	}
 	family := corev1.IPv4Protocol
 	if addressType == discoveryv1.AddressTypeIPv6 {
 		family = corev1.IPv6Protocol
@@ -126,7 +239,7 @@ func endpointsOf(ep *discoveryv1.Endpoint, port int32, addressType discoveryv1.A
 	out := make([]Endpoint, 0, len(ep.Addresses))
 	for _, addr := range ep.Addresses {
 		if ip := canonicalIP(addr, family); ip != "" {
-			out = append(out, Endpoint{IP: ip, Port: port, NodeName: node,
+			out = append(out, Endpoint{IP: ip, Port: port, NodeName: node, ZoneHints: zoneHints, NodeHints: nodeHints,
 				Ready: ready, Serving: serving, Terminating: terminating})
 		}
 	}

@@ -66,11 +66,102 @@ func TestServicePortEndpoints(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
-			for _, e := range ServicePortEndpoints(tc.port, tc.slices, discoveryv1.AddressTypeIPv4, "node-a", tc.localOnly) {
+			for _, e := range ServicePortEndpoints(tc.port, tc.slices, discoveryv1.AddressTypeIPv4, Node{Name: "node-a"}, tc.localOnly) {
 				got = append(got, e.HostPort())
 			}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// hinted is a ready endpoint on node in zone, hinted for that zone and that node as
+// PreferSameNode hints it.
+func hinted(ip, node, zone string) ep {
+	e := readyEP(ip, node)
+	e.zones, e.nodes = []string{zone}, []string{node}
+	return e
+}
+
+// zoneHinted is a ready endpoint hinted for its zone only, as PreferSameZone hints it.
+func zoneHinted(ip, node, zone string) ep {
+	e := readyEP(ip, node)
+	e.zones = []string{zone}
+	return e
+}
+
+func TestServicePortEndpointsFollowTopologyHints(t *testing.T) {
+	svc := makeService("web", "10.96.0.9", tcp("http", 80, 8080))
+	http := &svc.Spec.Ports[0]
+	here := Node{Name: "node-a", Zone: "zone-a"}
+	notReady := func(e ep) ep { e.ready, e.serving = false, false; return e }
+	servingTerminating := func(e ep) ep { e.ready, e.serving, e.terminating = false, true, true; return e }
+	cases := []struct {
+		name      string
+		node      Node
+		eps       []ep
+		localOnly bool
+		want      []string // IPs
+		wantUse   HintUse
+	}{
+		{name: "no hints: every ready endpoint",
+			node: here, eps: []ep{readyEP("10.244.1.1", "node-a"), readyEP("10.244.2.1", "node-b")},
+			want: []string{"10.244.1.1", "10.244.2.1"}, wantUse: HintsAbsent},
+		{name: "PreferSameZone: only the ready endpoints hinted for this node's zone",
+			node: here, eps: []ep{zoneHinted("10.244.1.1", "node-a", "zone-a"), zoneHinted("10.244.1.2", "node-c", "zone-a"), zoneHinted("10.244.2.1", "node-b", "zone-b")},
+			want: []string{"10.244.1.1", "10.244.1.2"}, wantUse: HintsUsed},
+		{name: "PreferSameNode: only the ready endpoints hinted for this node",
+			node: here, eps: []ep{hinted("10.244.1.1", "node-a", "zone-a"), hinted("10.244.1.2", "node-c", "zone-a"), hinted("10.244.2.1", "node-b", "zone-b")},
+			want: []string{"10.244.1.1"}, wantUse: HintsUsed},
+		{name: "PreferSameNode without an endpoint for this node: same zone next",
+			node: here, eps: []ep{hinted("10.244.1.2", "node-c", "zone-a"), hinted("10.244.2.1", "node-b", "zone-b")},
+			want: []string{"10.244.1.2"}, wantUse: HintsUsed},
+		{name: "PreferSameNode without an endpoint for this node or zone: all ready endpoints",
+			node: here, eps: []ep{hinted("10.244.2.1", "node-b", "zone-b"), hinted("10.244.3.1", "node-d", "zone-c")},
+			want: []string{"10.244.2.1", "10.244.3.1"}, wantUse: HintsIgnored},
+		{name: "hints only when every ready endpoint carries one",
+			node: here, eps: []ep{zoneHinted("10.244.1.1", "node-a", "zone-a"), readyEP("10.244.2.1", "node-b")},
+			want: []string{"10.244.1.1", "10.244.2.1"}, wantUse: HintsIgnored},
+		{name: "node hints count only when every ready endpoint has one; zone hints still apply",
+			node: here, eps: []ep{hinted("10.244.1.1", "node-a", "zone-a"), zoneHinted("10.244.1.2", "node-c", "zone-a"), zoneHinted("10.244.2.1", "node-b", "zone-b")},
+			want: []string{"10.244.1.1", "10.244.1.2"}, wantUse: HintsUsed},
+		{name: "not-ready endpoints need no hints, and are never chosen",
+			node: here, eps: []ep{zoneHinted("10.244.1.1", "node-a", "zone-a"), notReady(readyEP("10.244.1.9", "node-a")), zoneHinted("10.244.2.1", "node-b", "zone-b")},
+			want: []string{"10.244.1.1"}, wantUse: HintsUsed},
+		{name: "fallback: no ready endpoint in this zone, so every ready endpoint",
+			node: here, eps: []ep{notReady(zoneHinted("10.244.1.1", "node-a", "zone-a")), zoneHinted("10.244.2.1", "node-b", "zone-b"), zoneHinted("10.244.2.2", "node-b", "zone-b")},
+			want: []string{"10.244.2.1", "10.244.2.2"}, wantUse: HintsIgnored},
+		{name: "a node without a zone label ignores zone hints",
+			node: Node{Name: "node-a"}, eps: []ep{zoneHinted("10.244.1.1", "node-a", "zone-a"), zoneHinted("10.244.2.1", "node-b", "zone-b")},
+			want: []string{"10.244.1.1", "10.244.2.1"}, wantUse: HintsIgnored},
+		{name: "an endpoint hinted for several zones serves each of them",
+			node: Node{Name: "node-b", Zone: "zone-b"}, eps: []ep{{ip: "10.244.1.1", node: "node-a", ready: true, serving: true, zones: []string{"zone-a", "zone-b"}}, zoneHinted("10.244.3.1", "node-c", "zone-c")},
+			want: []string{"10.244.1.1"}, wantUse: HintsUsed},
+		{name: "none ready: serving terminating endpoints, whatever their hints",
+			node: here, eps: []ep{servingTerminating(zoneHinted("10.244.1.1", "node-a", "zone-a")), servingTerminating(zoneHinted("10.244.2.1", "node-b", "zone-b"))},
+			want: []string{"10.244.1.1", "10.244.2.1"}, wantUse: HintsAbsent},
+		{name: "internalTrafficPolicy Local ignores hints: this node's endpoints",
+			node: here, localOnly: true, eps: []ep{zoneHinted("10.244.1.1", "node-a", "zone-a"), zoneHinted("10.244.1.2", "node-c", "zone-a"), zoneHinted("10.244.2.1", "node-b", "zone-b")},
+			want: []string{"10.244.1.1"}, wantUse: HintsIgnored},
+		{name: "internalTrafficPolicy Local without a local endpoint: none, even with hints for this zone",
+			node: here, localOnly: true, eps: []ep{zoneHinted("10.244.1.2", "node-c", "zone-a")},
+			want: nil, wantUse: HintsIgnored},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			slice := makeSlice(svc, "a", tc.eps...)
+			all := slicePortEndpoints(http, []*discoveryv1.EndpointSlice{slice}, discoveryv1.AddressTypeIPv4)
+			eps, use := selectEndpoints(all, tc.node, tc.localOnly)
+			var got []string
+			for _, e := range eps {
+				got = append(got, e.IP)
+			}
+			if !reflect.DeepEqual(got, tc.want) || use != tc.wantUse {
+				t.Errorf("got %v (hints %d), want %v (hints %d)", got, use, tc.want, tc.wantUse)
+			}
+			if exported := ServicePortEndpoints(http, []*discoveryv1.EndpointSlice{slice}, discoveryv1.AddressTypeIPv4, tc.node, tc.localOnly); !reflect.DeepEqual(exported, eps) {
+				t.Errorf("ServicePortEndpoints disagrees: %v", exported)
 			}
 		})
 	}

@@ -59,6 +59,8 @@ type ep struct {
 	ready       bool
 	serving     bool
 	terminating bool
+	// zones and nodes become hints.forZones and hints.forNodes.
+	zones, nodes []string
 }
 
 func readyEP(ip, node string) ep { return ep{ip: ip, node: node, ready: true, serving: true} }
@@ -84,6 +86,15 @@ func makeSlice(svc *corev1.Service, sliceName string, endpoints ...ep) *discover
 			Ready: knftables.PtrTo(e.ready), Serving: knftables.PtrTo(e.serving), Terminating: knftables.PtrTo(e.terminating)}}
 		if e.node != "" {
 			d.NodeName = knftables.PtrTo(e.node)
+		}
+		if len(e.zones)+len(e.nodes) > 0 {
+			d.Hints = &discoveryv1.EndpointHints{}
+			for _, z := range e.zones {
+				d.Hints.ForZones = append(d.Hints.ForZones, discoveryv1.ForZone{Name: z})
+			}
+			for _, n := range e.nodes {
+				d.Hints.ForNodes = append(d.Hints.ForNodes, discoveryv1.ForNode{Name: n})
+			}
 		}
 		s.Endpoints = append(s.Endpoints, d)
 	}

@@ -105,10 +105,12 @@ type fragmentRefs struct {
 	dnat    map[int]int
 	hairpin map[string]int
 	owners  map[string]types.NamespacedName
+	hints   map[HintUse]int // Services by what they make of their topology hints
 }
 
 func countRefs(services map[types.NamespacedName]*Fragment) fragmentRefs {
-	r := fragmentRefs{dnat: map[int]int{}, hairpin: map[string]int{}, owners: make(map[string]types.NamespacedName, len(services))}
+	r := fragmentRefs{dnat: map[int]int{}, hairpin: map[string]int{}, owners: make(map[string]types.NamespacedName, len(services)),
+		hints: map[HintUse]int{}}
 	for key, f := range services {
 		r.add(key, f)
 	}
@@ -116,7 +118,7 @@ func countRefs(services map[types.NamespacedName]*Fragment) fragmentRefs {
 }
 
 func (r fragmentRefs) clone() fragmentRefs {
-	return fragmentRefs{dnat: maps.Clone(r.dnat), hairpin: maps.Clone(r.hairpin), owners: maps.Clone(r.owners)}
+	return fragmentRefs{dnat: maps.Clone(r.dnat), hairpin: maps.Clone(r.hairpin), owners: maps.Clone(r.owners), hints: maps.Clone(r.hints)}
 }
 
 func (r fragmentRefs) add(key types.NamespacedName, f *Fragment) {
@@ -124,6 +126,7 @@ func (r fragmentRefs) add(key types.NamespacedName, f *Fragment) {
 		return
 	}
 	r.owners[f.clusterIP] = key
+	r.hints[f.Hints]++
 	for _, n := range f.DNATCounts {
 		r.dnat[n]++
 	}
@@ -138,6 +141,9 @@ func (r fragmentRefs) remove(key types.NamespacedName, f *Fragment) {
 	}
 	if r.owners[f.clusterIP] == key {
 		delete(r.owners, f.clusterIP)
+	}
+	if r.hints[f.Hints]--; r.hints[f.Hints] <= 0 {
+		delete(r.hints, f.Hints)
 	}
 	for _, n := range f.DNATCounts {
 		if r.dnat[n]--; r.dnat[n] <= 0 {

@@ -107,6 +107,35 @@ func (p *Proxier) update(key types.NamespacedName, in serviceInput) {
 	p.dirty[key] = true
 }
 
+// SetZone records this node's zone (label topology.kubernetes.io/zone) and reports whether
+// it changed. The Services whose endpoints carry topology hints are rendered again on the
+// next Apply.
+func (p *Proxier) SetZone(zone string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if zone == p.cfg.Zone {
+		return false
+	}
+	p.cfg.Zone = zone
+	for key, in := range p.inputs {
+		if hasHints(in.slices) {
+			p.dirty[key] = true
+		}
+	}
+	return true
+}
+
+func hasHints(slices []*discoveryv1.EndpointSlice) bool {
+	for _, s := range slices {
+		for i := range s.Endpoints {
+			if s.Endpoints[i].Hints != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Apply writes the Updates recorded since the last Apply: usually only what changed;
 // the whole table on the first Apply, after a failure, once per FullSyncPeriod and when
 // the table was flushed from outside. On error the kernel keeps the last good ruleset
@@ -290,6 +319,7 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 		if fullReason != "" {
 			fs.lastFull = start
 		}
+		result.ServicesUsingHints, result.ServicesIgnoringHints = want.refs.hints[HintsUsed], want.refs.hints[HintsIgnored]
 		result.StaleUDPFlowsDeleted, result.Err = p.deleteStaleUDPFlows(old, want, changed, fullReason != "")
 	}
 	result.Duration = time.Since(start)

@@ -319,3 +319,47 @@ func TestMaintainDeletesLeftoverEndpointElements(t *testing.T) {
 		t.Errorf("Maintain left the removed endpoint's map element:\n%s", dump)
 	}
 }
+
+func TestProxierSetZoneRendersHintedServicesAgain(t *testing.T) {
+	var results []SyncResult
+	p, fake, _ := fakeProxier(t, Config{NodeName: "node-a", Zone: "zone-a", OnSync: func(r SyncResult) { results = append(results, r) }})
+	zonal := makeService("zonal", "10.96.3.1", tcp("", 80, 8080))
+	zonal.ResourceVersion = "1"
+	zonalSlice := makeSlice(zonal, "zonal-1", zoneHinted("10.244.7.1", "node-a", "zone-a"), zoneHinted("10.244.8.1", "node-b", "zone-b"))
+	zonalSlice.ResourceVersion = "1"
+	plain, plainSlice := seedBackend()
+	plain.ResourceVersion, plainSlice.ResourceVersion = "1", "1"
+	services, slices := []*corev1.Service{zonal, plain}, []*discoveryv1.EndpointSlice{zonalSlice, plainSlice}
+	if err := p.Sync(context.Background(), services, slices); err != nil {
+		t.Fatal(err)
+	}
+	if dump := fake.Dump(); !strings.Contains(dump, "10.244.7.1") || strings.Contains(dump, "10.244.8.1") {
+		t.Fatalf("zone-a node: want only the zone-a endpoint in the table:\n%s", dump)
+	}
+	if last := results[len(results)-1]; last.ServicesUsingHints != 1 || last.ServicesIgnoringHints != 0 {
+		t.Errorf("zone-a: hints used by %d, ignored by %d Services; want 1, 0", last.ServicesUsingHints, last.ServicesIgnoringHints)
+	}
+
+	if !p.SetZone("zone-b") || p.SetZone("zone-b") {
+		t.Fatal("SetZone must report a change once")
+	}
+	if err := p.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if dump := fake.Dump(); strings.Contains(dump, "10.244.7.1") || !strings.Contains(dump, "10.244.8.1") {
+		t.Fatalf("after moving to zone-b: want only the zone-b endpoint in the table:\n%s", dump)
+	}
+
+	if !p.SetZone("zone-c") {
+		t.Fatal("SetZone zone-c: no change reported")
+	}
+	if err := p.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if dump := fake.Dump(); !strings.Contains(dump, "10.244.7.1") || !strings.Contains(dump, "10.244.8.1") {
+		t.Fatalf("zone-c has no endpoint: want both endpoints in the table:\n%s", dump)
+	}
+	if last := results[len(results)-1]; last.ServicesUsingHints != 0 || last.ServicesIgnoringHints != 1 {
+		t.Errorf("zone-c: hints used by %d, ignored by %d Services; want 0, 1", last.ServicesUsingHints, last.ServicesIgnoringHints)
+	}
+}

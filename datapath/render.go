@@ -146,7 +146,8 @@ func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *cor
 	proto := strings.ToLower(string(port.Protocol))
 	dispatchKey := []string{clusterIP, proto, strconv.Itoa(int(port.Port))}
 	localOnly := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
-	eps := ServicePortEndpoints(port, slices, fi.addressType, cfg.NodeName, localOnly)
+	eps, hints := selectEndpoints(slicePortEndpoints(port, slices, fi.addressType), cfg.node(), localOnly)
+	frag.Hints = frag.Hints.and(hints)
 
 	if port.Protocol == corev1.ProtocolUDP {
 		frag.UDPPorts = append(frag.UDPPorts, UDPServicePort{ServiceIP: clusterIP, Port: port.Port, EndpointIPs: endpointIPs(eps)})
@@ -179,7 +180,7 @@ func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *cor
 // usable endpoints: internalTrafficPolicy Local with endpoints only on other nodes drops
 // (as kube-proxy does), everything else is rejected so that clients fail at once.
 func noEndpointVerdict(fi familyInfo, port *corev1.ServicePort, slices []*discoveryv1.EndpointSlice, localOnly bool) string {
-	if localOnly && len(ServicePortEndpoints(port, slices, fi.addressType, "", false)) > 0 {
+	if localOnly && len(ServicePortEndpoints(port, slices, fi.addressType, Node{}, false)) > 0 {
 		return "drop"
 	}
 	return "goto " + rejectChain

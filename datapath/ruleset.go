@@ -36,6 +36,9 @@ type Fragment struct {
 	HairpinIPs []string
 	// UDPPorts records UDP Service ports and their endpoints, for conntrack cleanup.
 	UDPPorts []UDPServicePort
+	// Hints says whether the Service's topology hints steer its traffic on this node (used
+	// when any of its ports follows them).
+	Hints HintUse
 
 	clusterIP string // the ClusterIP of the fragment's Service
 }
