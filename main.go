@@ -92,7 +92,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.IntVar(&o.endpointsWorkers, "concurrent-service-endpoint-syncs", 5, "Services whose endpoints are synced in parallel.")
 	fs.BoolVar(&o.endpoints.DisableMirroring, "disable-endpoint-mirroring", false, "Do not mirror user-written Endpoints of selectorless Services into EndpointSlices.")
 
-	fs.StringVar(&o.datapath.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (default $NODE_NAME, from the downward API): picks local endpoints for internalTrafficPolicy: Local.")
+	fs.StringVar(&o.datapath.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (default $NODE_NAME, from the downward API): picks local endpoints for internalTrafficPolicy: Local, and the Node whose topology.kubernetes.io/zone label topology hints are read against.")
 	fs.StringVar(&o.clusterCIDRs, "cluster-cidr", "", "Comma-separated pod CIDRs; connections to a ClusterIP from outside them are masqueraded.")
 	fs.StringVar(&o.serviceCIDRs, "service-cluster-ip-range", "10.96.0.0/12", "Comma-separated Service CIDRs; packets to an address in them that no Service holds are dropped.")
 	fs.BoolVar(&o.datapath.MasqueradeAll, "masquerade-all", false, "Masquerade every connection to a ClusterIP.")
@@ -223,7 +223,7 @@ func setupDatapath(mgr ctrl.Manager, o *options) error {
 	if err != nil {
 		return fmt.Errorf("set up the datapath: %w", err)
 	}
-	agent := &nodeagent.Agent{Client: mgr.GetClient(), Proxier: proxier, Options: o.nodeAgent}
+	agent := &nodeagent.Agent{Client: mgr.GetClient(), Proxier: proxier, Options: o.nodeAgent, NodeName: o.datapath.NodeName}
 	return agent.SetupWithManager(mgr)
 }
 

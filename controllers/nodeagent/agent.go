@@ -14,13 +14,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kube-clusterip/kube-clusterip/datapath"
@@ -40,6 +43,10 @@ type Agent struct {
 	Client  client.Client
 	Proxier *datapath.Proxier
 	Options Options
+	// NodeName is the node the agent runs on. Its Node's label topology.kubernetes.io/zone
+	// is the zone whose endpoints topology hints prefer; it is watched and followed. Empty:
+	// the zone stays what the Proxier was configured with.
+	NodeName string
 
 	// synced is closed once the first full sync from the complete caches is done.
 	synced  chan struct{}
@@ -51,6 +58,7 @@ type Agent struct {
 
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 
 // Reconcile records one Service, with its EndpointSlices, in the Proxier and asks for an
 // Apply; a Service that is gone is removed.
@@ -142,6 +150,10 @@ func (a *Agent) Start(ctx context.Context) error {
 }
 
 func (a *Agent) initialSync(ctx context.Context) error {
+	// The first ruleset already follows topology hints for this node's zone.
+	if err := a.followZone(ctx); err != nil {
+		return err
+	}
 	var services corev1.ServiceList
 	if err := a.Client.List(ctx, &services, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list services: %w", err)
@@ -159,6 +171,33 @@ func (a *Agent) initialSync(ctx context.Context) error {
 		slcs = append(slcs, &slices.Items[i])
 	}
 	return a.Proxier.Sync(ctx, svcs, slcs)
+}
+
+// followZone reads this node's zone from its Node (metadata only) and gives it to the
+// Proxier; a Node without the label, or not found, has no zone (as kube-proxy reads it).
+func (a *Agent) followZone(ctx context.Context) error {
+	if a.NodeName == "" {
+		return nil
+	}
+	node := &metav1.PartialObjectMetadata{}
+	node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+	err := a.Client.Get(ctx, types.NamespacedName{Name: a.NodeName}, node)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("get node %s for its zone: %w", a.NodeName, err)
+	}
+	zone := node.GetLabels()[corev1.LabelTopologyZone]
+	if a.Proxier.SetZone(zone) {
+		log.FromContext(ctx).Info("Node zone changed; Services with topology hints follow it", "node", a.NodeName, "zone", zone)
+		a.requestApply()
+	}
+	return nil
+}
+
+// nodeZoneReconciler follows the zone label of the agent's own Node.
+type nodeZoneReconciler struct{ agent *Agent }
+
+func (r nodeZoneReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	return reconcile.Result{}, r.agent.followZone(ctx)
 }
 
 // NeedLeaderElection is false: every node programs its own nftables.
@@ -201,6 +240,17 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(a)
 	if err != nil {
 		return err
+	}
+	if a.NodeName != "" {
+		err = ctrl.NewControllerManagedBy(mgr).
+			Named("datapath-node-zone").
+			WatchesMetadata(&corev1.Node{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(
+				predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == a.NodeName }))).
+			WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
+			Complete(nodeZoneReconciler{agent: a})
+		if err != nil {
+			return err
+		}
 	}
 	if err := mgr.Add(a); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 func newNamespace(ctx context.Context) string {
@@ -78,4 +79,58 @@ var _ = Describe("the node agent", func() {
 		Eventually(nft.Dump).Should(ContainSubstring("10.244.2.11"))
 		Eventually(func() error { return agent.Healthy(nil) }).Should(Succeed())
 	})
+
+	It("keeps traffic to endpoints hinted for its node's zone, and follows the zone label of its Node", func(ctx context.Context) {
+		ns := newNamespace(ctx)
+		svc := backendService(ns)
+		svc.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferSameZone)
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		slice := readySlice(ns, svc.Name, "10.244.3.10", "10.244.4.10")
+		for i, zone := range []string{"zone-a", "zone-b"} {
+			slice.Endpoints[i].Zone = ptr.To(zone)
+			slice.Endpoints[i].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: zone}}}
+		}
+		Expect(k8sClient.Create(ctx, slice)).To(Succeed())
+		// No Node object yet: no zone, so the hints cannot be used and both endpoints serve.
+		Eventually(nft.Dump).Should(And(ContainSubstring("10.244.3.10"), ContainSubstring("10.244.4.10")))
+
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{corev1.LabelTopologyZone: "zone-a"}}}
+		Expect(k8sClient.Create(ctx, node)).To(Succeed())
+		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, node)).To(Succeed()) })
+		Eventually(nft.Dump).ShouldNot(ContainSubstring("10.244.4.10"))
+		Expect(nft.Dump()).To(ContainSubstring("10.244.3.10"))
+		Eventually(func() float64 { return hintServices("used") }).Should(Equal(1.0))
+
+		node.Labels[corev1.LabelTopologyZone] = "zone-b"
+		Expect(k8sClient.Update(ctx, node)).To(Succeed())
+		Eventually(nft.Dump).ShouldNot(ContainSubstring("10.244.3.10"))
+		Expect(nft.Dump()).To(ContainSubstring("10.244.4.10"))
+
+		node.Labels[corev1.LabelTopologyZone] = "zone-c"
+		Expect(k8sClient.Update(ctx, node)).To(Succeed())
+		Eventually(nft.Dump).Should(And(ContainSubstring("10.244.3.10"), ContainSubstring("10.244.4.10")))
+		Eventually(func() float64 { return hintServices("ignored") }).Should(Equal(1.0))
+		Expect(hintServices("used")).To(Equal(0.0))
+	})
 })
+
+// hintServices reads the IPv4 gauge of Services whose hints were used or ignored.
+func hintServices(use string) float64 {
+	families, err := metrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != "kube_clusterip_datapath_topology_hint_services" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["family"] == "IPv4" && labels["hints"] == use {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
+}

@@ -29,10 +29,15 @@ var (
 		Name: "kube_clusterip_datapath_endpoints",
 		Help: "Endpoints in the EndpointSlices given to the datapath in the last sync.",
 	})
+	topologyHintServices = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kube_clusterip_datapath_topology_hint_services",
+		Help: "Services whose topology hints this node used (traffic kept to endpoints hinted for its node or zone) or ignored (hints missing on some ready endpoint, none for this node or zone, or internalTrafficPolicy Local), as of the last successful sync.",
+	}, []string{"family", "hints"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(syncDuration, syncFailures, lastSuccessfulSync, servicesProgrammed, endpointsProgrammed)
+	metrics.Registry.MustRegister(syncDuration, syncFailures, lastSuccessfulSync, servicesProgrammed, endpointsProgrammed,
+		topologyHintServices)
 }
 
 // RecordSync exports one sync attempt; pass it as datapath.Config.OnSync.
@@ -48,4 +53,6 @@ func RecordSync(result datapath.SyncResult) {
 	}
 	syncDuration.WithLabelValues(family, kind).Observe(result.Duration.Seconds())
 	lastSuccessfulSync.WithLabelValues(family).SetToCurrentTime()
+	topologyHintServices.WithLabelValues(family, "used").Set(float64(result.ServicesUsingHints))
+	topologyHintServices.WithLabelValues(family, "ignored").Set(float64(result.ServicesIgnoringHints))
 }

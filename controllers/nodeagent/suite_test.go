@@ -75,7 +75,7 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	Expect(err).NotTo(HaveOccurred())
 	agent = &nodeagent.Agent{Client: mgr.GetClient(), Proxier: proxier,
-		Options: nodeagent.Options{MinSyncPeriod: 50 * time.Millisecond, MaxConsecutiveFailures: 2}}
+		Options: nodeagent.Options{MinSyncPeriod: 50 * time.Millisecond, MaxConsecutiveFailures: 2}, NodeName: "node-a"}
 	Expect(agent.SetupWithManager(mgr)).To(Succeed())
 	var ctx context.Context
 	ctx, cancel = context.WithCancel(context.Background())
