@@ -110,7 +110,7 @@ func BenchmarkAdmission(b *testing.B) {
 	timing.reset()
 
 	b.ResetTimer()
-	createErrors := createConcurrently(ctx, c, ns, admissionServices, admissionClients)
+	createErrors := createConcurrently(ctx, c, ns)
 	b.StopTimer()
 
 	mutate, validate := timing.durations(MutatePath), timing.durations(ValidatePath)
@@ -146,14 +146,14 @@ func awaitWebhook(registry *Registry, addr string) error {
 	}
 }
 
-// createConcurrently creates n one-port Services from the given number of clients and returns
-// how many creates failed.
-func createConcurrently(ctx context.Context, c client.Client, ns string, n, clients int) int {
+// createConcurrently creates admissionServices one-port Services in ns from admissionClients
+// clients and returns how many creates failed.
+func createConcurrently(ctx context.Context, c client.Client, ns string) int {
 	work := make(chan int)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	errs := 0
-	for range clients {
+	for range admissionClients {
 		wg.Go(func() {
 			for i := range work {
 				if err := c.Create(ctx, newService(ns, fmt.Sprintf("svc-%04d", i))); err != nil {
@@ -164,7 +164,7 @@ func createConcurrently(ctx context.Context, c client.Client, ns string, n, clie
 			}
 		})
 	}
-	for i := range n {
+	for i := range admissionServices {
 		work <- i
 	}
 	close(work)

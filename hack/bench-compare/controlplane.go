@@ -104,7 +104,10 @@ func (p *process) exited() error {
 	select {
 	case err := <-p.done:
 		p.done <- err
-		return fmt.Errorf("%s exited: %v (see its log)", p.name, err)
+		if err == nil {
+			return fmt.Errorf("%s exited early (see its log)", p.name)
+		}
+		return fmt.Errorf("%s exited early (see its log): %w", p.name, err)
 	default:
 		return nil
 	}
@@ -123,8 +126,11 @@ func (p *process) stop() {
 	}
 }
 
-// poll calls cond every interval until it returns true or an error, or ctx ends.
-func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
+// pollInterval is how often poll asks.
+const pollInterval = 20 * time.Millisecond
+
+// poll calls cond every pollInterval until it returns true or an error, or ctx ends.
+func poll(ctx context.Context, cond func() (bool, error)) error {
 	for {
 		ok, err := cond()
 		if err != nil || ok {
@@ -133,7 +139,7 @@ func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)
 		select {
 		case <-ctx.Done():
 			return errors.New("timed out")
-		case <-time.After(interval):
+		case <-time.After(pollInterval):
 		}
 	}
 }

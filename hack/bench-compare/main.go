@@ -84,6 +84,10 @@ func main() {
 	if o.upstream == "" {
 		o.upstream = o.assets
 	}
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-compare:", err)
+		os.Exit(2)
+	}
 	if os.Getenv(inNetnsEnv) == "" {
 		os.Exit(reexecInPrivateNetns())
 	}
@@ -91,6 +95,24 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-compare:", err)
 		os.Exit(1)
 	}
+}
+
+// validate refuses sizes that our benchmarks do not run: the two sides must measure the same
+// workload (other sizes only with --upstream-only).
+func (o options) validate() error {
+	if o.only != "" && o.only != "endpoints" && o.only != "datapath" {
+		return fmt.Errorf("--only %q: want endpoints or datapath", o.only)
+	}
+	if o.upstreamOnly {
+		return nil
+	}
+	if o.services != 1000 || o.podsPerService != 10 || o.flips != 200 {
+		return errors.New("BenchmarkConverge runs 1000 Services x 10 pods and 200 flips: other --services, --pods or --flips only with --upstream-only")
+	}
+	if o.proxyServices != 1000 && o.proxyServices != 10000 {
+		return errors.New("BenchmarkFullSync and BenchmarkEndpointChange run 1000 or 10000 Services: --proxy-services must be one of them")
+	}
+	return nil
 }
 
 // reexecInPrivateNetns runs this program again under `unshare --net --mount --fork`, telling the
@@ -160,7 +182,7 @@ func setUpNamespace() error {
 			return err
 		}
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
 		}
 	}
 	return nil

@@ -171,7 +171,7 @@ func awaitSyncs(ctx context.Context, kp *process, name string, count int) (histo
 	ctx, cancel := context.WithTimeout(ctx, proxySyncTimeout)
 	defer cancel()
 	var h histogram
-	err := poll(ctx, 20*time.Millisecond, func() (bool, error) {
+	err := poll(ctx, func() (bool, error) {
 		if err := kp.exited(); err != nil {
 			return false, err
 		}
