@@ -164,9 +164,11 @@ func run(o *options) error {
 		HealthProbeBindAddress: o.probeAddr,
 		LeaderElection:         o.leaderElect,
 		LeaderElectionID:       "kube-clusterip.clusterip.dev",
-		// Only the endpoints controller reads Pods: cache just what it computes from.
+		// Only the endpoints controller reads Pods and (typed) Nodes: cache just what it
+		// computes from. (The node agent reads its Node's metadata, a cache of its own.)
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Transform: endpoints.PodCacheTransform},
+			&corev1.Pod{}:  {Transform: endpoints.PodCacheTransform},
+			&corev1.Node{}: {Transform: endpoints.NodeCacheTransform},
 		}},
 	}
 	mgrOpts.WebhookServer = webhook.NewServer(webhook.Options{CertDir: o.webhookCertDir, Port: o.webhookPort})

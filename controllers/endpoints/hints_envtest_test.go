@@ -7,6 +7,8 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -26,14 +28,7 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 		backend = map[string]string{"app": "backend"}
 	})
 
-	// hintsByIP reads each published endpoint's hints as "zones=... nodes=..." ("-" for none).
-	hintsByIP := func(g Gomega, service string) map[string]string {
-		out := map[string]string{}
-		for ip, e := range sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, service, ControllerName)) {
-			out[ip] = hintsString(e.Hints)
-		}
-		return out
-	}
+	hintsByIP := func(g Gomega, service string) map[string]string { return hintsByIPIn(g, ctx, ns, service) }
 	setTrafficDistribution := func(name string, value *string) {
 		Eventually(func(g Gomega) {
 			svc := &corev1.Service{}
@@ -95,3 +90,87 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "local-first")).To(Equal(hints("zone-y"))) }).Should(Succeed())
 	})
 })
+
+var _ = Describe("Topology aware hints of a Service with topology-mode Auto", func() {
+	var (
+		ctx     context.Context
+		ns      string
+		backend map[string]string
+	)
+
+	BeforeEach(func() {
+		ctx = context.Background()
+		ns = newTestNamespace(ctx, k8sClient)
+		backend = map[string]string{"app": "backend"}
+	})
+
+	// setNodeStatus marks a suite node Ready (or not) with 4 CPUs allocatable.
+	setNodeStatus := func(name string, ready bool) {
+		status := corev1.ConditionFalse
+		if ready {
+			status = corev1.ConditionTrue
+		}
+		Eventually(func(g Gomega) {
+			node := &corev1.Node{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, node)).To(Succeed())
+			node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4")}
+			node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status}}
+			g.Expect(k8sClient.Status().Update(ctx, node)).To(Succeed())
+		}).Should(Succeed())
+	}
+	events := func(g Gomega, svc *corev1.Service, eventType, reason string) []string {
+		var list eventsv1.EventList
+		g.Expect(k8sClient.List(ctx, &list, client.InNamespace(svc.Namespace))).To(Succeed())
+		var notes []string
+		for _, e := range list.Items {
+			if e.Regarding.Name == svc.Name && e.Type == eventType && e.Reason == reason {
+				notes = append(notes, e.Note)
+			}
+		}
+		return notes
+	}
+
+	It("shares endpoints among zones by CPU, and removes the hints with a Warning once nodes are ready in one zone only", func() {
+		setNodeStatus("node-a", true)
+		setNodeStatus("node-b", true)
+		DeferCleanup(func() { setNodeStatus("node-a", false); setNodeStatus("node-b", false) })
+
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "auto", Namespace: ns, Annotations: map[string]string{corev1.AnnotationTopologyMode: "Auto"}},
+			Spec: corev1.ServiceSpec{Selector: backend, TrafficDistribution: ptr.To(corev1.ServiceTrafficDistributionPreferSameNode),
+				Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
+		}
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		pods := runPods(ctx, k8sClient, ns, "backend", 4, backend) // two on node-a (zone-a), two on node-b (zone-b)
+		zoneHints, noHints := map[string]string{}, map[string]string{}
+		for _, p := range pods {
+			zoneHints[p.Status.PodIP] = hintsString(&discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{
+				{Name: map[string]string{"node-a": "zone-a", "node-b": "zone-b"}[p.Spec.NodeName]}}})
+			noHints[p.Status.PodIP] = "-"
+		}
+		// Equal CPU, equal endpoints: each keeps its own zone; Auto wins over trafficDistribution (no node hints).
+		Eventually(func(g Gomega) {
+			g.Expect(hintsByIPIn(g, ctx, ns, "auto")).To(Equal(zoneHints))
+			g.Expect(events(g, svc, corev1.EventTypeNormal, ReasonTopologyAwareHintsEnabled)).To(ContainElement(HintsEnabled + ", addressType: IPv4"))
+		}).Should(Succeed())
+
+		setNodeStatus("node-b", false)
+		Eventually(func(g Gomega) {
+			g.Expect(hintsByIPIn(g, ctx, ns, "auto")).To(Equal(noHints))
+			g.Expect(events(g, svc, corev1.EventTypeWarning, ReasonTopologyAwareHintsDisabled)).To(
+				ContainElement(HintsNodesReadyInOneZoneOnly + ", removing hints, addressType: IPv4"))
+		}).Should(Succeed())
+
+		setNodeStatus("node-b", true)
+		Eventually(func(g Gomega) { g.Expect(hintsByIPIn(g, ctx, ns, "auto")).To(Equal(zoneHints)) }).Should(Succeed())
+	})
+})
+
+// hintsByIPIn reads each published endpoint's hints as hintsString prints them.
+func hintsByIPIn(g Gomega, ctx context.Context, ns, service string) map[string]string {
+	out := map[string]string{}
+	for ip, e := range sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, service, ControllerName)) {
+		out[ip] = hintsString(e.Hints)
+	}
+	return out
+}

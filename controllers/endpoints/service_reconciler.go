@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -30,6 +29,7 @@ type serviceReconciler struct {
 	expectations *writeExpectations
 	triggerTimes *triggerTimes
 	findings     *findingReporter
+	hintEvents   *hintEventReporter
 }
 
 // Reconcile reads the Service, its pods and their nodes from the cache, computes both APIs' desired
@@ -43,6 +43,7 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		r.triggerTimes.forget(req.NamespacedName)
 		r.expectations.forget(req.NamespacedName)
 		r.findings.forget(req.NamespacedName)
+		r.hintEvents.forget(req.NamespacedName)
 		return ctrl.Result{}, r.deleteOurEndpoints(ctx, req.NamespacedName)
 	}
 	slices, err := r.ourSlices(ctx, svc.Namespace, svc.Name)
@@ -74,7 +75,9 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 
 	desired := DesiredEndpoints(svc, EndpointSubsets(svc, pods), current, triggerTime)
 	groups, unknownNodePods := DesiredEndpointGroups(svc, pods, nodes)
-	SetTrafficDistributionHints(svc, groups)
+	if err := r.setHints(ctx, svc, groups); err != nil {
+		return ctrl.Result{}, err
+	}
 	plan := PlanEndpointSlices(svc, groups, slices, r.MaxEndpointsPerSlice, triggerTime)
 	if svc.DeletionTimestamp != nil {
 		plan.Create = nil
@@ -186,18 +189,37 @@ func (r *serviceReconciler) nodesOf(ctx context.Context, pods []*corev1.Pod) (ma
 		if _, done := nodes[name]; done || name == "" {
 			continue
 		}
-		// Only labels matter (the zone): the cache holds nodes' metadata, not their status.
-		node := &metav1.PartialObjectMetadata{}
-		node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+		node := &corev1.Node{}
 		if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, node, client.UnsafeDisableDeepCopy); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue
 			}
 			return nil, fmt.Errorf("get Node %s: %w", name, err)
 		}
-		nodes[name] = &corev1.Node{ObjectMeta: node.ObjectMeta}
+		nodes[name] = node
 	}
 	return nodes, nil
+}
+
+// setHints sets the topology hints of groups: topology-mode Auto's (which needs every Node's
+// zone and allocatable CPU, and reports its outcome as Events) or spec.trafficDistribution's.
+func (r *serviceReconciler) setHints(ctx context.Context, svc *corev1.Service, groups []EndpointGroup) error {
+	if !TopologyAwareHintsAuto(svc) {
+		SetTrafficDistributionHints(svc, groups)
+		r.hintEvents.report(svc, nil)
+		return nil
+	}
+	var list corev1.NodeList
+	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("list Nodes for topology aware hints: %w", err)
+	}
+	nodes := make([]*corev1.Node, 0, len(list.Items))
+	for i := range list.Items {
+		nodes = append(nodes, &list.Items[i])
+	}
+	cpu, refusal := ZoneCPUOf(nodes)
+	r.hintEvents.report(svc, SetTopologyAwareHints(groups, cpu, refusal))
+	return nil
 }
 
 func (r *serviceReconciler) ourSlices(ctx context.Context, namespace, name string) ([]*discoveryv1.EndpointSlice, error) {

@@ -122,12 +122,13 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		expectations:         newWriteExpectations(),
 		triggerTimes:         newTriggerTimes(),
 		findings:             newFindingReporter(recorder, mgr.GetAPIReader(), mgr.GetClient()),
+		hintEvents:           newHintEventReporter(recorder),
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("endpoints").
 		For(&corev1.Service{}).
 		Watches(&corev1.Pod{}, podEventHandler(mgr.GetClient(), opts.BatchPeriod, r.findings.servicesMatchingNoPod)).
-		WatchesMetadata(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
+		Watches(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
 		Watches(&corev1.Endpoints{}, handler.EnqueueRequestsFromMapFunc(sameName)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService),
 			builder.WithPredicates(managedBy(ControllerName))).
@@ -244,15 +245,17 @@ func servicesSelecting(ctx context.Context, c client.Client, namespace string, l
 	return out
 }
 
-// nodeEventHandler resyncs the Services of the pods on a node that appeared, went, or moved zone.
+// nodeEventHandler resyncs the Services of the pods on a node that appeared, went, or moved
+// zone, and every topology-mode Auto Service when the zones' share of ready CPU may have
+// changed (a node came, went, moved zone, turned Ready or not, changed allocatable CPU or
+// control-plane role).
 func nodeEventHandler(c client.Client, batch time.Duration) handler.EventHandler {
-	enqueue := func(ctx context.Context, q queue, node string) {
+	enqueue := func(ctx context.Context, q queue, node string, seen map[types.NamespacedName]bool) {
 		var list corev1.PodList
 		if err := c.List(ctx, &list, client.MatchingFields{podNodeIndex: node}, client.UnsafeDisableDeepCopy); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "Listing pods by node failed", "node", node)
 			return
 		}
-		seen := map[types.NamespacedName]bool{}
 		for i := range list.Items {
 			p := &list.Items[i]
 			for _, req := range servicesSelecting(ctx, c, p.Namespace, p.Labels) {
@@ -263,13 +266,48 @@ func nodeEventHandler(c client.Client, batch time.Duration) handler.EventHandler
 			}
 		}
 	}
+	enqueueAuto := func(ctx context.Context, q queue, seen map[types.NamespacedName]bool) {
+		var list corev1.ServiceList
+		if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Listing Services for topology aware hints failed")
+			return
+		}
+		for i := range list.Items {
+			key := client.ObjectKeyFromObject(&list.Items[i])
+			if TopologyAwareHintsAuto(&list.Items[i]) && !seen[key] {
+				seen[key] = true
+				q.AddAfter(reconcile.Request{NamespacedName: key}, batch)
+			}
+		}
+	}
 	return handler.Funcs{
-		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) { enqueue(ctx, q, e.Object.GetName()) },
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
+			seen := map[types.NamespacedName]bool{}
+			enqueue(ctx, q, e.Object.GetName(), seen)
+			enqueueAuto(ctx, q, seen)
+		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
-			if e.ObjectOld.GetLabels()[corev1.LabelTopologyZone] != e.ObjectNew.GetLabels()[corev1.LabelTopologyZone] {
-				enqueue(ctx, q, e.ObjectNew.GetName())
+			oldNode, newNode := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
+			seen := map[types.NamespacedName]bool{}
+			if oldNode.Labels[corev1.LabelTopologyZone] != newNode.Labels[corev1.LabelTopologyZone] {
+				enqueue(ctx, q, newNode.Name, seen)
+			}
+			if zoneCPUChanged(oldNode, newNode) {
+				enqueueAuto(ctx, q, seen)
 			}
 		},
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) { enqueue(ctx, q, e.Object.GetName()) },
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
+			seen := map[types.NamespacedName]bool{}
+			enqueue(ctx, q, e.Object.GetName(), seen)
+			enqueueAuto(ctx, q, seen)
+		},
 	}
+}
+
+// zoneCPUChanged says whether a node update can change ZoneCPUOf.
+func zoneCPUChanged(a, b *corev1.Node) bool {
+	return a.Labels[corev1.LabelTopologyZone] != b.Labels[corev1.LabelTopologyZone] ||
+		hasControlPlaneLabel(a.Labels) != hasControlPlaneLabel(b.Labels) ||
+		isNodeReady(a) != isNodeReady(b) ||
+		!a.Status.Allocatable.Cpu().Equal(*b.Status.Allocatable.Cpu())
 }

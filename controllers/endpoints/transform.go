@@ -39,3 +39,26 @@ func portsOnly(containers []corev1.Container) []corev1.Container {
 	}
 	return out
 }
+
+// NodeCacheTransform keeps, of a cached Node, only what endpoints and topology hints are
+// computed from: identity, labels (zone, control-plane role), allocatable CPU and the status of
+// the Ready condition (without its heartbeat times). Set it as the manager cache's transform for
+// Nodes (cache.Options.ByObject) only when no other controller of the manager reads Nodes.
+func NodeCacheTransform(obj any) (any, error) {
+	node, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	slim := &corev1.Node{TypeMeta: node.TypeMeta}
+	slim.Name, slim.UID, slim.ResourceVersion, slim.Labels = node.Name, node.UID, node.ResourceVersion, node.Labels
+	slim.DeletionTimestamp, slim.CreationTimestamp = node.DeletionTimestamp, node.CreationTimestamp
+	if cpu, ok := node.Status.Allocatable[corev1.ResourceCPU]; ok {
+		slim.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: cpu}
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			slim.Status.Conditions = []corev1.NodeCondition{{Type: c.Type, Status: c.Status}}
+		}
+	}
+	return slim, nil
+}

@@ -1,9 +1,11 @@
 package endpoints
 
 import (
+	"fmt"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -34,5 +36,29 @@ func TestPodCacheTransformKeepsWhatEndpointsNeed(t *testing.T) {
 	gotGroups, _ := DesiredEndpointGroups(svc, pods(slim), defaultNodes)
 	if !semanticIgnoreResourceVersion.DeepEqual(gotSubsets, wantSubsets) || !semanticIgnoreResourceVersion.DeepEqual(gotGroups, wantGroups) {
 		t.Errorf("slim pod publishes differently:\n%v %v\n%v %v", gotSubsets, gotGroups, wantSubsets, wantGroups)
+	}
+}
+
+func TestNodeCacheTransformKeepsWhatHintsNeed(t *testing.T) {
+	full := worker("a1", "zone-a", "4", controlPlane, func(n *corev1.Node) {
+		n.Annotations = map[string]string{"big": "annotation"}
+		n.Status.Allocatable[corev1.ResourceMemory] = resource.MustParse("8Gi")
+		n.Status.Images = []corev1.ContainerImage{{Names: []string{"registry.k8s.io/pause:3.10"}}}
+		n.Status.Conditions[0].LastHeartbeatTime = metav1.Now()
+		n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse})
+	})
+	out, err := NodeCacheTransform(full.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	slim := out.(*corev1.Node)
+	if slim.Annotations != nil || slim.Status.Images != nil || len(slim.Status.Allocatable) != 1 || len(slim.Status.Conditions) != 1 ||
+		!slim.Status.Conditions[0].LastHeartbeatTime.IsZero() {
+		t.Errorf("transform kept fields hints do not need: %+v", slim)
+	}
+	want, wantRefusal := ZoneCPUOf([]*corev1.Node{full, worker("b1", "zone-b", "2")})
+	got, gotRefusal := ZoneCPUOf([]*corev1.Node{slim, worker("b1", "zone-b", "2")})
+	if fmt.Sprint(got) != fmt.Sprint(want) || gotRefusal != wantRefusal || !zoneCPUChanged(full, worker("a1", "zone-a", "4")) {
+		t.Errorf("slim node counts differently: %v %q, want %v %q", got, gotRefusal, want, wantRefusal)
 	}
 }
