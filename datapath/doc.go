@@ -11,6 +11,11 @@
 //     flushed or deleted from outside (a canary rule, checked over netlink), resyncs
 //     fully on a period, and deletes stale UDP conntrack entries.
 //
+// ServicePortEndpoints picks endpoints as kube-proxy does: ready ones (else serving and
+// terminating ones), narrowed by topology hints to this node (Config.NodeName) or its zone
+// (Config.Zone, Proxier.SetZone) only when every ready endpoint carries a hint and one is for
+// here; internalTrafficPolicy: Local keeps this node's endpoints and ignores hints.
+//
 // A reconciler calls Update(key, svc, slices) per Service event and then Apply(ctx)
 // (O(change)), or Sync(ctx, services, slices) with the complete lists; it runs
 // Run(ctx) for the canary check and periodic full resync; it reads Stats() and gets a

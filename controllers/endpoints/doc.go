@@ -4,6 +4,12 @@
 // endpointslicemirroring controller does.
 //
 // The decisions are pure functions over plain values (EndpointSubsets, DesiredEndpoints,
-// DesiredEndpointGroups, PlanEndpointSlices, MirroredEndpointGroups, PlanMirroredSlices); the
-// reconcilers only read from the cache, call them and write what differs.
+// DesiredEndpointGroups, SetTrafficDistributionHints, ZoneCPUOf and SetTopologyAwareHints,
+// PlanEndpointSlices, MirroredEndpointGroups, PlanMirroredSlices); the reconcilers only read from
+// the cache, call them and write what differs.
+//
+// Topology hints follow upstream: spec.trafficDistribution PreferSameZone (or PreferClose) hints
+// each ready endpoint for its zone, PreferSameNode also for its node; the annotation
+// service.kubernetes.io/topology-mode: Auto takes precedence and shares the endpoints among
+// zones by their allocatable CPU, or refuses with a Warning Event.
 package endpoints

@@ -43,8 +43,8 @@ func trafficDistributionOf(svc *corev1.Service) trafficDistributionHints {
 //   - PreferSameNode: a ready endpoint is also hinted for its own node;
 //   - an endpoint without a zone (or node) gets no hint of that kind, and not-ready endpoints
 //     get none at all (consumers only look at ready endpoints' hints);
-//   - no (or an unknown) trafficDistribution, or topology-mode Auto (which computes its own
-//     hints and takes precedence): no hints.
+//   - no (or an unknown) trafficDistribution: no hints; under topology-mode Auto this function
+//     sets none either (SetTopologyAwareHints computes those, and takes precedence).
 //
 // Hints are part of what PlanEndpointSlices compares, so a change of them rewrites the slice.
 func SetTrafficDistributionHints(svc *corev1.Service, groups []EndpointGroup) {
