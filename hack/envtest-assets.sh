@@ -13,7 +13,7 @@ k8s_version=$(awk '$1 == "k8s.io/kubernetes" {print $2} $2 == "k8s.io/kubernetes
 k8s_version=${k8s_version#v}
 [ -n "$k8s_version" ] || { echo "envtest-assets: no k8s.io/kubernetes version in $tools/kube/go.mod" >&2; exit 1; }
 dir=${KUBE_CLUSTERIP_ASSETS:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-clusterip/k8s-$k8s_version}
-stamp=$(cat "$tools"/kube/go.mod "$tools"/kube/go.sum "$tools"/kube/*/main.go \
+stamp=$(cat "$tools"/kube/go.mod "$tools"/kube/go.sum "$tools"/kube/kube-apiserver/main.go "$tools"/kube/kubectl/main.go \
 	"$tools"/etcd/go.mod "$tools"/etcd/go.sum "$tools"/etcd/main.go | sha256sum | cut -c1-16)
 binaries=(kube-apiserver kubectl etcd)
 
