@@ -158,6 +158,12 @@ func run(o *options) error {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	serveWebhook := controllers[controllerAllocator] && o.webhookCertDir != ""
+	nodeCache := cache.ByObject{Transform: endpoints.NodeCacheTransform}
+	if !controllers[controllerEndpoints] && o.runDatapath {
+		// A node agent alone needs only its own Node (for its zone), as kube-proxy watches it:
+		// not every Node of the cluster on every node.
+		nodeCache = nodeagent.OwnNodeCache(o.datapath.NodeName)
+	}
 	mgrOpts := ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsOpts,
@@ -168,7 +174,7 @@ func run(o *options) error {
 		// computes from. (The node agent reads its Node's metadata, a cache of its own.)
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:  {Transform: endpoints.PodCacheTransform},
-			&corev1.Node{}: {Transform: endpoints.NodeCacheTransform},
+			&corev1.Node{}: nodeCache,
 		}},
 	}
 	mgrOpts.WebhookServer = webhook.NewServer(webhook.Options{CertDir: o.webhookCertDir, Port: o.webhookPort})

@@ -15,10 +15,12 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -191,6 +193,13 @@ func (a *Agent) followZone(ctx context.Context) error {
 		a.requestApply()
 	}
 	return nil
+}
+
+// OwnNodeCache is the manager cache setting for Nodes (cache.Options.ByObject) of a process
+// that runs the agent without the endpoints controller: it lists and watches only the agent's
+// own Node, as kube-proxy does, instead of every Node of the cluster on every node.
+func OwnNodeCache(nodeName string) cache.ByObject {
+	return cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", nodeName)}
 }
 
 // nodeZoneReconciler follows the zone label of the agent's own Node.

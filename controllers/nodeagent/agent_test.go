@@ -7,9 +7,11 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
@@ -105,6 +107,18 @@ var _ = Describe("the node agent", func() {
 		Expect(k8sClient.Update(ctx, node)).To(Succeed())
 		Eventually(nft.Dump).ShouldNot(ContainSubstring("10.244.3.10"))
 		Expect(nft.Dump()).To(ContainSubstring("10.244.4.10"))
+
+		// The agent caches its own Node only (OwnNodeCache), not every Node of the cluster.
+		other := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-other", Labels: map[string]string{corev1.LabelTopologyZone: "zone-b"}}}
+		Expect(k8sClient.Create(ctx, other)).To(Succeed())
+		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, other)).To(Succeed()) })
+		cached := func(name string) error {
+			node := &metav1.PartialObjectMetadata{}
+			node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+			return agent.Client.Get(ctx, client.ObjectKey{Name: name}, node)
+		}
+		Expect(cached("node-a")).To(Succeed())
+		Consistently(func() bool { return apierrors.IsNotFound(cached("node-other")) }, "500ms").Should(BeTrue())
 
 		node.Labels[corev1.LabelTopologyZone] = "zone-c"
 		Expect(k8sClient.Update(ctx, node)).To(Succeed())
