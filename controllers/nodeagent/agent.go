@@ -152,9 +152,10 @@ func (a *Agent) Start(ctx context.Context) error {
 }
 
 func (a *Agent) initialSync(ctx context.Context) error {
-	// The first ruleset already follows topology hints for this node's zone.
+	// The first ruleset already follows topology hints for this node's zone; without it
+	// (the Node cannot be read) hints wait for the Node watch, the ruleset does not.
 	if err := a.followZone(ctx); err != nil {
-		return err
+		log.FromContext(ctx).Error(err, "cannot read this node's zone yet; topology hints are ignored until it is known")
 	}
 	var services corev1.ServiceList
 	if err := a.Client.List(ctx, &services, client.UnsafeDisableDeepCopy); err != nil {
