@@ -1,7 +1,11 @@
 package reliability
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -35,6 +39,16 @@ var _ = Describe("kube-apiserver stopped and started again on the same etcd whil
 			expectPublished(g, ctx, ns, "before", podIPs(first), nil)
 		}).Should(Succeed())
 
+		datapath := datapathMissing() == ""
+		var web *corev1.Service
+		if datapath {
+			By("the datapath serves a Service whose pod really answers (private network namespace)")
+			web = serveLocalPod(ctx, ns)
+			Eventually(func() error { return get(web) }).Should(Succeed())
+		} else {
+			By("no datapath check: it needs " + datapathMissing())
+		}
+
 		By("kube-apiserver stops; the manager keeps running meanwhile")
 		apiServer := testEnv.ControlPlane.GetAPIServer()
 		stopAPIServer(apiServer)
@@ -44,7 +58,12 @@ var _ = Describe("kube-apiserver stopped and started again on the same etcd whil
 				Expect(apiServer.Start()).To(Succeed())
 			}
 		})
-		Consistently(manager.running).WithTimeout(apiServerOutage).Should(BeTrue(), "the manager exited while the API server was down")
+		Consistently(func(g Gomega) {
+			g.Expect(manager.running()).To(BeTrue(), "the manager exited while the API server was down")
+			if datapath {
+				g.Expect(get(web)).To(Succeed(), "traffic to the ClusterIP while the API server is down")
+			}
+		}).WithTimeout(apiServerOutage).Should(Succeed())
 
 		By("kube-apiserver starts again on the same etcd, port and certificates")
 		Expect(apiServer.Start()).To(Succeed())
@@ -63,11 +82,18 @@ var _ = Describe("kube-apiserver stopped and started again on the same etcd whil
 			expectPublished(g, ctx, ns, "after", podIPs(first, second), nil)
 			got2 := &ipamv1alpha1.ClusterIPPool{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pool), got2)).To(Succeed())
-			g.Expect(got2.Status.Allocated).To(BeEquivalentTo(2), "pool %s counts both Services", pool.Name)
+			services := 2
+			if datapath {
+				services++ // web
+			}
+			g.Expect(got2.Status.Allocated).To(BeEquivalentTo(services), "pool %s counts the namespace's Services", pool.Name)
 			expectClusterIPsConsistent(g, ctx)
 		}).Should(Succeed())
 		AddReportEntry("converged after the API server restart", time.Since(start).Round(time.Millisecond).String())
 		Eventually(func(g Gomega) { expectManagerHealthy(g, pid) }).Should(Succeed())
+		if datapath {
+			Expect(get(web)).To(Succeed(), "traffic to the ClusterIP after the API server is back")
+		}
 	})
 })
 
@@ -81,4 +107,39 @@ func stopAPIServer(apiServer *envtest.APIServer) {
 		Expect(err.Error()).To(ContainSubstring("timeout waiting for process kube-apiserver to stop"))
 		fmt.Fprintf(GinkgoWriter, "kube-apiserver did not exit within %s of SIGTERM; envtest sent SIGKILL\n", apiServerStopTimeout)
 	}
+}
+
+// serveLocalPod serves HTTP on localPodIP:8080 for the spec's duration, and creates a Service
+// "web" in ns over a ready pod with that IP.
+func serveLocalPod(ctx context.Context, ns string) *corev1.Service {
+	listener, err := net.Listen("tcp", net.JoinHostPort(localPodIP, "8080"))
+	Expect(err).NotTo(HaveOccurred())
+	server := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "web")
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = server.Serve(listener) }()
+	DeferCleanup(server.Close)
+	labels := map[string]string{"app": "web"}
+	web := newService(ns, "web", labels)
+	Expect(k8sClient.Create(ctx, web)).To(Succeed())
+	runPodWithIP(ctx, ns, "web-0", localPodIP, labels, true)
+	return web
+}
+
+// get sends one HTTP request to the Service's ClusterIP, port 80, and checks the answer.
+func get(svc *corev1.Service) error {
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(svc.Spec.ClusterIP, "80") + "/")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if string(body) != "web" {
+		return fmt.Errorf("answer %q, want \"web\"", body)
+	}
+	return nil
 }

@@ -75,6 +75,11 @@ func uniquePodIP() string {
 // runPod creates a pod on the suite's node and sets its status as a kubelet would: Running,
 // its IP, and the Ready condition.
 func runPod(ctx context.Context, ns, name string, labels map[string]string, ready bool, ports ...corev1.ContainerPort) *corev1.Pod {
+	return runPodWithIP(ctx, ns, name, uniquePodIP(), labels, ready, ports...)
+}
+
+// runPodWithIP is runPod with the pod IP of the caller's choice.
+func runPodWithIP(ctx context.Context, ns, name, ip string, labels map[string]string, ready bool, ports ...corev1.ContainerPort) *corev1.Pod {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
 		Spec: corev1.PodSpec{
@@ -83,7 +88,7 @@ func runPod(ctx context.Context, ns, name string, labels map[string]string, read
 		},
 	}
 	Expect(k8sClient.Create(ctx, pod)).To(Succeed())
-	setPodStatus(ctx, pod, uniquePodIP(), ready)
+	setPodStatus(ctx, pod, ip, ready)
 	return pod
 }
 

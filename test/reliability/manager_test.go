@@ -20,8 +20,6 @@ type managerProcess struct {
 	binary, kubeconfig, certDir string
 	webhookPort                 int
 	probeAddr                   string
-	// extraArgs are appended to the command line of the next start.
-	extraArgs []string
 
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the current process has exited
@@ -53,7 +51,12 @@ func (m *managerProcess) launch() {
 		// and the write) expire quickly in the tests.
 		"--clusterip-reservation-grace-period=5s",
 	}
-	m.cmd = exec.Command(m.binary, append(args, m.extraArgs...)...)
+	if datapathMissing() == "" {
+		// This node's datapath too: the suite runs in a private network namespace.
+		args = append(args, "--datapath", "--node-name="+nodeName, "--cluster-cidr=10.244.0.0/16",
+			"--service-cluster-ip-range=10.96.0.0/12")
+	}
+	m.cmd = exec.Command(m.binary, args...)
 	prefix := fmt.Sprintf("[manager #%d] ", m.starts)
 	m.cmd.Stdout = &prefixWriter{prefix: prefix}
 	m.cmd.Stderr = m.cmd.Stdout

@@ -1,0 +1,114 @@
+package reliability
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+)
+
+// As root the suite runs in a network namespace of its own: TestMain re-executes the test
+// binary with CLONE_NEWNET, so the control plane and the manager talk over the private
+// loopback, and the manager's datapath programs only the private namespace's nftables. A veth
+// interface there holds localPodIP, the address of the one "pod" that really serves, and the
+// default route (which covers the Service range). Nothing touches the host's network or nftables.
+const inPrivateNetnsEnv = "KUBE_CLUSTERIP_RELIABILITY_IN_PRIVATE_NETNS"
+
+// localPodIP is the pod IP the suite itself serves HTTP on, inside the private namespace.
+const localPodIP = "10.244.255.1"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(inPrivateNetnsEnv) == "" && os.Geteuid() == 0 && !fuzzing() {
+		os.Exit(reexecInPrivateNetns())
+	}
+	if os.Getenv(inPrivateNetnsEnv) == "1" {
+		if err := setUpPrivateNetns(); err != nil {
+			fmt.Fprintf(os.Stderr, "reliability: set up the private network namespace: %v\n", err)
+			os.Exit(1)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// fuzzing says whether this run fuzzes (coordinator or worker): FuzzEndpoints needs no network.
+func fuzzing() bool {
+	for _, arg := range os.Args[1:] {
+		if strings.HasPrefix(arg, "-test.fuzz") {
+			return true
+		}
+	}
+	return false
+}
+
+func reexecInPrivateNetns() int {
+	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), inPrivateNetnsEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &exitErr):
+		return exitErr.ExitCode()
+	default:
+		fmt.Fprintf(os.Stderr, "reliability: cannot re-exec in a private network namespace (%v); the datapath checks will say so\n", err)
+		os.Setenv(inPrivateNetnsEnv, "unavailable")
+		return -1
+	}
+}
+
+// setUpPrivateNetns brings up loopback, and a veth pair (both ends here) with localPodIP and the route
+// to the Service range (so that connections to ClusterIPs reach the output hook).
+func setUpPrivateNetns() error {
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "add", "kcip0", "type", "veth", "peer", "name", "kcip0p"},
+		{"link", "set", "kcip0", "up"},
+		{"link", "set", "kcip0p", "up"},
+		{"addr", "add", localPodIP + "/32", "dev", "kcip0"},
+		// A default route: kube-apiserver picks its advertise address from it; it covers the
+		// Service range too.
+		{"route", "add", "default", "dev", "kcip0"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
+
+// datapathMissing says what the datapath checks lack (root, nft, the private namespace), or "".
+func datapathMissing() string {
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		missing = append(missing, "the nft binary (apt-get install nftables)")
+	}
+	if os.Getenv(inPrivateNetnsEnv) != "1" {
+		missing = append(missing, "a private network namespace (TestMain re-exec with CLONE_NEWNET)")
+	}
+	return strings.Join(missing, ", ")
+}
+
+var _ = Describe("the suite's datapath checks", func() {
+	It("have what they need: root, nft and a private network namespace", func() {
+		missing := datapathMissing()
+		if missing == "" {
+			return
+		}
+		msg := "the datapath part of the API server restart scenario needs " + missing
+		if os.Getenv("SKIP_DATAPATH") == "1" {
+			Skip(msg)
+		}
+		Fail(msg + " (set SKIP_DATAPATH=1 to skip)")
+	})
+})
