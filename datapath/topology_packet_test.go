@@ -153,6 +153,25 @@ func zoneEndpoint(p *testPod, node *testNode, ready bool) ep {
 	return e
 }
 
+// expectAnswersFrom makes 60 connections from client to addr and checks that each of want,
+// and no other pod, answered.
+func expectAnswersFrom(t *testing.T, client *testPod, addr string, want ...*testPod) {
+	t.Helper()
+	counts := countReplies(t, client, addr, 60)
+	wanted := map[string]bool{}
+	for _, p := range want {
+		wanted[p.name] = true
+		if counts[p.name] == 0 {
+			t.Errorf("from %s: pod %s got no connection: %v", client.name, p.name, counts)
+		}
+	}
+	for name := range counts {
+		if !wanted[name] {
+			t.Errorf("from %s: pod %s, outside the expected set, answered: %v", client.name, name, counts)
+		}
+	}
+}
+
 // Two nodes in two zones, each with its own Proxier (NodeName and zone of its own) fed the
 // same Service and slice: a PreferSameZone Service keeps each node's clients on its zone's
 // pods while one is ready there, and falls back to every ready pod once none is.
@@ -178,19 +197,7 @@ func TestPacketsStayInTheClientsZoneWithPreferSameZone(t *testing.T) {
 	}
 	expectOnly := func(client *testPod, want ...*testPod) {
 		t.Helper()
-		counts := countReplies(t, client, "10.96.7.10:80", 60)
-		wanted := map[string]bool{}
-		for _, p := range want {
-			wanted[p.name] = true
-			if counts[p.name] == 0 {
-				t.Errorf("from %s: pod %s got no connection: %v", client.name, p.name, counts)
-			}
-		}
-		for name := range counts {
-			if !wanted[name] {
-				t.Errorf("from %s: pod %s, outside the expected set, answered: %v", client.name, name, counts)
-			}
-		}
+		expectAnswersFrom(t, client, "10.96.7.10:80", want...)
 	}
 
 	publish(true)
@@ -205,4 +212,40 @@ func TestPacketsStayInTheClientsZoneWithPreferSameZone(t *testing.T) {
 
 	publish(true) // zone A recovers: its clients go back to it
 	expectOnly(clientA, a1, a2)
+}
+
+// Two nodes in one zone, a PreferSameNode Service (endpoints hinted for their zone and node):
+// each node's clients stay on its own pods while one is ready there, then go to the other
+// node's pods (same zone) once none is.
+func TestPacketsStayOnTheClientsNodeWithPreferSameNode(t *testing.T) {
+	requireDatapath(t)
+	nodeA, nodeB := newTestNode(t, "node-a", "zone-a"), newTestNode(t, "node-b", "zone-a")
+	a1, b1 := nodeA.addPod(t, "node-a-1"), nodeB.addPod(t, "node-b-1")
+	a1.serveTCP(t, 8080)
+	b1.serveTCP(t, 8080)
+	clientA, clientB := nodeA.addPod(t, "client-a"), nodeB.addPod(t, "client-b")
+	linkNodes(t, nodeA, nodeB)
+
+	svc := makeService("local-first", "10.96.7.20", tcp("", 80, 8080))
+	svc.Spec.TrafficDistribution = knftables.PtrTo(corev1.ServiceTrafficDistributionPreferSameNode)
+	nodeEndpoint := func(p *testPod, node *testNode, ready bool) ep {
+		e := zoneEndpoint(p, node, ready)
+		if ready {
+			e.nodes = []string{node.name}
+		}
+		return e
+	}
+	publish := func(aReady bool) {
+		slice := makeSlice(svc, "local-first-1", nodeEndpoint(a1, nodeA, aReady), nodeEndpoint(b1, nodeB, true))
+		for _, n := range []*testNode{nodeA, nodeB} {
+			n.sync(t, []*corev1.Service{svc}, slice)
+		}
+	}
+
+	publish(true)
+	expectAnswersFrom(t, clientA, "10.96.7.20:80", a1)
+	expectAnswersFrom(t, clientB, "10.96.7.20:80", b1)
+
+	publish(false) // node A has no ready pod left: its clients go to node B, in the same zone
+	expectAnswersFrom(t, clientA, "10.96.7.20:80", b1)
 }
