@@ -6,13 +6,14 @@ import (
 )
 
 // TopologyAwareHintsAuto says whether the Service asks for topology aware hints through the
-// service.kubernetes.io/topology-mode annotation (or, when that is absent, the deprecated
-// service.kubernetes.io/topology-aware-hints one) set to "Auto" or "auto", as upstream reads it.
-// When it does, it takes precedence over spec.trafficDistribution.
+// deprecated service.kubernetes.io/topology-aware-hints annotation or, when that is absent,
+// service.kubernetes.io/topology-mode, set to "Auto" or "auto", as upstream reads them (the
+// deprecated one wins when both are set). When it does, it takes precedence over
+// spec.trafficDistribution.
 func TopologyAwareHintsAuto(svc *corev1.Service) bool {
-	value, ok := svc.Annotations[corev1.AnnotationTopologyMode]
+	value, ok := svc.Annotations[corev1.DeprecatedAnnotationTopologyAwareHints]
 	if !ok {
-		value = svc.Annotations[corev1.DeprecatedAnnotationTopologyAwareHints]
+		value = svc.Annotations[corev1.AnnotationTopologyMode]
 	}
 	return value == "Auto" || value == "auto"
 }
