@@ -86,7 +86,8 @@ var _ = Describe("kube-apiserver stopped and started again on the same etcd whil
 			if datapath {
 				services++ // web
 			}
-			g.Expect(got2.Status.Allocated).To(BeEquivalentTo(services), "pool %s counts the namespace's Services", pool.Name)
+			g.Expect(got2.Status.Allocated).To(BeEquivalentTo(services), "pool %s counts the namespace's Services; status %+v; Services %v",
+				pool.Name, got2.Status, clusterIPsByService(g, ctx, ns))
 			expectClusterIPsConsistent(g, ctx)
 		}).Should(Succeed())
 		AddReportEntry("converged after the API server restart", time.Since(start).Round(time.Millisecond).String())
@@ -142,4 +143,13 @@ func get(svc *corev1.Service) error {
 		return fmt.Errorf("answer %q, want \"web\"", body)
 	}
 	return nil
+}
+
+// clusterIPsByService maps the Services of ns to their ClusterIPs, for failure messages.
+func clusterIPsByService(g Gomega, ctx context.Context, ns string) map[string][]string {
+	out := map[string][]string{}
+	for name, svc := range servicesIn(g, ctx, ns) {
+		out[name] = svc.Spec.ClusterIPs
+	}
+	return out
 }
