@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -32,7 +33,7 @@ func FuzzRender(f *testing.F) {
 				t.Fatalf("full sync rejected: %v\n%s", err, tx)
 			}
 			tx = fake.NewTransaction()
-			planIncremental(tx, have, want, unionKeys(have, want), nil)
+			planIncremental(tx, have, want, unionKeys(have, want), nil, time.Now())
 			if err := fake.Run(context.Background(), tx); err != nil {
 				t.Fatalf("incremental sync rejected: %v\n%s", err, tx)
 			}

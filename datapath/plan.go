@@ -112,15 +112,12 @@ type existingObjects struct {
 // base and at the changed Services (whose fragment pointers differ).
 //
 // Endpoint-map elements that go away are not deleted in the same transaction but
-// returned, for the caller to pass back as leftovers to the next one. The kernel swaps
-// generations per lookup, not per packet: a new connection may meet the old dispatch
-// verdict ("mod 3") and then the new endpoint map, and index 2 must still be there for
-// it. Index N and above are unreachable under the new verdicts, so keeping them a while
-// is harmless.
-func planIncremental(tx *knftables.Transaction, have, want *Ruleset, changed []types.NamespacedName, leftovers []Element) []Element {
-	for i := range leftovers {
-		deleteElement(tx, &leftovers[i])
-	}
+// returned as leftovers, to be deleted by a later sync once held for leftoverHold. The
+// kernel swaps generations per lookup, not per packet: a new connection may meet the
+// old dispatch verdict ("mod 3") and then the new endpoint map, and index 2 must still
+// be there for it. Index N and above are unreachable under the new verdicts, so keeping
+// them a while is harmless; a leftover whose index comes back is replaced in place.
+func planIncremental(tx *knftables.Transaction, have, want *Ruleset, changed []types.NamespacedName, leftovers []heldElement, now time.Time) []heldElement {
 	oldFrags, newFrags := []*Fragment{have.Base}, []*Fragment{want.Base}
 	for _, key := range changed {
 		if f := have.Services[key]; f != nil && f != want.Services[key] {
@@ -130,9 +127,21 @@ func planIncremental(tx *knftables.Transaction, have, want *Ruleset, changed []t
 			newFrags = append(newFrags, f)
 		}
 	}
-	leftovers = writeDiff(tx, indexFragments(oldFrags...), indexFragments(newFrags...))
+	old, next := indexFragments(oldFrags...), indexFragments(newFrags...)
+	var kept []heldElement
+	for i := range leftovers {
+		id := elementID(&leftovers[i].Element)
+		if _, readded := next.elements[id]; readded || now.Sub(leftovers[i].since) >= leftoverHold {
+			deleteElement(tx, &leftovers[i].Element)
+			continue
+		}
+		kept = append(kept, leftovers[i])
+	}
+	for _, e := range writeDiff(tx, old, next) {
+		kept = append(kept, heldElement{Element: e, since: now})
+	}
 	writeHairpinDiff(tx, have, want, changed)
-	return leftovers
+	return kept
 }
 
 // writeHairpinDiff adds and deletes the hairpin pairs whose use count went from zero
@@ -203,6 +212,10 @@ func writeElementDiff(tx *knftables.Transaction, old, want objectIndex) (leftove
 	return leftovers
 }
 
+func isDNATChain(name string) bool {
+	return strings.HasPrefix(name, "dnat-mod-")
+}
+
 func isEndpointMap(name string) bool {
 	return strings.HasPrefix(name, serviceEndpointsMap+"-")
 }
@@ -213,10 +226,15 @@ func setRemoved(old, want objectIndex, name string) bool {
 
 // removeStale flushes every chain that goes away before deleting any, since one may
 // still jump to another, and deletes sets after the rules that used them.
+//
+// The shared dnat-mod-N chains stay: a connection that met a Service's old verdict
+// ("goto dnat-mod-3") may enter the chain after the commit, and an emptied chain would
+// let it through un-NATed, to be refused. Unused ones cost nothing and go at the next
+// full sync; one that comes back is rewritten in place (see addChainsWithRules).
 func removeStale(tx *knftables.Transaction, old, want objectIndex) {
 	var gone []string
 	for _, name := range sortedKeys(old.chains) {
-		if want.chains[name] == nil {
+		if want.chains[name] == nil && !isDNATChain(name) {
 			gone = append(gone, name)
 			tx.Flush(&knftables.Chain{Name: name})
 		}
@@ -233,9 +251,15 @@ func removeStale(tx *knftables.Transaction, old, want objectIndex) {
 
 // addChainsWithRules adds the added chains, flushes the changed ones, then writes the
 // rules of both (all chains exist before any rule can jump to them).
+//
+// An added dnat-mod-N chain may still be in the kernel with its rules (removeStale keeps
+// them), so it is flushed and rewritten like a changed one, in the same transaction.
 func addChainsWithRules(tx *knftables.Transaction, chains map[string]*Chain, added, changed []string) {
 	for _, name := range added {
 		tx.Add(chainObject(chains[name]))
+		if isDNATChain(name) {
+			tx.Flush(&knftables.Chain{Name: name})
+		}
 	}
 	for _, name := range changed {
 		tx.Add(chainObject(chains[name]))

@@ -36,9 +36,30 @@ type familyState struct {
 	// nil when unknown (never synced, or the last attempt failed).
 	committed *Ruleset
 	// leftovers are endpoint-map elements the kernel still holds although committed
-	// no longer does; the next incremental sync deletes them (see planIncremental).
-	leftovers []Element
+	// no longer does; they are deleted once held for leftoverHold (see planIncremental).
+	leftovers []heldElement
 	lastFull  time.Time
+}
+
+// leftoverHold is how long a removed endpoint index stays in its map. A lookup that met
+// the old dispatch verdict may still be on its way to the map; a packet's way through
+// the hooks is far shorter than this, even on a loaded machine. A variable for tests.
+var leftoverHold = time.Second
+
+// heldElement is an endpoint-map element kept past its removal, since when.
+type heldElement struct {
+	Element
+	since time.Time
+}
+
+// expiredLeftovers says whether any leftover has been held long enough to delete.
+func (fs *familyState) expiredLeftovers(now time.Time) bool {
+	for _, l := range fs.leftovers {
+		if now.Sub(l.since) >= leftoverHold {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats summarises sync attempts for metrics and health checks.
@@ -193,7 +214,7 @@ func (p *Proxier) Maintain(ctx context.Context) error {
 	}
 	var errs []error
 	for _, fs := range p.families {
-		if reason := p.fullSyncReason(ctx, fs, ""); reason != "" || len(fs.leftovers) > 0 {
+		if reason := p.fullSyncReason(ctx, fs, ""); reason != "" || fs.expiredLeftovers(time.Now()) {
 			errs = append(errs, p.syncFamily(ctx, fs, reason))
 		}
 	}
@@ -293,7 +314,7 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 	var err error
 	var want *Ruleset
 	var changed []types.NamespacedName
-	var leftovers []Element
+	var leftovers []heldElement
 	if fullReason != "" {
 		want = p.renderAll(fs)
 		var existing existingObjects
@@ -302,7 +323,7 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 		}
 	} else {
 		want, changed = p.renderChanges(fs)
-		leftovers = planIncremental(tx, fs.committed, want, changed, fs.leftovers)
+		leftovers = planIncremental(tx, fs.committed, want, changed, fs.leftovers, start)
 	}
 	if err == nil && tx.NumOperations() > 0 {
 		err = fs.nft.Run(ctx, tx)
