@@ -123,7 +123,10 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("clusterippool").
-		For(&ipamv1alpha1.ClusterIPPool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Status updates reconcile too: the status we skip writing because the cache already
+		// shows it may be a stale view (right after a watch reconnect); when the cache then
+		// catches up to a different status, this event lets us correct it.
+		For(&ipamv1alpha1.ClusterIPPool{}).
 		WatchesRawSource(source.Func(queue.start)).
 		WithOptions(everyReplica).
 		Complete(&poolRepair{client: mgr.GetClient(), registry: registry, elected: mgr.Elected()})
