@@ -196,6 +196,12 @@ func Run(ctx context.Context, o *Options) (*Report, error) {
 		if in.NodeName, err = nodeName(o); err != nil {
 			return nil, err
 		}
+		// The zone only matters for Services with topology hints; a Node we may not read
+		// leaves it empty, as the node agent would until it can.
+		node := &corev1.Node{}
+		if c.Get(ctx, client.ObjectKey{Name: in.NodeName}, node) == nil {
+			in.NodeZone = node.Labels[corev1.LabelTopologyZone]
+		}
 		table, missing, err := ReadNodeTable(ctx, o.NFT, in.Service)
 		if err != nil {
 			return nil, err

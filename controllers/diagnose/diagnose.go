@@ -9,6 +9,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/datapath"
 )
 
 // Inputs are the objects one diagnosis reads; Diagnose touches nothing else.
@@ -31,6 +32,8 @@ type Inputs struct {
 	NodeTable *NodeTable
 	// NodeName is the node NodeTable was read on.
 	NodeName string
+	// NodeZone is that node's topology.kubernetes.io/zone label, for topology hints.
+	NodeZone string
 	// ReadFindings are findings of the reading itself, such as an optional read RBAC forbade.
 	ReadFindings []Finding
 }
@@ -126,7 +129,7 @@ func Diagnose(in Inputs) *Report {
 		out = append(out, checkSelectorEndpoints(svc, selected, in.Endpoints, in.EndpointSlices)...)
 	}
 	if in.NodeTable != nil && len(clusterIPs(svc)) > 0 {
-		out = append(out, checkDatapath(svc, in.EndpointSlices, in.NodeTable, in.NodeName)...)
+		out = append(out, checkDatapath(svc, in.EndpointSlices, in.NodeTable, datapath.Node{Name: in.NodeName, Zone: in.NodeZone})...)
 	}
 	return finish(report, append(out, in.ReadFindings...))
 }

@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/kube-clusterip/kube-clusterip/datapath"
 )
 
 // Names in the node agent's nftables table (see go doc ./datapath).
@@ -267,38 +269,17 @@ func protocolName(v any) string {
 }
 
 // UsableEndpoints are the "IP:port" endpoints a node should send a Service port to, from the
-// Service's EndpointSlices, as the datapath chooses them: the ready ones; when none is ready, the
-// serving terminating ones; with internalTrafficPolicy Local, only those on nodeName.
-func UsableEndpoints(svc *corev1.Service, port corev1.ServicePort, slices []*discoveryv1.EndpointSlice, family corev1.IPFamily, nodeName string) []string {
+// Service's EndpointSlices: exactly the datapath's choice (datapath.ServicePortEndpoints), so ready
+// ones, else serving terminating ones, topology hints for the node's name and zone, and with
+// internalTrafficPolicy Local only those on the node.
+func UsableEndpoints(svc *corev1.Service, port corev1.ServicePort, slices []*discoveryv1.EndpointSlice, family corev1.IPFamily, node datapath.Node) []string {
 	local := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
-	var ready, terminating []string
-	for _, s := range slices {
-		if string(s.AddressType) != string(family) {
-			continue
-		}
-		target, ok := slicePort(s, port)
-		if !ok {
-			continue
-		}
-		for _, e := range s.Endpoints {
-			if local && (e.NodeName == nil || *e.NodeName != nodeName) || len(e.Addresses) == 0 {
-				continue
-			}
-			dest := net.JoinHostPort(e.Addresses[0], strconv.Itoa(int(target)))
-			c := e.Conditions
-			switch {
-			case c.Ready == nil || *c.Ready:
-				ready = append(ready, dest)
-			case c.Serving != nil && *c.Serving && c.Terminating != nil && *c.Terminating:
-				terminating = append(terminating, dest)
-			}
-		}
+	var out []string
+	for _, e := range datapath.ServicePortEndpoints(&port, slices, discoveryv1.AddressType(family), node, local) {
+		out = append(out, e.HostPort())
 	}
-	if len(ready) == 0 {
-		ready = terminating
-	}
-	sort.Strings(ready)
-	return ready
+	sort.Strings(out)
+	return out
 }
 
 func slicePort(s *discoveryv1.EndpointSlice, port corev1.ServicePort) (int32, bool) {
@@ -319,14 +300,15 @@ func slicePort(s *discoveryv1.EndpointSlice, port corev1.ServicePort) (int32, bo
 
 // checkDatapath compares, for each ClusterIP and port, what the node's table does with what the
 // EndpointSlices say.
-func checkDatapath(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, table *NodeTable, nodeName string) findings {
+func checkDatapath(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, table *NodeTable, node datapath.Node) findings {
+	nodeName := node.Name
 	var out findings
 	const fixAgent = "check the node agent on this node (kube-clusterip --datapath): its logs and /healthz; it resyncs the table on its own"
 	for _, ip := range clusterIPs(svc) {
 		family := familyOf(ip)
 		for _, port := range svc.Spec.Ports {
 			key := ServicePortKey{IP: ip, Protocol: strings.ToLower(string(protocolOf(port))), Port: int(port.Port)}
-			want := UsableEndpoints(svc, port, slices, family, nodeName)
+			want := UsableEndpoints(svc, port, slices, family, node)
 			have, programmed := table.Endpoints(key)
 			switch {
 			case !programmed && len(want) == 0 && table.NoEndpoints[key]:

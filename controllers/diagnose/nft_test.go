@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/kube-clusterip/kube-clusterip/datapath"
 )
 
 // testdata/nft-table.json is `nft -j list table ip kube-clusterip` (nft 1.0.6) after loading
@@ -133,7 +135,7 @@ func TestCheckDatapath(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			slices := []*discoveryv1.EndpointSlice{sliceFor(tt.svc, "x", 8080, tt.endpoints...)}
-			report := finish(&Report{}, checkDatapath(tt.svc, slices, table, "node-a"))
+			report := finish(&Report{}, checkDatapath(tt.svc, slices, table, datapath.Node{Name: "node-a"}))
 			if !hasFinding(report, tt.want) {
 				t.Errorf("no %s %s finding containing %q; findings:\n%s", tt.want.severity, tt.want.check, tt.want.contains, dump(report))
 			}
