@@ -29,6 +29,8 @@ type serviceRepair struct {
 	client   client.Client
 	registry *Registry
 	events   recorder.EventRecorder
+	// ipAddresses: the API server tracks ClusterIPs as IPAddress objects (see ipAddressesTracked).
+	ipAddresses bool
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -39,6 +41,11 @@ func (s *serviceRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	svc := &corev1.Service{}
 	if err := s.client.Get(ctx, req.NamespacedName, svc); err != nil {
 		if apierrors.IsNotFound(err) {
+			if s.ipAddresses {
+				if held, err := serviceStillHoldsIPAddresses(ctx, s.client, req.NamespacedName); err != nil || held {
+					return ctrl.Result{RequeueAfter: ipAddressRetry}, err
+				}
+			}
 			s.registry.Observe(req.NamespacedName, nil, nil)
 			return ctrl.Result{}, nil
 		}

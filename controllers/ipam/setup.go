@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/workqueue"
@@ -34,7 +35,7 @@ import (
 // +kubebuilder:rbac:groups=ipam.clusterip.dev,resources=clusterippools/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=servicecidrs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=servicecidrs;ipaddresses,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Defaults of Options.
@@ -133,11 +134,21 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("set up the ClusterIPPool controller: %w", err)
 	}
-	err = ctrl.NewControllerManagedBy(mgr).
+	repair := ctrl.NewControllerManagedBy(mgr).
 		Named("clusterip-repair").
 		For(&corev1.Service{}, builder.WithPredicates(clusterIPsChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs, NeedLeaderElection: ptr.To(false)}).
-		Complete(&serviceRepair{client: mgr.GetClient(), registry: registry, events: events})
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs, NeedLeaderElection: ptr.To(false)})
+	ipAddresses := ipAddressesTracked(mgr)
+	if ipAddresses {
+		if err := indexIPAddressParents(context.Background(), mgr); err != nil {
+			return nil, fmt.Errorf("index IPAddresses by Service: %w", err)
+		}
+		repair = repair.Watches(&networkingv1.IPAddress{}, ipAddressToService, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(event.CreateEvent) bool { return false },
+			UpdateFunc: func(event.UpdateEvent) bool { return false },
+		}))
+	}
+	err = repair.Complete(&serviceRepair{client: mgr.GetClient(), registry: registry, events: events, ipAddresses: ipAddresses})
 	if err != nil {
 		return nil, fmt.Errorf("set up the ClusterIP repair controller: %w", err)
 	}
