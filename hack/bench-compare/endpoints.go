@@ -18,10 +18,10 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/watch"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/test/published"
 )
 
 // endpointsShape is the size of the endpoints workload.
@@ -52,14 +52,14 @@ func runKubeControllerManager(ctx context.Context, o options, shape endpointsSha
 	if err != nil {
 		return nil, fmt.Errorf("fixtures: %w", err)
 	}
-	obs := newPublishedObserver()
+	obs := published.NewObserver()
 	for _, list := range []client.ObjectList{&corev1.EndpointsList{}, &discoveryv1.EndpointSliceList{}} {
 		w, err := c.Watch(ctx, list, client.InNamespace(ns))
 		if err != nil {
 			return nil, fmt.Errorf("watch %T: %w", list, err)
 		}
 		defer w.Stop()
-		go obs.consume(w)
+		go obs.Consume(w)
 	}
 
 	start := time.Now()
@@ -75,12 +75,12 @@ func runKubeControllerManager(ctx context.Context, o options, shape endpointsSha
 		return nil, err
 	}
 	defer kcm.stop()
-	converged := obs.await(5*time.Minute, func() bool { return obs.convergedLocked(shape.services, shape.podsPerService) })
+	converged := obs.Await(5*time.Minute, func() bool { return obs.ConvergedLocked(endpointsServiceName, shape.services, shape.podsPerService) })
 	if err := kcm.exited(); err != nil {
 		return nil, err
 	}
 	if converged.IsZero() {
-		return nil, fmt.Errorf("kube-controller-manager not converged after 5m: %s", obs.summary())
+		return nil, fmt.Errorf("kube-controller-manager not converged after 5m: %s", obs.Summary())
 	}
 	convergeTime := converged.Sub(start)
 	logf("kube-controller-manager: converged in %s; %d readiness flips", convergeTime.Round(time.Millisecond), shape.flips)
@@ -197,7 +197,7 @@ func isPodReady(pod *corev1.Pod) bool {
 
 // flipReadiness toggles the readiness of random pods, one at a time, and measures how long each
 // change takes to reach the Endpoints, the EndpointSlices, and both.
-func flipReadiness(ctx context.Context, c client.Client, obs *publishedObserver, pods []*corev1.Pod, flips int) (ep, slice, both []time.Duration, err error) {
+func flipReadiness(ctx context.Context, c client.Client, obs *published.Observer, pods []*corev1.Pod, flips int) (ep, slice, both []time.Duration, err error) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	pace := time.NewTicker(flipInterval)
 	defer pace.Stop()
@@ -211,13 +211,13 @@ func flipReadiness(ctx context.Context, c client.Client, obs *publishedObserver,
 		}
 		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.Now()}}
 		svc, ip := pod.Labels["svc"], pod.Status.PodIP
-		epProbe := obs.probe(func() bool { return obs.endpointsReady[svc][ip] == ready && obs.endpointsKnown(svc, ip) })
-		sliceProbe := obs.probe(func() bool { return obs.sliceReadyLocked(svc, ip) == ready })
+		epProbe := obs.Probe(func() bool { got, known := obs.EndpointsReadyLocked(svc, ip); return known && got == ready })
+		sliceProbe := obs.Probe(func() bool { return obs.SliceReadyLocked(svc, ip) == ready })
 		start := time.Now()
 		if err := c.Status().Update(ctx, pod); err != nil {
 			return nil, nil, nil, fmt.Errorf("flip %s: %w", pod.Name, err)
 		}
-		epAt, sliceAt := epProbe.wait(flipTimeout), sliceProbe.wait(flipTimeout)
+		epAt, sliceAt := epProbe.Wait(flipTimeout), sliceProbe.Wait(flipTimeout)
 		if epAt.IsZero() || sliceAt.IsZero() {
 			return nil, nil, nil, fmt.Errorf("flip of %s to ready=%v not published within %s", pod.Name, ready, flipTimeout)
 		}
@@ -226,149 +226,4 @@ func flipReadiness(ctx context.Context, c client.Client, obs *publishedObserver,
 		both = append(both, max(epAt.Sub(start), sliceAt.Sub(start)))
 	}
 	return ep, slice, both, nil
-}
-
-// publishedObserver follows Endpoints and EndpointSlices through watches and resolves probes
-// (conditions on what is published) at the moment an event makes them true.
-type publishedObserver struct {
-	mu             sync.Mutex
-	endpointsReady map[string]map[string]bool            // Service → IP → ready
-	slices         map[string]map[string]map[string]bool // Service → slice → IP → ready
-	probes         []*probe
-}
-
-type probe struct {
-	cond func() bool
-	at   time.Time
-	done chan struct{}
-}
-
-func newPublishedObserver() *publishedObserver {
-	return &publishedObserver{endpointsReady: map[string]map[string]bool{}, slices: map[string]map[string]map[string]bool{}}
-}
-
-func (o *publishedObserver) consume(w watch.Interface) {
-	for ev := range w.ResultChan() {
-		o.mu.Lock()
-		switch obj := ev.Object.(type) {
-		case *corev1.Endpoints:
-			ips := map[string]bool{}
-			for _, s := range obj.Subsets {
-				for _, a := range s.Addresses {
-					ips[a.IP] = true
-				}
-				for _, a := range s.NotReadyAddresses {
-					ips[a.IP] = false
-				}
-			}
-			if ev.Type == watch.Deleted {
-				ips = nil
-			}
-			o.endpointsReady[obj.Name] = ips
-		case *discoveryv1.EndpointSlice:
-			svc := obj.Labels[discoveryv1.LabelServiceName]
-			if o.slices[svc] == nil {
-				o.slices[svc] = map[string]map[string]bool{}
-			}
-			ips := map[string]bool{}
-			for _, e := range obj.Endpoints {
-				ips[e.Addresses[0]] = ptr.Deref(e.Conditions.Ready, false)
-			}
-			if ev.Type == watch.Deleted {
-				delete(o.slices[svc], obj.Name)
-			} else {
-				o.slices[svc][obj.Name] = ips
-			}
-		}
-		o.resolveLocked(time.Now())
-		o.mu.Unlock()
-	}
-}
-
-func (o *publishedObserver) resolveLocked(now time.Time) {
-	kept := o.probes[:0]
-	for _, p := range o.probes {
-		if p.cond() {
-			p.at = now
-			close(p.done)
-			continue
-		}
-		kept = append(kept, p)
-	}
-	o.probes = kept
-}
-
-// probe registers a condition (evaluated under the observer's lock); it may resolve at once.
-func (o *publishedObserver) probe(cond func() bool) *probe {
-	p := &probe{cond: cond, done: make(chan struct{})}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.probes = append(o.probes, p)
-	return p
-}
-
-// wait returns when the probe resolved, or zero after timeout.
-func (p *probe) wait(timeout time.Duration) time.Time {
-	select {
-	case <-p.done:
-		return p.at
-	case <-time.After(timeout):
-		return time.Time{}
-	}
-}
-
-func (o *publishedObserver) await(timeout time.Duration, cond func() bool) time.Time {
-	p := o.probe(cond)
-	o.mu.Lock()
-	o.resolveLocked(time.Now())
-	o.mu.Unlock()
-	return p.wait(timeout)
-}
-
-func (o *publishedObserver) endpointsKnown(svc, ip string) bool {
-	_, ok := o.endpointsReady[svc][ip]
-	return ok
-}
-
-// sliceReadyLocked: whether ip is published ready in the Service's slices.
-func (o *publishedObserver) sliceReadyLocked(svc, ip string) bool {
-	for _, ips := range o.slices[svc] {
-		if ready, ok := ips[ip]; ok {
-			return ready
-		}
-	}
-	return false
-}
-
-func (o *publishedObserver) convergedLocked(services, podsPerService int) bool {
-	for i := range services {
-		svc := endpointsServiceName(i)
-		ready := 0
-		for _, r := range o.endpointsReady[svc] {
-			if r {
-				ready++
-			}
-		}
-		if ready != podsPerService {
-			return false
-		}
-		ready = 0
-		for _, ips := range o.slices[svc] {
-			for _, r := range ips {
-				if r {
-					ready++
-				}
-			}
-		}
-		if ready != podsPerService {
-			return false
-		}
-	}
-	return true
-}
-
-func (o *publishedObserver) summary() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return fmt.Sprintf("%d Endpoints and slices of %d Services seen", len(o.endpointsReady), len(o.slices))
 }
