@@ -22,6 +22,14 @@ const inPrivateNetnsEnv = "KUBE_CLUSTERIP_RELIABILITY_IN_PRIVATE_NETNS"
 // localPodIP is the pod IP the suite itself serves HTTP on, inside the private namespace.
 const localPodIP = "10.244.255.1"
 
+// servedPodIPs is how many further pod IPs the private namespace holds (servedPodIP(0) to
+// servedPodIP(servedPodIPs-1)), for scenarios whose Service has several endpoints that answer.
+const servedPodIPs = 10
+
+// servedPodIP is the i-th further pod IP of the private namespace, outside what uniquePodIP
+// hands out in any run of the suite.
+func servedPodIP(i int) string { return fmt.Sprintf("10.244.254.%d", i+1) }
+
 func TestMain(m *testing.M) {
 	if os.Getenv(inPrivateNetnsEnv) == "" && os.Geteuid() == 0 && !fuzzing() {
 		os.Exit(reexecInPrivateNetns())
@@ -64,10 +72,11 @@ func reexecInPrivateNetns() int {
 	}
 }
 
-// setUpPrivateNetns brings up loopback, and a veth pair (both ends here) with localPodIP and the route
-// to the Service range (so that connections to ClusterIPs reach the output hook).
+// setUpPrivateNetns brings up loopback, and a veth pair (both ends here) with localPodIP, the
+// servedPodIPs and the route to the Service range (so that connections to ClusterIPs reach the
+// output hook).
 func setUpPrivateNetns() error {
-	for _, args := range [][]string{
+	commands := [][]string{
 		{"link", "set", "lo", "up"},
 		{"link", "add", "kcip0", "type", "veth", "peer", "name", "kcip0p"},
 		{"link", "set", "kcip0", "up"},
@@ -76,7 +85,11 @@ func setUpPrivateNetns() error {
 		// A default route: kube-apiserver picks its advertise address from it; it covers the
 		// Service range too.
 		{"route", "add", "default", "dev", "kcip0"},
-	} {
+	}
+	for i := range servedPodIPs {
+		commands = append(commands, []string{"addr", "add", servedPodIP(i) + "/32", "dev", "kcip0"})
+	}
+	for _, args := range commands {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
 		}
