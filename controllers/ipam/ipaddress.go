@@ -3,9 +3,11 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -14,31 +16,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
-// ipAddressParentIndex indexes IPAddress objects by the Service they belong to ("ns/name").
-const ipAddressParentIndex = "ipam.clusterip.dev/ipaddress-parent"
-
 // ipAddressRetry is how soon a deleted Service's release is retried while the API server
 // still holds its IPAddress objects (their deletion also wakes the Service up).
 const ipAddressRetry = time.Second
 
 // ipAddressesTracked says whether the API server records ClusterIPs as networking.k8s.io/v1
 // IPAddress objects (v1.33 and later). Where it does, a deleted Service's address is released
-// only once its IPAddress is gone: the API server deletes that object after the Service, and
-// handing the address out before then gets the next Service refused with "provided IP is
-// already allocated".
+// only once its IPAddress is gone, and a webhook reservation is dropped only while no IPAddress
+// has the address: the API server creates that object before it stores the Service (and after
+// our mutating webhook answered) and deletes it after the Service; handing the address out while
+// it exists gets the next Service refused with "provided IP is already allocated".
 func ipAddressesTracked(mgr ctrl.Manager) bool {
 	_, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: networkingv1.GroupName, Kind: "IPAddress"}, "v1")
 	return err == nil
-}
-
-// indexIPAddressParents registers the index from IPAddress to its Service.
-func indexIPAddressParents(ctx context.Context, mgr ctrl.Manager) error {
-	return mgr.GetFieldIndexer().IndexField(ctx, &networkingv1.IPAddress{}, ipAddressParentIndex, func(obj client.Object) []string {
-		if key, ok := ipAddressParent(obj.(*networkingv1.IPAddress)); ok {
-			return []string{key.String()}
-		}
-		return nil
-	})
 }
 
 func ipAddressParent(ip *networkingv1.IPAddress) (types.NamespacedName, bool) {
@@ -58,12 +48,20 @@ var ipAddressToService = handler.EnqueueRequestsFromMapFunc(func(_ context.Conte
 	return nil
 })
 
-// serviceStillHoldsIPAddresses says whether the API server still has IPAddress objects of the
-// (deleted) Service.
-func serviceStillHoldsIPAddresses(ctx context.Context, c client.Reader, key types.NamespacedName) (bool, error) {
-	var list networkingv1.IPAddressList
-	if err := c.List(ctx, &list, client.MatchingFields{ipAddressParentIndex: key.String()}); err != nil {
-		return false, fmt.Errorf("list IPAddresses of Service %s: %w", key, err)
+// apiServerHolds says whether the API server has an IPAddress object for ip, read live (the
+// cache may not have seen its creation yet): while it has, handing ip out again gets the next
+// Service refused. With a non-nil parent, only an IPAddress of that Service counts.
+func apiServerHolds(ctx context.Context, c client.Reader, ip netip.Addr, parent *types.NamespacedName) (bool, error) {
+	obj := &networkingv1.IPAddress{}
+	if err := c.Get(ctx, types.NamespacedName{Name: ip.String()}, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("read IPAddress %s: %w", ip, err)
 	}
-	return len(list.Items) > 0, nil
+	if parent == nil {
+		return true, nil
+	}
+	key, ok := ipAddressParent(obj)
+	return ok && key == *parent, nil
 }

@@ -513,6 +513,13 @@ func (r *Registry) Observe(key types.NamespacedName, ips []netip.Addr, namespace
 	return findings
 }
 
+// Observed returns the ClusterIPs the registry last saw Service key hold.
+func (r *Registry) Observed(key types.NamespacedName) []netip.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.services[key].ips)
+}
+
 // Pending returns the number of reservations waiting for their Service.
 func (r *Registry) Pending() int {
 	r.mu.Lock()

@@ -26,9 +26,10 @@ import (
 
 // serviceRepair mirrors one Service's ClusterIPs into the registry.
 type serviceRepair struct {
-	client   client.Client
-	registry *Registry
-	events   recorder.EventRecorder
+	client    client.Client
+	apiReader client.Reader // live reads of IPAddresses
+	registry  *Registry
+	events    recorder.EventRecorder
 	// ipAddresses: the API server tracks ClusterIPs as IPAddress objects (see ipAddressesTracked).
 	ipAddresses bool
 }
@@ -42,8 +43,14 @@ func (s *serviceRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	if err := s.client.Get(ctx, req.NamespacedName, svc); err != nil {
 		if apierrors.IsNotFound(err) {
 			if s.ipAddresses {
-				if held, err := serviceStillHoldsIPAddresses(ctx, s.client, req.NamespacedName); err != nil || held {
-					return ctrl.Result{RequeueAfter: ipAddressRetry}, err
+				for _, ip := range s.registry.Observed(req.NamespacedName) {
+					held, err := apiServerHolds(ctx, s.apiReader, ip, &req.NamespacedName)
+					if err != nil {
+						return ctrl.Result{}, err
+					}
+					if held {
+						return ctrl.Result{RequeueAfter: ipAddressRetry}, nil
+					}
 				}
 			}
 			s.registry.Observe(req.NamespacedName, nil, nil)
@@ -51,7 +58,7 @@ func (s *serviceRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		}
 		return ctrl.Result{}, err
 	}
-	nsLabels, err := namespaceLabels(ctx, s.client, svc.Namespace)
+	nsLabels, err := namespaceLabels(ctx, s.client, s.apiReader, svc.Namespace)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -68,9 +75,16 @@ func adopt(registry *Registry, events recorder.EventRecorder, svc *corev1.Servic
 	}
 }
 
-func namespaceLabels(ctx context.Context, c client.Reader, name string) (labels.Set, error) {
+// namespaceLabels returns the labels of namespace name, read from the cache, or live when the
+// cache has not seen it yet: a Service created a moment after its namespace must still draw from
+// the pools the namespace's labels select.
+func namespaceLabels(ctx context.Context, cache, live client.Reader, name string) (labels.Set, error) {
 	ns := &corev1.Namespace{}
-	if err := c.Get(ctx, types.NamespacedName{Name: name}, ns); err != nil {
+	err := cache.Get(ctx, types.NamespacedName{Name: name}, ns)
+	if apierrors.IsNotFound(err) {
+		err = live.Get(ctx, types.NamespacedName{Name: name}, ns)
+	}
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, nil
 		}
@@ -237,9 +251,10 @@ func (i *initializer) createDefaultPool(ctx context.Context) (*ipamv1alpha1.Clus
 
 // reservationExpiry frees webhook reservations whose Service never appeared.
 type reservationExpiry struct {
-	apiReader client.Reader
-	registry  *Registry
-	every     time.Duration
+	apiReader   client.Reader
+	registry    *Registry
+	every       time.Duration
+	ipAddresses bool // see ipAddressesTracked
 }
 
 // Start implements manager.Runnable.
@@ -260,7 +275,7 @@ func (e *reservationExpiry) Start(ctx context.Context) error {
 }
 
 // expire drops each expired reservation unless a Service does hold the address (the repair loop
-// has just not seen it yet).
+// has just not seen it yet) or the API server has an IPAddress for it (a create still in flight).
 func (e *reservationExpiry) expire(ctx context.Context) {
 	log := logf.FromContext(ctx).WithName("clusterip-ipam")
 	for _, res := range e.registry.ExpiredReservations() {
@@ -277,6 +292,11 @@ func (e *reservationExpiry) expire(ctx context.Context) {
 }
 
 func (e *reservationExpiry) heldInCluster(ctx context.Context, res Reservation) (bool, error) {
+	if e.ipAddresses {
+		if held, err := apiServerHolds(ctx, e.apiReader, res.IP, nil); err != nil || held {
+			return held, err
+		}
+	}
 	var candidates []corev1.Service
 	if res.Service.Name != "" {
 		svc := &corev1.Service{}

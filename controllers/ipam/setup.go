@@ -112,10 +112,6 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		events: events, defaultCIDR: opts.DefaultServiceCIDR}); err != nil {
 		return nil, fmt.Errorf("add the ClusterIP pool rebuild: %w", err)
 	}
-	expiry := &reservationExpiry{apiReader: mgr.GetAPIReader(), registry: registry, every: max(opts.ReservationGracePeriod/4, time.Second)}
-	if err := mgr.Add(expiry); err != nil {
-		return nil, fmt.Errorf("add the ClusterIP reservation expiry: %w", err)
-	}
 	// A replica that becomes leader writes every pool's status, even if nothing changes.
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		return queue.addAll(ctx, registry)
@@ -139,16 +135,18 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		For(&corev1.Service{}, builder.WithPredicates(clusterIPsChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs, NeedLeaderElection: ptr.To(false)})
 	ipAddresses := ipAddressesTracked(mgr)
+	expiry := &reservationExpiry{apiReader: mgr.GetAPIReader(), registry: registry,
+		every: max(opts.ReservationGracePeriod/4, time.Second), ipAddresses: ipAddresses}
+	if err := mgr.Add(expiry); err != nil {
+		return nil, fmt.Errorf("add the ClusterIP reservation expiry: %w", err)
+	}
 	if ipAddresses {
-		if err := indexIPAddressParents(context.Background(), mgr); err != nil {
-			return nil, fmt.Errorf("index IPAddresses by Service: %w", err)
-		}
 		repair = repair.Watches(&networkingv1.IPAddress{}, ipAddressToService, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(event.CreateEvent) bool { return false },
 			UpdateFunc: func(event.UpdateEvent) bool { return false },
 		}))
 	}
-	err = repair.Complete(&serviceRepair{client: mgr.GetClient(), registry: registry, events: events, ipAddresses: ipAddresses})
+	err = repair.Complete(&serviceRepair{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry, events: events, ipAddresses: ipAddresses})
 	if err != nil {
 		return nil, fmt.Errorf("set up the ClusterIP repair controller: %w", err)
 	}
@@ -162,7 +160,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("add the ClusterIP pools ready check: %w", err)
 	}
 
-	shared := serviceAdmission{registry: registry, namespaces: mgr.GetClient(),
+	shared := serviceAdmission{registry: registry, namespaces: mgr.GetClient(), apiReader: mgr.GetAPIReader(),
 		decoder: admission.NewDecoder(mgr.GetScheme()), readyWait: opts.ReadyWait}
 	server := mgr.GetWebhookServer()
 	server.Register(MutatePath, &webhook.Admission{Handler: &MutatingWebhook{shared}})

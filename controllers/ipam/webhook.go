@@ -13,7 +13,6 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -38,10 +37,11 @@ var errNotReady = errors.New("ClusterIP pools are still being rebuilt from the c
 // serviceAdmission has what both webhooks need.
 type serviceAdmission struct {
 	registry *Registry
-	// namespaces reads Namespaces (the manager's cache) for their labels.
-	namespaces client.Reader
-	decoder    admission.Decoder
-	readyWait  time.Duration
+	// namespaces reads Namespaces (the manager's cache) for their labels; apiReader reads one
+	// the cache has not seen yet.
+	namespaces, apiReader client.Reader
+	decoder               admission.Decoder
+	readyWait             time.Duration
 }
 
 // MutatingWebhook fills spec.clusterIP and spec.clusterIPs of Services that need ClusterIPs and
@@ -123,12 +123,12 @@ func (a *serviceAdmission) read(ctx context.Context, req admission.Request) (*ad
 			}
 		}
 	}
-	ns := &corev1.Namespace{}
-	if err := a.namespaces.Get(ctx, types.NamespacedName{Name: req.Namespace}, ns); err != nil && !apierrors.IsNotFound(err) {
-		resp := admission.Errored(http.StatusInternalServerError, fmt.Errorf("read namespace %s: %w", req.Namespace, err))
+	nsLabels, err := namespaceLabels(ctx, a.namespaces, a.apiReader, req.Namespace)
+	if err != nil {
+		resp := admission.Errored(http.StatusInternalServerError, err)
 		return nil, &resp
 	}
-	in.namespaceLabels = ns.Labels
+	in.namespaceLabels = nsLabels
 	return in, nil
 }
 
