@@ -3,6 +3,8 @@ package datapath
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,32 +16,78 @@ import (
 )
 
 // FuzzRender builds Services and EndpointSlices from random bytes and checks that
-// rendering never panics and that knftables' Fake accepts the full sync and an
-// incremental sync to a second random state.
+// rendering never panics, and that knftables' Fake and the kernel accept the full sync
+// and an incremental sync to a second random state. In the private network namespace,
+// nft commits the full sync over tables that hold an empty cluster's ruleset, then the
+// incremental sync, and a full sync back to the empty cluster readies the tables for
+// the next input. Without root or nft, only the Fake checks.
 func FuzzRender(f *testing.F) {
 	f.Add([]byte("backend\x00\x50\x1f\x90\x03\x01"), []byte{})
 	f.Add([]byte("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"), []byte("\xff\xfe\xfd"))
+	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{"10.244.0.0/16", "fd00::/48"}, ServiceCIDRs: []string{"10.96.0.0/12"}}
+	families := cfg.withDefaults().IPFamilies
+	empty := map[corev1.IPFamily]*Ruleset{}
+	for _, family := range families {
+		empty[family] = Render(cfg, family, nil, nil)
+	}
+	nft := emptyClusterTables(f, families, empty)
+	table := DefaultTableName
+	if nft != nil {
+		table = nft.table
+	}
 	f.Fuzz(func(t *testing.T, first, second []byte) {
-		cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{"10.244.0.0/16", "fd00::/48"}, ServiceCIDRs: []string{"10.96.0.0/12"}}
-		for _, family := range []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol} {
+		var full, incremental strings.Builder
+		for _, family := range families {
 			svcs1, slices1 := fuzzObjects(first)
 			svcs2, slices2 := fuzzObjects(second)
 			have := Render(cfg, family, svcs1, slices1)
 			want := Render(cfg, family, svcs2, slices2)
-			fake := knftables.NewFake(NFTFamily(family), DefaultTableName)
-			tx := fake.NewTransaction()
-			planFull(tx, have, existingObjects{})
-			if err := fake.Run(context.Background(), tx); err != nil {
-				t.Fatalf("full sync rejected: %v\n%s", err, tx)
-			}
-			tx = fake.NewTransaction()
-			planIncremental(tx, have, want, unionKeys(have, want), nil, time.Now())
-			if err := fake.Run(context.Background(), tx); err != nil {
-				t.Fatalf("incremental sync rejected: %v\n%s", err, tx)
-			}
+			fake := knftables.NewFake(NFTFamily(family), table)
+			full.WriteString(runOnFake(t, fake, "full sync", func(tx *knftables.Transaction) {
+				planFull(tx, have, existingObjects{})
+			}))
+			incremental.WriteString(runOnFake(t, fake, "incremental sync", func(tx *knftables.Transaction) {
+				planIncremental(tx, have, want, unionKeys(have, want), nil, time.Now())
+			}))
 			_ = StaleUDPFlows(have, want)
 		}
+		if nft != nil {
+			nft.commitSyncs(t, full.String(), incremental.String(), empty)
+		}
 	})
+}
+
+// emptyClusterTables returns the real nft with this process's tables holding the empty
+// cluster's rulesets (deleted when f ends), or nil (and the coordinator says why) when
+// there is no kernel to use.
+func emptyClusterTables(f *testing.F, families []corev1.IPFamily, empty map[corev1.IPFamily]*Ruleset) *realNFT {
+	nft, err := newRealNFT(families)
+	if err != nil {
+		if !isFuzzWorker() {
+			fmt.Fprintf(os.Stderr, "%s: checking with knftables' Fake only, not the kernel: %v\n", f.Name(), err)
+		}
+		return nil
+	}
+	f.Cleanup(func() {
+		if err := nft.drop(); err != nil {
+			f.Errorf("delete table %s: %v", nft.table, err)
+		}
+	})
+	if err := nft.fullSyncTo(empty); err != nil {
+		f.Fatalf("kernel rejected the empty cluster's ruleset: %v", err)
+	}
+	return nft
+}
+
+// runOnFake has the Fake run what plan writes and returns it as nft input.
+func runOnFake(t *testing.T, fake *knftables.Fake, what string, plan func(*knftables.Transaction)) string {
+	t.Helper()
+	tx := fake.NewTransaction()
+	plan(tx)
+	if err := fake.Run(context.Background(), tx); err != nil {
+		t.Fatalf("%s rejected by knftables' Fake: %v\n%s", what, err, tx)
+	}
+	return tx.String()
 }
 
 // fuzzObjects decodes bytes into up to 8 Services (in 3 namespaces, so names repeat

@@ -1,0 +1,182 @@
+package datapath
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/knftables"
+)
+
+// realNFT hands rendered transactions to the nft binary, so the kernel validates them.
+// It commits them, which validates all that nft -c does and more: a check, whose abort
+// waits in the kernel, took 3 to 4 times as long. It is only ever made in the private
+// network namespace TestMain re-executed the test binary into, so the host's ruleset
+// is never touched. Fuzz workers share that namespace; each process writes tables of
+// its own name.
+type realNFT struct {
+	path     string
+	table    string
+	families []corev1.IPFamily
+	tables   map[corev1.IPFamily]knftables.Interface // lists the tables (netlink)
+	// accepted holds the hashes of the full and incremental syncs the kernel accepted.
+	accepted map[[sha256.Size]byte]bool
+}
+
+// newRealNFT returns the real nft for the families' tables, or nil and why it cannot be
+// used here.
+func newRealNFT(families []corev1.IPFamily) (*realNFT, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("not root")
+	}
+	path, err := exec.LookPath("nft")
+	if err != nil {
+		return nil, errors.New("no nft binary (apt-get install nftables)")
+	}
+	if err := checkPrivateNetns(); err != nil {
+		return nil, err
+	}
+	n := &realNFT{path: path, table: fmt.Sprintf("fuzz-%d", os.Getpid()), families: families,
+		tables: map[corev1.IPFamily]knftables.Interface{}, accepted: map[[sha256.Size]byte]bool{}}
+	for _, family := range families {
+		if n.tables[family], err = knftables.New(NFTFamily(family), n.table, knftables.UseNetlink); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// checkPrivateNetns makes sure this process is in a network namespace the test binary
+// made for itself: TestMain's re-exec marks it with inPrivateNetnsEnv, and an ancestor
+// running the same executable (the one that re-executed itself; for a fuzz worker, the
+// coordinator's parent) is in a different namespace.
+func checkPrivateNetns() error {
+	if os.Getenv(inPrivateNetnsEnv) != "1" {
+		return errors.New("not in a private network namespace (TestMain re-exec with CLONE_NEWNET)")
+	}
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return err
+	}
+	if initNS, err := os.Readlink("/proc/1/ns/net"); err == nil && initNS == self {
+		return fmt.Errorf("network namespace %s is pid 1's", self)
+	}
+	exe, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	for pid := os.Getppid(); pid > 1; pid = parentPID(pid) {
+		proc := "/proc/" + strconv.Itoa(pid)
+		parentExe, err := os.Stat(proc + "/exe")
+		if err != nil || !os.SameFile(exe, parentExe) {
+			break
+		}
+		if ns, err := os.Readlink(proc + "/ns/net"); err == nil && ns != self {
+			return nil
+		}
+	}
+	return fmt.Errorf("network namespace %s is also the one the test binary started in", self)
+}
+
+// parentPID returns the parent of pid, or 0 when it cannot be read.
+func parentPID(pid int) int {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	return ppid
+}
+
+// fullSyncTo commits, in one transaction, a full sync of each family's table to its
+// ruleset over whatever the table holds, as the Proxier's full sync does.
+func (n *realNFT) fullSyncTo(rulesets map[corev1.IPFamily]*Ruleset) error {
+	var script strings.Builder
+	for _, family := range n.families {
+		nft := n.tables[family]
+		existing, err := listExisting(context.Background(), nft)
+		if err != nil {
+			return err
+		}
+		// knftables lists the anonymous maps of rules (vmap { ... }) too, which go with
+		// their rules. listExisting keeps them, so the Proxier's full sync over a table
+		// with a sticky Service fails on "delete map __map0"; until it drops them, this
+		// does.
+		existing.maps = slices.DeleteFunc(existing.maps, func(name string) bool { return strings.HasPrefix(name, "__") })
+		tx := nft.NewTransaction()
+		planFull(tx, rulesets[family], existing)
+		script.WriteString(tx.String())
+	}
+	if err := n.run(script.String()); err != nil {
+		return fmt.Errorf("%w\n%s", err, &script)
+	}
+	return nil
+}
+
+// commitSyncs has the kernel commit full over tables that hold the empty rulesets, then
+// incremental, and brings the empty rulesets back when t ends. A pair the kernel
+// accepted before is not sent again: the fuzzer's mutator and minimizer often render
+// the same transactions from different bytes.
+func (n *realNFT) commitSyncs(t *testing.T, full, incremental string, empty map[corev1.IPFamily]*Ruleset) {
+	t.Helper()
+	key := sha256.Sum256([]byte(full + "\x00" + incremental))
+	if n.accepted[key] {
+		return
+	}
+	if err := n.run(full); err != nil {
+		t.Fatalf("kernel rejected the full sync: %v\n%s", err, full)
+	}
+	t.Cleanup(func() {
+		if err := n.fullSyncTo(empty); err != nil {
+			t.Errorf("kernel rejected the full sync back to an empty cluster: %v", err)
+		}
+	})
+	if err := n.run(incremental); err != nil {
+		t.Fatalf("kernel rejected the incremental sync: %v\n%s\nafter the full sync\n%s", err, incremental, full)
+	}
+	if len(n.accepted) >= maxAcceptedSyncs {
+		clear(n.accepted)
+	}
+	n.accepted[key] = true
+}
+
+// maxAcceptedSyncs bounds the memory of accepted pairs (a few MB of hashes).
+const maxAcceptedSyncs = 1 << 16
+
+// drop deletes this process's tables, if any.
+func (n *realNFT) drop() error {
+	var script strings.Builder
+	for _, family := range n.families {
+		fmt.Fprintf(&script, "add table %[1]s %[2]s\ndelete table %[1]s %[2]s\n", NFTFamily(family), n.table)
+	}
+	return n.run(script.String())
+}
+
+// run commits script with nft -f.
+func (n *realNFT) run(script string) error {
+	if script == "" {
+		return nil
+	}
+	cmd := exec.Command(n.path, "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("nft %s: %w: %s", strings.Join(cmd.Args[1:], " "), err, stderr.String())
+	}
+	return nil
+}
