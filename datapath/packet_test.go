@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os/exec"
 	"strings"
@@ -125,6 +126,28 @@ func TestPacketsStickToOnePodWithClientIPAffinity(t *testing.T) {
 		}
 	}
 	t.Errorf("the client stayed on %s across 15 expired affinity timeouts", first)
+}
+
+// A full resync (periodic, or after an outside flush) rewrites a table that holds the
+// anonymous maps of a sticky Service's rules; they go with their rules, not on their own.
+func TestPacketsStickyServiceSurvivesAFullResync(t *testing.T) {
+	requireDatapath(t)
+	pods := []*testPod{newPod(t, "resync-0", ""), newPod(t, "resync-1", "")}
+	for _, p := range pods {
+		p.serveTCP(t, 8080)
+	}
+	client := newPod(t, "client", "")
+	svc := sticky(makeService("sticky-resync", "10.96.1.31", tcp("", 80, 8080)), 60)
+	proxier := newTestProxier(t, nil)
+	mustSync(t, proxier, []*corev1.Service{svc}, makeSlice(svc, "sticky-resync-1", podEndpoints(false, pods...)...))
+	before := countReplies(t, client, "10.96.1.31:80", 5)
+	if err := proxier.Resync(context.Background()); err != nil {
+		t.Fatalf("full resync over a table with a sticky Service: %v", err)
+	}
+	after := countReplies(t, client, "10.96.1.31:80", 5)
+	if len(before) != 1 || !maps.Equal(before, after) {
+		t.Errorf("the client moved across a full resync: %v before, %v after", before, after)
+	}
 }
 
 func TestPacketsToAServiceWithoutEndpointsAreRefusedAtOnce(t *testing.T) {

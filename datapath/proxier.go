@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -397,7 +398,9 @@ func listExisting(ctx context.Context, nft knftables.Interface) (existingObjects
 		if err != nil && !tableMissing(err) {
 			return out, fmt.Errorf("list %s: %w", l.kind, err)
 		}
-		*l.dst = names
+		// The kernel names the anonymous sets and maps of rules (vmap { ... }) "__set0",
+		// "__map0"...; they go away with their rules and cannot be deleted on their own.
+		*l.dst = slices.DeleteFunc(names, func(name string) bool { return strings.HasPrefix(name, "__") })
 	}
 	return out, nil
 }

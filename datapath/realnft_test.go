@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,11 +111,6 @@ func (n *realNFT) fullSyncTo(rulesets map[corev1.IPFamily]*Ruleset) error {
 		if err != nil {
 			return err
 		}
-		// knftables lists the anonymous maps of rules (vmap { ... }) too, which go with
-		// their rules. listExisting keeps them, so the Proxier's full sync over a table
-		// with a sticky Service fails on "delete map __map0"; until it drops them, this
-		// does.
-		existing.maps = slices.DeleteFunc(existing.maps, func(name string) bool { return strings.HasPrefix(name, "__") })
 		tx := nft.NewTransaction()
 		planFull(tx, rulesets[family], existing)
 		script.WriteString(tx.String())
