@@ -239,6 +239,25 @@ func expectClusterIPsConsistent(g Gomega, ctx context.Context) {
 }
 
 // servicesIn lists the Services of a namespace by name.
+// holdersIn returns the Services, in any namespace, holding a ClusterIP inside cidr. A tenant
+// pool's CIDR lies inside the default pool's (the API server's Service range), so Services of
+// other specs that drew from the default pool before may hold addresses in it: the pool counts
+// them too.
+func holdersIn(g Gomega, ctx context.Context, cidr string) []string {
+	var list corev1.ServiceList
+	g.Expect(k8sClient.List(ctx, &list)).To(Succeed())
+	prefix := netip.MustParsePrefix(cidr)
+	var out []string
+	for i := range list.Items {
+		for _, ip := range clusterIPsOf(&list.Items[i]) {
+			if prefix.Contains(ip) {
+				out = append(out, list.Items[i].Namespace+"/"+list.Items[i].Name)
+			}
+		}
+	}
+	return out
+}
+
 func servicesIn(g Gomega, ctx context.Context, ns string) map[string]*corev1.Service {
 	var list corev1.ServiceList
 	g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
