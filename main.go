@@ -79,8 +79,8 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader among replicas, so that one runs the control loops at a time.")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the admission webhook server. Empty: no webhook is served, and the API server assigns ClusterIPs itself (the repair loop still mirrors them).")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the admission webhook server.")
-	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "Queries per second to the API server.")
-	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "Burst of queries to the API server.")
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "Queries per second to the API server, of each client: the manager's, and each endpoints writer's (Endpoints, EndpointSlices, mirrored EndpointSlices), as kube-controller-manager gives each controller its own.")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "Burst of queries to the API server, of each client (see --kube-api-qps).")
 
 	fs.StringVar(&o.ipam.DefaultServiceCIDR, "default-service-cidr", "10.96.0.0/12", "CIDR(s) of the pool \"default\", created when no ClusterIPPool exists and the cluster has no ServiceCIDR \"kubernetes\"; an IPv4 and an IPv6 CIDR separated by a comma for dual-stack.")
 	fs.DurationVar(&o.ipam.ReservationGracePeriod, "clusterip-reservation-grace-period", ipam.DefaultReservationGracePeriod, "How long an address the webhook handed out stays reserved for a Service that has not appeared (dry runs, creates rejected after admission).")

@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -333,6 +334,27 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 			g.Expect(byIP).To(HaveLen(2))
 			g.Expect(byIP["192.168.1.20"].Conditions.Ready).To(Equal(ptr.To(true)))
 			g.Expect(byIP["192.168.1.21"].Conditions.Ready).To(Equal(ptr.To(false)))
+		}).Should(Succeed())
+	})
+
+	It("mirrors the first 1000 addresses of a larger subset and warns on the Endpoints about the rest", func() {
+		createService(ctx, k8sClient, ns, "external-database", nil, servicePortSpec{name: "postgres", port: 5432, targetPort: intstr.FromInt32(5432)})
+		ips := make([]string, DefaultMaxEndpointsPerSubset+1)
+		for i := range ips {
+			ips[i] = fmt.Sprintf("192.168.%d.%d", 10+i/250, 1+i%250)
+		}
+		userEP := userEndpointsFor("external-database", ips...)
+		Expect(k8sClient.Create(ctx, userEP)).To(Succeed())
+
+		Eventually(func(g Gomega) {
+			slices := getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)
+			g.Expect(sliceEndpointsByIP(slices)).To(HaveLen(DefaultMaxEndpointsPerSubset))
+			var list eventsv1.EventList
+			g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+			g.Expect(list.Items).To(ContainElement(And(
+				HaveField("Regarding.UID", userEP.UID),
+				HaveField("Reason", "TooManyAddressesToMirror"),
+				HaveField("Note", ContainSubstring("1 addresses were skipped")))))
 		}).Should(Succeed())
 	})
 

@@ -14,8 +14,11 @@ import (
 // mirroringReconciler mirrors the user-written Endpoints of a selectorless Service into
 // EndpointSlices, and removes mirrored slices that no longer should exist.
 type mirroringReconciler struct {
-	// Client reads from the manager's cache and writes to the API server.
-	Client                client.Client
+	// Reader reads from the manager's cache.
+	Reader client.Reader
+	// SliceWriter writes the mirrored EndpointSlices, through a client with a rate limit of its
+	// own (see writerClient).
+	SliceWriter           client.Writer
 	Recorder              events.EventRecorder
 	MaxEndpointsPerSubset int
 
@@ -24,19 +27,19 @@ type mirroringReconciler struct {
 
 // Reconcile handles the Endpoints (and Service) named by req.
 func (r *mirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	mirrored, err := listSlices(ctx, r.Client, req.Namespace, sliceOwnerKey(MirroringControllerName, req.Name))
+	mirrored, err := listSlices(ctx, r.Reader, req.Namespace, sliceOwnerKey(MirroringControllerName, req.Name))
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	ep := &corev1.Endpoints{}
-	if err := r.Client.Get(ctx, req.NamespacedName, ep, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.Reader.Get(ctx, req.NamespacedName, ep, client.UnsafeDisableDeepCopy); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, fmt.Errorf("get Endpoints %s: %w", req, err)
 		}
 		ep = nil
 	}
 	svc := &corev1.Service{}
-	if err := r.Client.Get(ctx, req.NamespacedName, svc, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.Reader.Get(ctx, req.NamespacedName, svc, client.UnsafeDisableDeepCopy); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, fmt.Errorf("get Service %s: %w", req, err)
 		}
@@ -51,7 +54,7 @@ func (r *mirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.reportSkipped(ep, skipped)
 		plan = PlanMirroredSlices(ep, groups, mirrored)
 	}
-	if err := applySlicePlan(ctx, r.Client, r.expectations, req.NamespacedName, plan); err != nil {
+	if err := applySlicePlan(ctx, r.SliceWriter, r.expectations, req.NamespacedName, plan); err != nil {
 		if staleWrite(err) {
 			return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
 		}

@@ -21,8 +21,12 @@ const staleCacheRetry = 50 * time.Millisecond
 
 // serviceReconciler publishes the Endpoints and EndpointSlices of one Service with a selector.
 type serviceReconciler struct {
-	// Client reads from the manager's cache and writes to the API server.
-	Client               client.Client
+	// Reader reads from the manager's cache.
+	Reader client.Reader
+	// EndpointsWriter writes Endpoints (and deletes the Events of fixed findings), SliceWriter
+	// EndpointSlices: each through a client with a rate limit of its own (see writerClient).
+	EndpointsWriter      client.Writer
+	SliceWriter          client.Writer
 	Recorder             events.EventRecorder
 	MaxEndpointsPerSlice int
 
@@ -36,7 +40,7 @@ type serviceReconciler struct {
 // state and writes what differs.
 func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	svc := &corev1.Service{}
-	if err := r.Client.Get(ctx, req.NamespacedName, svc, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.Reader.Get(ctx, req.NamespacedName, svc, client.UnsafeDisableDeepCopy); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, fmt.Errorf("get Service %s: %w", req, err)
 		}
@@ -138,7 +142,7 @@ const endpointsExpectationKey = "Endpoints/"
 
 func (r *serviceReconciler) currentEndpoints(ctx context.Context, key types.NamespacedName) (*corev1.Endpoints, error) {
 	ep := &corev1.Endpoints{}
-	if err := r.Client.Get(ctx, key, ep, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.Reader.Get(ctx, key, ep, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, nil
 		}
@@ -155,7 +159,7 @@ func (r *serviceReconciler) selectedPods(ctx context.Context, svc *corev1.Servic
 		return nil, nil
 	}
 	var list corev1.PodList
-	if err := r.Client.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingFields{podLabelIndex: pairs[0]},
+	if err := r.Reader.List(ctx, &list, client.InNamespace(svc.Namespace), client.MatchingFields{podLabelIndex: pairs[0]},
 		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list pods of Service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
@@ -172,7 +176,7 @@ func (r *serviceReconciler) selectedPods(ctx context.Context, svc *corev1.Servic
 // selector that matches none; nil if the cache cannot answer.
 func (r *serviceReconciler) podsInNamespace(ctx context.Context, namespace string) []*corev1.Pod {
 	var list corev1.PodList
-	if err := r.Client.List(ctx, &list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.Reader.List(ctx, &list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	pods := make([]*corev1.Pod, 0, len(list.Items))
@@ -190,7 +194,7 @@ func (r *serviceReconciler) nodesOf(ctx context.Context, pods []*corev1.Pod) (ma
 			continue
 		}
 		node := &corev1.Node{}
-		if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, node, client.UnsafeDisableDeepCopy); err != nil {
+		if err := r.Reader.Get(ctx, types.NamespacedName{Name: name}, node, client.UnsafeDisableDeepCopy); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue
 			}
@@ -210,7 +214,7 @@ func (r *serviceReconciler) setHints(ctx context.Context, svc *corev1.Service, g
 		return nil
 	}
 	var list corev1.NodeList
-	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.Reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list Nodes for topology aware hints: %w", err)
 	}
 	nodes := make([]*corev1.Node, 0, len(list.Items))
@@ -223,10 +227,10 @@ func (r *serviceReconciler) setHints(ctx context.Context, svc *corev1.Service, g
 }
 
 func (r *serviceReconciler) ourSlices(ctx context.Context, namespace, name string) ([]*discoveryv1.EndpointSlice, error) {
-	return listSlices(ctx, r.Client, namespace, sliceOwnerKey(ControllerName, name))
+	return listSlices(ctx, r.Reader, namespace, sliceOwnerKey(ControllerName, name))
 }
 
-func listSlices(ctx context.Context, c client.Client, namespace, ownerKey string) ([]*discoveryv1.EndpointSlice, error) {
+func listSlices(ctx context.Context, c client.Reader, namespace, ownerKey string) ([]*discoveryv1.EndpointSlice, error) {
 	var list discoveryv1.EndpointSliceList
 	if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{sliceOwnerIndex: ownerKey},
 		client.UnsafeDisableDeepCopy); err != nil {
@@ -244,7 +248,7 @@ func listSlices(ctx context.Context, c client.Client, namespace, ownerKey string
 func (r *serviceReconciler) writeEndpoints(ctx context.Context, desired, current *corev1.Endpoints) error {
 	key := client.ObjectKeyFromObject(desired)
 	if current == nil {
-		if err := r.Client.Create(ctx, desired); err != nil {
+		if err := r.EndpointsWriter.Create(ctx, desired); err != nil {
 			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 				return nil
 			}
@@ -253,7 +257,7 @@ func (r *serviceReconciler) writeEndpoints(ctx context.Context, desired, current
 		r.expectations.expect(key, endpointsExpectationKey, "", false)
 		return nil
 	}
-	if err := r.Client.Update(ctx, desired); err != nil {
+	if err := r.EndpointsWriter.Update(ctx, desired); err != nil {
 		return fmt.Errorf("update Endpoints %s: %w", key, err)
 	}
 	r.expectations.expect(key, endpointsExpectationKey, current.ResourceVersion, false)
@@ -267,7 +271,7 @@ func (r *serviceReconciler) deleteOurEndpoints(ctx context.Context, key types.Na
 	if err != nil || current == nil || current.Labels[LabelEndpointsManagedBy] != EndpointsControllerName {
 		return err
 	}
-	err = r.Client.Delete(ctx, current.DeepCopy(), client.Preconditions{UID: &current.UID})
+	err = r.EndpointsWriter.Delete(ctx, current.DeepCopy(), client.Preconditions{UID: &current.UID})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return fmt.Errorf("delete Endpoints %s of a deleted Service: %w", key, err)
 	}
@@ -275,12 +279,12 @@ func (r *serviceReconciler) deleteOurEndpoints(ctx context.Context, key types.Na
 }
 
 func (r *serviceReconciler) applySlicePlan(ctx context.Context, owner types.NamespacedName, plan SlicePlan) error {
-	return applySlicePlan(ctx, r.Client, r.expectations, owner, plan)
+	return applySlicePlan(ctx, r.SliceWriter, r.expectations, owner, plan)
 }
 
 // applySlicePlan writes a plan, creates first (so that endpoints are never missing), then
 // updates, then deletes, remembering each write until the cache has it.
-func applySlicePlan(ctx context.Context, c client.Client, exp *writeExpectations, owner types.NamespacedName, plan SlicePlan) error {
+func applySlicePlan(ctx context.Context, c client.Writer, exp *writeExpectations, owner types.NamespacedName, plan SlicePlan) error {
 	for _, s := range plan.Create {
 		if err := c.Create(ctx, s); err != nil {
 			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {

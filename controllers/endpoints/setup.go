@@ -46,6 +46,9 @@ type Options struct {
 	ConcurrentSyncs int
 	// DisableMirroring leaves user-written Endpoints unmirrored.
 	DisableMirroring bool
+	// NewWriterClient builds the client of each writer (Endpoints, EndpointSlices, mirrored
+	// EndpointSlices) from a config of its own (default client.New); tests wrap it to count writes.
+	NewWriterClient client.NewClientFunc
 }
 
 func (o Options) withDefaults() Options {
@@ -57,6 +60,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ConcurrentSyncs <= 0 {
 		o.ConcurrentSyncs = 5
+	}
+	if o.NewWriterClient == nil {
+		o.NewWriterClient = client.New
 	}
 	return o
 }
@@ -86,6 +92,7 @@ func sliceOwnerKey(managedBy, serviceName string) string { return managedBy + "/
 
 // SetupWithManager registers the field indexes and the reconcilers: "endpoints" (Endpoints and
 // EndpointSlices of Services with a selector) and, unless disabled, "endpointslicemirroring".
+// They read from the manager's cache and write through clients of their own (writerClient).
 func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	opts = opts.withDefaults()
 	ctx := context.Background()
@@ -114,17 +121,27 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		}
 	}
 
+	endpointsWriter, err := writerClient(mgr, opts.NewWriterClient, endpointsWriterName)
+	if err != nil {
+		return err
+	}
+	sliceWriter, err := writerClient(mgr, opts.NewWriterClient, sliceWriterName)
+	if err != nil {
+		return err
+	}
 	recorder := mgr.GetEventRecorder("endpoint-controller.clusterip.dev")
 	r := &serviceReconciler{
-		Client:               mgr.GetClient(),
+		Reader:               mgr.GetClient(),
+		EndpointsWriter:      endpointsWriter,
+		SliceWriter:          sliceWriter,
 		Recorder:             recorder,
 		MaxEndpointsPerSlice: opts.MaxEndpointsPerSlice,
 		expectations:         newWriteExpectations(),
 		triggerTimes:         newTriggerTimes(),
-		findings:             newFindingReporter(recorder, mgr.GetAPIReader(), mgr.GetClient()),
+		findings:             newFindingReporter(recorder, mgr.GetAPIReader(), endpointsWriter),
 		hintEvents:           newHintEventReporter(recorder),
 	}
-	err := ctrl.NewControllerManagedBy(mgr).
+	err = ctrl.NewControllerManagedBy(mgr).
 		Named("endpoints").
 		For(&corev1.Service{}).
 		Watches(&corev1.Pod{}, podEventHandler(mgr.GetClient(), opts.BatchPeriod, r.findings.servicesMatchingNoPod)).
@@ -137,8 +154,14 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err != nil || opts.DisableMirroring {
 		return err
 	}
+	mirroringWriter, err := writerClient(mgr, opts.NewWriterClient, mirroringWriterName)
+	if err != nil {
+		return err
+	}
 	m := &mirroringReconciler{
-		Client:                mgr.GetClient(),
+		Reader:                mgr.GetClient(),
+		SliceWriter:           mirroringWriter,
+		Recorder:              mgr.GetEventRecorder("endpointslicemirroring-controller.clusterip.dev"),
 		MaxEndpointsPerSubset: opts.MirroringMaxEndpointsPerSubset,
 		expectations:          newWriteExpectations(),
 	}

@@ -79,9 +79,16 @@ var _ = AfterSuite(func() {
 	}
 })
 
-// startManager runs a manager with our controllers whose client counts writes; the returned
+// startManager runs a manager with our controllers whose clients count writes; the returned
 // channel yields mgr.Start's result once it has returned.
 func startManager(ctx context.Context, cfg *rest.Config, counter *writeCounter, opts Options) chan error {
+	countingClient := func(config *rest.Config, options client.Options) (client.Client, error) {
+		c, err := client.NewWithWatch(config, options)
+		if err != nil {
+			return nil, err
+		}
+		return interceptor.NewClient(c, counter.funcs()), nil
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:     clientgoscheme.Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
@@ -89,15 +96,10 @@ func startManager(ctx context.Context, cfg *rest.Config, counter *writeCounter, 
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Node{}: {Transform: NodeCacheTransform},
 		}},
-		NewClient: func(config *rest.Config, options client.Options) (client.Client, error) {
-			c, err := client.NewWithWatch(config, options)
-			if err != nil {
-				return nil, err
-			}
-			return interceptor.NewClient(c, counter.funcs()), nil
-		},
+		NewClient: countingClient, // the reconcilers' reads
 	})
 	Expect(err).NotTo(HaveOccurred())
+	opts.NewWriterClient = countingClient // every writer's writes
 	Expect(SetupWithManager(mgr, opts)).To(Succeed())
 	done := make(chan error, 1)
 	go func() {
