@@ -3,22 +3,19 @@ package datapath
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+
+	"github.com/kube-clusterip/kube-clusterip/test/netnstest"
 )
 
 // The packet tests and benchmarks run inside a network namespace of their own: TestMain
@@ -32,67 +29,25 @@ func TestMain(m *testing.M) {
 		// Started by the fuzzing coordinator, already in its namespace: just fuzz.
 		os.Exit(m.Run())
 	}
-	if os.Getenv(inPrivateNetnsEnv) == "" && os.Geteuid() == 0 {
-		os.Exit(reexecInPrivateNetns())
-	}
-	if os.Getenv(inPrivateNetnsEnv) == "1" {
-		if err := setUpNode(); err != nil {
-			fmt.Fprintf(os.Stderr, "datapath tests: set up node namespace: %v\n", err)
-			os.Exit(1)
-		}
-	}
-	os.Exit(m.Run())
+	os.Exit(netnstest.Main(inPrivateNetnsEnv, "datapath tests", setUpNode, m.Run))
 }
 
-func isFuzzWorker() bool {
-	for _, arg := range os.Args[1:] {
-		if strings.HasPrefix(arg, "-test.fuzzworker") {
-			return true
-		}
-	}
-	return false
-}
-
-// reexecInPrivateNetns runs this test binary again in a new network namespace and
-// returns its exit code.
-func reexecInPrivateNetns() int {
-	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), inPrivateNetnsEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
-	err := cmd.Run()
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &exitErr):
-		return exitErr.ExitCode()
-	default:
-		// Could not create the namespace: run here, where the packet tests refuse to run.
-		fmt.Fprintf(os.Stderr, "datapath tests: cannot re-exec in a private network namespace: %v\n", err)
-		os.Setenv(inPrivateNetnsEnv, "unavailable")
-		return -1
-	}
-}
+// Shared with netnstest under the names the other test files use.
+var (
+	isFuzzWorker = netnstest.IsFuzzWorker
+	inNetns      = netnstest.Run
+	mustAddr     = netnstest.MustAddr
+)
 
 // requireDatapath fails (or, with SKIP_DATAPATH=1, skips) a test that needs root, the
 // nft binary and the private namespace, naming what is missing.
 func requireDatapath(tb testing.TB) {
 	tb.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	if _, err := exec.LookPath("nft"); err != nil {
-		missing = append(missing, "the nft binary (apt-get install nftables)")
-	}
-	if os.Getenv(inPrivateNetnsEnv) != "1" {
-		missing = append(missing, "a private network namespace (TestMain re-exec with CLONE_NEWNET)")
-	}
-	if len(missing) == 0 {
+	missing := netnstest.Missing(inPrivateNetnsEnv)
+	if missing == "" {
 		return
 	}
-	msg := "datapath packet test needs " + strings.Join(missing, ", ")
+	msg := "datapath packet test needs " + missing
 	if os.Getenv("SKIP_DATAPATH") == "1" {
 		tb.Skip(msg)
 	}
@@ -109,122 +64,44 @@ const (
 	serviceUplinkDev = "uplink0"
 )
 
+// uplinkSink is where the node's "uplink" leads: a namespace that has no address and forwards
+// nothing, so packets that no rule DNATs vanish there like on a real network (the kernel in
+// use may lack the dummy driver). It stays open for the life of the process: closing the
+// last handle would destroy the namespace and, with it, the veth pair.
+var uplinkSink *netnstest.VethNetns
+
 // setUpNode prepares the private namespace as a node: forwarding on, loopback up, and
 // the Service CIDRs routed to an uplink (as a default route would), so that
 // packets to ClusterIPs reach the forward and output hooks.
 func setUpNode() error {
-	for path, value := range map[string]string{
-		"/proc/sys/net/ipv4/ip_forward":              "1",
-		"/proc/sys/net/ipv6/conf/all/forwarding":     "1",
-		"/proc/sys/net/ipv6/conf/default/accept_dad": "0",
-	} {
-		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-			return fmt.Errorf("sysctl %s: %w", path, err)
-		}
-	}
-	lo, err := netlink.LinkByName("lo")
+	err := netnstest.SetUpNode(map[string]string{
+		"ipv4/ip_forward":              "1",
+		"ipv6/conf/all/forwarding":     "1",
+		"ipv6/conf/default/accept_dad": "0",
+	})
 	if err != nil {
 		return err
 	}
-	if err := netlink.LinkSetUp(lo); err != nil {
-		return err
+	uplinkSink = &netnstest.VethNetns{HostDev: serviceUplinkDev, HostAddrs: []string{nodeIP + "/32"}}
+	if err := uplinkSink.Create(); err != nil {
+		return fmt.Errorf("uplink: %w", err)
 	}
-	uplink, err := addUplink()
+	link, err := netlink.LinkByName(serviceUplinkDev)
 	if err != nil {
 		return err
 	}
 	for _, cidr := range []string{serviceCIDRv4, serviceCIDRv6} {
 		_, dst, _ := net.ParseCIDR(cidr)
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: uplink.Attrs().Index, Dst: dst}); err != nil {
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst}); err != nil {
 			links, _ := netlink.LinkList()
 			var names []string
 			for _, l := range links {
 				names = append(names, fmt.Sprintf("%s/%d", l.Attrs().Name, l.Attrs().Index))
 			}
-			return fmt.Errorf("route %s via index %d (links %v): %w", cidr, uplink.Attrs().Index, names, err)
+			return fmt.Errorf("route %s via index %d (links %v): %w", cidr, link.Attrs().Index, names, err)
 		}
 	}
 	return nil
-}
-
-var uplinkSink netns.NsHandle
-
-// addUplink adds the node's "uplink": a veth whose peer sits in a namespace that
-// forwards nothing, so packets that no rule DNATs vanish there like on a real network
-// (the kernel in use may lack the dummy driver).
-func addUplink() (netlink.Link, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	node, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer node.Close()
-	// The sink stays open for the life of the process: closing the last handle would
-	// destroy the namespace and, with it, the veth pair.
-	sink, err := netns.New()
-	if err != nil {
-		return nil, err
-	}
-	uplinkSink = sink
-	if err := netns.Set(node); err != nil {
-		return nil, err
-	}
-	uplink := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: serviceUplinkDev}, PeerName: serviceUplinkDev + "p"}
-	if err := netlink.LinkAdd(uplink); err != nil {
-		return nil, fmt.Errorf("add %s: %w", serviceUplinkDev, err)
-	}
-	peer, err := netlink.LinkByName(serviceUplinkDev + "p")
-	if err != nil {
-		return nil, err
-	}
-	if err := netlink.LinkSetNsFd(peer, int(sink)); err != nil {
-		return nil, err
-	}
-	// The peer is up (so routes through the uplink are usable) but has no address and
-	// forwards nothing.
-	if err := inNetns(sink, func() error { return netlink.LinkSetUp(peer) }); err != nil {
-		return nil, err
-	}
-	link, err := netlink.LinkByName(serviceUplinkDev)
-	if err != nil {
-		return nil, err
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return nil, err
-	}
-	return link, netlink.AddrAdd(link, mustAddr(nodeIP+"/32"))
-}
-
-func mustAddr(cidr string) *netlink.Addr {
-	a, err := netlink.ParseAddr(cidr)
-	if err != nil {
-		panic(err)
-	}
-	a.Flags = unix.IFA_F_NODAD
-	return a
-}
-
-// inNetns runs f on a thread switched into ns. If the thread cannot be switched back,
-// it stays locked so the runtime discards it instead of reusing it elsewhere.
-func inNetns(ns netns.NsHandle, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		return fmt.Errorf("return to node namespace: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }
 
 // testPod is a network namespace joined to the node by a veth pair, with a /24 (and
@@ -233,7 +110,6 @@ type testPod struct {
 	name    string
 	ns      netns.NsHandle
 	ip, ip6 string
-	hostDev string
 
 	mu      sync.Mutex
 	closers []io.Closer
@@ -252,7 +128,7 @@ func newPod(tb testing.TB, name, ip string) *testPod {
 	podCounter.n++
 	i := podCounter.n
 	podCounter.Unlock()
-	p := &testPod{name: name, ip: ip, ip6: fmt.Sprintf("fd00:10:244:%x::2", i), hostDev: fmt.Sprintf("vp%d", i)}
+	p := &testPod{name: name, ip: ip, ip6: fmt.Sprintf("fd00:10:244:%x::2", i)}
 	gw := fmt.Sprintf("10.244.%d.1", i)
 	if p.ip == "" {
 		p.ip = fmt.Sprintf("10.244.%d.2", i)
@@ -260,103 +136,33 @@ func newPod(tb testing.TB, name, ip string) *testPod {
 		gw = strings.Join(append(strings.Split(ip, ".")[:3], "1"), ".")
 	}
 	gw6 := fmt.Sprintf("fd00:10:244:%x::1", i)
-	if err := p.create(gw, gw6); err != nil {
+	veth := &netnstest.VethNetns{
+		HostDev:   fmt.Sprintf("vp%d", i),
+		HostAddrs: []string{gw + "/24", gw6 + "/64"},
+		Addrs:     []string{p.ip + "/24", p.ip6 + "/64"},
+	}
+	if err := veth.Create(); err != nil {
 		tb.Fatalf("create pod %s: %v", name, err)
 	}
-	tb.Cleanup(p.destroy)
+	p.ns = veth.NS
+	tb.Cleanup(func() { p.destroy(veth) })
+	// Clients open tens of thousands of connections; give them every port.
+	err := inNetns(p.ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("1024 65535"), 0o644)
+	})
+	if err != nil {
+		tb.Fatalf("pod %s port range: %v", name, err)
+	}
 	return p
 }
 
-func (p *testPod) create(gw, gw6 string) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	node, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer node.Close()
-	if p.ns, err = netns.New(); err != nil {
-		return err
-	}
-	if err := netns.Set(node); err != nil {
-		return err
-	}
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.hostDev}, PeerName: p.hostDev + "p"}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("add veth: %w", err)
-	}
-	peer, err := netlink.LinkByName(p.hostDev + "p")
-	if err != nil {
-		return err
-	}
-	if err := netlink.LinkSetNsFd(peer, int(p.ns)); err != nil {
-		return err
-	}
-	for _, a := range []string{gw + "/24", gw6 + "/64"} {
-		if err := netlink.AddrAdd(veth, mustAddr(a)); err != nil { // AddrAdd resolves the index by name
-			return fmt.Errorf("node side address %s: %w", a, err)
-		}
-	}
-	host, err := netlink.LinkByName(p.hostDev)
-	if err != nil {
-		return err
-	}
-	if err := netlink.LinkSetUp(host); err != nil {
-		return err
-	}
-	return p.configureInside(gw, gw6)
-}
-
-// configureInside names the pod's interface eth0, addresses it and routes everything
-// through the node.
-func (p *testPod) configureInside(gw, gw6 string) error {
-	h, err := netlink.NewHandleAt(p.ns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	eth, err := h.LinkByName(p.hostDev + "p")
-	if err != nil {
-		return err
-	}
-	if err := h.LinkSetName(eth, "eth0"); err != nil {
-		return err
-	}
-	for _, a := range []string{p.ip + "/24", p.ip6 + "/64"} {
-		if err := h.AddrAdd(eth, mustAddr(a)); err != nil {
-			return fmt.Errorf("pod address %s: %w", a, err)
-		}
-	}
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return err
-	}
-	for _, l := range []netlink.Link{lo, eth} {
-		if err := h.LinkSetUp(l); err != nil {
-			return err
-		}
-	}
-	for _, gwIP := range []string{gw, gw6} {
-		if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.ParseIP(gwIP)}); err != nil {
-			return fmt.Errorf("default route via %s: %w", gwIP, err)
-		}
-	}
-	// Clients open tens of thousands of connections; give them every port.
-	return inNetns(p.ns, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("1024 65535"), 0o644)
-	})
-}
-
-func (p *testPod) destroy() {
+func (p *testPod) destroy(veth *netnstest.VethNetns) {
 	p.mu.Lock()
 	for _, c := range p.closers {
 		c.Close()
 	}
 	p.mu.Unlock()
-	if l, err := netlink.LinkByName(p.hostDev); err == nil {
-		_ = netlink.LinkDel(l)
-	}
-	p.ns.Close()
+	veth.Delete()
 }
 
 func (p *testPod) track(c io.Closer) {

@@ -8,14 +8,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/kube-clusterip/kube-clusterip/test/netnstest"
 )
 
 // Addresses of the demo's network: the node is the demo's own network namespace.
@@ -55,21 +55,13 @@ func setUpIsolation() error {
 // that a packet to a ClusterIP without endpoints is routed and meets the datapath's reject
 // rather than "network unreachable".
 func setUpNode() error {
-	for path, value := range map[string]string{
-		"/proc/sys/net/ipv4/ip_forward":             "1",
-		"/proc/sys/net/ipv4/conf/all/rp_filter":     "0",
-		"/proc/sys/net/ipv4/conf/default/rp_filter": "0",
-	} {
-		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-			return fmt.Errorf("sysctl %s: %w", path, err)
-		}
-	}
-	lo, err := netlink.LinkByName("lo")
+	err := netnstest.SetUpNode(map[string]string{
+		"ipv4/ip_forward":             "1",
+		"ipv4/conf/all/rp_filter":     "0",
+		"ipv4/conf/default/rp_filter": "0",
+	})
 	if err != nil {
 		return err
-	}
-	if err := netlink.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("bring up lo: %w", err)
 	}
 	// The uplink leads to a namespace that forwards nothing: the demo's "outside world".
 	if _, err := newSandbox("uplink", uplinkRouterIP, uplinkNodeIP, "uplink0"); err != nil {
@@ -81,10 +73,8 @@ func setUpNode() error {
 // sandbox is a network namespace joined to the node by a veth pair, named so that
 // `ip netns exec <name> ...` works inside the demo: the network half of a pod.
 type sandbox struct {
-	name    string
-	ns      netns.NsHandle
-	ip      string
-	hostDev string
+	netnstest.VethNetns
+	ip string
 
 	mu      sync.Mutex
 	closers []io.Closer
@@ -95,103 +85,19 @@ type sandbox struct {
 // pod sends everything to the node, and the node routes each pod address to its veth, so every
 // packet between pods (and every reply to a DNATed one) crosses the node's netfilter hooks.
 func newSandbox(name, ip, gateway, hostDev string) (*sandbox, error) {
-	s := &sandbox{name: name, ip: ip, hostDev: hostDev}
-	if err := s.create(gateway); err != nil {
-		s.destroy()
+	s := &sandbox{ip: ip, VethNetns: netnstest.VethNetns{
+		Name:      name,
+		HostDev:   hostDev,
+		HostAddrs: []string{gateway + "/32"},
+		Addrs:     []string{ip + "/32"},
+	}}
+	if err := s.Create(); err != nil {
 		return nil, fmt.Errorf("create network namespace %s: %w", name, err)
 	}
 	return s, nil
 }
 
-func (s *sandbox) create(gateway string) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	node, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer node.Close()
-	s.ns, err = netns.NewNamed(s.name)
-	if err != nil {
-		return err
-	}
-	if err := netns.Set(node); err != nil {
-		return err
-	}
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: s.hostDev}, PeerName: s.hostDev + "p"}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("add veth %s: %w", s.hostDev, err)
-	}
-	peer, err := netlink.LinkByName(s.hostDev + "p")
-	if err != nil {
-		return err
-	}
-	if err := netlink.LinkSetNsFd(peer, int(s.ns)); err != nil {
-		return err
-	}
-	host, err := netlink.LinkByName(s.hostDev)
-	if err != nil {
-		return err
-	}
-	if err := netlink.AddrAdd(host, hostAddr(gateway)); err != nil {
-		return fmt.Errorf("node side address %s: %w", gateway, err)
-	}
-	if err := netlink.LinkSetUp(host); err != nil {
-		return err
-	}
-	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: host.Attrs().Index, Dst: hostNet(s.ip), Scope: netlink.SCOPE_LINK}); err != nil {
-		return fmt.Errorf("route %s to %s: %w", s.ip, s.hostDev, err)
-	}
-	return s.configureInside(gateway)
-}
-
-// configureInside names the namespace's interface eth0, addresses it and routes everything
-// through the node.
-func (s *sandbox) configureInside(gateway string) error {
-	h, err := netlink.NewHandleAt(s.ns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	eth, err := h.LinkByName(s.hostDev + "p")
-	if err != nil {
-		return err
-	}
-	if err := h.LinkSetName(eth, "eth0"); err != nil {
-		return err
-	}
-	if err := h.AddrAdd(eth, hostAddr(s.ip)); err != nil {
-		return fmt.Errorf("address %s: %w", s.ip, err)
-	}
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return err
-	}
-	for _, l := range []netlink.Link{lo, eth} {
-		if err := h.LinkSetUp(l); err != nil {
-			return err
-		}
-	}
-	index := eth.Attrs().Index
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: index, Dst: hostNet(gateway), Scope: netlink.SCOPE_LINK}); err != nil {
-		return fmt.Errorf("route to the node %s: %w", gateway, err)
-	}
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: index, Gw: net.ParseIP(gateway)}); err != nil {
-		return fmt.Errorf("default route via %s: %w", gateway, err)
-	}
-	return nil
-}
-
-func hostNet(ip string) *net.IPNet {
-	return &net.IPNet{IP: net.ParseIP(ip).To4(), Mask: net.CIDRMask(32, 32)}
-}
-
-func hostAddr(ip string) *netlink.Addr {
-	return &netlink.Addr{IPNet: hostNet(ip), Flags: unix.IFA_F_NODAD}
-}
-
-// destroy closes the servers, deletes the veth pair (deleting one end deletes both) and the
-// namespace's name.
+// destroy closes the servers, deletes the veth pair and the namespace's name.
 func (s *sandbox) destroy() {
 	s.mu.Lock()
 	for _, c := range s.closers {
@@ -199,25 +105,19 @@ func (s *sandbox) destroy() {
 	}
 	s.closers = nil
 	s.mu.Unlock()
-	if l, err := netlink.LinkByName(s.hostDev); err == nil {
-		_ = netlink.LinkDel(l)
-	}
-	_ = netns.DeleteNamed(s.name)
-	if s.ns.IsOpen() {
-		s.ns.Close()
-	}
+	s.Delete()
 }
 
 // listen opens a TCP listener inside the namespace. A socket belongs to the namespace it was
 // created in, so the server can then run on any thread.
 func (s *sandbox) listen(port int) (net.Listener, error) {
 	var l net.Listener
-	err := inNetns(s.ns, func() (err error) {
+	err := netnstest.Run(s.NS, func() (err error) {
 		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s:%d: %w", s.name, port, err)
+		return nil, fmt.Errorf("listen on %s:%d: %w", s.Name, port, err)
 	}
 	s.mu.Lock()
 	s.closers = append(s.closers, l)
@@ -264,7 +164,7 @@ func (s *sandbox) serveGreeting(port int, greeting string) error {
 // dial connects from inside the namespace, as a process in the pod would.
 func (s *sandbox) dial(ctx context.Context, network, address string) (net.Conn, error) {
 	var c net.Conn
-	err := inNetns(s.ns, func() (err error) {
+	err := netnstest.Run(s.NS, func() (err error) {
 		d := net.Dialer{Timeout: 2 * time.Second}
 		c, err = d.DialContext(ctx, network, address)
 		return err
@@ -305,26 +205,4 @@ func (s *sandbox) readGreeting(ctx context.Context, address string) (string, err
 		return "", err
 	}
 	return strings.TrimSpace(string(line)), nil
-}
-
-// inNetns runs f on a thread switched into ns. If the thread cannot be switched back, it stays
-// locked so that the runtime discards it instead of reusing it elsewhere.
-func inNetns(ns netns.NsHandle, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		return fmt.Errorf("return to the node namespace: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }

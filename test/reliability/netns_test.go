@@ -1,15 +1,15 @@
 package reliability
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
+
+	"github.com/kube-clusterip/kube-clusterip/test/netnstest"
 )
 
 // As root the suite runs in a network namespace of its own: TestMain re-executes the test
@@ -31,45 +31,11 @@ const servedPodIPs = 10
 func servedPodIP(i int) string { return fmt.Sprintf("10.244.254.%d", i+1) }
 
 func TestMain(m *testing.M) {
-	if os.Getenv(inPrivateNetnsEnv) == "" && os.Geteuid() == 0 && !fuzzing() {
-		os.Exit(reexecInPrivateNetns())
+	if netnstest.Fuzzing() {
+		// FuzzEndpoints needs no network: fuzz where the test binary was started.
+		os.Exit(m.Run())
 	}
-	if os.Getenv(inPrivateNetnsEnv) == "1" {
-		if err := setUpPrivateNetns(); err != nil {
-			fmt.Fprintf(os.Stderr, "reliability: set up the private network namespace: %v\n", err)
-			os.Exit(1)
-		}
-	}
-	os.Exit(m.Run())
-}
-
-// fuzzing says whether this run fuzzes (coordinator or worker): FuzzEndpoints needs no network.
-func fuzzing() bool {
-	for _, arg := range os.Args[1:] {
-		if strings.HasPrefix(arg, "-test.fuzz") {
-			return true
-		}
-	}
-	return false
-}
-
-func reexecInPrivateNetns() int {
-	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), inPrivateNetnsEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
-	err := cmd.Run()
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &exitErr):
-		return exitErr.ExitCode()
-	default:
-		fmt.Fprintf(os.Stderr, "reliability: cannot re-exec in a private network namespace (%v); the datapath checks will say so\n", err)
-		os.Setenv(inPrivateNetnsEnv, "unavailable")
-		return -1
-	}
+	os.Exit(netnstest.Main(inPrivateNetnsEnv, "reliability", setUpPrivateNetns, m.Run))
 }
 
 // setUpPrivateNetns brings up loopback, and a veth pair (both ends here) with localPodIP, the
@@ -98,19 +64,7 @@ func setUpPrivateNetns() error {
 }
 
 // datapathMissing says what the datapath checks lack (root, nft, the private namespace), or "".
-func datapathMissing() string {
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	if _, err := exec.LookPath("nft"); err != nil {
-		missing = append(missing, "the nft binary (apt-get install nftables)")
-	}
-	if os.Getenv(inPrivateNetnsEnv) != "1" {
-		missing = append(missing, "a private network namespace (TestMain re-exec with CLONE_NEWNET)")
-	}
-	return strings.Join(missing, ", ")
-}
+func datapathMissing() string { return netnstest.Missing(inPrivateNetnsEnv) }
 
 var _ = Describe("the suite's datapath checks", func() {
 	It("have what they need: root, nft and a private network namespace", func() {
