@@ -259,14 +259,17 @@ func (r *Range) Release(ip netip.Addr) error {
 }
 
 // Has reports whether ip is allocated (not free, reserved or in quarantine).
-func (r *Range) Has(ip netip.Addr) bool {
+func (r *Range) Has(ip netip.Addr) bool { return r.check(ip, r.isAllocated) }
+
+// check answers is(offset of ip) under the lock; an address outside the range is false.
+func (r *Range) check(ip netip.Addr, is func(off uint64) bool) bool {
 	off, ok := r.offsetOf(ip)
 	if !ok {
 		return false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.isAllocated(off)
+	return is(off)
 }
 
 // Reserve takes ip out of circulation: neither AllocateNext nor Allocate will
@@ -308,28 +311,16 @@ func (r *Range) Unreserve(ip netip.Addr) {
 }
 
 // IsReserved reports whether ip is reserved.
-func (r *Range) IsReserved(ip netip.Addr) bool {
-	off, ok := r.offsetOf(ip)
-	if !ok {
-		return false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.isReserved(off)
-}
+func (r *Range) IsReserved(ip netip.Addr) bool { return r.check(ip, r.isReserved) }
 
 // IsQuarantined reports whether ip was released and is still held back from
 // AllocateNext.
 func (r *Range) IsQuarantined(ip netip.Addr) bool {
-	off, ok := r.offsetOf(ip)
-	if !ok {
-		return false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.expireQuarantine()
-	_, q := r.quarantine.until[off]
-	return q
+	return r.check(ip, func(off uint64) bool {
+		r.expireQuarantine()
+		_, q := r.quarantine.until[off]
+		return q
+	})
 }
 
 // Used returns the number of allocated addresses; reserved and quarantined
