@@ -1,5 +1,7 @@
 package datapath
 
+import "fmt"
+
 // Expected rulesets (knftables Fake dumps) of the renderer table tests.
 
 const expectedBaseV4 = `
@@ -48,12 +50,7 @@ add rule ip kube-clusterip service-endpoints-check ip daddr . meta l4proto . th 
 add rule ip kube-clusterip services ip daddr . meta l4proto . th dport vmap @service-ips
 `
 
-const expectedBackend = `
-add chain ip kube-clusterip dnat-mod-3
-add rule ip kube-clusterip dnat-mod-3 jump masquerade-check
-add rule ip kube-clusterip dnat-mod-3 dnat to ip daddr . tcp dport . numgen random mod 3 map @service-endpoints-tcp
-add rule ip kube-clusterip dnat-mod-3 dnat to ip daddr . udp dport . numgen random mod 3 map @service-endpoints-udp
-add rule ip kube-clusterip dnat-mod-3 dnat to ip daddr . sctp dport . numgen random mod 3 map @service-endpoints-sctp
+var expectedBackend = dnatModChain("ip", 3) + `
 add element ip kube-clusterip cluster-ips { 10.96.0.10 }
 add element ip kube-clusterip hairpin-endpoints { 10.244.1.10 . 10.244.1.10 }
 add element ip kube-clusterip hairpin-endpoints { 10.244.1.11 . 10.244.1.11 }
@@ -63,12 +60,7 @@ add element ip kube-clusterip service-endpoints-tcp { 10.96.0.10 . 80 . 2 : 10.2
 add element ip kube-clusterip service-ips { 10.96.0.10 . tcp . 80 : goto dnat-mod-3 }
 `
 
-const expectedMultiPort = `
-add chain ip kube-clusterip dnat-mod-2
-add rule ip kube-clusterip dnat-mod-2 jump masquerade-check
-add rule ip kube-clusterip dnat-mod-2 dnat to ip daddr . tcp dport . numgen random mod 2 map @service-endpoints-tcp
-add rule ip kube-clusterip dnat-mod-2 dnat to ip daddr . udp dport . numgen random mod 2 map @service-endpoints-udp
-add rule ip kube-clusterip dnat-mod-2 dnat to ip daddr . sctp dport . numgen random mod 2 map @service-endpoints-sctp
+var expectedMultiPort = dnatModChain("ip", 2) + `
 add element ip kube-clusterip cluster-ips { 10.96.0.20 }
 add element ip kube-clusterip hairpin-endpoints { 10.244.1.20 . 10.244.1.20 }
 add element ip kube-clusterip service-endpoints-tcp { 10.96.0.20 . 443 . 0 : 10.244.1.20 . 8443 }
@@ -101,12 +93,7 @@ add element ip kube-clusterip hairpin-endpoints { 10.244.1.30 . 10.244.1.30 }
 add element ip kube-clusterip service-ips { 10.96.0.30 . tcp . 80 : goto service-kiorwim4-default/sticky-service/tcp/80 }
 `
 
-const expectedExternalDatabase = `
-add chain ip kube-clusterip dnat-mod-1
-add rule ip kube-clusterip dnat-mod-1 jump masquerade-check
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . tcp dport . numgen random mod 1 map @service-endpoints-tcp
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . udp dport . numgen random mod 1 map @service-endpoints-udp
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . sctp dport . numgen random mod 1 map @service-endpoints-sctp
+var expectedExternalDatabase = dnatModChain("ip", 1) + `
 add element ip kube-clusterip cluster-ips { 10.96.0.40 }
 add element ip kube-clusterip hairpin-endpoints { 192.168.1.100 . 192.168.1.100 }
 add element ip kube-clusterip service-endpoints-tcp { 10.96.0.40 . 5432 . 0 : 192.168.1.100 . 5432 }
@@ -123,24 +110,14 @@ add element ip kube-clusterip cluster-ips { 10.96.0.60 }
 add element ip kube-clusterip no-endpoint-services { 10.96.0.60 . tcp . 80 : drop }
 `
 
-const expectedTerminating = `
-add chain ip kube-clusterip dnat-mod-1
-add rule ip kube-clusterip dnat-mod-1 jump masquerade-check
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . tcp dport . numgen random mod 1 map @service-endpoints-tcp
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . udp dport . numgen random mod 1 map @service-endpoints-udp
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . sctp dport . numgen random mod 1 map @service-endpoints-sctp
+var expectedTerminating = dnatModChain("ip", 1) + `
 add element ip kube-clusterip cluster-ips { 10.96.0.70 }
 add element ip kube-clusterip hairpin-endpoints { 10.244.1.70 . 10.244.1.70 }
 add element ip kube-clusterip service-endpoints-tcp { 10.96.0.70 . 80 . 0 : 10.244.1.70 . 8080 }
 add element ip kube-clusterip service-ips { 10.96.0.70 . tcp . 80 : goto dnat-mod-1 }
 `
 
-const expectedUDP = `
-add chain ip kube-clusterip dnat-mod-1
-add rule ip kube-clusterip dnat-mod-1 jump masquerade-check
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . tcp dport . numgen random mod 1 map @service-endpoints-tcp
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . udp dport . numgen random mod 1 map @service-endpoints-udp
-add rule ip kube-clusterip dnat-mod-1 dnat to ip daddr . sctp dport . numgen random mod 1 map @service-endpoints-sctp
+var expectedUDP = dnatModChain("ip", 1) + `
 add element ip kube-clusterip cluster-ips { 10.96.0.53 }
 add element ip kube-clusterip service-endpoints-tcp { 10.96.0.53 . 53 . 0 : 10.244.2.53 . 5353 }
 add element ip kube-clusterip service-endpoints-udp { 10.96.0.53 . 53 . 0 : 10.244.2.53 . 5353 }
@@ -148,15 +125,22 @@ add element ip kube-clusterip service-ips { 10.96.0.53 . tcp . 53 : goto dnat-mo
 add element ip kube-clusterip service-ips { 10.96.0.53 . udp . 53 : goto dnat-mod-1 }
 `
 
-const expectedIPv6 = `
-add chain ip6 kube-clusterip dnat-mod-2
-add rule ip6 kube-clusterip dnat-mod-2 jump masquerade-check
-add rule ip6 kube-clusterip dnat-mod-2 dnat to ip6 daddr . tcp dport . numgen random mod 2 map @service-endpoints-tcp
-add rule ip6 kube-clusterip dnat-mod-2 dnat to ip6 daddr . udp dport . numgen random mod 2 map @service-endpoints-udp
-add rule ip6 kube-clusterip dnat-mod-2 dnat to ip6 daddr . sctp dport . numgen random mod 2 map @service-endpoints-sctp
+var expectedIPv6 = dnatModChain("ip6", 2) + `
 add element ip6 kube-clusterip cluster-ips { fd00:10:96::10 }
 add element ip6 kube-clusterip hairpin-endpoints { fd00:10:244:1::10 . fd00:10:244:1::10 }
 add element ip6 kube-clusterip service-endpoints-tcp { fd00:10:96::10 . 80 . 0 : fd00:10:244:1::10 . 8080 }
 add element ip6 kube-clusterip service-endpoints-tcp { fd00:10:96::10 . 80 . 1 : fd00:10:244:2::11 . 8080 }
 add element ip6 kube-clusterip service-ips { fd00:10:96::10 . tcp . 80 : goto dnat-mod-2 }
 `
+
+// dnatModChain is the chain that the Services with n endpoints and no session affinity
+// share: it DNATs to a random one of n through the service-endpoints maps of each protocol.
+func dnatModChain(family string, n int) string {
+	return fmt.Sprintf(`
+add chain %[1]s kube-clusterip dnat-mod-%[2]d
+add rule %[1]s kube-clusterip dnat-mod-%[2]d jump masquerade-check
+add rule %[1]s kube-clusterip dnat-mod-%[2]d dnat to %[1]s daddr . tcp dport . numgen random mod %[2]d map @service-endpoints-tcp
+add rule %[1]s kube-clusterip dnat-mod-%[2]d dnat to %[1]s daddr . udp dport . numgen random mod %[2]d map @service-endpoints-udp
+add rule %[1]s kube-clusterip dnat-mod-%[2]d dnat to %[1]s daddr . sctp dport . numgen random mod %[2]d map @service-endpoints-sctp`,
+		family, n)
+}

@@ -39,6 +39,28 @@ func mustSync(tb testing.TB, p *Proxier, services []*corev1.Service, slices ...*
 	}
 }
 
+// tcpPods creates one pod per name, each answering TCP on port.
+func tcpPods(tb testing.TB, port int, names ...string) []*testPod {
+	tb.Helper()
+	var pods []*testPod
+	for _, name := range names {
+		p := newPod(tb, name, "")
+		p.serveTCP(tb, port)
+		pods = append(pods, p)
+	}
+	return pods
+}
+
+// proxyToPods returns a new Proxier synced with svc alone, whose slice sliceName lists
+// the pods as ready local endpoints by their address of svc's IP family.
+func proxyToPods(tb testing.TB, svc *corev1.Service, sliceName string, pods ...*testPod) *Proxier {
+	tb.Helper()
+	ipv6 := ClusterIPOf(svc, corev1.IPv6Protocol) != ""
+	proxier := newTestProxier(tb, nil)
+	mustSync(tb, proxier, []*corev1.Service{svc}, makeSlice(svc, sliceName, podEndpoints(ipv6, pods...)...))
+	return proxier
+}
+
 // countReplies makes n connections from client to addr and counts answers per pod.
 func countReplies(tb testing.TB, client *testPod, addr string, n int) map[string]int {
 	tb.Helper()
@@ -55,14 +77,9 @@ func countReplies(tb testing.TB, client *testPod, addr string, n int) map[string
 
 func TestPacketsSpreadOverBackendPods(t *testing.T) {
 	requireDatapath(t)
-	pods := []*testPod{newPod(t, "backend-0", ""), newPod(t, "backend-1", ""), newPod(t, "backend-2", "")}
-	for _, p := range pods {
-		p.serveTCP(t, 8080)
-	}
+	pods := tcpPods(t, 8080, "backend-0", "backend-1", "backend-2")
 	client := newPod(t, "client", "")
-	svc := makeService("backend-service", "10.96.1.10", tcp("", 80, 8080))
-	proxier := newTestProxier(t, nil)
-	mustSync(t, proxier, []*corev1.Service{svc}, makeSlice(svc, "backend-1", podEndpoints(false, pods...)...))
+	proxyToPods(t, makeService("backend-service", "10.96.1.10", tcp("", 80, 8080)), "backend-1", pods...)
 
 	counts := countReplies(t, client, "10.96.1.10:80", 300)
 	for _, p := range pods {
@@ -84,8 +101,7 @@ func TestPacketsReachTheTargetPortOfEachServicePort(t *testing.T) {
 	}
 	client := newPod(t, "client", "")
 	svc := makeService("multi-port-service", "10.96.1.20", tcp("http", 80, 8080), tcp("https", 443, 8443), tcp("metrics", 9090, 9090))
-	proxier := newTestProxier(t, nil)
-	mustSync(t, proxier, []*corev1.Service{svc}, makeSlice(svc, "multi-1", podEndpoints(false, pod)...))
+	proxyToPods(t, svc, "multi-1", pod)
 	for port, want := range map[int]string{80: "multi:8080", 443: "multi:8443", 9090: "multi:9090"} {
 		if reply, err := client.fetch(fmt.Sprintf("10.96.1.20:%d", port)); err != nil || reply != want {
 			t.Errorf("port %d: reply %q, error %v; want %q", port, reply, err, want)
@@ -95,15 +111,11 @@ func TestPacketsReachTheTargetPortOfEachServicePort(t *testing.T) {
 
 func TestPacketsStickToOnePodWithClientIPAffinity(t *testing.T) {
 	requireDatapath(t)
-	pods := []*testPod{newPod(t, "sticky-0", ""), newPod(t, "sticky-1", ""), newPod(t, "sticky-2", "")}
-	for _, p := range pods {
-		p.serveTCP(t, 8080)
-	}
+	pods := tcpPods(t, 8080, "sticky-0", "sticky-1", "sticky-2")
 	client := newPod(t, "client", "")
 	const timeout = time.Second
 	svc := sticky(makeService("sticky-service", "10.96.1.30", tcp("", 80, 8080)), int32(timeout/time.Second))
-	proxier := newTestProxier(t, nil)
-	mustSync(t, proxier, []*corev1.Service{svc}, makeSlice(svc, "sticky-1", podEndpoints(false, pods...)...))
+	proxyToPods(t, svc, "sticky-1", pods...)
 
 	counts := countReplies(t, client, "10.96.1.30:80", 50)
 	if len(counts) != 1 {
@@ -132,14 +144,10 @@ func TestPacketsStickToOnePodWithClientIPAffinity(t *testing.T) {
 // anonymous maps of a sticky Service's rules; they go with their rules, not on their own.
 func TestPacketsStickyServiceSurvivesAFullResync(t *testing.T) {
 	requireDatapath(t)
-	pods := []*testPod{newPod(t, "resync-0", ""), newPod(t, "resync-1", "")}
-	for _, p := range pods {
-		p.serveTCP(t, 8080)
-	}
+	pods := tcpPods(t, 8080, "resync-0", "resync-1")
 	client := newPod(t, "client", "")
 	svc := sticky(makeService("sticky-resync", "10.96.1.31", tcp("", 80, 8080)), 60)
-	proxier := newTestProxier(t, nil)
-	mustSync(t, proxier, []*corev1.Service{svc}, makeSlice(svc, "sticky-resync-1", podEndpoints(false, pods...)...))
+	proxier := proxyToPods(t, svc, "sticky-resync-1", pods...)
 	before := countReplies(t, client, "10.96.1.31:80", 5)
 	if err := proxier.Resync(context.Background()); err != nil {
 		t.Fatalf("full resync over a table with a sticky Service: %v", err)
@@ -153,8 +161,7 @@ func TestPacketsStickyServiceSurvivesAFullResync(t *testing.T) {
 func TestPacketsToAServiceWithoutEndpointsAreRefusedAtOnce(t *testing.T) {
 	requireDatapath(t)
 	client := newPod(t, "client", "")
-	backend := newPod(t, "backend", "")
-	backend.serveTCP(t, 8080)
+	backend := tcpPods(t, 8080, "backend")[0]
 	empty := makeService("empty-service", "10.96.1.40", tcp("http", 80, 8080))
 	live := makeService("backend-service", "10.96.1.41", tcp("http", 80, 8080))
 	proxier := newTestProxier(t, nil)
@@ -187,14 +194,10 @@ func TestPacketsToAServiceWithoutEndpointsAreRefusedAtOnce(t *testing.T) {
 
 func TestPacketsLeaveAnEndpointThatTurnsNotReady(t *testing.T) {
 	requireDatapath(t)
-	pods := []*testPod{newPod(t, "ready-0", ""), newPod(t, "ready-1", ""), newPod(t, "leaving", "")}
-	for _, p := range pods {
-		p.serveTCP(t, 8080)
-	}
+	pods := tcpPods(t, 8080, "ready-0", "ready-1", "leaving")
 	client := newPod(t, "client", "")
 	svc := makeService("backend-service", "10.96.1.50", tcp("", 80, 8080))
-	proxier := newTestProxier(t, nil)
-	mustSync(t, proxier, []*corev1.Service{svc}, makeSlice(svc, "s1", podEndpoints(false, pods...)...))
+	proxier := proxyToPods(t, svc, "s1", pods...)
 	if counts := countReplies(t, client, "10.96.1.50:80", 60); counts["leaving"] == 0 {
 		t.Fatalf("the pod never got traffic while ready: %v", counts)
 	}
@@ -253,11 +256,8 @@ func TestPacketsUDPFlowMovesWhenItsEndpointGoesAway(t *testing.T) {
 
 func TestPacketsHairpinPodReachesItselfThroughItsService(t *testing.T) {
 	requireDatapath(t)
-	pod := newPod(t, "hairpin", "")
-	pod.serveTCP(t, 8080)
-	svc := makeService("self", "10.96.1.60", tcp("", 80, 8080))
-	proxier := newTestProxier(t, nil)
-	mustSync(t, proxier, []*corev1.Service{svc}, makeSlice(svc, "self-1", podEndpoints(false, pod)...))
+	pod := tcpPods(t, 8080, "hairpin")[0]
+	proxyToPods(t, makeService("self", "10.96.1.60", tcp("", 80, 8080)), "self-1", pod)
 	if reply, err := pod.fetch("10.96.1.60:80"); err != nil || reply != "hairpin:8080" {
 		t.Errorf("reply %q, error %v", reply, err)
 	}
@@ -265,12 +265,9 @@ func TestPacketsHairpinPodReachesItselfThroughItsService(t *testing.T) {
 
 func TestPacketsFlowAgainAfterTheTableIsFlushedFromOutside(t *testing.T) {
 	requireDatapath(t)
-	pod := newPod(t, "backend", "")
-	pod.serveTCP(t, 8080)
+	pod := tcpPods(t, 8080, "backend")[0]
 	client := newPod(t, "client", "")
-	svc := makeService("backend-service", "10.96.1.70", tcp("", 80, 8080))
-	proxier := newTestProxier(t, nil)
-	mustSync(t, proxier, []*corev1.Service{svc}, makeSlice(svc, "s1", podEndpoints(false, pod)...))
+	proxier := proxyToPods(t, makeService("backend-service", "10.96.1.70", tcp("", 80, 8080)), "s1", pod)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go proxier.Run(ctx)
@@ -299,10 +296,7 @@ func TestPacketsFlowAgainAfterTheTableIsFlushedFromOutside(t *testing.T) {
 
 func TestPacketsNoFailuresDuring1000EndpointChanges(t *testing.T) {
 	requireDatapath(t)
-	pods := []*testPod{newPod(t, "stable", ""), newPod(t, "flappy-1", ""), newPod(t, "flappy-2", "")}
-	for _, p := range pods {
-		p.serveTCP(t, 8080)
-	}
+	pods := tcpPods(t, 8080, "stable", "flappy-1", "flappy-2")
 	client := newPod(t, "client", "")
 	svc := makeService("backend-service", "10.96.1.80", tcp("", 80, 8080))
 	svc.ResourceVersion = "1"
@@ -352,15 +346,11 @@ func TestPacketsNoFailuresDuring1000EndpointChanges(t *testing.T) {
 
 func TestPacketsIPv6ClusterIPToIPv6Pods(t *testing.T) {
 	requireDatapath(t)
-	pods := []*testPod{newPod(t, "v6-0", ""), newPod(t, "v6-1", "")}
-	for _, p := range pods {
-		p.serveTCP(t, 8080)
-	}
+	pods := tcpPods(t, 8080, "v6-0", "v6-1")
 	client := newPod(t, "client", "")
 	svc := makeService("backend-v6", "fd00:10:96::10", tcp("", 80, 8080))
 	svc.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}
-	proxier := newTestProxier(t, nil)
-	mustSync(t, proxier, []*corev1.Service{svc}, makeSlice(svc, "v6-1", podEndpoints(true, pods...)...))
+	proxyToPods(t, svc, "v6-1", pods...)
 	addr := net.JoinHostPort("fd00:10:96::10", "80")
 	counts := countReplies(t, client, addr, 40)
 	if len(counts) != 2 {
