@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,15 +19,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/go-logr/logr"
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/kube-clusterip/kube-clusterip/hack/internal/benchreport"
+	"github.com/kube-clusterip/kube-clusterip/test/published"
 )
 
 // options are the command line.
@@ -53,11 +51,7 @@ type figure struct {
 }
 
 type report struct {
-	Date    string   `json:"date"`
-	Commit  string   `json:"commit"`
-	CPUs    int      `json:"cpus"`
-	CPU     string   `json:"cpu"`
-	Kernel  string   `json:"kernel"`
+	benchreport.Machine
 	QPS     int      `json:"qps"`
 	Figures []figure `json:"figures"`
 	Errors  []string `json:"errors,omitempty"`
@@ -208,8 +202,7 @@ func run(o options) error {
 	ctrl.SetLogger(logr.Discard())
 	ctx := context.Background()
 
-	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Commit: output("git", "rev-parse", "--short", "HEAD"),
-		CPUs: runtime.NumCPU(), CPU: cpuModel(), Kernel: output("uname", "-r"), QPS: o.qps}
+	rep := report{Machine: benchreport.ThisMachine(), QPS: o.qps}
 	fail := func(err error) {
 		logf("%v", err)
 		rep.Errors = append(rep.Errors, err.Error())
@@ -217,7 +210,7 @@ func run(o options) error {
 	goEnv := []string{"KUBEBUILDER_ASSETS=" + o.assets, "BENCH_QPS=" + strconv.Itoa(o.qps)}
 
 	if o.only == "" || o.only == "endpoints" {
-		ours, err := map[string]map[string][]float64{}, error(nil)
+		ours, err := benchreport.Runs{}, error(nil)
 		if !o.upstreamOnly {
 			if ours, err = goBench(goEnv, "./controllers/endpoints", "BenchmarkConverge", o.runs, "-benchtime", "1x"); err != nil {
 				fail(err)
@@ -225,7 +218,7 @@ func run(o options) error {
 		}
 		upstream := map[string][]float64{}
 		for range o.runs {
-			figures, err := runKubeControllerManager(ctx, o, endpointsShape{services: o.services, podsPerService: o.podsPerService, flips: o.flips, qps: o.qps})
+			figures, err := runKubeControllerManager(ctx, o, published.Workload{Services: o.services, PodsPerService: o.podsPerService, Flips: o.flips})
 			if err != nil {
 				fail(fmt.Errorf("kube-controller-manager: %w", err))
 				break
@@ -246,7 +239,7 @@ func run(o options) error {
 
 	if o.only == "" || o.only == "datapath" {
 		n := strconv.Itoa(o.proxyServices)
-		ours := map[string]map[string][]float64{}
+		ours := benchreport.Runs{}
 		for _, bench := range []string{"BenchmarkFullSync$/^services=" + n + "$", "BenchmarkEndpointChange$/^services=" + n + "$/^api=update$"} {
 			if o.upstreamOnly {
 				break
@@ -279,9 +272,11 @@ func run(o options) error {
 	}
 
 	printMarkdown(os.Stdout, rep)
-	if err := writeJSON(o.outDir, rep); err != nil {
+	path, err := benchreport.WriteJSON(o.outDir, "compare-", rep.Commit, rep)
+	if err != nil {
 		return err
 	}
+	logf("wrote %s", path)
 	if len(rep.Errors) > 0 {
 		return fmt.Errorf("%d part(s) of the comparison failed (logs in %s)", len(rep.Errors), o.workDir)
 	}
@@ -296,26 +291,16 @@ func run(o options) error {
 func compare(label, unit string, ours, upstream []float64, scale, target float64) figure {
 	f := figure{Label: label, Unit: unit, Target: target, OursMeasured: len(ours) > 0, UpstreamMeasured: len(upstream) > 0}
 	if f.OursMeasured {
-		f.Ours = median(ours) * scale
+		f.Ours = benchreport.Median(ours) * scale
 	}
 	if f.UpstreamMeasured {
-		f.Upstream = median(upstream)
+		f.Upstream = benchreport.Median(upstream)
 	}
 	if f.OursMeasured && f.UpstreamMeasured && f.Upstream > 0 {
 		f.Ratio = f.Ours / f.Upstream
 		f.Met = f.Ratio <= target
 	}
 	return f
-}
-
-func median(values []float64) float64 {
-	sorted := slices.Clone(values)
-	sort.Float64s(sorted)
-	n := len(sorted)
-	if n%2 == 1 {
-		return sorted[n/2]
-	}
-	return (sorted[n/2-1] + sorted[n/2]) / 2
 }
 
 func printMarkdown(w io.Writer, rep report) {
@@ -332,7 +317,7 @@ func printMarkdown(w io.Writer, rep report) {
 			upstream = num(f.Upstream) + " " + f.Unit
 		}
 		if f.OursMeasured && f.UpstreamMeasured {
-			ratio, met = strconv.FormatFloat(f.Ratio, 'f', 3, 64), map[bool]string{true: "met", false: "NOT MET"}[f.Met]
+			ratio, met = strconv.FormatFloat(f.Ratio, 'f', 3, 64), benchreport.Verdict(f.Met)
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | <= %.2g | %s |\n", f.Label, ours, upstream, ratio, f.Target, met)
 	}
@@ -348,37 +333,6 @@ func num(v float64) string {
 	return strconv.FormatFloat(v, 'g', 4, 64)
 }
 
-func writeJSON(dir string, rep report) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	path := filepath.Join(dir, "compare-"+time.Now().UTC().Format("20060102-150405")+"-"+rep.Commit+".json")
-	data, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	logf("wrote %s", path)
-	return os.WriteFile(path, data, 0o644)
-}
-
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench-compare: "+format+"\n", args...)
-}
-
-func output(name string, args ...string) string {
-	out, err := exec.Command(name, args...).Output()
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func cpuModel() string {
-	data, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(data), "\n") {
-		if name, ok := strings.CutPrefix(line, "model name"); ok {
-			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
-		}
-	}
-	return "unknown"
 }

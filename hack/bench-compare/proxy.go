@@ -25,6 +25,8 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/test/published"
 )
 
 const (
@@ -56,7 +58,7 @@ func runKubeProxy(ctx context.Context, o options, services, changes int) (map[st
 		return nil, err
 	}
 	slices := make([]*discoveryv1.EndpointSlice, services)
-	err = parallel(services, func(i int) error {
+	err = published.Parallel(services, func(i int) error {
 		svc, slice := proxyService(i, 10)
 		if err := c.Create(ctx, svc); err != nil {
 			return fmt.Errorf("create Service %s: %w", svc.Name, err)
@@ -121,8 +123,8 @@ func runKubeProxy(ctx context.Context, o options, services, changes int) (map[st
 	return map[string]float64{
 		"full-sync-s":     full.sum,
 		"ruleset-lines":   float64(lines),
-		"change-sync-ms":  ms(percentile(partial, 50)),
-		"change-sync-max": ms(percentile(partial, 100)),
+		"change-sync-ms":  published.Milliseconds(published.Percentile(partial, 50)),
+		"change-sync-max": published.Milliseconds(published.Percentile(partial, 100)),
 	}, nil
 }
 

@@ -4,22 +4,19 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kube-clusterip/kube-clusterip/hack/internal/benchreport"
 )
 
 // suite is one `go test -bench` invocation.
@@ -84,11 +81,7 @@ type result struct {
 }
 
 type report struct {
-	Date    string   `json:"date"`
-	Commit  string   `json:"commit"`
-	CPUs    int      `json:"cpus"`
-	CPU     string   `json:"cpu"`
-	Kernel  string   `json:"kernel"`
+	benchreport.Machine
 	Go      string   `json:"go"`
 	Results []result `json:"results"`
 	Raw     string   `json:"raw"`
@@ -113,13 +106,12 @@ func main() {
 			fmt.Fprintf(os.Stderr, "bench: %s failed: %v (its figures are reported as missing)\n", s.Package, err)
 		}
 	}
-	runs := parse(raw.String())
-	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Commit: output("git", "rev-parse", "--short", "HEAD"),
-		CPUs: runtime.NumCPU(), CPU: cpuModel(), Kernel: output("uname", "-r"), Go: runtime.Version(), Raw: raw.String()}
+	runs := benchreport.Parse(raw.String())
+	rep := report{Machine: benchreport.ThisMachine(), Go: runtime.Version(), Raw: raw.String()}
 	for _, f := range figures {
-		r := result{figure: f, Runs: runs[f.Bench+" "+f.Metric]}
+		r := result{figure: f, Runs: runs[f.Bench][f.Metric]}
 		if len(r.Runs) > 0 {
-			r.Median = median(r.Runs)
+			r.Median = benchreport.Median(r.Runs)
 			if f.Max > 0 || f.Min > 0 || f.Equal != nil {
 				met := (f.Max == 0 || r.Median <= f.Max) && (f.Min == 0 || r.Median >= f.Min) &&
 					(f.Equal == nil || !slices.ContainsFunc(r.Runs, func(v float64) bool { return v != *f.Equal }))
@@ -129,44 +121,12 @@ func main() {
 		rep.Results = append(rep.Results, r)
 	}
 	printMarkdown(os.Stdout, rep)
-	if err := writeJSON(*outDir, rep); err != nil {
+	path, err := benchreport.WriteJSON(*outDir, "", rep.Commit, rep)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
-}
-
-// benchLine matches `BenchmarkName-2   	 N	 value unit	 value unit ...`.
-var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+\d+\s+(.*)$`)
-
-// parse maps "benchmark metric" to the values of every run.
-func parse(out string) map[string][]float64 {
-	runs := map[string][]float64{}
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		m := benchLine.FindStringSubmatch(strings.TrimSpace(sc.Text()))
-		if m == nil {
-			continue
-		}
-		fields := strings.Fields(m[3])
-		for i := 0; i+1 < len(fields); i += 2 {
-			v, err := strconv.ParseFloat(fields[i], 64)
-			if err == nil {
-				key := m[1] + " " + fields[i+1]
-				runs[key] = append(runs[key], v)
-			}
-		}
-	}
-	return runs
-}
-
-func median(values []float64) float64 {
-	sorted := append([]float64(nil), values...)
-	sort.Float64s(sorted)
-	n := len(sorted)
-	if n%2 == 1 {
-		return sorted[n/2]
-	}
-	return (sorted[n/2-1] + sorted[n/2]) / 2
+	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", path)
 }
 
 // human prints a value in the unit a reader expects: durations for ns/op.
@@ -195,7 +155,7 @@ func printMarkdown(w io.Writer, rep report) {
 			medianText = human(r.Metric, r.Median)
 		}
 		if r.Met != nil {
-			met = map[bool]string{true: "met", false: "NOT MET"}[*r.Met]
+			met = benchreport.Verdict(*r.Met)
 		}
 		upstream := r.Upstream
 		if upstream == "" {
@@ -203,35 +163,4 @@ func printMarkdown(w io.Writer, rep report) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s |\n", r.Label, medianText, len(r.Runs), target, upstream, met)
 	}
-}
-
-func writeJSON(dir string, rep report) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	path := filepath.Join(dir, time.Now().UTC().Format("20060102-150405")+"-"+rep.Commit+".json")
-	data, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", path)
-	return os.WriteFile(path, data, 0o644)
-}
-
-func output(name string, args ...string) string {
-	out, err := exec.Command(name, args...).Output()
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func cpuModel() string {
-	data, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(data), "\n") {
-		if name, ok := strings.CutPrefix(line, "model name"); ok {
-			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
-		}
-	}
-	return "unknown"
 }

@@ -1,6 +1,7 @@
 // Package published follows what an endpoints controller publishes (Endpoints and
 // EndpointSlices, through watches) and tells when a condition on it became true: the clock of
-// the endpoints benchmarks, ours and upstream's alike.
+// the endpoints benchmarks. It also holds their workload (Workload), so that ours and
+// upstream's run the same one.
 package published
 
 import (

@@ -1,4 +1,4 @@
-package main
+package benchreport
 
 import (
 	"reflect"
@@ -13,19 +13,14 @@ BenchmarkConverge-2   	       1	10300000000 ns/op	         5.9 converge-s	      
 BenchmarkMemory//12-full-2   	       1	    1234 ns/op	       130.5 KiB
 PASS
 ok  	github.com/kube-clusterip/kube-clusterip/allocator	12.3s`
-	got := parse(out)
-	want := map[string][]float64{
-		"BenchmarkAllocateNext/fill=0% ns/op":     {46.1, 48},
-		"BenchmarkAllocateNext/fill=0% B/op":      {0, 0},
-		"BenchmarkAllocateNext/fill=0% allocs/op": {0, 0},
-		"BenchmarkConverge ns/op":                 {10.3e9},
-		"BenchmarkConverge converge-s":            {5.9},
-		"BenchmarkConverge flip-p50-ms":           {11.6},
-		"BenchmarkMemory//12-full ns/op":          {1234},
-		"BenchmarkMemory//12-full KiB":            {130.5},
+	got := Parse(out)
+	want := Runs{
+		"BenchmarkAllocateNext/fill=0%": {"ns/op": {46.1, 48}, "B/op": {0, 0}, "allocs/op": {0, 0}},
+		"BenchmarkConverge":             {"ns/op": {10.3e9}, "converge-s": {5.9}, "flip-p50-ms": {11.6}},
+		"BenchmarkMemory//12-full":      {"ns/op": {1234}, "KiB": {130.5}},
 	}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("parse:\n got %v\nwant %v", got, want)
+		t.Errorf("Parse:\n got %v\nwant %v", got, want)
 	}
 }
 
@@ -40,8 +35,8 @@ func TestMedian(t *testing.T) {
 		{name: "even count averages the middle two", values: []float64{4, 1, 3, 2}, want: 2.5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := median(tc.values); got != tc.want {
-				t.Errorf("median(%v) = %v, want %v", tc.values, got, tc.want)
+			if got := Median(tc.values); got != tc.want {
+				t.Errorf("Median(%v) = %v, want %v", tc.values, got, tc.want)
 			}
 		})
 	}

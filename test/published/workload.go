@@ -1,0 +1,233 @@
+package published
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+const (
+	workloadNamespace = "bench"
+	convergeTimeout   = 5 * time.Minute
+	flipTimeout       = 10 * time.Second
+	// flipInterval spaces the flips; the first one comes after the same pause.
+	flipInterval = 100 * time.Millisecond
+)
+
+// Workload is the endpoints benchmark: Services × ready pods created from empty, then readiness
+// flips of random pods. BenchmarkConverge and hack/bench-compare both run it, so ours and
+// upstream's controllers are measured alike.
+type Workload struct {
+	Services, PodsPerService, Flips int
+	// Logf, if set, reports progress.
+	Logf func(format string, args ...any)
+}
+
+// Result is what one run of the Workload measured.
+type Result struct {
+	// Converge is from just before the controllers start to every pod published ready in both APIs.
+	Converge time.Duration
+	// Per flip, until the Endpoints, the EndpointSlices and both showed it.
+	Endpoints, Slices, Both []time.Duration
+}
+
+// Metrics returns the figures keyed as BenchmarkConverge reports them.
+func (r Result) Metrics() map[string]float64 {
+	return map[string]float64{
+		"converge-s":       r.Converge.Seconds(),
+		"flip-p50-ms":      Milliseconds(Percentile(r.Both, 50)),
+		"flip-p99-ms":      Milliseconds(Percentile(r.Both, 99)),
+		"endpoints-p50-ms": Milliseconds(Percentile(r.Endpoints, 50)),
+		"endpoints-p99-ms": Milliseconds(Percentile(r.Endpoints, 99)),
+		"slice-p50-ms":     Milliseconds(Percentile(r.Slices, 50)),
+		"slice-p99-ms":     Milliseconds(Percentile(r.Slices, 99)),
+	}
+}
+
+// Run creates the fixtures through c (which should be unthrottled: fixtures are not what we
+// measure), follows what is published, calls startControllers and measures the convergence and
+// then the flips.
+func (w Workload) Run(ctx context.Context, c client.WithWatch, startControllers func() error) (Result, error) {
+	w.logf("creating %d Services x %d ready pods", w.Services, w.PodsPerService)
+	pods, err := w.createFixtures(ctx, c)
+	if err != nil {
+		return Result{}, fmt.Errorf("fixtures: %w", err)
+	}
+	obs := NewObserver()
+	for _, list := range []client.ObjectList{&corev1.EndpointsList{}, &discoveryv1.EndpointSliceList{}} {
+		watch, err := c.Watch(ctx, list, client.InNamespace(workloadNamespace))
+		if err != nil {
+			return Result{}, fmt.Errorf("watch %T: %w", list, err)
+		}
+		defer watch.Stop()
+		go obs.Consume(watch)
+	}
+
+	start := time.Now()
+	if err := startControllers(); err != nil {
+		return Result{}, err
+	}
+	converged := obs.Await(convergeTimeout, func() bool { return obs.ConvergedLocked(ServiceName, w.Services, w.PodsPerService) })
+	if converged.IsZero() {
+		return Result{}, fmt.Errorf("not converged after %s: %s", convergeTimeout, obs.Summary())
+	}
+	r := Result{Converge: converged.Sub(start)}
+	w.logf("converged in %s; %d readiness flips", r.Converge.Round(time.Millisecond), w.Flips)
+	if err := w.flipReadiness(ctx, c, obs, pods, &r); err != nil {
+		return Result{}, err
+	}
+	return r, nil
+}
+
+func (w Workload) logf(format string, args ...any) {
+	if w.Logf != nil {
+		w.Logf(format, args...)
+	}
+}
+
+// ServiceName names the Workload's i-th Service.
+func ServiceName(i int) string { return fmt.Sprintf("svc-%04d", i) }
+
+// createFixtures creates the namespace, two nodes in two zones, and the Services with their ready
+// pods (in parallel), returning the pods.
+func (w Workload) createFixtures(ctx context.Context, c client.Client) ([]*corev1.Pod, error) {
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: workloadNamespace}}); err != nil {
+		return nil, err
+	}
+	for node, zone := range map[string]string{"node-a": "zone-a", "node-b": "zone-b"} {
+		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{corev1.LabelTopologyZone: zone}}}); err != nil {
+			return nil, err
+		}
+	}
+	pods := make([]*corev1.Pod, w.Services*w.PodsPerService)
+	err := Parallel(w.Services, func(i int) error { return w.createService(ctx, c, i, pods) })
+	return pods, err
+}
+
+func (w Workload) createService(ctx context.Context, c client.Client, i int, pods []*corev1.Pod) error {
+	selector := map[string]string{"svc": ServiceName(i)}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: ServiceName(i), Namespace: workloadNamespace},
+		Spec: corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{
+			{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
+	}
+	if err := c.Create(ctx, svc); err != nil {
+		return err
+	}
+	for j := range w.PodsPerService {
+		n := i*w.PodsPerService + j
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", svc.Name, j), Namespace: workloadNamespace, Labels: selector},
+			Spec: corev1.PodSpec{NodeName: []string{"node-a", "node-b"}[j%2],
+				Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
+		}
+		if err := c.Create(ctx, pod); err != nil {
+			return err
+		}
+		ip := fmt.Sprintf("10.%d.%d.%d", 100+n/65536, n/256%256, n%256)
+		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}}
+		if err := c.Status().Update(ctx, pod); err != nil {
+			return err
+		}
+		pods[n] = pod
+	}
+	return nil
+}
+
+// flipReadiness toggles the readiness of random pods, one at a time, and records in r how long
+// each change takes to reach the Endpoints, the EndpointSlices, and both.
+func (w Workload) flipReadiness(ctx context.Context, c client.Client, obs *Observer, pods []*corev1.Pod, r *Result) error {
+	rng := rand.New(rand.NewPCG(1, 2))
+	// Pace the flips as independent changes: back to back they would measure how fast the
+	// client's rate limiter refills after convergence (at QPS 20, one token per 50 ms), not how
+	// fast one change propagates.
+	pace := time.NewTicker(flipInterval)
+	defer pace.Stop()
+	for range w.Flips {
+		<-pace.C
+		pod := pods[rng.IntN(len(pods))]
+		ready := !podReady(pod)
+		status := corev1.ConditionFalse
+		if ready {
+			status = corev1.ConditionTrue
+		}
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.Now()}}
+		svc, ip := pod.Labels["svc"], pod.Status.PodIP
+		epProbe := obs.Probe(func() bool { got, known := obs.EndpointsReadyLocked(svc, ip); return known && got == ready })
+		sliceProbe := obs.Probe(func() bool { return obs.SliceReadyLocked(svc, ip) == ready })
+		start := time.Now()
+		if err := c.Status().Update(ctx, pod); err != nil {
+			return fmt.Errorf("flip %s: %w", pod.Name, err)
+		}
+		epAt, sliceAt := epProbe.Wait(flipTimeout), sliceProbe.Wait(flipTimeout)
+		if epAt.IsZero() || sliceAt.IsZero() {
+			return fmt.Errorf("flip of %s to ready=%v not published within %s", pod.Name, ready, flipTimeout)
+		}
+		r.Endpoints = append(r.Endpoints, epAt.Sub(start))
+		r.Slices = append(r.Slices, sliceAt.Sub(start))
+		r.Both = append(r.Both, max(epAt.Sub(start), sliceAt.Sub(start)))
+	}
+	return nil
+}
+
+// podReady reads the pod's Ready condition (controllers/endpoints.IsPodReady, which this
+// package cannot import: that package's benchmark imports this one).
+func podReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// Parallel runs do(0..n-1) on 16 workers and returns the first error: how the benchmarks create
+// thousands of fixtures quickly.
+func Parallel(n int, do func(int) error) error {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range 16 {
+		wg.Go(func() {
+			for i := range work {
+				if err := do(i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return firstErr
+}
+
+// Percentile returns the p-th percentile (nearest rank) of ds, zero if empty.
+func Percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sorted := slices.Clone(ds)
+	slices.Sort(sorted)
+	return sorted[min(len(sorted)-1, (len(sorted)*p+99)/100-1)]
+}
+
+// Milliseconds is d in milliseconds, to the microsecond.
+func Milliseconds(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
