@@ -126,11 +126,19 @@ func RenderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 	}
 	frag := &Fragment{clusterIP: clusterIP}
 	frag.Elements = append(frag.Elements, Element{Set: clusterIPsSet, Key: []string{clusterIP}})
+	// The API server refuses two ports with one protocol and number; should a Service have them
+	// anyway, the first one wins (a second dispatch element for the key fails the whole sync).
+	rendered := map[corev1.ServicePort]bool{}
 	for i := range svc.Spec.Ports {
 		port := &svc.Spec.Ports[i]
 		if !supportedProtocol(port.Protocol) || port.Port <= 0 || port.Port > 65535 {
 			continue
 		}
+		key := corev1.ServicePort{Protocol: port.Protocol, Port: port.Port}
+		if rendered[key] {
+			continue
+		}
+		rendered[key] = true
 		renderServicePort(cfg, fi, svc, port, clusterIP, slices, frag)
 	}
 	return frag

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/knftables"
 )
 
@@ -86,6 +87,13 @@ func TestRenderSeedServices(t *testing.T) {
 		{name: "no ready endpoint: serving terminating ones are used, others not", seed: seedTerminating, want: expectedTerminating},
 		{name: "UDP DNS-like Service", seed: seedUDP, want: expectedUDP},
 		{name: "IPv6 Service to IPv6 pods", family: corev1.IPv6Protocol, seed: seedIPv6, want: expectedIPv6},
+		{name: "a second port with the same protocol and number (refused by the API server) is left out", seed: func() (*corev1.Service, *discoveryv1.EndpointSlice) {
+			svc, slice := seedBackend()
+			again := svc.Spec.Ports[0]
+			again.Name, again.TargetPort = "again", intstr.FromInt32(9999)
+			svc.Spec.Ports = append(svc.Spec.Ports, again)
+			return svc, slice
+		}, want: expectedBackend},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
