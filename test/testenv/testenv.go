@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 // ServiceClusterIPRange is the apiserver's --service-cluster-ip-range in every suite.
@@ -29,6 +33,16 @@ func New() *envtest.Environment {
 	apiServer.Configure().Set("service-cluster-ip-range", ServiceClusterIPRange)
 	env.ControlPlane.Etcd = &envtest.Etcd{Out: ginkgo.GinkgoWriter, Err: ginkgo.GinkgoWriter}
 	return env
+}
+
+// ControllerSuiteDefaults sends controller-runtime's log to the spec's output and sets the
+// waiting times the controller suites share: a sync takes milliseconds, so poll often; allow 30 s
+// on a loaded 2-core machine; hold Consistently for 2 s.
+func ControllerSuiteDefaults() {
+	logf.SetLogger(zap.New(zap.WriteTo(ginkgo.GinkgoWriter), zap.UseDevMode(true)))
+	gomega.SetDefaultEventuallyTimeout(30 * time.Second)
+	gomega.SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
+	gomega.SetDefaultConsistentlyDuration(2 * time.Second)
 }
 
 // Assets returns the directory of the control plane binaries, or says how to get them.
