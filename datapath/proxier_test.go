@@ -9,36 +9,22 @@ import (
 	"testing"
 	"time"
 
+	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/knftables"
 )
 
 // fakeProxier returns an IPv4 Proxier writing to a knftables Fake.
-func fakeProxier(t *testing.T, cfg Config) (*Proxier, *knftables.Fake, *recordingConntrack) {
+func fakeProxier(t *testing.T, cfg Config) (*Fake, *knftables.Fake, *ConntrackRecorder) {
 	t.Helper()
-	fake := knftables.NewFake(knftables.IPv4Family, DefaultTableName)
-	ct := &recordingConntrack{}
 	cfg.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
-	cfg.NewInterface = func(knftables.Family, string) (knftables.Interface, error) { return fake, nil }
-	cfg.CanaryPresent = func(context.Context, knftables.Family, string) (bool, error) {
-		fake.RLock()
-		defer fake.RUnlock()
-		return fake.Table != nil && fake.Table.Chains[canaryChain] != nil && len(fake.Table.Chains[canaryChain].Rules) > 0, nil
-	}
-	cfg.Conntrack = ct
-	p, err := New(cfg)
+	p, err := NewFake(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p, fake, ct
-}
-
-type recordingConntrack struct{ deleted []StaleUDPFlow }
-
-func (r *recordingConntrack) DeleteUDPFlows(flows []StaleUDPFlow) (int, error) {
-	r.deleted = append(r.deleted, flows...)
-	return len(flows), nil
+	return p, p.Table(corev1.IPv4Protocol), p.Conntrack
 }
 
 // world is a mutable set of Services and slices with resourceVersions, as a
@@ -151,39 +137,17 @@ func TestProxierEndpointChangeWritesOnlyThatService(t *testing.T) {
 	}
 }
 
-// failingNFT fails every transaction while fail is set.
-type failingNFT struct {
-	knftables.Interface
-	fail bool
-}
-
-func (f *failingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
-	if f.fail {
-		return errors.New("transaction rejected")
-	}
-	return f.Interface.Run(ctx, tx)
-}
-
 func TestProxierFailedSyncKeepsLastGoodRulesetAndRetriesInFull(t *testing.T) {
-	fake := knftables.NewFake(knftables.IPv4Family, DefaultTableName)
-	nft := &failingNFT{Interface: fake}
 	var results []SyncResult
-	p, err := New(Config{IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol},
-		NewInterface:  func(knftables.Family, string) (knftables.Interface, error) { return nft, nil },
-		CanaryPresent: func(context.Context, knftables.Family, string) (bool, error) { return true, nil },
-		Conntrack:     &recordingConntrack{},
-		OnSync:        func(r SyncResult) { results = append(results, r) }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, fake, _ := fakeProxier(t, Config{OnSync: func(r SyncResult) { results = append(results, r) }})
 	svc, slice := seedBackend()
 	ctx := context.Background()
 	if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
 		t.Fatal(err)
 	}
 	good := fake.Dump()
-	nft.fail = true
-	err = p.Sync(ctx, nil, nil)
+	p.FailTransactions(errors.New("transaction rejected"))
+	err := p.Sync(ctx, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "transaction rejected") {
 		t.Fatalf("want the nft error back, got %v", err)
 	}
@@ -193,7 +157,7 @@ func TestProxierFailedSyncKeepsLastGoodRulesetAndRetriesInFull(t *testing.T) {
 	if s := p.Stats(); s.ConsecutiveFailures != 1 || s.FailedSyncs != 1 || s.LastError == nil {
 		t.Errorf("stats do not show the failure: %+v", s)
 	}
-	nft.fail = false
+	p.FailTransactions(nil)
 	if err := p.Sync(ctx, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -226,24 +190,45 @@ func TestProxierRestoresAFlushedTable(t *testing.T) {
 	}
 }
 
-func TestProxierDeletesStaleUDPConntrackEntries(t *testing.T) {
-	p, _, ct := fakeProxier(t, Config{NodeName: "node-a"})
+// moveUDPEndpoint syncs the seed UDP Service, calls between, then moves its endpoint from
+// 10.244.2.53 to 10.244.2.54 and returns the error of that second sync.
+func moveUDPEndpoint(t *testing.T, p *Fake, between func()) error {
+	t.Helper()
 	w := newWorld()
 	svc, slice := seedUDP()
 	w.put(svc, slice)
-	ctx := context.Background()
-	sync := func() {
-		svcs, slices := w.lists()
-		if err := p.Sync(ctx, svcs, slices); err != nil {
-			t.Fatal(err)
-		}
+	svcs, slices := w.lists()
+	if err := p.Sync(context.Background(), svcs, slices); err != nil {
+		t.Fatal(err)
 	}
-	sync()
+	between()
 	w.put(svc, makeSlice(svc, "dns-1", readyEP("10.244.2.54", "node-b")))
-	sync()
+	svcs, slices = w.lists()
+	return p.Sync(context.Background(), svcs, slices)
+}
+
+func TestProxierDeletesStaleUDPConntrackEntries(t *testing.T) {
+	p, _, ct := fakeProxier(t, Config{NodeName: "node-a"})
+	if err := moveUDPEndpoint(t, p, func() {}); err != nil {
+		t.Fatal(err)
+	}
 	want := []StaleUDPFlow{{ServiceIP: "10.96.0.53", Port: 53, EndpointIP: "10.244.2.53"}}
-	if len(ct.deleted) != 1 || ct.deleted[0] != want[0] {
-		t.Errorf("deleted %v, want %v", ct.deleted, want)
+	if deleted := ct.Deleted(); len(deleted) != 1 || deleted[0] != want[0] {
+		t.Errorf("deleted %v, want %v", deleted, want)
+	}
+}
+
+func TestProxierReportsAFailedConntrackCleanupAfterTheSync(t *testing.T) {
+	p, fake, ct := fakeProxier(t, Config{NodeName: "node-a"})
+	err := moveUDPEndpoint(t, p, func() { ct.Fail(errors.New("netlink: operation not permitted")) })
+	if err == nil || !strings.Contains(err.Error(), "stale UDP conntrack entries remain") || !strings.Contains(err.Error(), "operation not permitted") {
+		t.Fatalf("want the conntrack error, wrapped, got %v", err)
+	}
+	if dump := fake.Dump(); !strings.Contains(dump, "10.244.2.54") || strings.Contains(dump, "10.244.2.53") {
+		t.Errorf("the table must hold the new endpoint although conntrack cleanup failed:\n%s", dump)
+	}
+	if len(ct.Deleted()) != 0 {
+		t.Errorf("a failing cleaner recorded deletions: %v", ct.Deleted())
 	}
 }
 
@@ -299,9 +284,8 @@ func withoutLeftovers(dump string, leftovers []heldElement) string {
 }
 
 func TestMaintainDeletesLeftoverEndpointElements(t *testing.T) {
-	defer func(hold time.Duration) { leftoverHold = hold }(leftoverHold)
-	leftoverHold = 50 * time.Millisecond
-	p, fake, _ := fakeProxier(t, Config{NodeName: "node-a"})
+	clock := clocktesting.NewFakeClock(time.Unix(1e9, 0))
+	p, fake, _ := fakeProxier(t, Config{NodeName: "node-a", Clock: clock})
 	svc := makeService("backend-service", "10.96.0.10", tcp("", 80, 8080))
 	ctx := context.Background()
 	two := makeSlice(svc, "backend-1", readyEP("10.244.1.10", "node-a"), readyEP("10.244.1.11", "node-a"))
@@ -319,7 +303,14 @@ func TestMaintainDeletesLeftoverEndpointElements(t *testing.T) {
 	if !strings.Contains(fake.Dump(), "10.244.1.11") {
 		t.Fatal("the removed endpoint's map element should outlive its removal by leftoverHold, for lookups in flight")
 	}
-	time.Sleep(leftoverHold) // the hold is a duration by design; nothing else to wait on
+	clock.Step(leftoverHold - time.Nanosecond)
+	if err := p.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(fake.Dump(), "10.244.1.11") {
+		t.Fatal("Maintain deleted the removed endpoint's map element before leftoverHold was over")
+	}
+	clock.Step(time.Nanosecond)
 	if err := p.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -385,4 +376,33 @@ func withoutKeptDNATChains(dump, want string) string {
 		out = append(out, line)
 	}
 	return strings.Join(out, "\n")
+}
+
+func TestProxierRunMaintainsOnEveryTickOfItsClock(t *testing.T) {
+	g := NewWithT(t)
+	g.SetDefaultEventuallyTimeout(10 * time.Second) // a loaded machine may be slow to schedule Run
+	clock := clocktesting.NewFakeClock(time.Unix(1e9, 0))
+	p, fake, _ := fakeProxier(t, Config{NodeName: "node-a", Clock: clock, CanaryCheckPeriod: time.Second})
+	svc, slice := seedBackend()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+		t.Fatal(err)
+	}
+	want := fake.Dump()
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	tx := fake.NewTransaction()
+	tx.Flush(&knftables.Table{})
+	if err := fake.Run(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	g.Eventually(clock.HasWaiters).Should(BeTrue(), "Run starts its ticker")
+	if fake.Dump() == want {
+		t.Fatal("the flush did not change the table")
+	}
+	clock.Step(time.Second)
+	g.Eventually(fake.Dump).Should(Equal(want), "the tick restores the flushed table")
 }

@@ -1,0 +1,139 @@
+package datapath
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/knftables"
+)
+
+// Fake is a Proxier that writes to knftables Fakes (one per family) instead of the
+// kernel and records the conntrack deletions it asks for, so that callers can see what
+// the datapath would program, and test it, without root. Transactions and conntrack
+// deletions can be made to fail as a broken nft or netlink would.
+type Fake struct {
+	*Proxier
+	// Conntrack records the stale UDP flows the Proxier asked to delete.
+	Conntrack *ConntrackRecorder
+
+	tables map[corev1.IPFamily]*failingNFT
+}
+
+// NewFake returns a Proxier for cfg over knftables Fakes. cfg's NewInterface and
+// Conntrack are replaced; its CanaryPresent, when nil, reads the Fake's canary chain, so
+// a table flushed through Table(family) is restored like a flushed kernel table.
+func NewFake(cfg Config) (*Fake, error) {
+	cfg = cfg.withDefaults()
+	f := &Fake{Conntrack: &ConntrackRecorder{}, tables: map[corev1.IPFamily]*failingNFT{}}
+	for _, family := range cfg.IPFamilies {
+		f.tables[family] = &failingNFT{Fake: knftables.NewFake(NFTFamily(family), cfg.TableName)}
+	}
+	cfg.NewInterface = func(family knftables.Family, _ string) (knftables.Interface, error) {
+		for ipFamily, nft := range f.tables {
+			if NFTFamily(ipFamily) == family {
+				return nft, nil
+			}
+		}
+		return nil, fmt.Errorf("no fake table for family %s", family)
+	}
+	if cfg.CanaryPresent == nil {
+		cfg.CanaryPresent = func(_ context.Context, family knftables.Family, _ string) (bool, error) {
+			for ipFamily, nft := range f.tables {
+				if NFTFamily(ipFamily) == family {
+					return nft.canaryPresent(), nil
+				}
+			}
+			return false, nil
+		}
+	}
+	cfg.Conntrack = f.Conntrack
+	p, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	f.Proxier = p
+	return f, nil
+}
+
+// Table returns the knftables Fake holding the family's table (nil for a family the
+// Proxier does not program). Writing to it directly plays an outside change.
+func (f *Fake) Table(family corev1.IPFamily) *knftables.Fake {
+	if nft := f.tables[family]; nft != nil {
+		return nft.Fake
+	}
+	return nil
+}
+
+// FailTransactions makes every nft transaction fail with err from now on (nil: succeed
+// again), leaving the tables as they are, as an atomic nft transaction does.
+func (f *Fake) FailTransactions(err error) {
+	for _, nft := range f.tables {
+		nft.setFailure(err)
+	}
+}
+
+// failingNFT is a knftables Fake whose transactions fail while failure is set.
+type failingNFT struct {
+	*knftables.Fake
+	mu      sync.Mutex
+	failure error
+}
+
+func (n *failingNFT) setFailure(err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.failure = err
+}
+
+// Run applies tx to the Fake, or returns the injected failure.
+func (n *failingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
+	n.mu.Lock()
+	failure := n.failure
+	n.mu.Unlock()
+	if failure != nil {
+		return failure
+	}
+	return n.Fake.Run(ctx, tx)
+}
+
+func (n *failingNFT) canaryPresent() bool {
+	n.RLock()
+	defer n.RUnlock()
+	return n.Fake.Table != nil && n.Fake.Table.Chains[canaryChain] != nil && len(n.Fake.Table.Chains[canaryChain].Rules) > 0
+}
+
+// ConntrackRecorder is a ConntrackCleaner that records the flows it is asked to delete
+// and claims to delete each, or fails with an injected error. It is safe for concurrent
+// use.
+type ConntrackRecorder struct {
+	mu      sync.Mutex
+	deleted []StaleUDPFlow
+	failure error
+}
+
+// DeleteUDPFlows implements ConntrackCleaner.
+func (r *ConntrackRecorder) DeleteUDPFlows(flows []StaleUDPFlow) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failure != nil {
+		return 0, r.failure
+	}
+	r.deleted = append(r.deleted, flows...)
+	return len(flows), nil
+}
+
+// Deleted returns the flows deleted so far, in order.
+func (r *ConntrackRecorder) Deleted() []StaleUDPFlow {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]StaleUDPFlow(nil), r.deleted...)
+}
+
+// Fail makes every deletion fail with err from now on (nil: succeed again).
+func (r *ConntrackRecorder) Fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failure = err
+}
