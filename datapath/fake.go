@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/knftables"
+
+	"github.com/kube-clusterip/kube-clusterip/datapath/nfttrace"
 )
 
 // Fake is a Proxier that writes to knftables Fakes (one per family) instead of the
@@ -19,6 +21,7 @@ type Fake struct {
 	Conntrack *ConntrackRecorder
 
 	tables map[corev1.IPFamily]*failingNFT
+	cfg    Config
 }
 
 // NewFake returns a Proxier for cfg over knftables Fakes. cfg's NewInterface and
@@ -53,7 +56,7 @@ func NewFake(cfg Config) (*Fake, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.Proxier = p
+	f.Proxier, f.cfg = p, cfg
 	return f, nil
 }
 
@@ -64,6 +67,13 @@ func (f *Fake) Table(family corev1.IPFamily) *knftables.Fake {
 		return nft.Fake
 	}
 	return nil
+}
+
+// Tracer returns a packet tracer over the family's table, for a node with the given
+// addresses (connections from them start in the output hook). Affinity timeouts follow
+// the Config's Clock.
+func (f *Fake) Tracer(family corev1.IPFamily, nodeAddresses ...string) *nfttrace.Tracer {
+	return nfttrace.New(f.Table(family), nodeAddresses, f.cfg.Clock)
 }
 
 // FailTransactions makes every nft transaction fail with err from now on (nil: succeed

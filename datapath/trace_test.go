@@ -1,0 +1,111 @@
+package datapath
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/kube-clusterip/kube-clusterip/datapath/nfttrace"
+)
+
+// TestTracedPackets plays the packet scenarios on the tracer over the Fake: no root, no
+// namespaces, milliseconds.
+func TestTracedPackets(t *testing.T) {
+	for _, s := range packetScenarios() {
+		t.Run(s.name, func(t *testing.T) {
+			ips := map[string]string{fromClient: "10.244.100.2", fromNode: nodeIP, fromOutside: outsideIP}
+			names := map[string]string{}
+			for i, p := range s.pods {
+				ips[p.name] = fmt.Sprintf("10.244.%d.2", i+1)
+				names[ips[p.name]] = p.name
+			}
+			cfg := s.config()
+			clock := clocktesting.NewFakeClock(time.Unix(1e9, 0))
+			cfg.Clock = clock
+			node, err := NewFake(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			services, endpointSlices := s.services(func(name string) string { return ips[name] })
+			mustSync(t, node.Proxier, services, endpointSlices...)
+			host, port, _ := net.SplitHostPort(s.to)
+			dport, _ := strconv.Atoi(port)
+			tracer := node.Tracer(corev1.IPv4Protocol, nodeIP)
+			packet := nfttrace.Packet{SourceIP: ips[s.from], Protocol: "tcp", DestIP: host, DestPort: dport}
+			trace := func() []nfttrace.Outcome {
+				t.Helper()
+				outcomes, err := tracer.Trace(packet)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return outcomes
+			}
+			outcomes := trace()
+			checkOutcomes(t, s.want, outcomes, names)
+			if len(s.want.reach) == 0 {
+				return
+			}
+			tracer.Connect(outcomes[0])
+			again := nfttrace.Summarize(trace())
+			if s.want.sticky {
+				if !slices.Equal(again.DNAT, []string{outcomes[0].DNAT}) {
+					t.Errorf("after a connection to %s, the next goes to %v; want the same endpoint", outcomes[0].DNAT, again.DNAT)
+				}
+				clock.Step(time.Minute) // the affinity timeout
+				checkOutcomes(t, s.want, trace(), names)
+				return
+			}
+			if want := len(s.want.reach); len(again.DNAT) != want {
+				t.Errorf("after one connection, the next can reach %v; want any of the %d endpoints", again.DNAT, want)
+			}
+		})
+	}
+}
+
+// checkOutcomes compares a trace with what the scenario wants.
+func checkOutcomes(t *testing.T, want scenarioWant, outcomes []nfttrace.Outcome, podByIP map[string]string) {
+	t.Helper()
+	got := nfttrace.Summarize(outcomes)
+	verdict := nfttrace.Accept
+	switch {
+	case want.refused:
+		verdict = nfttrace.Reject
+	case want.dropped:
+		verdict = nfttrace.Drop
+	}
+	if !slices.Equal(got.Verdicts, []nfttrace.Verdict{verdict}) {
+		t.Fatalf("verdicts %v, want %s; outcomes:\n%s", got.Verdicts, verdict, describeOutcomes(outcomes))
+	}
+	var reached []string
+	for _, target := range got.DNAT {
+		ip, port, _ := net.SplitHostPort(target)
+		if podByIP[ip] == "" || port != "8080" {
+			t.Errorf("DNAT to %s, which is no pod's port 8080", target)
+		}
+		reached = append(reached, podByIP[ip])
+	}
+	slices.Sort(reached)
+	if wantReach := slices.Sorted(slices.Values(want.reach)); !slices.Equal(reached, wantReach) {
+		t.Errorf("reaches %v, want %v; outcomes:\n%s", reached, wantReach, describeOutcomes(outcomes))
+	}
+	if verdict == nfttrace.Accept && (got.Masquerade != want.masquerade || got.Mixed) {
+		t.Errorf("masquerade %v (mixed %v), want %v; outcomes:\n%s", got.Masquerade, got.Mixed, want.masquerade, describeOutcomes(outcomes))
+	}
+}
+
+func describeOutcomes(outcomes []nfttrace.Outcome) string {
+	var s string
+	for i, o := range outcomes {
+		s += fmt.Sprintf("#%d %s dnat=%q masquerade=%v\n", i, o.Verdict, o.DNAT, o.Masquerade)
+		for _, r := range o.Rules {
+			s += "    " + r + "\n"
+		}
+	}
+	return s
+}
