@@ -177,6 +177,20 @@ func (p *testPod) track(c io.Closer) {
 // a reused port meets a TIME_WAIT socket and can stall a connect by a second.
 func (p *testPod) serveTCP(tb testing.TB, port int) {
 	tb.Helper()
+	p.serveTCPReplying(tb, port, func(net.Addr) string { return fmt.Sprintf("%s:%d\n", p.name, port) })
+}
+
+// serveTCPNamingPeer is serveTCP answering "pod:port peer-ip": the address the pod sees
+// the connection come from tells whether it was masqueraded.
+func (p *testPod) serveTCPNamingPeer(tb testing.TB, port int) {
+	tb.Helper()
+	p.serveTCPReplying(tb, port, func(peer net.Addr) string {
+		return fmt.Sprintf("%s:%d %s\n", p.name, port, peer.(*net.TCPAddr).IP)
+	})
+}
+
+func (p *testPod) serveTCPReplying(tb testing.TB, port int, reply func(peer net.Addr) string) {
+	tb.Helper()
 	var l net.Listener
 	err := inNetns(p.ns, func() (err error) {
 		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
@@ -186,7 +200,6 @@ func (p *testPod) serveTCP(tb testing.TB, port int) {
 		tb.Fatalf("pod %s listen tcp/%d: %v", p.name, port, err)
 	}
 	p.track(l)
-	reply := fmt.Sprintf("%s:%d\n", p.name, port)
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -196,7 +209,7 @@ func (p *testPod) serveTCP(tb testing.TB, port int) {
 			go func() {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := io.WriteString(c, reply); err == nil {
+				if _, err := io.WriteString(c, reply(c.RemoteAddr())); err == nil {
 					_, _ = io.Copy(io.Discard, c)
 				}
 			}()
@@ -231,24 +244,29 @@ func (p *testPod) serveUDP(tb testing.TB, port int) {
 
 // fetch connects from the pod to addr and returns the server's one-line answer.
 func (p *testPod) fetch(addr string) (string, error) {
-	var conn net.Conn
-	err := inNetns(p.ns, func() (err error) {
-		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
-		return err
-	})
+	conn, err := p.dial(addr, 2*time.Second)
 	if err != nil {
 		return "", err
 	}
 	return readReply(conn)
 }
 
+// dial opens a TCP connection from the pod (nil: from the node) to addr.
+func (p *testPod) dial(addr string, timeout time.Duration) (conn net.Conn, err error) {
+	if p == nil {
+		return net.DialTimeout("tcp", addr, timeout)
+	}
+	err = inNetns(p.ns, func() (err error) {
+		conn, err = net.DialTimeout("tcp", addr, timeout)
+		return err
+	})
+	return conn, err
+}
+
 // fetchFromNode connects from the node namespace itself (output hook).
 func fetchFromNode(addr string) (string, error) {
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return "", err
-	}
-	return readReply(conn)
+	var node *testPod
+	return node.fetch(addr)
 }
 
 func readReply(conn net.Conn) (string, error) {

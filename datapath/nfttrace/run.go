@@ -54,12 +54,11 @@ func (r *run) packet() (Outcome, error) {
 		return Outcome{Verdict: v, DNAT: r.dnat, Masquerade: r.masquerade, Rules: r.rules, updates: r.updates}
 	}
 	for _, hook := range hooks {
+		delivered := false
 		if hook == "" { // routing, after prerouting's DNAT
-			if r.t.local[r.daddr] {
+			hook, delivered = knftables.ForwardHook, r.t.local[r.daddr]
+			if delivered {
 				hook = knftables.InputHook
-				hooks = hooks[:2] // delivered here: no postrouting
-			} else {
-				hook = knftables.ForwardHook
 			}
 		}
 		for _, chain := range r.baseChains(hook) {
@@ -73,6 +72,9 @@ func (r *run) packet() (Outcome, error) {
 			case rejected:
 				return outcome(Reject), nil
 			}
+		}
+		if delivered { // to this node: no postrouting
+			break
 		}
 	}
 	return outcome(Accept), nil
