@@ -3,12 +3,14 @@ package datapath
 import (
 	"fmt"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kube-clusterip/kube-clusterip/datapath/nfttrace"
@@ -108,4 +110,67 @@ func describeOutcomes(outcomes []nfttrace.Outcome) string {
 		}
 	}
 	return s
+}
+
+// Beyond the scenarios (IPv4 TCP, which the kernel test replays): IPv6 and UDP.
+func TestTracedPacketsOfOtherFamiliesAndProtocols(t *testing.T) {
+	node, err := NewFake(Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4, clusterCIDRv6},
+		ServiceCIDRs: []string{serviceCIDRv4, serviceCIDRv6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, plainSlice := seedIPv6()
+	stickyV6, stickySlice := seedIPv6()
+	stickyV6.Name, stickyV6.Spec.ClusterIP, stickyV6.Spec.ClusterIPs = "sticky-v6", "fd00:10:96::11", []string{"fd00:10:96::11"}
+	stickySlice.Labels[discoveryv1.LabelServiceName] = stickyV6.Name
+	dns, dnsSlice := seedUDP()
+	mustSync(t, node.Proxier, []*corev1.Service{plain, sticky(stickyV6, 60), dns}, plainSlice, stickySlice, dnsSlice)
+	v6Endpoints := []string{"[fd00:10:244:1::10]:8080", "[fd00:10:244:2::11]:8080"}
+	accepted := []nfttrace.Verdict{nfttrace.Accept}
+	cases := []struct {
+		name   string
+		family corev1.IPFamily
+		packet nfttrace.Packet
+		want   nfttrace.Summary
+	}{
+		{name: "IPv6: spread over both endpoints", family: corev1.IPv6Protocol,
+			packet: nfttrace.Packet{SourceIP: "fd00:10:244:7::2", Protocol: "tcp", DestIP: "fd00:10:96::10", DestPort: 80},
+			want:   nfttrace.Summary{Verdicts: accepted, DNAT: v6Endpoints}},
+		{name: "IPv6: ClientIP affinity picks among both", family: corev1.IPv6Protocol,
+			packet: nfttrace.Packet{SourceIP: "fd00:10:244:7::2", Protocol: "tcp", DestIP: "fd00:10:96::11", DestPort: 80},
+			want:   nfttrace.Summary{Verdicts: accepted, DNAT: v6Endpoints}},
+		{name: "IPv6: from the node, masqueraded", family: corev1.IPv6Protocol,
+			packet: nfttrace.Packet{SourceIP: "fd00:50::1", Protocol: "tcp", DestIP: "fd00:10:96::10", DestPort: 80},
+			want:   nfttrace.Summary{Verdicts: accepted, DNAT: v6Endpoints, Masquerade: true}},
+		{name: "IPv6: a port the Service lacks is refused", family: corev1.IPv6Protocol,
+			packet: nfttrace.Packet{SourceIP: "fd00:10:244:7::2", Protocol: "tcp", DestIP: "fd00:10:96::10", DestPort: 81},
+			want:   nfttrace.Summary{Verdicts: []nfttrace.Verdict{nfttrace.Reject}}},
+		{name: "IPv6: an unallocated address is dropped", family: corev1.IPv6Protocol,
+			packet: nfttrace.Packet{SourceIP: "fd00:10:244:7::2", Protocol: "tcp", DestIP: "fd00:10:96::99", DestPort: 80},
+			want:   nfttrace.Summary{Verdicts: []nfttrace.Verdict{nfttrace.Drop}}},
+		{name: "UDP port of a DNS Service", family: corev1.IPv4Protocol,
+			packet: nfttrace.Packet{SourceIP: "10.244.7.2", Protocol: "udp", DestIP: "10.96.0.53", DestPort: 53},
+			want:   nfttrace.Summary{Verdicts: accepted, DNAT: []string{"10.244.2.53:5353"}}},
+		{name: "TCP port of the same number", family: corev1.IPv4Protocol,
+			packet: nfttrace.Packet{SourceIP: "10.244.7.2", Protocol: "tcp", DestIP: "10.96.0.53", DestPort: 53},
+			want:   nfttrace.Summary{Verdicts: accepted, DNAT: []string{"10.244.2.53:5353"}}},
+		{name: "SCTP, which the Service lacks: refused", family: corev1.IPv4Protocol,
+			packet: nfttrace.Packet{SourceIP: "10.244.7.2", Protocol: "sctp", DestIP: "10.96.0.53", DestPort: 53},
+			want:   nfttrace.Summary{Verdicts: []nfttrace.Verdict{nfttrace.Reject}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			nodeAddress := nodeIP
+			if tc.family == corev1.IPv6Protocol {
+				nodeAddress = "fd00:50::1"
+			}
+			outcomes, err := node.Tracer(tc.family, nodeAddress).Trace(tc.packet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := nfttrace.Summarize(outcomes); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %+v, want %+v; outcomes:\n%s", got, tc.want, describeOutcomes(outcomes))
+			}
+		})
+	}
 }
