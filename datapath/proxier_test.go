@@ -406,3 +406,29 @@ func TestProxierRunMaintainsOnEveryTickOfItsClock(t *testing.T) {
 	clock.Step(time.Second)
 	g.Eventually(fake.Dump).Should(Equal(want), "the tick restores the flushed table")
 }
+
+func TestProxierResyncsInFullOncePerFullSyncPeriod(t *testing.T) {
+	clock := clocktesting.NewFakeClock(time.Unix(1e9, 0))
+	var results []SyncResult
+	p, _, _ := fakeProxier(t, Config{NodeName: "node-a", Clock: clock, FullSyncPeriod: time.Hour,
+		OnSync: func(r SyncResult) { results = append(results, r) }})
+	svc, slice := seedBackend()
+	ctx := context.Background()
+	if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Step(time.Hour - time.Nanosecond)
+	if err := p.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1 {
+		t.Fatalf("Maintain synced before the period was over: %+v", results[1:])
+	}
+	clock.Step(time.Nanosecond)
+	if err := p.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 2 || !results[1].Full || results[1].Reason != "period" {
+		t.Errorf("want one full sync for the period, got %+v", results[1:])
+	}
+}
