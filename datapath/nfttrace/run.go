@@ -264,12 +264,9 @@ func (r *run) match(p *parser) (matched bool, verdictText string, err error) {
 		return anyMatches(values, want) == (op == "=="), "", nil
 	case op == "&":
 		return r.maskedMatch(p, values)
-	case op == "{":
-		p.pos--
-		return anyMatches(values, p.values()), "", nil
 	case op == "":
 		return false, "", errors.New("expression without a value")
-	default:
+	default: // an implicit "==": a value, a "a,b" list or a "{ ... }" set
 		p.pos--
 		return anyMatches(values, p.values()), "", nil
 	}
@@ -281,8 +278,11 @@ func (r *run) maskedMatch(p *parser, values []string) (bool, string, error) {
 	op := p.next()
 	want, err2 := parseNumber(p.next())
 	have, err3 := parseNumber(strings.Join(values, ""))
-	if err := errors.Join(err1, err2, err3); err != nil || (op != "==" && op != "!=") {
-		return false, "", fmt.Errorf("unsupported masked comparison: %v", err)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return false, "", fmt.Errorf("masked comparison: %w", err)
+	}
+	if op != "==" && op != "!=" {
+		return false, "", fmt.Errorf("unsupported masked comparison %q", op)
 	}
 	return (have&mask == want) == (op == "=="), "", nil
 }
@@ -436,7 +436,7 @@ func (r *run) inSet(name string, key []string) (bool, error) {
 // and DNATs the packet; false when the map has no element for it (the rule breaks off).
 func (r *run) dnatStatement(p *parser) (bool, error) {
 	p.next()
-	if p.peek() == "ip" && p.at(1) == "to" || p.peek() == "ip6" && p.at(1) == "to" {
+	if (p.peek() == "ip" || p.peek() == "ip6") && p.at(1) == "to" {
 		p.next()
 	}
 	if p.next() != "to" {
