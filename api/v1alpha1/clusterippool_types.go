@@ -13,6 +13,10 @@ const (
 	ConditionExhausted = "Exhausted"
 	// ConditionConflicting is True when Services hold addresses twice, or the pool overlaps another.
 	ConditionConflicting = "Conflicting"
+	// ConditionOutsideServiceCIDRs is True when a CIDR of the pool lies outside every ServiceCIDR
+	// of the cluster, or only in ones being deleted: the API server would refuse its addresses, so
+	// the pool hands out none of them.
+	ConditionOutsideServiceCIDRs = "OutsideServiceCIDRs"
 )
 
 // DefaultPoolName is the pool created at start when the cluster has none.
@@ -87,7 +91,7 @@ type ClusterIPPoolStatus struct {
 	// Free is the number of addresses still available, all families together.
 	// +optional
 	Free string `json:"free,omitempty"`
-	// Conditions: Ready, Exhausted, Conflicting.
+	// Conditions: Ready, Exhausted, Conflicting, OutsideServiceCIDRs.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

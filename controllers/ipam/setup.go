@@ -110,9 +110,9 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	registry := NewRegistry(opts.ReservationGracePeriod, nil, queue.add)
 	events := mgr.GetEventRecorder("clusterip-ipam")
 
-	ipAddresses := ipAddressesTracked(mgr)
+	ipAddresses, serviceCIDRs := ipAddressesTracked(mgr), serviceCIDRsServed(mgr)
 	if err := mgr.Add(&initializer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry,
-		events: events, defaultCIDR: opts.DefaultServiceCIDR, ipAddresses: ipAddresses}); err != nil {
+		events: events, defaultCIDR: opts.DefaultServiceCIDR, ipAddresses: ipAddresses, serviceCIDRs: serviceCIDRs}); err != nil {
 		return nil, fmt.Errorf("add the ClusterIP pool rebuild: %w", err)
 	}
 	// A replica that becomes leader writes every pool's status, even if nothing changes.
@@ -129,7 +129,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		For(&ipamv1alpha1.ClusterIPPool{}).
 		WatchesRawSource(source.Func(queue.start)).
 		WithOptions(everyReplica).
-		Complete(&poolRepair{client: mgr.GetClient(), registry: registry, elected: mgr.Elected()})
+		Complete(&poolRepair{client: mgr.GetClient(), registry: registry, events: events, elected: mgr.Elected()})
 	if err != nil {
 		return nil, fmt.Errorf("set up the ClusterIPPool controller: %w", err)
 	}
@@ -156,6 +156,16 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 			Complete(&ipAddressRepair{client: mgr.GetClient(), registry: registry})
 		if err != nil {
 			return nil, fmt.Errorf("set up the IPAddress mirror: %w", err)
+		}
+	}
+	if serviceCIDRs {
+		err = ctrl.NewControllerManagedBy(mgr).
+			Named("clusterip-servicecidr").
+			For(&networkingv1.ServiceCIDR{}).
+			WithOptions(everyReplica).
+			Complete(&serviceCIDRRepair{client: mgr.GetClient(), registry: registry})
+		if err != nil {
+			return nil, fmt.Errorf("set up the ServiceCIDR mirror: %w", err)
 		}
 	}
 	live, err := unthrottledReader(mgr)
