@@ -182,6 +182,12 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("add the ClusterIP pools ready check: %w", err)
 	}
 
+	if ipAddresses {
+		if err := mgr.AddReadyzCheck("clusterip-apiserver", apiServerReachable(live)); err != nil {
+			return nil, fmt.Errorf("add the API server reachability check: %w", err)
+		}
+	}
+
 	shared := serviceAdmission{registry: registry, namespaces: mgr.GetClient(), apiReader: mgr.GetAPIReader(),
 		live: live, ipAddresses: ipAddresses, decoder: admission.NewDecoder(mgr.GetScheme()), readyWait: opts.ReadyWait}
 	server := mgr.GetWebhookServer()
