@@ -80,10 +80,11 @@ type ClusterIPPoolStatus struct {
 	// ObservedGeneration is the generation of the spec this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Families has the counts of each CIDR.
+	// Families has the counts of each CIDR: the pool's spec.cidrs and, for the pool "default", the
+	// CIDRs of ServiceCIDRs that extend it (so a family may appear more than once).
 	// +optional
 	// +listType=map
-	// +listMapKey=family
+	// +listMapKey=cidr
 	Families []FamilyStatus `json:"families,omitempty"`
 	// Allocated is the number of addresses held by Services, all families together.
 	// +optional

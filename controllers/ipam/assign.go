@@ -128,6 +128,10 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 	if res, ok := r.pending[ip]; ok && res.isFor(key) {
 		return false, nil
 	}
+	if parent, ok := r.ipAddresses[ip]; ok && parent == key {
+		// kube-apiserver allocates (creates the IPAddress) before it calls the validating webhooks.
+		return false, nil
+	}
 	owner, rg := r.ownerLocked(ip)
 	if owner == nil {
 		return false, &AdmissionError{Reason: ReasonOutOfRange, Err: fmt.Errorf(

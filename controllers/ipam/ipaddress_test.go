@@ -131,6 +131,10 @@ func TestReservationEndsWithItsIPAddress(t *testing.T) {
 	if r.Pending() != 0 {
 		t.Fatalf("pending = %d after the Service's own IPAddress appeared, want 0", r.Pending())
 	}
+	// kube-apiserver creates the IPAddress before it calls the validating webhook.
+	if err := r.Validate(key("ns", "short"), got, nil, noLabel, false); err != nil {
+		t.Fatalf("validating the Service whose IPAddress exists: %v", err)
+	}
 	if _, err := r.Assign(AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: got}); err == nil {
 		t.Fatalf("%s handed out while its IPAddress exists", got[0])
 	}
