@@ -83,8 +83,8 @@ func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, erro
 		missing = append(missing, want[i])
 	}
 	for _, f := range missing {
-		if _, rg := chosen.rangeOf(f); rg.Free() == 0 {
-			return nil, []string{chosen.name}, r.fullError(chosen, rg)
+		if _, _, err := chosen.rangeFor(f); err != nil {
+			return nil, []string{chosen.name}, err
 		}
 	}
 	if req.DryRun {
@@ -128,6 +128,10 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 	if res, ok := r.pending[ip]; ok && res.isFor(key) {
 		return false, nil
 	}
+	if parent, ok := r.ipAddresses[ip]; ok && parent == key {
+		// kube-apiserver allocates (creates the IPAddress) before it calls the validating webhooks.
+		return false, nil
+	}
 	owner, rg := r.ownerLocked(ip)
 	if owner == nil {
 		return false, &AdmissionError{Reason: ReasonOutOfRange, Err: fmt.Errorf(
@@ -140,7 +144,7 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 			allocator.ErrNotInRange, ip, owner.name, key.Namespace, poolList(cands))}
 	}
 	if holder, ok := r.holders[ip]; ok {
-		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Held: ip, Err: fmt.Errorf(
 			"%w: %s in pool %s is held by Service %s; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, holder)}
 	}
@@ -148,6 +152,16 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
 			"%w: %s in pool %s is being assigned to Service %s; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, serviceName(res.service))}
+	}
+	if parent, ok := r.ipAddresses[ip]; ok {
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Held: ip, Err: fmt.Errorf(
+			"%w: %s in pool %s has an IPAddress object%s in the API server; request a different IP or leave spec.clusterIP empty to get a free one",
+			allocator.ErrAllocated, ip, owner.name, ipAddressParentText(parent))}
+	}
+	if why := owner.unusable[owner.indexOf(rg)]; why != "" {
+		return false, &AdmissionError{Reason: ReasonOutsideServiceCIDRs, Pool: owner.name, Err: fmt.Errorf(
+			"%w: %s in pool %s: %s; request a different IP or leave spec.clusterIP empty",
+			allocator.ErrNotInRange, ip, owner.name, why)}
 	}
 	if rg.IsReserved(ip) {
 		return false, &AdmissionError{Reason: ReasonReserved, Pool: owner.name, Err: fmt.Errorf(
@@ -169,7 +183,7 @@ func serviceName(key types.NamespacedName) string {
 	return key.String()
 }
 
-func (r *Registry) fullError(p *pool, rg *allocator.Range) error {
+func fullError(p *pool, rg *allocator.Range) error {
 	return &AdmissionError{Reason: ReasonFull, Pool: p.name, Err: fmt.Errorf(
 		"%w: pool %s has no free %s address in %s; grow it by adding or enlarging a CIDR in spec.cidrs "+
 			"(kubectl edit clusterippool %s), or delete Services that use it",
@@ -180,7 +194,10 @@ func (r *Registry) fullError(p *pool, rg *allocator.Range) error {
 // large nested pool (they stay marked, counted as shadowed). It gives up after maxShadowSkips
 // such addresses in one call.
 func (r *Registry) allocateNextLocked(p *pool, f allocator.Family) (netip.Addr, error) {
-	i, rg := p.rangeOf(f)
+	i, rg, err := p.rangeFor(f)
+	if err != nil {
+		return netip.Addr{}, err
+	}
 	for skipped := 0; ; skipped++ {
 		if skipped == maxShadowSkips {
 			return netip.Addr{}, &AdmissionError{Reason: ReasonFull, Pool: p.name, Err: fmt.Errorf(
@@ -190,7 +207,7 @@ func (r *Registry) allocateNextLocked(p *pool, f allocator.Family) (netip.Addr, 
 		}
 		ip, err := rg.AllocateNext()
 		if errors.Is(err, allocator.ErrFull) {
-			return netip.Addr{}, r.fullError(p, rg)
+			return netip.Addr{}, fullError(p, rg)
 		}
 		if err != nil {
 			return netip.Addr{}, err
@@ -307,12 +324,10 @@ func (r *Registry) DropReservation(res Reservation) {
 		return
 	}
 	delete(r.pending, res.IP)
+	r.settleLocked(res.IP)
 	var touched []string
-	if _, held := r.holders[res.IP]; !held {
-		if p, rg := r.ownerLocked(res.IP); rg != nil {
-			_ = rg.Release(res.IP)
-			touched = append(touched, p.name)
-		}
+	if p, _ := r.ownerLocked(res.IP); p != nil {
+		touched = append(touched, p.name)
 	}
 	r.mu.Unlock()
 	r.notify(touched)

@@ -34,6 +34,9 @@ const (
 	ReasonFamily     = "IPFamilyUnavailable"
 	ReasonNoPool     = "NoPool"
 	ReasonOtherPool  = "ClusterIPInOtherPool"
+	// ReasonOutsideServiceCIDRs: the API server would refuse the address (no Ready ServiceCIDR
+	// that is not being deleted contains it).
+	ReasonOutsideServiceCIDRs = "OutsideServiceCIDRs"
 )
 
 // AdmissionError is why a Service cannot have the ClusterIPs it asks for. Reason is one of the
@@ -42,6 +45,9 @@ type AdmissionError struct {
 	Reason string
 	Pool   string
 	Err    error
+	// Held is the requested address refused because a Service or an IPAddress object holds it
+	// as far as the caches know; a live read of its IPAddress can show that the hold is over.
+	Held netip.Addr
 }
 
 func (e *AdmissionError) Error() string { return e.Err.Error() }
@@ -81,26 +87,62 @@ type pool struct {
 	ranges       []*allocator.Range
 	carved       []uint64 // per range: addresses reserved for nested pools
 	shadowed     []uint64 // per range: addresses of large nested pools marked lazily
+	held         []uint64 // per range: addresses a Service holds
+	unusable     []string // per range: why the API server refuses its addresses; "" when it accepts them
 	selectorErr  string   // why spec.namespaceSelector does not parse
 	invalid      string   // why the pool hands out nothing; empty when Ready
 	overlaps     bool     // invalid because another pool has the same CIDR
 }
 
+// families returns the families of the pool's ranges, in the order of spec.cidrs.
 func (p *pool) families() []allocator.Family {
 	fs := make([]allocator.Family, 0, len(p.ranges))
 	for _, r := range p.ranges {
-		fs = append(fs, r.Family())
+		if !slices.Contains(fs, r.Family()) {
+			fs = append(fs, r.Family())
+		}
 	}
 	return fs
 }
 
-func (p *pool) rangeOf(f allocator.Family) (int, *allocator.Range) {
-	for i, r := range p.ranges {
-		if r.Family() == f {
-			return i, r
+// rangeFor returns the range of family f that hands out the next address: the first one the API
+// server accepts addresses from that has a free address.
+func (p *pool) rangeFor(f allocator.Family) (int, *allocator.Range, error) {
+	first, why := -1, ""
+	for i, rg := range p.ranges {
+		if rg.Family() != f {
+			continue
+		}
+		if p.unusable[i] != "" {
+			why = p.unusable[i]
+			continue
+		}
+		if rg.Free() > 0 {
+			return i, rg, nil
+		}
+		if first < 0 {
+			first = i
 		}
 	}
-	return -1, nil
+	if first >= 0 {
+		return -1, nil, fullError(p, p.ranges[first])
+	}
+	return -1, nil, &AdmissionError{Reason: ReasonOutsideServiceCIDRs, Pool: p.name, Err: fmt.Errorf(
+		"%w: pool %s has no %s address the API server accepts: %s", allocator.ErrNotInRange, p.name, f, why)}
+}
+
+// indexOf returns the index of rg in the pool's ranges.
+func (p *pool) indexOf(rg *allocator.Range) int { return slices.Index(p.ranges, rg) }
+
+// usableCIDRs lists the CIDRs the pool hands out addresses from.
+func (p *pool) usableCIDRs() string {
+	var s []string
+	for i, r := range p.ranges {
+		if p.unusable[i] == "" {
+			s = append(s, r.CIDR().String())
+		}
+	}
+	return strings.Join(s, ", ")
 }
 
 func (p *pool) cidrs() string {
@@ -112,9 +154,13 @@ func (p *pool) cidrs() string {
 }
 
 // Registry holds every pool's bitmaps and who holds which address. It is the pure core of
-// assignment: the webhooks ask it for addresses, the repair loop tells it what Services hold.
-// Every address lives in exactly one pool, its owner: the pool with the narrowest CIDR containing
-// it, so a tenant pool nested in the default pool is carved out of it. Safe for concurrent use.
+// assignment: the webhooks ask it for addresses, the repair loop tells it what Services hold and
+// which IPAddress objects the API server has. Every address lives in exactly one pool, its owner:
+// the pool with the narrowest CIDR containing it, so a tenant pool nested in the default pool is
+// carved out of it. An address is handed out only while nothing holds it: no Service, no
+// reservation of the webhook, and no IPAddress object, whatever that object names as its parent
+// (kube-apiserver refuses a second IPAddress for an address, and its own repair loop re-creates
+// one for a Service its cache still shows after the Service is gone). Safe for concurrent use.
 type Registry struct {
 	mu       sync.Mutex
 	now      func() time.Time
@@ -125,9 +171,16 @@ type Registry struct {
 	extra    map[netip.Addr][]types.NamespacedName // Services holding an address after its first holder
 	outside  map[netip.Addr][]types.NamespacedName // Services holding an address no pool owns
 	pending  map[netip.Addr]reservation
-	changed  func(pool string)
-	ready    chan struct{}
-	once     sync.Once
+	// ipAddresses are the addresses the API server has an IPAddress object for, with the Service
+	// the object names (zero when it names none).
+	ipAddresses map[netip.Addr]types.NamespacedName
+	// serviceCIDRs are the cluster's ServiceCIDRs, by name; serviceCIDRsKnown is false until
+	// SetServiceCIDRs (or for ever, on an API server without them).
+	serviceCIDRs      []ServiceCIDR
+	serviceCIDRsKnown bool
+	changed           func(pool string)
+	ready             chan struct{}
+	once              sync.Once
 }
 
 // NewRegistry returns an empty Registry. grace is how long a webhook reservation waits for its
@@ -149,6 +202,8 @@ func NewRegistry(grace time.Duration, now func() time.Time, changed func(pool st
 		outside:  map[netip.Addr][]types.NamespacedName{},
 		pending:  map[netip.Addr]reservation{},
 		ready:    make(chan struct{}),
+
+		ipAddresses: map[netip.Addr]types.NamespacedName{},
 	}
 }
 
@@ -196,6 +251,34 @@ func (r *Registry) DeletePool(name string) {
 	r.notify(names)
 }
 
+// ServiceCIDR is a networking.k8s.io/v1 ServiceCIDR as the registry needs it.
+type ServiceCIDR struct {
+	Name  string
+	CIDRs []netip.Prefix
+	// Ready is false while the object is being deleted or says Ready=False: the API server then
+	// assigns no new address from it.
+	Ready bool
+}
+
+// SetServiceCIDRs replaces the cluster's ServiceCIDRs and rebuilds the bitmaps: the pool
+// "default" grows by the CIDRs no pool covers, and no range hands out addresses the API server
+// would refuse.
+func (r *Registry) SetServiceCIDRs(cidrs []ServiceCIDR) {
+	cidrs = slices.Clone(cidrs)
+	slices.SortFunc(cidrs, func(a, b ServiceCIDR) int { return strings.Compare(a.Name, b.Name) })
+	r.mu.Lock()
+	if r.serviceCIDRsKnown && slices.EqualFunc(r.serviceCIDRs, cidrs, func(a, b ServiceCIDR) bool {
+		return a.Name == b.Name && a.Ready == b.Ready && slices.Equal(a.CIDRs, b.CIDRs)
+	}) {
+		r.mu.Unlock()
+		return
+	}
+	r.serviceCIDRs, r.serviceCIDRsKnown = cidrs, true
+	names := r.rebuildLocked()
+	r.mu.Unlock()
+	r.notify(names)
+}
+
 // PoolNames returns the names of the pools, sorted.
 func (r *Registry) PoolNames() []string {
 	r.mu.Lock()
@@ -234,10 +317,7 @@ func (r *Registry) rebuildLocked() []string {
 		if p.invalid != "" {
 			continue
 		}
-		var opts []allocator.Option
-		if q := p.spec.QuarantineSeconds; q != nil && *q > 0 {
-			opts = append(opts, allocator.WithQuarantine(time.Duration(*q)*time.Second))
-		}
+		opts := p.rangeOptions()
 		for _, c := range p.spec.CIDRs {
 			prefix, err := netip.ParsePrefix(c)
 			if err != nil {
@@ -264,6 +344,9 @@ func (r *Registry) rebuildLocked() []string {
 		for _, rg := range p.ranges {
 			seen[rg.CIDR()] = p.name
 		}
+	}
+	r.extendDefaultLocked()
+	for _, p := range r.pools {
 		for _, s := range p.spec.Reserved {
 			ip, err := netip.ParseAddr(s)
 			if err != nil {
@@ -277,10 +360,90 @@ func (r *Registry) rebuildLocked() []string {
 		}
 		p.carved = make([]uint64, len(p.ranges))
 		p.shadowed = make([]uint64, len(p.ranges))
+		p.held = make([]uint64, len(p.ranges))
+		p.unusable = make([]string, len(p.ranges))
+		for i, rg := range p.ranges {
+			p.unusable[i] = r.unusableLocked(rg.CIDR())
+		}
 	}
 	r.carveLocked()
 	r.replayLocked()
 	return names
+}
+
+func (p *pool) rangeOptions() []allocator.Option {
+	if q := p.spec.QuarantineSeconds; q != nil && *q > 0 {
+		return []allocator.Option{allocator.WithQuarantine(time.Duration(*q) * time.Second)}
+	}
+	return nil
+}
+
+// extendDefaultLocked adds to the pool "default" the CIDRs of the cluster's ServiceCIDRs that
+// overlap no pool's CIDR, so that a ServiceCIDR an admin adds extends it at once. A ServiceCIDR
+// that overlaps a pool adds nothing: the pools' specs say who owns those addresses (a default
+// pool shrunk on purpose stays shrunk; a tenant pool keeps its own and its reserved addresses).
+// The CIDRs of a ServiceCIDR being deleted stay while it exists, so the Services still holding
+// its addresses count in the pool.
+func (r *Registry) extendDefaultLocked() {
+	def, ok := r.pools[ipamv1alpha1.DefaultPoolName]
+	if !ok || def.invalid != "" {
+		return
+	}
+	for _, sc := range r.serviceCIDRs {
+		for _, c := range sc.CIDRs {
+			if r.overlapsLocked(c) {
+				continue
+			}
+			rg, err := allocator.NewRange(c, def.rangeOptions()...)
+			if err != nil {
+				continue // an IPv6 ServiceCIDR wider than /64: not supported by the bitmaps; the pool's status shows what it has
+			}
+			def.ranges = append(def.ranges, rg)
+		}
+	}
+}
+
+// overlapsLocked says whether c overlaps a range of some pool.
+func (r *Registry) overlapsLocked(c netip.Prefix) bool {
+	for _, p := range r.pools {
+		for _, rg := range p.ranges {
+			if rg.CIDR().Overlaps(c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// unusableLocked says why the API server refuses the addresses of c, or "" when it accepts them:
+// a Ready ServiceCIDR that is not being deleted must contain c. Without ServiceCIDRs in the API
+// (before v1.33) nothing is known, and every range is used.
+func (r *Registry) unusableLocked(c netip.Prefix) string {
+	if !r.serviceCIDRsKnown {
+		return ""
+	}
+	var all, draining []string
+	for _, sc := range r.serviceCIDRs {
+		for _, sp := range sc.CIDRs {
+			all = append(all, sp.String())
+			if sp.Bits() > c.Bits() || !sp.Contains(c.Addr()) {
+				continue
+			}
+			if sc.Ready {
+				return ""
+			}
+			draining = append(draining, sc.Name)
+		}
+	}
+	if len(draining) > 0 {
+		return fmt.Sprintf("%s lies only in ServiceCIDR %s, which is being deleted or not Ready: the API server assigns no new address from it",
+			c, strings.Join(draining, ", "))
+	}
+	if len(all) == 0 {
+		return fmt.Sprintf("%s lies outside every ServiceCIDR: the cluster has none", c)
+	}
+	return fmt.Sprintf("%s lies outside every ServiceCIDR of the cluster (%s): the API server refuses its addresses; "+
+		"add a ServiceCIDR that contains it, or change the pool's spec.cidrs", c, strings.Join(all, ", "))
 }
 
 // carveLocked reserves, in each range, the addresses of the smaller ranges nested in it.
@@ -312,15 +475,17 @@ func prefixSize(p netip.Prefix) uint64 {
 	return 1 << host
 }
 
-// replayLocked marks the addresses of every known Service and reservation in the new ranges.
+// replayLocked marks the addresses of every known Service, reservation and IPAddress object in
+// the new ranges.
 func (r *Registry) replayLocked() {
 	r.holders = map[netip.Addr]types.NamespacedName{}
 	r.extra = map[netip.Addr][]types.NamespacedName{}
 	r.outside = map[netip.Addr][]types.NamespacedName{}
 	for _, ip := range slices.SortedFunc(maps.Keys(r.pending), netip.Addr.Compare) {
-		if _, rg := r.ownerLocked(ip); rg != nil {
-			_ = rg.Allocate(ip)
-		}
+		r.settleLocked(ip)
+	}
+	for _, ip := range slices.SortedFunc(maps.Keys(r.ipAddresses), netip.Addr.Compare) {
+		r.settleLocked(ip)
 	}
 	keys := slices.SortedFunc(maps.Keys(r.services), func(a, b types.NamespacedName) int {
 		return strings.Compare(a.String(), b.String())
@@ -379,7 +544,7 @@ func (r *Registry) holdLocked(key types.NamespacedName, ip netip.Addr) *Finding 
 	if _, ok := r.pending[ip]; ok {
 		delete(r.pending, ip) // the Service is the truth, whoever the reservation was for
 		if _, held := r.holders[ip]; !held {
-			r.holders[ip] = key
+			r.setHolderLocked(ip, key)
 			return nil
 		}
 	}
@@ -401,9 +566,48 @@ func (r *Registry) holdLocked(key types.NamespacedName, ip netip.Addr) *Finding 
 			"ClusterIP %s is outside every ClusterIPPool (%s); add a pool that contains it, or recreate the Service to get an IP from a pool",
 			ip, poolList(r.sortedPoolsLocked()))}
 	}
-	_ = rg.Allocate(ip) // ErrReserved: a reserved address a Service already holds stays reserved
-	r.holders[ip] = key
+	r.setHolderLocked(ip, key) // a reserved address a Service already holds stays reserved
 	return nil
+}
+
+// setHolderLocked records that key holds ip, which has an owner range, and marks it there.
+func (r *Registry) setHolderLocked(ip netip.Addr, key types.NamespacedName) {
+	if _, held := r.holders[ip]; !held {
+		if p, rg := r.ownerLocked(ip); rg != nil {
+			p.held[p.indexOf(rg)]++
+		}
+	}
+	r.holders[ip] = key
+	r.settleLocked(ip)
+}
+
+// dropHolderLocked forgets the Service holding ip, and frees ip if nothing else holds it.
+func (r *Registry) dropHolderLocked(ip netip.Addr) {
+	if _, held := r.holders[ip]; !held {
+		return
+	}
+	delete(r.holders, ip)
+	if p, rg := r.ownerLocked(ip); rg != nil {
+		p.held[p.indexOf(rg)]--
+	}
+	r.settleLocked(ip)
+}
+
+// settleLocked marks ip in its owner range while a Service, a reservation or an IPAddress object
+// holds it, and releases it (into quarantine, if the pool has one) once none does.
+func (r *Registry) settleLocked(ip netip.Addr) {
+	_, rg := r.ownerLocked(ip)
+	if rg == nil {
+		return
+	}
+	_, held := r.holders[ip]
+	_, pending := r.pending[ip]
+	_, recorded := r.ipAddresses[ip]
+	if held || pending || recorded {
+		_ = rg.Allocate(ip) // ErrAllocated: marked already; ErrReserved: stays reserved
+		return
+	}
+	_ = rg.Release(ip)
 }
 
 // otherPoolLocked reports an address held in a pool that does not select the Service's
@@ -430,7 +634,7 @@ func (r *Registry) sortedPoolsLocked() []*pool {
 }
 
 // releaseLocked forgets that key holds ip; the address goes back to its pool (into quarantine if
-// the pool has one) unless another Service or a reservation still has it.
+// the pool has one) unless another Service, a reservation or an IPAddress object still has it.
 func (r *Registry) releaseLocked(key types.NamespacedName, ip netip.Addr) {
 	if i := slices.Index(r.outside[ip], key); i >= 0 {
 		r.outside[ip] = slices.Delete(r.outside[ip], i, i+1)
@@ -456,13 +660,7 @@ func (r *Registry) releaseLocked(key types.NamespacedName, ip netip.Addr) {
 		}
 		return
 	}
-	delete(r.holders, ip)
-	if _, ok := r.pending[ip]; ok {
-		return
-	}
-	if _, rg := r.ownerLocked(ip); rg != nil {
-		_ = rg.Release(ip)
-	}
+	r.dropHolderLocked(ip)
 }
 
 // Observe records the ClusterIPs a Service holds now (nil when it is gone or has none): new ones
@@ -511,6 +709,87 @@ func (r *Registry) Observe(key types.NamespacedName, ips []netip.Addr, namespace
 	r.mu.Unlock()
 	r.notify(slices.Sorted(maps.Keys(touched)))
 	return findings
+}
+
+// ObserveIPAddress records whether the API server has an IPAddress object for ip, and the
+// Service it names (zero when none). While it has, ip is not handed out, whatever the parent. A
+// webhook reservation for the object's own Service ends there: the object guards the address
+// from then on, and its deletion (with the Service, or by kube-apiserver's repair loop) frees it.
+func (r *Registry) ObserveIPAddress(ip netip.Addr, parent types.NamespacedName, exists bool) {
+	r.mu.Lock()
+	if exists {
+		r.ipAddresses[ip] = parent
+		if res, ok := r.pending[ip]; ok && res.isFor(parent) {
+			delete(r.pending, ip)
+		}
+	} else {
+		delete(r.ipAddresses, ip)
+	}
+	r.settleLocked(ip)
+	p, _ := r.ownerLocked(ip)
+	r.mu.Unlock()
+	if p != nil {
+		r.changed(p.name)
+	}
+}
+
+// ForgetStaleHold is told that the API server has no IPAddress object for ip (read live):
+// kube-apiserver then grants ip to the next create that asks for it, even while our caches still
+// show the Service it deleted, or that Service's IPAddress. It forgets both and reports whether
+// it did forget something.
+func (r *Registry) ForgetStaleHold(ip netip.Addr) bool {
+	r.mu.Lock()
+	_, recorded := r.ipAddresses[ip]
+	_, held := r.holders[ip]
+	held = held && len(r.extra[ip]) == 0 // a duplicate stays known, and reported
+	delete(r.ipAddresses, ip)
+	if held {
+		// A Service still holding ip lost its IPAddress: kube-apiserver's repair loop re-creates
+		// it, and a Service granted ip meanwhile is its duplicate, as upstream.
+		r.dropHolderLocked(ip)
+	}
+	r.settleLocked(ip)
+	p, _ := r.ownerLocked(ip)
+	r.mu.Unlock()
+	if p != nil && (recorded || held) {
+		r.changed(p.name)
+	}
+	return recorded || held
+}
+
+// YieldReservation is told that the API server already has an IPAddress object, naming parent,
+// for ip, which the webhook has just reserved for key: key does not get ip after all. The address
+// stays held until that object is gone: if the registry has not seen the object yet, the
+// reservation passes to parent, and ends when the object shows up (or expires).
+func (r *Registry) YieldReservation(key types.NamespacedName, ip netip.Addr, parent types.NamespacedName) {
+	r.mu.Lock()
+	if res, ok := r.pending[ip]; ok && res.isFor(key) {
+		if _, recorded := r.ipAddresses[ip]; recorded {
+			delete(r.pending, ip)
+		} else {
+			r.pending[ip] = reservation{service: parent, deadline: res.deadline}
+		}
+		r.settleLocked(ip)
+	}
+	r.mu.Unlock()
+}
+
+// CancelReservations drops the reservations key has on ips: the webhook will not hand them out
+// after all.
+func (r *Registry) CancelReservations(key types.NamespacedName, ips []netip.Addr) {
+	r.mu.Lock()
+	var touched []string
+	for _, ip := range ips {
+		if res, ok := r.pending[ip]; ok && res.isFor(key) {
+			delete(r.pending, ip)
+			r.settleLocked(ip)
+			if p, _ := r.ownerLocked(ip); p != nil {
+				touched = append(touched, p.name)
+			}
+		}
+	}
+	r.mu.Unlock()
+	r.notify(touched)
 }
 
 // Observed returns the ClusterIPs the registry last saw Service key hold.

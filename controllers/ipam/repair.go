@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -30,8 +31,6 @@ type serviceRepair struct {
 	apiReader client.Reader // live reads of IPAddresses
 	registry  *Registry
 	events    recorder.EventRecorder
-	// ipAddresses: the API server tracks ClusterIPs as IPAddress objects (see ipAddressesTracked).
-	ipAddresses bool
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -42,17 +41,7 @@ func (s *serviceRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	svc := &corev1.Service{}
 	if err := s.client.Get(ctx, req.NamespacedName, svc); err != nil {
 		if apierrors.IsNotFound(err) {
-			if s.ipAddresses {
-				for _, ip := range s.registry.Observed(req.NamespacedName) {
-					held, err := apiServerHolds(ctx, s.apiReader, ip, &req.NamespacedName)
-					if err != nil {
-						return ctrl.Result{}, err
-					}
-					if held {
-						return ctrl.Result{RequeueAfter: ipAddressRetry}, nil
-					}
-				}
-			}
+			// Its addresses stay held while the API server's IPAddress objects for them exist.
 			s.registry.Observe(req.NamespacedName, nil, nil)
 			return ctrl.Result{}, nil
 		}
@@ -116,6 +105,7 @@ func waitReady(ctx context.Context, registry *Registry) error {
 type poolRepair struct {
 	client   client.Client
 	registry *Registry
+	events   recorder.EventRecorder
 	elected  <-chan struct{}
 }
 
@@ -146,6 +136,10 @@ func (p *poolRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if equality.Semantic.DeepEqual(pool.Status, st.Status) || !isClosed(p.elected) {
 		return result, nil
 	}
+	if c := meta.FindStatusCondition(st.Status.Conditions, ipamv1alpha1.ConditionOutsideServiceCIDRs); c != nil &&
+		c.Status == metav1.ConditionTrue && !meta.IsStatusConditionTrue(pool.Status.Conditions, c.Type) {
+		p.events.Eventf(pool, nil, corev1.EventTypeWarning, c.Reason, "AllocateClusterIP", "%s", c.Message)
+	}
 	patch := client.MergeFrom(pool.DeepCopy())
 	pool.Status = st.Status
 	if err := p.client.Status().Patch(ctx, pool, patch); err != nil && !apierrors.IsNotFound(err) {
@@ -157,11 +151,13 @@ func (p *poolRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // initializer creates the default pool when there is none, then rebuilds every pool's bitmap
 // from the Services in the cache before the webhooks answer. It runs on every replica.
 type initializer struct {
-	client      client.Client // the manager's: reads from the cache once it has synced
-	apiReader   client.Reader
-	registry    *Registry
-	events      recorder.EventRecorder
-	defaultCIDR string
+	client       client.Client // the manager's: reads from the cache once it has synced
+	apiReader    client.Reader
+	registry     *Registry
+	events       recorder.EventRecorder
+	defaultCIDR  string
+	ipAddresses  bool // see ipAddressesTracked
+	serviceCIDRs bool // see serviceCIDRsServed
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica serves webhooks.
@@ -200,6 +196,24 @@ func (i *initializer) rebuild(ctx context.Context) error {
 		pools.Items = append(pools.Items, *pool)
 	}
 	i.registry.SetPools(pools.Items)
+	if i.serviceCIDRs {
+		cidrs, err := listServiceCIDRs(ctx, i.client)
+		if err != nil {
+			return err
+		}
+		i.registry.SetServiceCIDRs(cidrs)
+	}
+	if i.ipAddresses {
+		records := &networkingv1.IPAddressList{}
+		if err := i.client.List(ctx, records); err != nil {
+			return fmt.Errorf("list IPAddresses: %w", err)
+		}
+		for idx := range records.Items {
+			if ip, err := netip.ParseAddr(records.Items[idx].Name); err == nil {
+				i.registry.ObserveIPAddress(ip.Unmap(), ipAddressParent(&records.Items[idx]), true)
+			}
+		}
+	}
 
 	namespaces := &corev1.NamespaceList{}
 	if err := i.client.List(ctx, namespaces); err != nil {
@@ -251,10 +265,11 @@ func (i *initializer) createDefaultPool(ctx context.Context) (*ipamv1alpha1.Clus
 
 // reservationExpiry frees webhook reservations whose Service never appeared.
 type reservationExpiry struct {
-	apiReader   client.Reader
-	registry    *Registry
-	every       time.Duration
-	ipAddresses bool // see ipAddressesTracked
+	apiReader    client.Reader
+	registry     *Registry
+	every        time.Duration
+	ipAddresses  bool // see ipAddressesTracked
+	serviceCIDRs bool // see serviceCIDRsServed
 }
 
 // Start implements manager.Runnable.
@@ -293,8 +308,8 @@ func (e *reservationExpiry) expire(ctx context.Context) {
 
 func (e *reservationExpiry) heldInCluster(ctx context.Context, res Reservation) (bool, error) {
 	if e.ipAddresses {
-		if held, err := apiServerHolds(ctx, e.apiReader, res.IP, nil); err != nil || held {
-			return held, err
+		if _, exists, err := liveIPAddress(ctx, e.apiReader, res.IP); err != nil || exists {
+			return exists, err
 		}
 	}
 	var candidates []corev1.Service

@@ -40,8 +40,12 @@ type serviceAdmission struct {
 	// namespaces reads Namespaces (the manager's cache) for their labels; apiReader reads one
 	// the cache has not seen yet.
 	namespaces, apiReader client.Reader
-	decoder               admission.Decoder
-	readyWait             time.Duration
+	// live reads IPAddress objects without a client-side rate limit: one read per admission.
+	live client.Reader
+	// ipAddresses: the API server tracks ClusterIPs as IPAddress objects (see ipAddressesTracked).
+	ipAddresses bool
+	decoder     admission.Decoder
+	readyWait   time.Duration
 }
 
 // MutatingWebhook fills spec.clusterIP and spec.clusterIPs of Services that need ClusterIPs and
@@ -153,7 +157,7 @@ func (m *MutatingWebhook) mutate(ctx context.Context, req admission.Request) adm
 		keepFamilies = ptr.Equal(policy, in.old.Spec.IPFamilyPolicy) &&
 			(len(in.svc.Spec.IPFamilies) == 0 || slices.Equal(in.svc.Spec.IPFamilies, in.old.Spec.IPFamilies))
 	}
-	ips, err := m.registry.Assign(AssignRequest{
+	ips, err := m.assign(ctx, AssignRequest{
 		Service:         in.key,
 		NamespaceLabels: in.namespaceLabels,
 		Policy:          policy,
@@ -187,7 +191,10 @@ func (v *ValidatingWebhook) validate(ctx context.Context, req admission.Request)
 	if err != nil {
 		return admission.Allowed("")
 	}
-	if err := v.registry.Validate(in.key, ips, in.previous, in.namespaceLabels, in.dryRun); err != nil {
+	err = v.grantFreed(ctx, func() error {
+		return v.registry.Validate(in.key, ips, in.previous, in.namespaceLabels, in.dryRun)
+	})
+	if err != nil {
 		return deny(err)
 	}
 	return admission.Allowed("")
