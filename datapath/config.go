@@ -39,6 +39,14 @@ type Config struct {
 	// ServiceCIDRs are the ranges ClusterIPs come from (any family). Packets to an
 	// address in them that no Service holds are dropped. Empty disables that check.
 	ServiceCIDRs []string
+	// NodePortAddresses are the node's addresses that accept NodePort traffic (any family;
+	// ResolveNodePortAddresses turns kube-proxy's --nodeport-addresses into them). Empty:
+	// every local address but loopback.
+	NodePortAddresses []string
+	// NodeIPs are the node's primary addresses. A load balancer's loadBalancerSourceRanges
+	// that contain one also admit the load balancer's own IPs as sources (a node reaching a
+	// VIP that is routed locally comes from the VIP itself), as kube-proxy does.
+	NodeIPs []string
 	// MasqueradeAll masquerades every connection to a ClusterIP.
 	MasqueradeAll bool
 	// MasqueradeBit is the packet mark bit (1-31) that asks for masquerading; 0 picks

@@ -9,8 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// StaleUDPFlow names conntrack entries to delete: UDP flows sent to ServiceIP:Port that
-// were DNATed to EndpointIP, which no longer serves that port. UDP has no connection
+// StaleUDPFlow names conntrack entries to delete: UDP flows sent to ServiceIP:Port (any
+// local address when ServiceIP is "": a NodePort) that were DNATed to EndpointIP, which no longer serves that port. UDP has no connection
 // end, so without this a client that keeps sending would keep reaching the old
 // endpoint (or a black hole) for as long as it keeps the flow alive.
 type StaleUDPFlow struct {
@@ -98,20 +98,23 @@ func (NetlinkConntrack) DeleteUDPFlows(flows []StaleUDPFlow) (int, error) {
 
 func udpFlowFilter(f StaleUDPFlow) (*netlink.ConntrackFilter, netlink.InetFamily, error) {
 	svcIP, epIP := net.ParseIP(f.ServiceIP), net.ParseIP(f.EndpointIP)
-	if svcIP == nil || epIP == nil {
+	if (svcIP == nil && f.ServiceIP != "") || epIP == nil {
 		return nil, 0, fmt.Errorf("stale UDP flow %s:%d -> %s: invalid IP", f.ServiceIP, f.Port, f.EndpointIP)
 	}
 	family := netlink.InetFamily(unix.AF_INET)
-	if svcIP.To4() == nil {
+	if epIP.To4() == nil {
 		family = unix.AF_INET6
 	}
 	filter := &netlink.ConntrackFilter{}
-	for _, err := range []error{
+	errs := []error{
 		filter.AddProtocol(unix.IPPROTO_UDP),
-		filter.AddIP(netlink.ConntrackOrigDstIP, svcIP),
 		filter.AddPort(netlink.ConntrackOrigDstPort, uint16(f.Port)),
 		filter.AddIP(netlink.ConntrackReplySrcIP, epIP),
-	} {
+	}
+	if svcIP != nil {
+		errs = append(errs, filter.AddIP(netlink.ConntrackOrigDstIP, svcIP))
+	}
+	for _, err := range errs {
 		if err != nil {
 			return nil, 0, fmt.Errorf("build conntrack filter for %s:%d -> %s: %w", f.ServiceIP, f.Port, f.EndpointIP, err)
 		}

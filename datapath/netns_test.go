@@ -177,6 +177,13 @@ func (p *testPod) track(c io.Closer) {
 // a reused port meets a TIME_WAIT socket and can stall a connect by a second.
 func (p *testPod) serveTCP(tb testing.TB, port int) {
 	tb.Helper()
+	reply := fmt.Sprintf("%s:%d\n", p.name, port)
+	p.serveTCPWith(tb, port, func(net.Addr) string { return reply })
+}
+
+// serveTCPWith is serveTCP answering what reply makes of the client's address.
+func (p *testPod) serveTCPWith(tb testing.TB, port int, reply func(client net.Addr) string) {
+	tb.Helper()
 	var l net.Listener
 	err := inNetns(p.ns, func() (err error) {
 		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
@@ -186,7 +193,6 @@ func (p *testPod) serveTCP(tb testing.TB, port int) {
 		tb.Fatalf("pod %s listen tcp/%d: %v", p.name, port, err)
 	}
 	p.track(l)
-	reply := fmt.Sprintf("%s:%d\n", p.name, port)
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -196,7 +202,7 @@ func (p *testPod) serveTCP(tb testing.TB, port int) {
 			go func() {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := io.WriteString(c, reply); err == nil {
+				if _, err := io.WriteString(c, reply(c.RemoteAddr())); err == nil {
 					_, _ = io.Copy(io.Discard, c)
 				}
 			}()
@@ -207,6 +213,13 @@ func (p *testPod) serveTCP(tb testing.TB, port int) {
 // serveUDP answers every datagram on port with "pod:port".
 func (p *testPod) serveUDP(tb testing.TB, port int) {
 	tb.Helper()
+	reply := fmt.Sprintf("%s:%d", p.name, port)
+	p.serveUDPWith(tb, port, func(net.Addr) string { return reply })
+}
+
+// serveUDPWith is serveUDP answering what reply makes of the client's address.
+func (p *testPod) serveUDPWith(tb testing.TB, port int, reply func(client net.Addr) string) {
+	tb.Helper()
 	var c net.PacketConn
 	err := inNetns(p.ns, func() (err error) {
 		c, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
@@ -216,7 +229,6 @@ func (p *testPod) serveUDP(tb testing.TB, port int) {
 		tb.Fatalf("pod %s listen udp/%d: %v", p.name, port, err)
 	}
 	p.track(c)
-	reply := []byte(fmt.Sprintf("%s:%d", p.name, port))
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -224,7 +236,7 @@ func (p *testPod) serveUDP(tb testing.TB, port int) {
 			if err != nil {
 				return
 			}
-			_, _ = c.WriteTo(reply, from)
+			_, _ = c.WriteTo([]byte(reply(from)), from)
 		}
 	}()
 }

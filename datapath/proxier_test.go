@@ -378,7 +378,7 @@ func withoutKeptDNATChains(dump, want string) string {
 	var out []string
 	for _, line := range strings.Split(dump, "\n") {
 		fields := strings.Fields(line)
-		if len(fields) > 4 && (fields[1] == "chain" || fields[1] == "rule") && isDNATChain(fields[4]) &&
+		if len(fields) > 4 && (fields[1] == "chain" || fields[1] == "rule") && isSharedChain(fields[4]) &&
 			!strings.Contains(want, "add chain ip kube-clusterip "+fields[4]+"\n") {
 			continue
 		}

@@ -29,8 +29,11 @@ type Fragment struct {
 	Sets     []SetDecl
 	Elements []Element
 
-	// DNATCounts lists the N of every dnat-mod-N chain the fragment's elements jump to.
-	DNATCounts []int
+	// shared lists the shared chains the fragment's elements jump to (with repeats).
+	shared []sharedChain
+	// frontends are the external dispatch keys the fragment holds (external IP . protocol
+	// . port, and NodePorts): no two Services may hold one.
+	frontends []string
 	// HairpinIPs are local endpoint IPs; masquerading a connection from one of them to
 	// itself is what lets a pod reach itself through its Service.
 	HairpinIPs []string
