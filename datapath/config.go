@@ -108,11 +108,15 @@ type SyncResult struct {
 	Reason     string
 	Duration   time.Duration
 	Operations int // nft operations in the transaction (0: nothing changed)
-	// StaleUDPFlowsDeleted counts conntrack entries removed after the sync.
+	// StaleUDPFlowsDeleted counts conntrack entries removed after the sync (see UDPFrontends).
 	StaleUDPFlowsDeleted int
 	// ServicesUsingHints and ServicesIgnoringHints count, after a successful sync, the
 	// Services in the table whose topology hints steer their traffic on this node, and
 	// those whose hints this node cannot use (see HintUse).
 	ServicesUsingHints, ServicesIgnoringHints int
-	Err                                       error
+	// Err is why the sync failed (the kernel kept the last good ruleset).
+	Err error
+	// ConntrackErr is why deleting stale UDP conntrack entries failed after a successful
+	// sync: logged and counted, not a failed sync.
+	ConntrackErr error
 }

@@ -113,7 +113,7 @@ func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint,
 	if e.local {
 		localEps, _ = selectEndpoints(all, e.cfg.node(), true)
 	}
-	e.recordUDP(port, addresses, nodePort, append(slices.Clip(clusterEps), localEps...))
+	e.recordUDP(port, addresses, nodePort, all)
 	e.addFirewall(proto, portNum, addresses)
 	if len(clusterEps) == 0 {
 		e.noEndpoints(proto, portNum, addresses, nodePort, "goto "+rejectChain)
@@ -217,16 +217,15 @@ func (e *externalFrontends) addFirewall(proto, port string, addresses []string) 
 	}
 }
 
-// recordUDP notes the UDP frontends and every endpoint external traffic may reach, for
-// conntrack cleanup.
-func (e *externalFrontends) recordUDP(port *corev1.ServicePort, addresses []string, nodePort string, eps []Endpoint) {
+// recordUDP notes the UDP frontends and their serving endpoints, for conntrack cleanup.
+func (e *externalFrontends) recordUDP(port *corev1.ServicePort, addresses []string, nodePort string, all []Endpoint) {
 	if port.Protocol != corev1.ProtocolUDP {
 		return
 	}
 	for _, ip := range addresses {
-		e.frag.UDPPorts = append(e.frag.UDPPorts, UDPServicePort{ServiceIP: ip, Port: port.Port, EndpointIPs: endpointIPs(eps)})
+		e.frag.UDPPorts = append(e.frag.UDPPorts, UDPServicePort{ServiceIP: ip, Port: port.Port, ServingEndpoints: servingEndpoints(all)})
 	}
 	if nodePort != "" {
-		e.frag.UDPPorts = append(e.frag.UDPPorts, UDPServicePort{Port: port.NodePort, EndpointIPs: endpointIPs(eps)})
+		e.frag.UDPPorts = append(e.frag.UDPPorts, UDPServicePort{Port: port.NodePort, ServingEndpoints: servingEndpoints(all)})
 	}
 }

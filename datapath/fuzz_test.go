@@ -50,7 +50,7 @@ func FuzzRender(f *testing.F) {
 			incremental.WriteString(runOnFake(t, fake, "incremental sync", func(tx *knftables.Transaction) {
 				planIncremental(tx, have, want, unionKeys(have, want), nil, time.Now())
 			}))
-			_ = StaleUDPFlows(have, want)
+			_ = udpFrontendsToClean(have, want, nil, true)
 		}
 		if nft != nil {
 			nft.commitSyncs(t, full.String(), incremental.String(), empty)

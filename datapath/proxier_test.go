@@ -3,6 +3,7 @@ package datapath
 import (
 	"context"
 	"errors"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,11 +35,28 @@ func fakeProxier(t *testing.T, cfg Config) (*Proxier, *knftables.Fake, *recordin
 	return p, fake, ct
 }
 
-type recordingConntrack struct{ deleted []StaleUDPFlow }
+// recordingConntrack is a conntrack table of UDP flows; it records what it deletes, or
+// fails when err is set.
+type recordingConntrack struct {
+	flows, deleted []UDPFlow
+	err            error
+}
 
-func (r *recordingConntrack) DeleteUDPFlows(flows []StaleUDPFlow) (int, error) {
-	r.deleted = append(r.deleted, flows...)
-	return len(flows), nil
+func (r *recordingConntrack) DeleteStaleUDPFlows(_ corev1.IPFamily, frontends UDPFrontends) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	var kept []UDPFlow
+	for _, f := range r.flows {
+		if frontends.StaleFlow(f) {
+			r.deleted = append(r.deleted, f)
+		} else {
+			kept = append(kept, f)
+		}
+	}
+	n := len(r.flows) - len(kept)
+	r.flows = kept
+	return n, nil
 }
 
 // world is a mutable set of Services and slices with resourceVersions, as a
@@ -233,17 +251,56 @@ func TestProxierDeletesStaleUDPConntrackEntries(t *testing.T) {
 	w.put(svc, slice)
 	ctx := context.Background()
 	sync := func() {
+		t.Helper()
 		svcs, slices := w.lists()
 		if err := p.Sync(ctx, svcs, slices); err != nil {
 			t.Fatal(err)
 		}
 	}
+	old := UDPFlow{OrigDstIP: "10.96.0.53", OrigDstPort: 53, ReplySrcIP: "10.244.2.53", ReplySrcPort: 5353}
+	other := UDPFlow{OrigDstIP: "10.96.0.99", OrigDstPort: 53, ReplySrcIP: "10.244.2.53", ReplySrcPort: 5353}
 	sync()
+	ct.flows = []UDPFlow{old, other}
 	w.put(svc, makeSlice(svc, "dns-1", readyEP("10.244.2.54", "node-b")))
 	sync()
-	want := []StaleUDPFlow{{ServiceIP: "10.96.0.53", Port: 53, EndpointIP: "10.244.2.53"}}
-	if len(ct.deleted) != 1 || ct.deleted[0] != want[0] {
-		t.Errorf("deleted %v, want %v", ct.deleted, want)
+	if len(ct.deleted) != 1 || ct.deleted[0] != old {
+		t.Errorf("deleted %v, want only %v", ct.deleted, old)
+	}
+}
+
+func TestProxierUDPConntrackAfterRestartAndWhileDraining(t *testing.T) {
+	svc, _ := seedUDP()
+	flow := func(ip string) UDPFlow {
+		return UDPFlow{OrigDstIP: "10.96.0.53", OrigDstPort: 53, ReplySrcIP: ip, ReplySrcPort: 5353}
+	}
+	draining := ep{ip: "10.244.2.60", node: "node-b", serving: true, terminating: true}
+	gone := ep{ip: "10.244.2.61", node: "node-b", serving: false, terminating: true}
+	// A fresh Proxier (an agent just restarted) with flows from before the restart.
+	p, _, ct := fakeProxier(t, Config{NodeName: "node-a"})
+	ct.flows = []UDPFlow{flow("10.244.2.53"), flow("10.244.2.60"), flow("10.244.2.61"), flow("10.244.2.99")}
+	slice := makeSlice(svc, "dns-1", readyEP("10.244.2.53", "node-b"), draining, gone)
+	if err := p.Sync(context.Background(), []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+		t.Fatal(err)
+	}
+	want := []UDPFlow{flow("10.244.2.61"), flow("10.244.2.99")}
+	if !reflect.DeepEqual(ct.deleted, want) {
+		t.Errorf("first sync deleted %v, want %v (the serving terminating endpoint keeps its flow)", ct.deleted, want)
+	}
+}
+
+func TestProxierConntrackFailureIsNotASyncFailure(t *testing.T) {
+	var results []SyncResult
+	p, _, ct := fakeProxier(t, Config{NodeName: "node-a", OnSync: func(r SyncResult) { results = append(results, r) }})
+	ct.err = errors.New("conntrack: permission denied")
+	svc, slice := seedUDP()
+	if err := p.Sync(context.Background(), []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+		t.Fatalf("sync failed over conntrack: %v", err)
+	}
+	if last := results[len(results)-1]; last.Err != nil || last.ConntrackErr == nil {
+		t.Errorf("want the conntrack error apart from the sync's: %+v", last)
+	}
+	if s := p.Stats(); s.ConsecutiveFailures != 0 {
+		t.Errorf("stats count a failure: %+v", s)
 	}
 }
 

@@ -197,7 +197,7 @@ func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *cor
 	frag.Hints = frag.Hints.and(hints)
 
 	if port.Protocol == corev1.ProtocolUDP {
-		frag.UDPPorts = append(frag.UDPPorts, UDPServicePort{ServiceIP: clusterIP, Port: port.Port, EndpointIPs: endpointIPs(eps)})
+		frag.UDPPorts = append(frag.UDPPorts, UDPServicePort{ServiceIP: clusterIP, Port: port.Port, ServingEndpoints: servingEndpoints(all)})
 	}
 	if len(eps) == 0 {
 		frag.Elements = append(frag.Elements, Element{Set: noEndpointServicesMap, Key: dispatchKey,
@@ -294,10 +294,13 @@ func renderAffinity(fi familyInfo, chainName, spn, proto string, eps []Endpoint,
 	return svcChain.Name
 }
 
-func endpointIPs(eps []Endpoint) []string {
-	out := make([]string, 0, len(eps))
-	for _, e := range eps {
-		out = append(out, e.IP)
+// servingEndpoints lists the "ip:port" of the serving endpoints, terminating or not.
+func servingEndpoints(all []Endpoint) []string {
+	out := make([]string, 0, len(all))
+	for _, e := range all {
+		if e.Serving {
+			out = append(out, e.HostPort())
+		}
 	}
 	return out
 }

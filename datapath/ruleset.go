@@ -75,13 +75,6 @@ type Element struct {
 	Value []string
 }
 
-// UDPServicePort is a UDP Service IP:port and the endpoint IPs it sends to.
-type UDPServicePort struct {
-	ServiceIP   string
-	Port        int32
-	EndpointIPs []string
-}
-
 // familyInfo holds the per-family words of the rules.
 type familyInfo struct {
 	ipFamily    corev1.IPFamily
