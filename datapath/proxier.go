@@ -147,6 +147,20 @@ func (p *Proxier) SetZone(zone string) bool {
 	return true
 }
 
+// SetServiceCIDRs records the ranges whose unallocated addresses are dropped and reports
+// whether they changed; the next Apply writes them.
+func (p *Proxier) SetServiceCIDRs(cidrs []string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if slices.Equal(cidrs, p.cfg.ServiceCIDRs) {
+		return false
+	}
+	// The base is rendered on every sync, so the next Apply writes the change even when no
+	// Service changed.
+	p.cfg.ServiceCIDRs = slices.Clone(cidrs)
+	return true
+}
+
 func hasHints(slices []*discoveryv1.EndpointSlice) bool {
 	for _, s := range slices {
 		for i := range s.Endpoints {

@@ -52,7 +52,9 @@ func (f *failingFake) Run(ctx context.Context, tx *knftables.Transaction) error 
 
 type noConntrack struct{}
 
-func (noConntrack) DeleteStaleUDPFlows(corev1.IPFamily, datapath.UDPFrontends) (int, error) { return 0, nil }
+func (noConntrack) DeleteStaleUDPFlows(corev1.IPFamily, datapath.UDPFrontends) (int, error) {
+	return 0, nil
+}
 
 var _ = BeforeSuite(func() {
 	SetDefaultEventuallyTimeout(20 * time.Second)

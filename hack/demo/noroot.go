@@ -85,4 +85,6 @@ func exampleSlice(svc *corev1.Service, ips []string, port int32) *discoveryv1.En
 // noConntrack stands in for conntrack cleanup: nothing is applied, so nothing is stale.
 type noConntrack struct{}
 
-func (noConntrack) DeleteStaleUDPFlows(corev1.IPFamily, datapath.UDPFrontends) (int, error) { return 0, nil }
+func (noConntrack) DeleteStaleUDPFlows(corev1.IPFamily, datapath.UDPFrontends) (int, error) {
+	return 0, nil
+}
