@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/knftables"
 )
 
@@ -73,6 +74,9 @@ type Config struct {
 	CanaryPresent func(ctx context.Context, family knftables.Family, table string) (bool, error)
 	// Conntrack deletes UDP conntrack entries. Default: netlink (NetlinkConntrack).
 	Conntrack ConntrackCleaner
+	// Clock tells the time of syncs, periods and holds, and ticks for Run; tests pass a
+	// fake one. Default: the real clock.
+	Clock clock.WithTicker
 }
 
 func (c Config) node() Node { return Node{Name: c.NodeName, Zone: c.Zone} }
@@ -93,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CanaryCheckPeriod == 0 {
 		c.CanaryCheckPeriod = DefaultCanaryCheckPeriod
+	}
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
 	}
 	return c
 }

@@ -26,8 +26,8 @@ func (p *testPod) serveSource(tb testing.TB, port int) {
 		host, _, _ := net.SplitHostPort(client.String())
 		return p.name + " " + host
 	}
-	p.serveTCPWith(tb, port, func(client net.Addr) string { return reply(client) + "\n" })
-	p.serveUDPWith(tb, port, reply)
+	p.serveTCPReplying(tb, port, func(client net.Addr) string { return reply(client) + "\n" })
+	p.serveUDPReplying(tb, port, reply)
 }
 
 // outsideClient is a namespace outside the cluster CIDRs, routed through the node.

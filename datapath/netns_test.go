@@ -177,12 +177,19 @@ func (p *testPod) track(c io.Closer) {
 // a reused port meets a TIME_WAIT socket and can stall a connect by a second.
 func (p *testPod) serveTCP(tb testing.TB, port int) {
 	tb.Helper()
-	reply := fmt.Sprintf("%s:%d\n", p.name, port)
-	p.serveTCPWith(tb, port, func(net.Addr) string { return reply })
+	p.serveTCPReplying(tb, port, func(net.Addr) string { return fmt.Sprintf("%s:%d\n", p.name, port) })
 }
 
-// serveTCPWith is serveTCP answering what reply makes of the client's address.
-func (p *testPod) serveTCPWith(tb testing.TB, port int, reply func(client net.Addr) string) {
+// serveTCPNamingPeer is serveTCP answering "pod:port peer-ip": the address the pod sees
+// the connection come from tells whether it was masqueraded.
+func (p *testPod) serveTCPNamingPeer(tb testing.TB, port int) {
+	tb.Helper()
+	p.serveTCPReplying(tb, port, func(peer net.Addr) string {
+		return fmt.Sprintf("%s:%d %s\n", p.name, port, peer.(*net.TCPAddr).IP)
+	})
+}
+
+func (p *testPod) serveTCPReplying(tb testing.TB, port int, reply func(peer net.Addr) string) {
 	tb.Helper()
 	var l net.Listener
 	err := inNetns(p.ns, func() (err error) {
@@ -214,11 +221,11 @@ func (p *testPod) serveTCPWith(tb testing.TB, port int, reply func(client net.Ad
 func (p *testPod) serveUDP(tb testing.TB, port int) {
 	tb.Helper()
 	reply := fmt.Sprintf("%s:%d", p.name, port)
-	p.serveUDPWith(tb, port, func(net.Addr) string { return reply })
+	p.serveUDPReplying(tb, port, func(net.Addr) string { return reply })
 }
 
-// serveUDPWith is serveUDP answering what reply makes of the client's address.
-func (p *testPod) serveUDPWith(tb testing.TB, port int, reply func(client net.Addr) string) {
+// serveUDPReplying is serveUDP answering what reply makes of the peer's address.
+func (p *testPod) serveUDPReplying(tb testing.TB, port int, reply func(client net.Addr) string) {
 	tb.Helper()
 	var c net.PacketConn
 	err := inNetns(p.ns, func() (err error) {
@@ -243,24 +250,29 @@ func (p *testPod) serveUDPWith(tb testing.TB, port int, reply func(client net.Ad
 
 // fetch connects from the pod to addr and returns the server's one-line answer.
 func (p *testPod) fetch(addr string) (string, error) {
-	var conn net.Conn
-	err := inNetns(p.ns, func() (err error) {
-		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
-		return err
-	})
+	conn, err := p.dial(addr, 2*time.Second)
 	if err != nil {
 		return "", err
 	}
 	return readReply(conn)
 }
 
+// dial opens a TCP connection from the pod (nil: from the node) to addr.
+func (p *testPod) dial(addr string, timeout time.Duration) (conn net.Conn, err error) {
+	if p == nil {
+		return net.DialTimeout("tcp", addr, timeout)
+	}
+	err = inNetns(p.ns, func() (err error) {
+		conn, err = net.DialTimeout("tcp", addr, timeout)
+		return err
+	})
+	return conn, err
+}
+
 // fetchFromNode connects from the node namespace itself (output hook).
 func fetchFromNode(addr string) (string, error) {
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return "", err
-	}
-	return readReply(conn)
+	var node *testPod
+	return node.fetch(addr)
 }
 
 func readReply(conn net.Conn) (string, error) {

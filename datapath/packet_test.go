@@ -137,7 +137,9 @@ func TestPacketsStickToOnePodWithClientIPAffinity(t *testing.T) {
 		first = name
 	}
 	// Each connection refreshes the timeout, so wait it out between single attempts;
-	// with three pods a new pick differs with probability 2/3 each round.
+	// with three pods a new pick differs with probability 2/3 each round. The wait is
+	// for the kernel's own set timer, which no fake clock reaches (the tracer checks the
+	// same expiry on a fake clock, in TestTracedPackets).
 	for round := 0; round < 15; round++ {
 		time.Sleep(timeout + 300*time.Millisecond)
 		reply, err := client.fetch("10.96.1.30:80")

@@ -44,8 +44,8 @@ type familyState struct {
 
 // leftoverHold is how long a removed endpoint index stays in its map. A lookup that met
 // the old dispatch verdict may still be on its way to the map; a packet's way through
-// the hooks is far shorter than this, even on a loaded machine. A variable for tests.
-var leftoverHold = time.Second
+// the hooks is far shorter than this, even on a loaded machine.
+const leftoverHold = time.Second
 
 // heldElement is an endpoint-map element kept past its removal, since when.
 type heldElement struct {
@@ -229,7 +229,7 @@ func (p *Proxier) Maintain(ctx context.Context) error {
 	}
 	var errs []error
 	for _, fs := range p.families {
-		if reason := p.fullSyncReason(ctx, fs, ""); reason != "" || fs.expiredLeftovers(time.Now()) {
+		if reason := p.fullSyncReason(ctx, fs, ""); reason != "" || fs.expiredLeftovers(p.cfg.Clock.Now()) {
 			errs = append(errs, p.syncFamily(ctx, fs, reason))
 		}
 	}
@@ -239,13 +239,13 @@ func (p *Proxier) Maintain(ctx context.Context) error {
 // Run calls Maintain every CanaryCheckPeriod until ctx is done. Errors are reported
 // through Stats and OnSync; the next tick retries.
 func (p *Proxier) Run(ctx context.Context) {
-	ticker := time.NewTicker(p.cfg.CanaryCheckPeriod)
+	ticker := p.cfg.Clock.NewTicker(p.cfg.CanaryCheckPeriod)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
+		case <-ticker.C():
 			_ = p.Maintain(ctx)
 		}
 	}
@@ -292,7 +292,7 @@ func (p *Proxier) syncLocked(ctx context.Context, force string) error {
 
 // record folds the outcome of one round into the stats and returns err.
 func (p *Proxier) record(err error) error {
-	p.stats.LastAttempt = time.Now()
+	p.stats.LastAttempt = p.cfg.Clock.Now()
 	p.stats.LastError = err
 	if err != nil {
 		p.stats.ConsecutiveFailures++
@@ -312,7 +312,7 @@ func (p *Proxier) fullSyncReason(ctx context.Context, fs *familyState, force str
 		return "initial"
 	case fs.committed == nil:
 		return "previous-failure"
-	case time.Since(fs.lastFull) >= p.cfg.FullSyncPeriod:
+	case p.cfg.Clock.Since(fs.lastFull) >= p.cfg.FullSyncPeriod:
 		return "period"
 	}
 	if ok, err := p.cfg.CanaryPresent(ctx, NFTFamily(fs.family), p.cfg.TableName); !ok || err != nil {
@@ -324,7 +324,7 @@ func (p *Proxier) fullSyncReason(ctx context.Context, fs *familyState, force str
 // syncFamily renders the family's ruleset, writes the full or incremental transaction,
 // and on success commits the model and cleans up stale UDP flows.
 func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason string) error {
-	start := time.Now()
+	start := p.cfg.Clock.Now()
 	tx := fs.nft.NewTransaction()
 	var err error
 	var want *Ruleset
@@ -358,7 +358,7 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 		result.ServicesUsingHints, result.ServicesIgnoringHints = want.refs.hints[HintsUsed], want.refs.hints[HintsIgnored]
 		result.StaleUDPFlowsDeleted, result.ConntrackErr = p.deleteStaleUDPFlows(fs.family, old, want, changed, fullReason != "")
 	}
-	result.Duration = time.Since(start)
+	result.Duration = p.cfg.Clock.Since(start)
 	p.count(result)
 	if p.cfg.OnSync != nil {
 		p.cfg.OnSync(result)

@@ -10,53 +10,22 @@ import (
 	"testing"
 	"time"
 
+	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/knftables"
 )
 
 // fakeProxier returns an IPv4 Proxier writing to a knftables Fake.
-func fakeProxier(t *testing.T, cfg Config) (*Proxier, *knftables.Fake, *recordingConntrack) {
+func fakeProxier(t *testing.T, cfg Config) (*Fake, *knftables.Fake, *ConntrackRecorder) {
 	t.Helper()
-	fake := knftables.NewFake(knftables.IPv4Family, DefaultTableName)
-	ct := &recordingConntrack{}
 	cfg.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
-	cfg.NewInterface = func(knftables.Family, string) (knftables.Interface, error) { return fake, nil }
-	cfg.CanaryPresent = func(context.Context, knftables.Family, string) (bool, error) {
-		fake.RLock()
-		defer fake.RUnlock()
-		return fake.Table != nil && fake.Table.Chains[canaryChain] != nil && len(fake.Table.Chains[canaryChain].Rules) > 0, nil
-	}
-	cfg.Conntrack = ct
-	p, err := New(cfg)
+	p, err := NewFake(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p, fake, ct
-}
-
-// recordingConntrack is a conntrack table of UDP flows; it records what it deletes, or
-// fails when err is set.
-type recordingConntrack struct {
-	flows, deleted []UDPFlow
-	err            error
-}
-
-func (r *recordingConntrack) DeleteStaleUDPFlows(_ corev1.IPFamily, frontends UDPFrontends) (int, error) {
-	if r.err != nil {
-		return 0, r.err
-	}
-	var kept []UDPFlow
-	for _, f := range r.flows {
-		if frontends.StaleFlow(f) {
-			r.deleted = append(r.deleted, f)
-		} else {
-			kept = append(kept, f)
-		}
-	}
-	n := len(r.flows) - len(kept)
-	r.flows = kept
-	return n, nil
+	return p, p.Table(corev1.IPv4Protocol), p.Conntrack
 }
 
 // world is a mutable set of Services and slices with resourceVersions, as a
@@ -169,39 +138,17 @@ func TestProxierEndpointChangeWritesOnlyThatService(t *testing.T) {
 	}
 }
 
-// failingNFT fails every transaction while fail is set.
-type failingNFT struct {
-	knftables.Interface
-	fail bool
-}
-
-func (f *failingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
-	if f.fail {
-		return errors.New("transaction rejected")
-	}
-	return f.Interface.Run(ctx, tx)
-}
-
 func TestProxierFailedSyncKeepsLastGoodRulesetAndRetriesInFull(t *testing.T) {
-	fake := knftables.NewFake(knftables.IPv4Family, DefaultTableName)
-	nft := &failingNFT{Interface: fake}
 	var results []SyncResult
-	p, err := New(Config{IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol},
-		NewInterface:  func(knftables.Family, string) (knftables.Interface, error) { return nft, nil },
-		CanaryPresent: func(context.Context, knftables.Family, string) (bool, error) { return true, nil },
-		Conntrack:     &recordingConntrack{},
-		OnSync:        func(r SyncResult) { results = append(results, r) }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, fake, _ := fakeProxier(t, Config{OnSync: func(r SyncResult) { results = append(results, r) }})
 	svc, slice := seedBackend()
 	ctx := context.Background()
 	if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
 		t.Fatal(err)
 	}
 	good := fake.Dump()
-	nft.fail = true
-	err = p.Sync(ctx, nil, nil)
+	p.FailTransactions(errors.New("transaction rejected"))
+	err := p.Sync(ctx, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "transaction rejected") {
 		t.Fatalf("want the nft error back, got %v", err)
 	}
@@ -211,7 +158,7 @@ func TestProxierFailedSyncKeepsLastGoodRulesetAndRetriesInFull(t *testing.T) {
 	if s := p.Stats(); s.ConsecutiveFailures != 1 || s.FailedSyncs != 1 || s.LastError == nil {
 		t.Errorf("stats do not show the failure: %+v", s)
 	}
-	nft.fail = false
+	p.FailTransactions(nil)
 	if err := p.Sync(ctx, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -244,63 +191,71 @@ func TestProxierRestoresAFlushedTable(t *testing.T) {
 	}
 }
 
-func TestProxierDeletesStaleUDPConntrackEntries(t *testing.T) {
-	p, _, ct := fakeProxier(t, Config{NodeName: "node-a"})
+// moveUDPEndpoint syncs the seed UDP Service, calls between, then moves its endpoint from
+// 10.244.2.53 to 10.244.2.54 and returns the second sync's error.
+func moveUDPEndpoint(t *testing.T, p *Fake, between func()) error {
+	t.Helper()
 	w := newWorld()
 	svc, slice := seedUDP()
 	w.put(svc, slice)
-	ctx := context.Background()
-	sync := func() {
-		t.Helper()
-		svcs, slices := w.lists()
-		if err := p.Sync(ctx, svcs, slices); err != nil {
-			t.Fatal(err)
-		}
+	svcs, slices := w.lists()
+	if err := p.Sync(context.Background(), svcs, slices); err != nil {
+		t.Fatal(err)
 	}
-	old := UDPFlow{OrigDstIP: "10.96.0.53", OrigDstPort: 53, ReplySrcIP: "10.244.2.53", ReplySrcPort: 5353}
-	other := UDPFlow{OrigDstIP: "10.96.0.99", OrigDstPort: 53, ReplySrcIP: "10.244.2.53", ReplySrcPort: 5353}
-	sync()
-	ct.flows = []UDPFlow{old, other}
+	between()
 	w.put(svc, makeSlice(svc, "dns-1", readyEP("10.244.2.54", "node-b")))
-	sync()
-	if len(ct.deleted) != 1 || ct.deleted[0] != old {
-		t.Errorf("deleted %v, want only %v", ct.deleted, old)
+	svcs, slices = w.lists()
+	return p.Sync(context.Background(), svcs, slices)
+}
+
+func udpFlowTo(endpointIP string) UDPFlow {
+	return UDPFlow{OrigDstIP: "10.96.0.53", OrigDstPort: 53, ReplySrcIP: endpointIP, ReplySrcPort: 5353}
+}
+
+func TestProxierDeletesStaleUDPConntrackEntries(t *testing.T) {
+	p, _, ct := fakeProxier(t, Config{NodeName: "node-a"})
+	other := UDPFlow{OrigDstIP: "10.96.0.99", OrigDstPort: 53, ReplySrcIP: "10.244.2.53", ReplySrcPort: 5353}
+	if err := moveUDPEndpoint(t, p, func() { ct.AddFlows(udpFlowTo("10.244.2.53"), other) }); err != nil {
+		t.Fatal(err)
+	}
+	if deleted := ct.Deleted(); !reflect.DeepEqual(deleted, []UDPFlow{udpFlowTo("10.244.2.53")}) {
+		t.Errorf("deleted %v, want only the flow to the endpoint that left", deleted)
 	}
 }
 
 func TestProxierUDPConntrackAfterRestartAndWhileDraining(t *testing.T) {
 	svc, _ := seedUDP()
-	flow := func(ip string) UDPFlow {
-		return UDPFlow{OrigDstIP: "10.96.0.53", OrigDstPort: 53, ReplySrcIP: ip, ReplySrcPort: 5353}
-	}
 	draining := ep{ip: "10.244.2.60", node: "node-b", serving: true, terminating: true}
 	gone := ep{ip: "10.244.2.61", node: "node-b", serving: false, terminating: true}
 	// A fresh Proxier (an agent just restarted) with flows from before the restart.
 	p, _, ct := fakeProxier(t, Config{NodeName: "node-a"})
-	ct.flows = []UDPFlow{flow("10.244.2.53"), flow("10.244.2.60"), flow("10.244.2.61"), flow("10.244.2.99")}
+	ct.AddFlows(udpFlowTo("10.244.2.53"), udpFlowTo("10.244.2.60"), udpFlowTo("10.244.2.61"), udpFlowTo("10.244.2.99"))
 	slice := makeSlice(svc, "dns-1", readyEP("10.244.2.53", "node-b"), draining, gone)
 	if err := p.Sync(context.Background(), []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
 		t.Fatal(err)
 	}
-	want := []UDPFlow{flow("10.244.2.61"), flow("10.244.2.99")}
-	if !reflect.DeepEqual(ct.deleted, want) {
-		t.Errorf("first sync deleted %v, want %v (the serving terminating endpoint keeps its flow)", ct.deleted, want)
+	want := []UDPFlow{udpFlowTo("10.244.2.61"), udpFlowTo("10.244.2.99")}
+	if deleted := ct.Deleted(); !reflect.DeepEqual(deleted, want) {
+		t.Errorf("first sync deleted %v, want %v (the serving terminating endpoint keeps its flow)", deleted, want)
 	}
 }
 
-func TestProxierConntrackFailureIsNotASyncFailure(t *testing.T) {
+func TestProxierConntrackFailureIsReportedButNotASyncFailure(t *testing.T) {
 	var results []SyncResult
-	p, _, ct := fakeProxier(t, Config{NodeName: "node-a", OnSync: func(r SyncResult) { results = append(results, r) }})
-	ct.err = errors.New("conntrack: permission denied")
-	svc, slice := seedUDP()
-	if err := p.Sync(context.Background(), []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+	p, fake, ct := fakeProxier(t, Config{NodeName: "node-a", OnSync: func(r SyncResult) { results = append(results, r) }})
+	err := moveUDPEndpoint(t, p, func() { ct.Fail(errors.New("netlink: operation not permitted")) })
+	if err != nil {
 		t.Fatalf("sync failed over conntrack: %v", err)
 	}
-	if last := results[len(results)-1]; last.Err != nil || last.ConntrackErr == nil {
+	last := results[len(results)-1]
+	if last.Err != nil || last.ConntrackErr == nil || !strings.Contains(last.ConntrackErr.Error(), "operation not permitted") {
 		t.Errorf("want the conntrack error apart from the sync's: %+v", last)
 	}
 	if s := p.Stats(); s.ConsecutiveFailures != 0 {
 		t.Errorf("stats count a failure: %+v", s)
+	}
+	if dump := fake.Dump(); !strings.Contains(dump, "10.244.2.54") || strings.Contains(dump, "10.244.2.53") {
+		t.Errorf("the table must hold the new endpoint although conntrack cleanup failed:\n%s", dump)
 	}
 }
 
@@ -356,9 +311,8 @@ func withoutLeftovers(dump string, leftovers []heldElement) string {
 }
 
 func TestMaintainDeletesLeftoverEndpointElements(t *testing.T) {
-	defer func(hold time.Duration) { leftoverHold = hold }(leftoverHold)
-	leftoverHold = 50 * time.Millisecond
-	p, fake, _ := fakeProxier(t, Config{NodeName: "node-a"})
+	clock := clocktesting.NewFakeClock(time.Unix(1e9, 0))
+	p, fake, _ := fakeProxier(t, Config{NodeName: "node-a", Clock: clock})
 	svc := makeService("backend-service", "10.96.0.10", tcp("", 80, 8080))
 	ctx := context.Background()
 	two := makeSlice(svc, "backend-1", readyEP("10.244.1.10", "node-a"), readyEP("10.244.1.11", "node-a"))
@@ -376,7 +330,14 @@ func TestMaintainDeletesLeftoverEndpointElements(t *testing.T) {
 	if !strings.Contains(fake.Dump(), "10.244.1.11") {
 		t.Fatal("the removed endpoint's map element should outlive its removal by leftoverHold, for lookups in flight")
 	}
-	time.Sleep(leftoverHold) // the hold is a duration by design; nothing else to wait on
+	clock.Step(leftoverHold - time.Nanosecond)
+	if err := p.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(fake.Dump(), "10.244.1.11") {
+		t.Fatal("Maintain deleted the removed endpoint's map element before leftoverHold was over")
+	}
+	clock.Step(time.Nanosecond)
 	if err := p.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -442,4 +403,33 @@ func withoutKeptDNATChains(dump, want string) string {
 		out = append(out, line)
 	}
 	return strings.Join(out, "\n")
+}
+
+func TestProxierRunMaintainsOnEveryTickOfItsClock(t *testing.T) {
+	g := NewWithT(t)
+	g.SetDefaultEventuallyTimeout(10 * time.Second) // a loaded machine may be slow to schedule Run
+	clock := clocktesting.NewFakeClock(time.Unix(1e9, 0))
+	p, fake, _ := fakeProxier(t, Config{NodeName: "node-a", Clock: clock, CanaryCheckPeriod: time.Second})
+	svc, slice := seedBackend()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+		t.Fatal(err)
+	}
+	want := fake.Dump()
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	tx := fake.NewTransaction()
+	tx.Flush(&knftables.Table{})
+	if err := fake.Run(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	g.Eventually(clock.HasWaiters).Should(BeTrue(), "Run starts its ticker")
+	if fake.Dump() == want {
+		t.Fatal("the flush did not change the table")
+	}
+	clock.Step(time.Second)
+	g.Eventually(fake.Dump).Should(Equal(want), "the tick restores the flushed table")
 }

@@ -2,6 +2,7 @@ package nodeagent_test
 
 import (
 	"context"
+	"errors"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -72,12 +73,12 @@ var _ = Describe("the node agent", func() {
 		Eventually(nft.Dump).Should(ContainSubstring("10.244.2.10"))
 		good := nft.Dump()
 
-		nft.failing.Store(true)
+		fakeNode.FailTransactions(errors.New("nft: transaction rejected (injected)"))
 		Expect(k8sClient.Create(ctx, readySlice(ns, svc.Name, "10.244.2.11"))).To(Succeed())
 		Eventually(func() error { return agent.Healthy(nil) }).Should(MatchError(ContainSubstring("transaction rejected")))
 		Expect(nft.Dump()).To(Equal(good), "a failed sync must leave the last good ruleset")
 
-		nft.failing.Store(false)
+		fakeNode.FailTransactions(nil)
 		Eventually(nft.Dump).Should(ContainSubstring("10.244.2.11"))
 		Eventually(func() error { return agent.Healthy(nil) }).Should(Succeed())
 	})

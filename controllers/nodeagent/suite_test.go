@@ -2,8 +2,6 @@ package nodeagent_test
 
 import (
 	"context"
-	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +24,8 @@ import (
 var (
 	env       *envtest.Environment
 	k8sClient client.Client
-	nft       *failingFake
+	fakeNode  *datapath.Fake  // the Proxier, on knftables Fakes
+	nft       *knftables.Fake // its IPv4 table
 	agent     *nodeagent.Agent
 	cancel    context.CancelFunc
 	done      = make(chan struct{})
@@ -37,25 +36,6 @@ func TestNodeAgent(t *testing.T) {
 	RunSpecs(t, "Node agent suite")
 }
 
-// failingFake is a knftables Fake whose transactions can be made to fail, as a broken nft would.
-type failingFake struct {
-	*knftables.Fake
-	failing atomic.Bool
-}
-
-func (f *failingFake) Run(ctx context.Context, tx *knftables.Transaction) error {
-	if f.failing.Load() {
-		return errors.New("nft: transaction rejected (injected)")
-	}
-	return f.Fake.Run(ctx, tx)
-}
-
-type noConntrack struct{}
-
-func (noConntrack) DeleteStaleUDPFlows(corev1.IPFamily, datapath.UDPFrontends) (int, error) {
-	return 0, nil
-}
-
 var _ = BeforeSuite(func() {
 	SetDefaultEventuallyTimeout(20 * time.Second)
 	env = testenv.New()
@@ -64,21 +44,18 @@ var _ = BeforeSuite(func() {
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
 	Expect(err).NotTo(HaveOccurred())
 
-	nft = &failingFake{Fake: knftables.NewFake(knftables.IPv4Family, datapath.DefaultTableName)}
-	proxier, err := datapath.New(datapath.Config{
-		NodeName:      "node-a",
-		IPFamilies:    []corev1.IPFamily{corev1.IPv4Protocol},
-		NewInterface:  func(knftables.Family, string) (knftables.Interface, error) { return nft, nil },
-		CanaryPresent: func(context.Context, knftables.Family, string) (bool, error) { return true, nil },
-		Conntrack:     noConntrack{},
-		OnSync:        nodeagent.RecordSync,
+	fakeNode, err = datapath.NewFake(datapath.Config{
+		NodeName:   "node-a",
+		IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol},
+		OnSync:     nodeagent.RecordSync,
 	})
 	Expect(err).NotTo(HaveOccurred())
+	nft = fakeNode.Table(corev1.IPv4Protocol)
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Node{}: nodeagent.OwnNodeCache("node-a")}}})
 	Expect(err).NotTo(HaveOccurred())
-	agent = &nodeagent.Agent{Client: mgr.GetClient(), Proxier: proxier,
+	agent = &nodeagent.Agent{Client: mgr.GetClient(), Proxier: fakeNode.Proxier,
 		Options: nodeagent.Options{MinSyncPeriod: 50 * time.Millisecond, MaxConsecutiveFailures: 2}, NodeName: "node-a"}
 	Expect(agent.SetupWithManager(mgr)).To(Succeed())
 	var ctx context.Context

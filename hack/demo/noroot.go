@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/knftables"
 
 	"github.com/kube-clusterip/kube-clusterip/datapath"
 )
@@ -26,15 +25,11 @@ func printRulesetWithoutRoot(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 
-	fake := knftables.NewFake(knftables.IPv4Family, datapath.DefaultTableName)
-	proxier, err := datapath.New(datapath.Config{
-		NodeName:      nodeName,
-		IPFamilies:    []corev1.IPFamily{corev1.IPv4Protocol},
-		ClusterCIDRs:  []string{clusterCIDR},
-		ServiceCIDRs:  []string{serviceCIDR},
-		NewInterface:  func(knftables.Family, string) (knftables.Interface, error) { return fake, nil },
-		CanaryPresent: func(context.Context, knftables.Family, string) (bool, error) { return true, nil },
-		Conntrack:     noConntrack{},
+	proxier, err := datapath.NewFake(datapath.Config{
+		NodeName:     nodeName,
+		IPFamilies:   []corev1.IPFamily{corev1.IPv4Protocol},
+		ClusterCIDRs: []string{clusterCIDR},
+		ServiceCIDRs: []string{serviceCIDR},
 	})
 	if err != nil {
 		return err
@@ -42,7 +37,7 @@ func printRulesetWithoutRoot(w io.Writer) error {
 	if err := proxier.Sync(context.Background(), services, slices); err != nil {
 		return fmt.Errorf("render the ruleset: %w", err)
 	}
-	_, err = io.WriteString(w, fake.Dump())
+	_, err = io.WriteString(w, proxier.Table(corev1.IPv4Protocol).Dump())
 	return err
 }
 
@@ -80,11 +75,4 @@ func exampleSlice(svc *corev1.Service, ips []string, port int32) *discoveryv1.En
 		})
 	}
 	return slice
-}
-
-// noConntrack stands in for conntrack cleanup: nothing is applied, so nothing is stale.
-type noConntrack struct{}
-
-func (noConntrack) DeleteStaleUDPFlows(corev1.IPFamily, datapath.UDPFrontends) (int, error) {
-	return 0, nil
 }

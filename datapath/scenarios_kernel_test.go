@@ -1,0 +1,121 @@
+package datapath
+
+import (
+	"errors"
+	"net"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// TestPacketScenariosInTheKernel plays the packet scenarios with real packets: pods in
+// network namespaces, the Proxier's table in the node's, as root. What the tracer says of
+// each scenario (TestTracedPackets), the kernel must do.
+func TestPacketScenariosInTheKernel(t *testing.T) {
+	requireDatapath(t)
+	for _, s := range packetScenarios() {
+		t.Run(s.name, func(t *testing.T) {
+			pods := map[string]*testPod{}
+			for _, p := range s.pods {
+				pods[p.name] = newPod(t, p.name, "")
+				pods[p.name].serveTCPNamingPeer(t, 8080)
+			}
+			var client *testPod // nil: the node
+			switch s.from {
+			case fromClient:
+				client = newPod(t, "client", "")
+			case fromOutside:
+				client = newPod(t, "outside", outsideIP)
+			case fromNode:
+			default:
+				client = pods[s.from]
+			}
+			services, endpointSlices := s.services(func(name string) string { return pods[name].ip })
+			proxier := newTestProxier(t, func(c *Config) { *c = s.config() })
+			mustSync(t, proxier, services, endpointSlices...)
+
+			switch {
+			case s.want.refused:
+				if _, err := client.dial(s.to, 2*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Fatalf("want connection refused, got %v", err)
+				}
+			case s.want.dropped:
+				expectDropped(t, client, s.to)
+			default:
+				expectReached(t, client, s.to, s.want)
+			}
+		})
+	}
+}
+
+// expectReached connects from client to addr until each pod of want.reach answered (at
+// most 60 times; with ClientIP affinity 20 times, all to one of them) and checks that the
+// pods saw the client's own address, or another one when want.masquerade.
+func expectReached(t *testing.T, client *testPod, addr string, want scenarioWant) {
+	t.Helper()
+	n := 60
+	if want.sticky {
+		n = 20
+	}
+	counts := map[string]int{}
+	for i := 0; i < n; i++ {
+		conn, err := client.dial(addr, 2*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d to %s: %v", i, addr, err)
+		}
+		local := conn.LocalAddr().(*net.TCPAddr).IP.String()
+		reply, err := readReply(conn)
+		if err != nil {
+			t.Fatalf("connection %d to %s: %v", i, addr, err)
+		}
+		name, peer, _ := strings.Cut(reply, " ")
+		pod := strings.Split(name, ":")[0]
+		counts[pod]++
+		if masqueraded := peer != local; masqueraded != want.masquerade {
+			t.Errorf("connection from %s reached %s from %s: masquerade %v, want %v", local, pod, peer, masqueraded, want.masquerade)
+		}
+	}
+	var reached []string
+	for pod := range counts {
+		reached = append(reached, pod)
+	}
+	slices.Sort(reached)
+	switch wantReach := slices.Sorted(slices.Values(want.reach)); {
+	case want.sticky && (len(reached) != 1 || !slices.Contains(wantReach, reached[0])):
+		t.Errorf("with ClientIP affinity, %d connections reached %v; want one pod of %v", n, counts, wantReach)
+	case !want.sticky && !slices.Equal(reached, wantReach):
+		t.Errorf("%d connections reached %v; want each of %v", n, counts, wantReach)
+	}
+}
+
+// expectDropped checks that a connection from client to addr gets no answer and that
+// its packets never leave the node: without the drop, a packet to an address that no rule
+// DNATs goes out the uplink (where it vanishes too).
+func expectDropped(t *testing.T, client *testPod, addr string) {
+	t.Helper()
+	before := uplinkTxPackets(t)
+	conn, err := client.dial(addr, 500*time.Millisecond)
+	if err == nil {
+		conn.Close()
+		t.Fatalf("a connection to %s was established; want its packets dropped", addr)
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("a connection to %s was refused; want its packets dropped", addr)
+	}
+	if sent := uplinkTxPackets(t) - before; sent != 0 {
+		t.Errorf("%d packets of a connection to %s left through the uplink; want them dropped on the node", sent, addr)
+	}
+}
+
+func uplinkTxPackets(t *testing.T) uint64 {
+	t.Helper()
+	link, err := netlink.LinkByName(serviceUplinkDev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return link.Attrs().Statistics.TxPackets
+}
