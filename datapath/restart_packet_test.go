@@ -1,6 +1,9 @@
 package datapath
 
 import (
+	"context"
+	"os/exec"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -34,4 +37,38 @@ func TestPacketsUDPFlowDrainsToATerminatingEndpointAndARestartCleansIt(t *testin
 	if reply, err := udpAsk(conn); err != nil || reply != "udp-b:5353" {
 		t.Errorf("after the restart: answer %q, error %v; want udp-b", reply, err)
 	}
+}
+
+// TestCleanupFromAFreshProcessLeavesNoTable plays `kube-clusterip --cleanup`: a Proxier
+// that never synced deletes the tables another one wrote, in both families.
+func TestCleanupFromAFreshProcessLeavesNoTable(t *testing.T) {
+	requireDatapath(t)
+	svc := nodePortService("cleanup", "10.96.2.90", corev1.ServiceExternalTrafficPolicyLocal)
+	mustSync(t, newTestProxier(t, nil), []*corev1.Service{svc}, makeSlice(svc, "cleanup-1", readyEP("10.244.9.9", "node-a")))
+	if tables := nftTables(t); !strings.Contains(tables, DefaultTableName) {
+		t.Fatalf("no table to clean up: %q", tables)
+	}
+	fresh, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if tables := nftTables(t); strings.Contains(tables, DefaultTableName) {
+		t.Errorf("tables left after cleanup: %q", tables)
+	}
+	if err := fresh.Cleanup(context.Background()); err != nil {
+		t.Errorf("a second cleanup (nothing left) must succeed too: %v", err)
+	}
+}
+
+// nftTables lists the tables of the private namespace.
+func nftTables(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("nft", "list", "tables").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list tables: %v: %s", err, out)
+	}
+	return string(out)
 }
