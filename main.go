@@ -6,6 +6,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -66,6 +69,12 @@ type options struct {
 	endpoints        endpoints.Options
 	maxSyncFailures  int
 	endpointsWorkers int
+	cleanup          bool
+	proxyName        string
+	healthzAddr      string
+	healthTimeout    time.Duration
+	nodePortAddrs    string
+	nodeIPs          string
 }
 
 func bindFlags(fs *flag.FlagSet) *options {
@@ -101,6 +110,12 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.datapath.FullSyncPeriod, "datapath-full-sync-period", time.Hour, "How often the whole nftables table is rewritten.")
 	fs.DurationVar(&o.datapath.CanaryCheckPeriod, "datapath-flush-check-period", time.Second, "How often the agent checks that its table was not flushed or deleted from outside.")
 	fs.IntVar(&o.nodeAgent.MaxConsecutiveFailures, "datapath-max-sync-failures", 3, "Failed nftables syncs in a row after which /healthz fails.")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "Delete every nftables table the node agent created (both IP families), then exit 0: uninstall, or a switch back to kube-proxy.")
+	fs.StringVar(&o.proxyName, "service-proxy-name", "", "Serve only the Services (and EndpointSlices) labelled service.kubernetes.io/service-proxy-name with this value, beside kube-proxy serving the unlabelled ones. Empty: serve the unlabelled ones, replacing kube-proxy.")
+	fs.StringVar(&o.healthzAddr, "healthz-bind-address", "0.0.0.0:10256", "Address of the proxy health server (/healthz for load balancers, /livez), kube-proxy's; empty disables it.")
+	fs.DurationVar(&o.healthTimeout, "proxy-health-timeout", nodeagent.DefaultProxyHealthTimeout, "How long a queued Service or endpoint change may wait for a successful sync before /healthz and /livez fail.")
+	fs.StringVar(&o.nodePortAddrs, "nodeport-addresses", datapath.NodePortAddressesPrimary, "Comma-separated CIDRs of the local addresses that accept NodePort traffic (and serve healthCheckNodePorts), or \"primary\" for the node's primary IPs (kube-proxy's default); 0.0.0.0/0 for every local address.")
+	fs.StringVar(&o.nodeIPs, "node-ip", "", "Comma-separated primary IPs of this node. Empty: the InternalIPs (else ExternalIPs) of its Node.")
 	return o
 }
 
@@ -126,6 +141,13 @@ func main() {
 	zapOpts.BindFlags(fs)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if o.cleanup {
+		if err := cleanup(o); err != nil {
+			ctrl.Log.WithName("setup").Error(err, "cleanup failed")
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o); err != nil {
 		ctrl.Log.WithName("setup").Error(err, "kube-clusterip failed")
 		os.Exit(1)
@@ -134,6 +156,7 @@ func main() {
 
 func run(o *options) error {
 	log := ctrl.Log.WithName("setup")
+	ctx := ctrl.SetupSignalHandler()
 	controllers := map[string]bool{}
 	for _, name := range splitList(o.controllers) {
 		if name != controllerAllocator && name != controllerEndpoints {
@@ -205,7 +228,7 @@ func run(o *options) error {
 		}
 	}
 	if o.runDatapath {
-		if err := setupDatapath(mgr, o); err != nil {
+		if err := setupDatapath(ctx, mgr, o); err != nil {
 			return err
 		}
 	}
@@ -216,13 +239,39 @@ func run(o *options) error {
 		return err
 	}
 	log.Info("starting manager", "controllers", o.controllers, "datapath", o.runDatapath)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return mgr.Start(ctx)
 }
 
-func setupDatapath(mgr ctrl.Manager, o *options) error {
+// cleanup deletes the node agent's tables, as kube-proxy --cleanup does its own.
+func cleanup(o *options) error {
+	o.datapath.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+	proxier, err := datapath.New(o.datapath)
+	if err != nil {
+		return fmt.Errorf("set up the datapath: %w", err)
+	}
+	return proxier.Cleanup(context.Background())
+}
+
+func setupDatapath(ctx context.Context, mgr ctrl.Manager, o *options) error {
 	if o.datapath.NodeName == "" {
 		return fmt.Errorf("--datapath needs --node-name (or $NODE_NAME)")
 	}
+	nodeIPs := splitList(o.nodeIPs)
+	if len(nodeIPs) == 0 {
+		var err error
+		if nodeIPs, err = nodeAddresses(ctx, mgr.GetAPIReader(), o.datapath.NodeName); err != nil {
+			return err
+		}
+	}
+	localAddrs, err := localAddresses()
+	if err != nil {
+		return err
+	}
+	nodePortAddrs, err := datapath.ResolveNodePortAddresses(splitList(o.nodePortAddrs), nodeIPs, localAddrs)
+	if err != nil {
+		return err
+	}
+	o.datapath.NodeIPs, o.datapath.NodePortAddresses = nodeIPs, nodePortAddrs
 	o.datapath.ClusterCIDRs = splitList(o.clusterCIDRs)
 	o.datapath.ServiceCIDRs = splitList(o.serviceCIDRs)
 	o.datapath.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
@@ -231,8 +280,47 @@ func setupDatapath(mgr ctrl.Manager, o *options) error {
 	if err != nil {
 		return fmt.Errorf("set up the datapath: %w", err)
 	}
-	agent := &nodeagent.Agent{Client: mgr.GetClient(), Proxier: proxier, Options: o.nodeAgent, NodeName: o.datapath.NodeName}
+	health := nodeagent.NewProxyHealth(clock.RealClock{}, o.healthTimeout)
+	agent := &nodeagent.Agent{Client: mgr.GetClient(), Proxier: proxier, Options: o.nodeAgent, NodeName: o.datapath.NodeName,
+		ProxyName: o.proxyName, Health: health, HealthzAddress: o.healthzAddr, FallbackServiceCIDRs: o.datapath.ServiceCIDRs,
+		ServiceHealth: &nodeagent.ServiceHealthServers{Addresses: nodePortAddrs, ProxyHealthy: health.Healthy}}
 	return agent.SetupWithManager(mgr)
+}
+
+// nodeAddresses reads the node's primary IPs from its Node: the InternalIPs, else the
+// ExternalIPs (one per family), as kube-proxy does.
+func nodeAddresses(ctx context.Context, c client.Reader, nodeName string) ([]string, error) {
+	node := &corev1.Node{}
+	if err := c.Get(ctx, client.ObjectKey{Name: nodeName}, node); err != nil {
+		return nil, fmt.Errorf("read Node %s for its addresses (or pass --node-ip): %w", nodeName, err)
+	}
+	for _, kind := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP} {
+		var ips []string
+		for _, a := range node.Status.Addresses {
+			if a.Type == kind {
+				ips = append(ips, a.Address)
+			}
+		}
+		if len(ips) > 0 {
+			return ips, nil
+		}
+	}
+	return nil, fmt.Errorf("node %s has no InternalIP or ExternalIP address; pass --node-ip", nodeName)
+}
+
+// localAddresses lists the addresses of this network namespace's interfaces.
+func localAddresses() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list local addresses for --nodeport-addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr())
+		}
+	}
+	return out, nil
 }
 
 // unservedWebhooks keeps the admission handlers registered but never listens: without a

@@ -22,28 +22,64 @@ func RenderBase(cfg Config, family corev1.IPFamily, services map[types.Namespace
 func renderBase(cfg Config, family corev1.IPFamily, refs fragmentRefs) *Fragment {
 	cfg = cfg.withDefaults()
 	fi := infoFor(family)
-	base := &Fragment{Sets: baseSets(fi)}
+	base := &Fragment{Sets: baseSets(cfg, fi)}
 	base.Chains = append(hookChains(), fixedChains(cfg, fi)...)
-	for _, n := range sortedKeysOf(refs.dnat) {
-		base.Chains = append(base.Chains, dnatChain(fi, n))
+	for _, c := range sortedSharedChains(refs.shared) {
+		base.Chains = append(base.Chains, c.render(fi, cfg))
+	}
+	for _, ip := range nodePortIPs(cfg, fi) {
+		base.Elements = append(base.Elements, Element{Set: nodePortIPsSet, Key: []string{ip}})
 	}
 	return base
 }
 
-// baseSets declares the dispatch maps, one endpoint map per protocol, and the sets.
-func baseSets(fi familyInfo) []SetDecl {
-	dispatch := fi.addrType + " . inet_proto . inet_service : verdict"
-	var sets []SetDecl
-	for _, proto := range dnatProtocols {
-		sets = append(sets, SetDecl{Name: ServiceEndpointsMapName(proto), Map: true, TypeOf: fmt.Sprintf(
-			"%[1]s daddr . %[2]s dport . numgen random mod 1 : %[1]s daddr . %[2]s dport", fi.ipKeyword, proto)})
+func sortedSharedChains(refs map[sharedChain]int) []sharedChain {
+	out := make([]sharedChain, 0, len(refs))
+	for c := range refs {
+		out = append(out, c)
 	}
-	return append(sets, []SetDecl{
+	slices.SortFunc(out, func(a, b sharedChain) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.n, b.n), cmp.Compare(a.local, b.local))
+	})
+	return out
+}
+
+// nodePortIPs are the family's addresses of Config.NodePortAddresses, canonical; none
+// means NodePorts answer on every local address.
+func nodePortIPs(cfg Config, fi familyInfo) []string {
+	var out []string
+	for _, s := range cfg.NodePortAddresses {
+		if ip := canonicalIP(strings.TrimSpace(s), fi.ipFamily); ip != "" && !slices.Contains(out, ip) {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// baseSets declares the dispatch maps, the endpoint maps (four per protocol: by address or
+// by NodePort, every endpoint or this node's), and the sets.
+func baseSets(cfg Config, fi familyInfo) []SetDecl {
+	dispatch := fi.addrType + " . inet_proto . inet_service : verdict"
+	nodePortDispatch := "inet_proto . inet_service : verdict"
+	var sets []SetDecl
+	for _, m := range endpointMaps {
+		for _, proto := range dnatProtocols {
+			sets = append(sets, m.decl(fi, proto))
+		}
+	}
+	sets = append(sets, []SetDecl{
 		{Name: serviceIPsMap, Map: true, Type: dispatch},
 		{Name: noEndpointServicesMap, Map: true, Type: dispatch},
+		{Name: serviceNodePortsMap, Map: true, Type: nodePortDispatch},
+		{Name: noEndpointNodePortsMap, Map: true, Type: nodePortDispatch},
+		{Name: firewallIPsMap, Map: true, Type: dispatch},
 		{Name: clusterIPsSet, Type: fi.addrType},
 		{Name: hairpinSet, Type: fi.addrType + " . " + fi.addrType},
 	}...)
+	if len(nodePortIPs(cfg, fi)) > 0 {
+		sets = append(sets, SetDecl{Name: nodePortIPsSet, Type: fi.addrType})
+	}
+	return sets
 }
 
 // dnatProtocols are the protocols with an endpoint map. The maps are per protocol
@@ -55,21 +91,17 @@ var dnatProtocols = []string{"tcp", "udp", "sctp"}
 // for one protocol.
 func ServiceEndpointsMapName(proto string) string { return serviceEndpointsMap + "-" + proto }
 
-// dnatChain DNATs to the endpoint numgen picks among n. The protocol-specific payload
-// in each rule implies its "meta l4proto" match.
-func dnatChain(fi familyInfo, n int) Chain {
-	c := Chain{Name: DNATChainName(n), Rules: []string{"jump " + masqueradeCheckChain}}
-	for _, proto := range dnatProtocols {
-		c.Rules = append(c.Rules, fmt.Sprintf("dnat to %s daddr . %s dport . numgen random mod %d map @%s",
-			fi.ipKeyword, proto, n, ServiceEndpointsMapName(proto)))
-	}
-	return c
-}
-
 // hookChains are the base chains; they only jump, so other tables still see every packet.
 func hookChains() []Chain {
 	newConn := []string{"ct state new jump " + endpointsCheckChain, "ct state new jump " + clusterIPsCheckChain}
+	firewall := []string{"ct state new jump " + firewallCheckChain}
 	return []Chain{
+		// loadBalancerSourceRanges are checked before DNAT, while the destination is still the
+		// load balancer's IP.
+		{Name: filterPreroutingChain, Type: knftables.FilterType, Hook: knftables.PreroutingHook,
+			Priority: knftables.DNATPriority + "-10", Rules: firewall},
+		{Name: filterOutputPreDNATChain, Type: knftables.FilterType, Hook: knftables.OutputHook,
+			Priority: knftables.DNATPriority + "-10", Rules: firewall},
 		{Name: natPreroutingChain, Type: knftables.NATType, Hook: knftables.PreroutingHook, Priority: knftables.DNATPriority,
 			Rules: []string{"jump " + servicesChain}},
 		{Name: natOutputChain, Type: knftables.NATType, Hook: knftables.OutputHook, Priority: knftables.DNATPriority,
@@ -77,7 +109,7 @@ func hookChains() []Chain {
 		{Name: natPostroutingChain, Type: knftables.NATType, Hook: knftables.PostroutingHook, Priority: knftables.SNATPriority,
 			Rules: []string{"jump " + masqueradingChain}},
 		{Name: filterInputChain, Type: knftables.FilterType, Hook: knftables.InputHook, Priority: knftables.FilterPriority,
-			Rules: newConn[:1]},
+			Rules: []string{"ct state new jump " + nodePortEndpointsCheckChain, newConn[0]}},
 		{Name: filterForwardChain, Type: knftables.FilterType, Hook: knftables.ForwardHook, Priority: knftables.FilterPriority,
 			Rules: newConn},
 		{Name: filterOutputChain, Type: knftables.FilterType, Hook: knftables.OutputHook, Priority: knftables.FilterPriority,
@@ -89,7 +121,12 @@ func fixedChains(cfg Config, fi familyInfo) []Chain {
 	mark := fmt.Sprintf("0x%x", uint32(1)<<uint(cfg.MasqueradeBit))
 	return []Chain{
 		{Name: servicesChain, Rules: []string{
-			fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", fi.ipKeyword, serviceIPsMap)}},
+			fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", fi.ipKeyword, serviceIPsMap),
+			nodePortMatch(cfg, fi, true) + " meta l4proto . th dport vmap @" + serviceNodePortsMap}},
+		{Name: nodePortEndpointsCheckChain, Rules: []string{
+			nodePortMatch(cfg, fi, false) + " meta l4proto . th dport vmap @" + noEndpointNodePortsMap}},
+		{Name: firewallCheckChain, Rules: []string{
+			fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @%s", fi.ipKeyword, firewallIPsMap)}},
 		{Name: masqueradeCheckChain, Rules: masqueradeCheckRules(cfg, fi)},
 		{Name: markForMasqChain, Rules: []string{"meta mark set meta mark | " + mark}},
 		{Name: masqueradingChain, Rules: []string{
@@ -105,6 +142,25 @@ func fixedChains(cfg Config, fi familyInfo) []Chain {
 		{Name: rejectChain, Rules: []string{"reject"}},
 		{Name: canaryChain, Rules: []string{"return"}},
 	}
+}
+
+// nodePortMatch matches packets to the node's NodePort addresses: those of
+// Config.NodePortAddresses, or every local address but loopback (kube-proxy does not serve
+// NodePorts on loopback in nftables mode). In the filter input hook every packet is for a
+// local address already.
+func nodePortMatch(cfg Config, fi familyInfo, needLocal bool) string {
+	if len(nodePortIPs(cfg, fi)) > 0 {
+		return fmt.Sprintf("%s daddr @%s", fi.ipKeyword, nodePortIPsSet)
+	}
+	loopback := "127.0.0.0/8"
+	if fi.ipFamily == corev1.IPv6Protocol {
+		loopback = "::1"
+	}
+	match := fmt.Sprintf("%s daddr != %s", fi.ipKeyword, loopback)
+	if needLocal {
+		match = "fib daddr type local " + match
+	}
+	return match
 }
 
 // masqueradeCheckRules mark the connections whose source must be rewritten: all with

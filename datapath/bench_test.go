@@ -29,35 +29,37 @@ func BenchmarkRender(b *testing.B) {
 }
 
 // BenchmarkFullSync measures the first sync of an empty node: render, one transaction,
-// nft. Targets: 10k Services x 10 endpoints <= 3 s (kube-proxy v1.37.2: 14.95 s; 1k: 0.71 s).
+// nft, for ClusterIP and for NodePort Services (half of them externalTrafficPolicy Local). Targets: 10k Services x 10 endpoints <= 3 s (kube-proxy v1.37.2: 14.95 s; 1k: 0.71 s).
 func BenchmarkFullSync(b *testing.B) {
 	requireDatapath(b)
 	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
-			services, slices := manyServices(n, 10)
-			var cpuTotal, nftTotal time.Duration
-			for i := 0; i < b.N; i++ {
-				b.StopTimer()
-				p := newTestProxier(b, ipv4Only)
-				nftBefore, cpu := cpuOf(syscall.RUSAGE_CHILDREN), startCPUClock()
-				b.StartTimer()
-				if err := p.Sync(context.Background(), services, slices); err != nil {
-					b.Fatal(err)
+		for _, kind := range benchServiceTypes {
+			b.Run(fmt.Sprintf("services=%d/type=%s", n, kind), func(b *testing.B) {
+				services, slices := manyServicesOfType(kind, n, 10)
+				var cpuTotal, nftTotal time.Duration
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					p := newTestProxier(b, ipv4Only)
+					nftBefore, cpu := cpuOf(syscall.RUSAGE_CHILDREN), startCPUClock()
+					b.StartTimer()
+					if err := p.Sync(context.Background(), services, slices); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					cpuTotal += cpuUsed() - cpu.start
+					nftTotal += cpuOf(syscall.RUSAGE_CHILDREN) - nftBefore
+					if i == b.N-1 {
+						b.ReportMetric(float64(rulesetLines(b)), "ruleset-lines")
+						b.ReportMetric(float64(cpuTotal.Milliseconds())/float64(b.N), "cpu-ms/op")
+						b.ReportMetric(float64(nftTotal.Milliseconds())/float64(b.N), "nft-cpu-ms/op")
+					}
+					if err := p.Cleanup(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
 				}
-				b.StopTimer()
-				cpuTotal += cpuUsed() - cpu.start
-				nftTotal += cpuOf(syscall.RUSAGE_CHILDREN) - nftBefore
-				if i == b.N-1 {
-					b.ReportMetric(float64(rulesetLines(b)), "ruleset-lines")
-					b.ReportMetric(float64(cpuTotal.Milliseconds())/float64(b.N), "cpu-ms/op")
-					b.ReportMetric(float64(nftTotal.Milliseconds())/float64(b.N), "nft-cpu-ms/op")
-				}
-				if err := p.Cleanup(context.Background()); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -68,38 +70,40 @@ func BenchmarkFullSync(b *testing.B) {
 func BenchmarkEndpointChange(b *testing.B) {
 	requireDatapath(b)
 	for _, n := range []int{1000, 10000} {
-		for _, api := range []string{"update", "sync"} {
-			b.Run(fmt.Sprintf("services=%d/api=%s", n, api), func(b *testing.B) {
-				services, slices := manyServices(n, 10)
-				p := newTestProxier(b, ipv4Only)
-				ctx := context.Background()
-				if err := p.Sync(ctx, services, slices); err != nil {
-					b.Fatal(err)
-				}
-				cpu := startCPUClock()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					b.StopTimer()
-					k := (i * 7919) % n // a different Service each time
-					slices[k] = flipFirstEndpoint(slices[k], i)
-					b.StartTimer()
-					var err error
-					if api == "update" {
-						p.Update(types.NamespacedName{Namespace: services[k].Namespace, Name: services[k].Name}, services[k], slices[k:k+1])
-						err = p.Apply(ctx)
-					} else {
-						err = p.Sync(ctx, services, slices)
-					}
-					if err != nil {
+		for _, kind := range benchServiceTypes {
+			for _, api := range []string{"update", "sync"} {
+				b.Run(fmt.Sprintf("services=%d/type=%s/api=%s", n, kind, api), func(b *testing.B) {
+					services, slices := manyServicesOfType(kind, n, 10)
+					p := newTestProxier(b, ipv4Only)
+					ctx := context.Background()
+					if err := p.Sync(ctx, services, slices); err != nil {
 						b.Fatal(err)
 					}
-				}
-				b.StopTimer()
-				cpu.report(b)
-				if s := p.Stats(); s.FullSyncs != 1 {
-					b.Errorf("want only partial syncs after the first, got %+v", s)
-				}
-			})
+					cpu := startCPUClock()
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						b.StopTimer()
+						k := (i * 7919) % n // a different Service each time
+						slices[k] = flipFirstEndpoint(slices[k], i)
+						b.StartTimer()
+						var err error
+						if api == "update" {
+							p.Update(types.NamespacedName{Namespace: services[k].Namespace, Name: services[k].Name}, services[k], slices[k:k+1])
+							err = p.Apply(ctx)
+						} else {
+							err = p.Sync(ctx, services, slices)
+						}
+						if err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.StopTimer()
+					cpu.report(b)
+					if s := p.Stats(); s.FullSyncs != 1 {
+						b.Errorf("want only partial syncs after the first, got %+v", s)
+					}
+				})
+			}
 		}
 	}
 }

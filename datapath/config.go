@@ -40,6 +40,14 @@ type Config struct {
 	// ServiceCIDRs are the ranges ClusterIPs come from (any family). Packets to an
 	// address in them that no Service holds are dropped. Empty disables that check.
 	ServiceCIDRs []string
+	// NodePortAddresses are the node's addresses that accept NodePort traffic (any family;
+	// ResolveNodePortAddresses turns kube-proxy's --nodeport-addresses into them). Empty:
+	// every local address but loopback.
+	NodePortAddresses []string
+	// NodeIPs are the node's primary addresses. A load balancer's loadBalancerSourceRanges
+	// that contain one also admit the load balancer's own IPs as sources (a node reaching a
+	// VIP that is routed locally comes from the VIP itself), as kube-proxy does.
+	NodeIPs []string
 	// MasqueradeAll masquerades every connection to a ClusterIP.
 	MasqueradeAll bool
 	// MasqueradeBit is the packet mark bit (1-31) that asks for masquerading; 0 picks
@@ -107,11 +115,15 @@ type SyncResult struct {
 	Reason     string
 	Duration   time.Duration
 	Operations int // nft operations in the transaction (0: nothing changed)
-	// StaleUDPFlowsDeleted counts conntrack entries removed after the sync.
+	// StaleUDPFlowsDeleted counts conntrack entries removed after the sync (see UDPFrontends).
 	StaleUDPFlowsDeleted int
 	// ServicesUsingHints and ServicesIgnoringHints count, after a successful sync, the
 	// Services in the table whose topology hints steer their traffic on this node, and
 	// those whose hints this node cannot use (see HintUse).
 	ServicesUsingHints, ServicesIgnoringHints int
-	Err                                       error
+	// Err is why the sync failed (the kernel kept the last good ruleset).
+	Err error
+	// ConntrackErr is why deleting stale UDP conntrack entries failed after a successful
+	// sync: logged and counted, not a failed sync.
+	ConntrackErr error
 }

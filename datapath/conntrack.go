@@ -3,65 +3,115 @@ package datapath
 import (
 	"fmt"
 	"net"
+	"strconv"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// StaleUDPFlow names conntrack entries to delete: UDP flows sent to ServiceIP:Port that
-// were DNATed to EndpointIP, which no longer serves that port. UDP has no connection
-// end, so without this a client that keeps sending would keep reaching the old
+// UDPServicePort is a UDP frontend of a Service (ClusterIP, external IP or load balancer
+// IP and port; a NodePort when ServiceIP is "") and the endpoints serving it.
+type UDPServicePort struct {
+	ServiceIP string
+	Port      int32
+	// ServingEndpoints are the "ip:port" of the port's serving endpoints, terminating ones
+	// included and whatever the traffic policies and topology say: as in kube-proxy, a
+	// change of Service must not cut flows that a TCP connection would keep.
+	ServingEndpoints []string
+}
+
+// UDPFlow is what the conntrack cleanup reads of an entry: where the client sent it and
+// which address answers (the DNAT target).
+type UDPFlow struct {
+	OrigDstIP    string
+	OrigDstPort  int32
+	ReplySrcIP   string
+	ReplySrcPort int32
+}
+
+// UDPFrontends indexes UDP frontends by address or NodePort for StaleFlow. UDP has no
+// connection end: without cleanup, a client that keeps sending keeps reaching the old
 // endpoint (or a black hole) for as long as it keeps the flow alive.
-type StaleUDPFlow struct {
-	ServiceIP  string
-	Port       int32
-	EndpointIP string
+type UDPFrontends struct {
+	byAddress  map[string]map[string]bool // "ip:port" of the frontend -> serving endpoints
+	byNodePort map[int32]map[string]bool
+}
+
+// NewUDPFrontends indexes ports; a later port with the same frontend replaces an earlier one.
+func NewUDPFrontends(ports []UDPServicePort) UDPFrontends {
+	f := UDPFrontends{byAddress: map[string]map[string]bool{}, byNodePort: map[int32]map[string]bool{}}
+	for _, p := range ports {
+		f.add(p)
+	}
+	return f
+}
+
+func (f UDPFrontends) add(p UDPServicePort) {
+	serving := setOf(p.ServingEndpoints)
+	if p.ServiceIP == "" {
+		// A NodePort is matched on its port alone, so without endpoints it would delete
+		// flows that are not ours; kube-proxy skips it too.
+		if len(serving) > 0 {
+			f.byNodePort[p.Port] = serving
+		} else {
+			delete(f.byNodePort, p.Port)
+		}
+		return
+	}
+	f.byAddress[net.JoinHostPort(p.ServiceIP, strconv.Itoa(int(p.Port)))] = serving
+}
+
+// Len is the number of frontends indexed.
+func (f UDPFrontends) Len() int { return len(f.byAddress) + len(f.byNodePort) }
+
+// StaleFlow tells whether flow was sent to one of the frontends and answered by an address
+// that no longer serves it.
+func (f UDPFrontends) StaleFlow(flow UDPFlow) bool {
+	answer := net.JoinHostPort(flow.ReplySrcIP, strconv.Itoa(int(flow.ReplySrcPort)))
+	if serving, ok := f.byAddress[net.JoinHostPort(flow.OrigDstIP, strconv.Itoa(int(flow.OrigDstPort)))]; ok {
+		return !serving[answer]
+	}
+	if serving, ok := f.byNodePort[flow.OrigDstPort]; ok {
+		return !serving[answer]
+	}
+	return false
 }
 
 // ConntrackCleaner deletes conntrack entries.
 type ConntrackCleaner interface {
-	// DeleteUDPFlows deletes the entries of the flows and returns how many it deleted.
-	DeleteUDPFlows(flows []StaleUDPFlow) (int, error)
+	// DeleteStaleUDPFlows walks the family's conntrack table, deletes the UDP entries
+	// frontends.StaleFlow names, and returns how many it deleted.
+	DeleteStaleUDPFlows(family corev1.IPFamily, frontends UDPFrontends) (int, error)
 }
 
-// StaleUDPFlows compares the UDP Service ports of two rulesets (only Services whose
-// fragment changed) and returns the flows whose endpoint went away, including those of
-// Service ports that vanished or lost all their endpoints. TCP and SCTP are left alone:
-// their endpoints close the connections themselves.
-func StaleUDPFlows(have, want *Ruleset) []StaleUDPFlow {
-	return staleUDPFlows(have, want, unionKeys(have, want))
-}
-
-// staleUDPFlows is StaleUDPFlows restricted to the given Services.
-func staleUDPFlows(have, want *Ruleset, keys []types.NamespacedName) []StaleUDPFlow {
-	if have == nil {
-		return nil
+// udpFrontendsToClean returns the frontends whose flows a sync from have to want must
+// check: on a full sync all of want's (which also cleans what a restart left), on a
+// partial one those of the changed Services; a frontend that went away keeps no serving
+// endpoint.
+func udpFrontendsToClean(have, want *Ruleset, changed []types.NamespacedName, full bool) UDPFrontends {
+	if full {
+		changed = unionKeys(have, want)
 	}
-	var out []StaleUDPFlow
-	for _, key := range keys {
-		old, next := have.Services[key], want.Services[key]
-		if old == nil || next == old {
+	var ports []UDPServicePort
+	for _, rs := range []*Ruleset{have, want} {
+		if rs == nil {
 			continue
 		}
-		current := map[string]map[string]bool{}
-		if next != nil {
-			for _, p := range next.UDPPorts {
-				current[udpPortID(p)] = setOf(p.EndpointIPs)
-			}
-		}
-		for _, p := range old.UDPPorts {
-			for _, ip := range p.EndpointIPs {
-				if !current[udpPortID(p)][ip] {
-					out = append(out, StaleUDPFlow{ServiceIP: p.ServiceIP, Port: p.Port, EndpointIP: ip})
+		for _, key := range changed {
+			if f := rs.Services[key]; f != nil {
+				for _, p := range f.UDPPorts {
+					if rs == have {
+						p.ServingEndpoints = nil
+					}
+					ports = append(ports, p)
 				}
 			}
 		}
 	}
-	return out
+	return NewUDPFrontends(ports)
 }
-
-func udpPortID(p UDPServicePort) string { return fmt.Sprintf("%s/%d", p.ServiceIP, p.Port) }
 
 func setOf(items []string) map[string]bool {
 	out := make(map[string]bool, len(items))
@@ -75,46 +125,24 @@ func setOf(items []string) map[string]bool {
 // of the calling thread.
 type NetlinkConntrack struct{}
 
-// DeleteUDPFlows implements ConntrackCleaner with one table walk per IP family.
-func (NetlinkConntrack) DeleteUDPFlows(flows []StaleUDPFlow) (int, error) {
-	byFamily := map[netlink.InetFamily][]netlink.CustomConntrackFilter{}
-	for _, f := range flows {
-		filter, family, err := udpFlowFilter(f)
-		if err != nil {
-			return 0, err
-		}
-		byFamily[family] = append(byFamily[family], filter)
+// DeleteStaleUDPFlows implements ConntrackCleaner with one walk of the family's table.
+func (NetlinkConntrack) DeleteStaleUDPFlows(family corev1.IPFamily, frontends UDPFrontends) (int, error) {
+	inet := netlink.InetFamily(unix.AF_INET)
+	if family == corev1.IPv6Protocol {
+		inet = unix.AF_INET6
 	}
-	total := 0
-	for family, filters := range byFamily {
-		n, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, family, filters...)
-		total += int(n)
-		if err != nil {
-			return total, fmt.Errorf("delete %d stale UDP conntrack flows: %w", len(filters), err)
-		}
+	n, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, inet, staleUDPFilter{frontends})
+	if err != nil {
+		return int(n), fmt.Errorf("delete stale %s UDP conntrack entries: %w", family, err)
 	}
-	return total, nil
+	return int(n), nil
 }
 
-func udpFlowFilter(f StaleUDPFlow) (*netlink.ConntrackFilter, netlink.InetFamily, error) {
-	svcIP, epIP := net.ParseIP(f.ServiceIP), net.ParseIP(f.EndpointIP)
-	if svcIP == nil || epIP == nil {
-		return nil, 0, fmt.Errorf("stale UDP flow %s:%d -> %s: invalid IP", f.ServiceIP, f.Port, f.EndpointIP)
-	}
-	family := netlink.InetFamily(unix.AF_INET)
-	if svcIP.To4() == nil {
-		family = unix.AF_INET6
-	}
-	filter := &netlink.ConntrackFilter{}
-	for _, err := range []error{
-		filter.AddProtocol(unix.IPPROTO_UDP),
-		filter.AddIP(netlink.ConntrackOrigDstIP, svcIP),
-		filter.AddPort(netlink.ConntrackOrigDstPort, uint16(f.Port)),
-		filter.AddIP(netlink.ConntrackReplySrcIP, epIP),
-	} {
-		if err != nil {
-			return nil, 0, fmt.Errorf("build conntrack filter for %s:%d -> %s: %w", f.ServiceIP, f.Port, f.EndpointIP, err)
-		}
-	}
-	return filter, family, nil
+// staleUDPFilter matches the conntrack entries UDPFrontends.StaleFlow names.
+type staleUDPFilter struct{ frontends UDPFrontends }
+
+func (s staleUDPFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	return flow.Forward.Protocol == unix.IPPROTO_UDP && s.frontends.StaleFlow(UDPFlow{
+		OrigDstIP: flow.Forward.DstIP.String(), OrigDstPort: int32(flow.Forward.DstPort),
+		ReplySrcIP: flow.Reverse.SrcIP.String(), ReplySrcPort: int32(flow.Reverse.SrcPort)})
 }

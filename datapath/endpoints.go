@@ -165,7 +165,7 @@ func slicePortEndpoints(port *corev1.ServicePort, slices []*discoveryv1.Endpoint
 		ip   string
 		port int32
 	}
-	seen := map[ipPort]bool{}
+	seen := map[ipPort]int{} // index in out
 	var out []Endpoint
 	for _, slice := range slices {
 		if slice.AddressType != addressType {
@@ -177,9 +177,14 @@ func slicePortEndpoints(port *corev1.ServicePort, slices []*discoveryv1.Endpoint
 		}
 		for i := range slice.Endpoints {
 			for _, ep := range endpointsOf(&slice.Endpoints[i], targetPort, addressType) {
-				if key := (ipPort{ep.IP, ep.Port}); !seen[key] {
-					seen[key] = true
+				// An address in two slices (one being replaced by the other) counts once; the
+				// copy that is not terminating wins, as in kube-proxy.
+				key := ipPort{ep.IP, ep.Port}
+				if at, dup := seen[key]; !dup {
+					seen[key] = len(out)
 					out = append(out, ep)
+				} else if out[at].Terminating && !ep.Terminating {
+					out[at] = ep
 				}
 			}
 		}

@@ -167,29 +167,51 @@ func TestServicePortEndpointsFollowTopologyHints(t *testing.T) {
 	}
 }
 
-func TestStaleUDPFlows(t *testing.T) {
+func TestUDPFrontendsToClean(t *testing.T) {
 	cfg := Config{NodeName: "node-a"}
 	svc := makeService("dns", "10.96.0.53", udp("dns", 53, 5353), tcp("dns-tcp", 53, 5353))
+	svc.Spec.Type, svc.Spec.Ports[0].NodePort = corev1.ServiceTypeNodePort, 30053
 	render := func(eps ...ep) *Ruleset {
 		return Render(cfg, corev1.IPv4Protocol, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{makeSlice(svc, "s", eps...)})
 	}
 	a, b := readyEP("10.244.1.1", "node-a"), readyEP("10.244.1.2", "node-a")
-	flow := func(ip string) StaleUDPFlow { return StaleUDPFlow{ServiceIP: "10.96.0.53", Port: 53, EndpointIP: ip} }
+	viaClusterIP := func(ip string) UDPFlow {
+		return UDPFlow{OrigDstIP: "10.96.0.53", OrigDstPort: 53, ReplySrcIP: ip, ReplySrcPort: 5353}
+	}
+	viaNodePort := func(ip string) UDPFlow {
+		return UDPFlow{OrigDstIP: "192.168.1.1", OrigDstPort: 30053, ReplySrcIP: ip, ReplySrcPort: 5353}
+	}
+	unrelated := UDPFlow{OrigDstIP: "10.96.0.54", OrigDstPort: 53, ReplySrcIP: "10.244.1.1", ReplySrcPort: 5353}
+	flows := []UDPFlow{viaClusterIP("10.244.1.1"), viaClusterIP("10.244.1.2"), viaNodePort("10.244.1.1"), viaNodePort("10.244.1.2"), unrelated}
 	cases := []struct {
 		name       string
 		have, want *Ruleset
-		flows      []StaleUDPFlow
+		full       bool
+		stale      []UDPFlow
 	}{
-		{name: "first sync: nothing is stale", have: nil, want: render(a), flows: nil},
-		{name: "an endpoint goes away", have: render(a, b), want: render(b), flows: []StaleUDPFlow{flow("10.244.1.1")}},
-		{name: "an endpoint is added: nothing is stale", have: render(a), want: render(a, b), flows: nil},
-		{name: "the last endpoint goes away", have: render(a), want: render(), flows: []StaleUDPFlow{flow("10.244.1.1")}},
-		{name: "the Service is deleted", have: render(a), want: Render(cfg, corev1.IPv4Protocol, nil, nil), flows: []StaleUDPFlow{flow("10.244.1.1")}},
+		{name: "restart: the first full sync cleans flows to non-serving endpoints", have: nil, want: render(a), full: true,
+			stale: []UDPFlow{viaClusterIP("10.244.1.2"), viaNodePort("10.244.1.2")}},
+		{name: "an endpoint goes away", have: render(a, b), want: render(b),
+			stale: []UDPFlow{viaClusterIP("10.244.1.1"), viaNodePort("10.244.1.1")}},
+		{name: "an endpoint is added: nothing is stale", have: render(a), want: render(a, b)},
+		{name: "the last endpoint goes away: NodePort flows are left (matched by port alone)", have: render(a), want: render(),
+			stale: []UDPFlow{viaClusterIP("10.244.1.1"), viaClusterIP("10.244.1.2")}},
+		{name: "a serving terminating endpoint keeps its flows", have: render(a, b),
+			want: render(a, ep{ip: "10.244.1.2", node: "node-a", serving: true, terminating: true})},
+		{name: "the Service is deleted", have: render(a), want: Render(cfg, corev1.IPv4Protocol, nil, nil),
+			stale: []UDPFlow{viaClusterIP("10.244.1.1"), viaClusterIP("10.244.1.2")}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := StaleUDPFlows(tc.have, tc.want); !reflect.DeepEqual(got, tc.flows) {
-				t.Errorf("got %v, want %v", got, tc.flows)
+			frontends := udpFrontendsToClean(tc.have, tc.want, unionKeys(tc.have, tc.want), tc.full)
+			var stale []UDPFlow
+			for _, f := range flows {
+				if frontends.StaleFlow(f) {
+					stale = append(stale, f)
+				}
+			}
+			if !reflect.DeepEqual(stale, tc.stale) {
+				t.Errorf("stale %v, want %v", stale, tc.stale)
 			}
 		})
 	}

@@ -11,30 +11,50 @@ add chain ip kube-clusterip cluster-ips-check
 add chain ip kube-clusterip filter-forward { type filter hook forward priority 0 ; }
 add chain ip kube-clusterip filter-input { type filter hook input priority 0 ; }
 add chain ip kube-clusterip filter-output { type filter hook output priority 0 ; }
+add chain ip kube-clusterip filter-output-pre-dnat { type filter hook output priority -110 ; }
+add chain ip kube-clusterip filter-prerouting-pre-dnat { type filter hook prerouting priority -110 ; }
+add chain ip kube-clusterip firewall-check
 add chain ip kube-clusterip mark-for-masquerade
 add chain ip kube-clusterip masquerade-check
 add chain ip kube-clusterip masquerading
 add chain ip kube-clusterip nat-output { type nat hook output priority -100 ; }
 add chain ip kube-clusterip nat-postrouting { type nat hook postrouting priority 100 ; }
 add chain ip kube-clusterip nat-prerouting { type nat hook prerouting priority -100 ; }
+add chain ip kube-clusterip nodeport-endpoints-check
 add chain ip kube-clusterip reject-chain
 add chain ip kube-clusterip service-endpoints-check
 add chain ip kube-clusterip services
 add set ip kube-clusterip cluster-ips { type ipv4_addr ; }
 add set ip kube-clusterip hairpin-endpoints { type ipv4_addr . ipv4_addr ; }
+add map ip kube-clusterip firewall-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }
+add map ip kube-clusterip local-endpoints-sctp { typeof ip daddr . sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
+add map ip kube-clusterip local-endpoints-tcp { typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
+add map ip kube-clusterip local-endpoints-udp { typeof ip daddr . udp dport . numgen random mod 1 : ip daddr . udp dport ; }
+add map ip kube-clusterip no-endpoint-nodeports { type inet_proto . inet_service : verdict ; }
 add map ip kube-clusterip no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; }
+add map ip kube-clusterip nodeport-endpoints-sctp { typeof sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
+add map ip kube-clusterip nodeport-endpoints-tcp { typeof tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
+add map ip kube-clusterip nodeport-endpoints-udp { typeof udp dport . numgen random mod 1 : ip daddr . udp dport ; }
+add map ip kube-clusterip nodeport-local-endpoints-sctp { typeof sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
+add map ip kube-clusterip nodeport-local-endpoints-tcp { typeof tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
+add map ip kube-clusterip nodeport-local-endpoints-udp { typeof udp dport . numgen random mod 1 : ip daddr . udp dport ; }
 add map ip kube-clusterip service-endpoints-sctp { typeof ip daddr . sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
 add map ip kube-clusterip service-endpoints-tcp { typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
 add map ip kube-clusterip service-endpoints-udp { typeof ip daddr . udp dport . numgen random mod 1 : ip daddr . udp dport ; }
 add map ip kube-clusterip service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }
+add map ip kube-clusterip service-nodeports { type inet_proto . inet_service : verdict ; }
 add rule ip kube-clusterip canary return
 add rule ip kube-clusterip cluster-ips-check ip daddr @cluster-ips reject
 add rule ip kube-clusterip cluster-ips-check ip daddr 10.96.0.0/12 drop
 add rule ip kube-clusterip filter-forward ct state new jump service-endpoints-check
 add rule ip kube-clusterip filter-forward ct state new jump cluster-ips-check
+add rule ip kube-clusterip filter-input ct state new jump nodeport-endpoints-check
 add rule ip kube-clusterip filter-input ct state new jump service-endpoints-check
 add rule ip kube-clusterip filter-output ct state new jump service-endpoints-check
 add rule ip kube-clusterip filter-output ct state new jump cluster-ips-check
+add rule ip kube-clusterip filter-output-pre-dnat ct state new jump firewall-check
+add rule ip kube-clusterip filter-prerouting-pre-dnat ct state new jump firewall-check
+add rule ip kube-clusterip firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips
 add rule ip kube-clusterip mark-for-masquerade meta mark set meta mark | 0x4000
 add rule ip kube-clusterip masquerade-check fib saddr type local jump mark-for-masquerade
 add rule ip kube-clusterip masquerade-check ip saddr != 10.244.0.0/16 jump mark-for-masquerade
@@ -45,9 +65,11 @@ add rule ip kube-clusterip masquerading masquerade fully-random
 add rule ip kube-clusterip nat-output jump services
 add rule ip kube-clusterip nat-postrouting jump masquerading
 add rule ip kube-clusterip nat-prerouting jump services
+add rule ip kube-clusterip nodeport-endpoints-check ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports
 add rule ip kube-clusterip reject-chain reject
 add rule ip kube-clusterip service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services
 add rule ip kube-clusterip services ip daddr . meta l4proto . th dport vmap @service-ips
+add rule ip kube-clusterip services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports
 `
 
 var expectedBackend = dnatModChain("ip", 3) + `

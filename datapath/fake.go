@@ -114,31 +114,48 @@ func (n *failingNFT) canaryPresent() bool {
 	return n.Fake.Table != nil && n.Fake.Table.Chains[canaryChain] != nil && len(n.Fake.Table.Chains[canaryChain].Rules) > 0
 }
 
-// ConntrackRecorder is a ConntrackCleaner that records the flows it is asked to delete
-// and claims to delete each, or fails with an injected error. It is safe for concurrent
-// use.
+// ConntrackRecorder is a ConntrackCleaner over a conntrack table of UDP flows (AddFlows
+// puts them there): it deletes and records the stale ones, or fails with an injected
+// error. It is safe for concurrent use.
 type ConntrackRecorder struct {
-	mu      sync.Mutex
-	deleted []StaleUDPFlow
-	failure error
+	mu             sync.Mutex
+	flows, deleted []UDPFlow
+	failure        error
 }
 
-// DeleteUDPFlows implements ConntrackCleaner.
-func (r *ConntrackRecorder) DeleteUDPFlows(flows []StaleUDPFlow) (int, error) {
+// AddFlows puts flows in the table.
+func (r *ConntrackRecorder) AddFlows(flows ...UDPFlow) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flows = append(r.flows, flows...)
+}
+
+// DeleteStaleUDPFlows implements ConntrackCleaner.
+func (r *ConntrackRecorder) DeleteStaleUDPFlows(_ corev1.IPFamily, frontends UDPFrontends) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.failure != nil {
 		return 0, r.failure
 	}
-	r.deleted = append(r.deleted, flows...)
-	return len(flows), nil
+	kept := r.flows[:0]
+	n := 0
+	for _, f := range r.flows {
+		if frontends.StaleFlow(f) {
+			r.deleted = append(r.deleted, f)
+			n++
+		} else {
+			kept = append(kept, f)
+		}
+	}
+	r.flows = kept
+	return n, nil
 }
 
 // Deleted returns the flows deleted so far, in order.
-func (r *ConntrackRecorder) Deleted() []StaleUDPFlow {
+func (r *ConntrackRecorder) Deleted() []UDPFlow {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]StaleUDPFlow(nil), r.deleted...)
+	return append([]UDPFlow(nil), r.deleted...)
 }
 
 // Fail makes every deletion fail with err from now on (nil: succeed again).

@@ -133,6 +133,24 @@ func seedExternalDatabase() (*corev1.Service, *discoveryv1.EndpointSlice) {
 
 // manyServices builds n Services with perService ready endpoints each, spread over 50
 // nodes, with resourceVersions set (as from an API server).
+// benchServiceTypes are the Service types of the datapath benchmarks: ClusterIP, and NodePort
+// (nodePort 20000+i; every other Service with externalTrafficPolicy Local).
+var benchServiceTypes = []corev1.ServiceType{corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort}
+
+// manyServicesOfType is manyServices as Services of type t (see benchServiceTypes).
+func manyServicesOfType(t corev1.ServiceType, n, perService int) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+	services, slices := manyServices(n, perService)
+	if t == corev1.ServiceTypeNodePort {
+		for i, svc := range services {
+			svc.Spec.Type, svc.Spec.Ports[0].NodePort = corev1.ServiceTypeNodePort, int32(20000+i)
+			if i%2 == 1 {
+				svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			}
+		}
+	}
+	return services, slices
+}
+
 func manyServices(n, perService int) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	var services []*corev1.Service
 	var slices []*discoveryv1.EndpointSlice

@@ -24,7 +24,8 @@ import (
 func FuzzRender(f *testing.F) {
 	f.Add([]byte("backend\x00\x50\x1f\x90\x03\x01"), []byte{})
 	f.Add([]byte("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"), []byte("\xff\xfe\xfd"))
-	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{"10.244.0.0/16", "fd00::/48"}, ServiceCIDRs: []string{"10.96.0.0/12"}}
+	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{"10.244.0.0/16", "fd00::/48"}, ServiceCIDRs: []string{"10.96.0.0/12"},
+		NodeIPs: []string{"192.168.0.5"}}
 	families := cfg.withDefaults().IPFamilies
 	empty := map[corev1.IPFamily]*Ruleset{}
 	for _, family := range families {
@@ -49,7 +50,7 @@ func FuzzRender(f *testing.F) {
 			incremental.WriteString(runOnFake(t, fake, "incremental sync", func(tx *knftables.Transaction) {
 				planIncremental(tx, have, want, unionKeys(have, want), nil, time.Now())
 			}))
-			_ = StaleUDPFlows(have, want)
+			_ = udpFrontendsToClean(have, want, nil, true)
 		}
 		if nft != nil {
 			nft.commitSyncs(t, full.String(), incremental.String(), empty)
@@ -129,7 +130,37 @@ func fuzzService(r *byteReader) *corev1.Service {
 			Name: []string{"", "http", "dns"}[r.next()%3], Protocol: protos[r.next()%4],
 			Port: int32(r.next()%4) * 80, TargetPort: intstr.FromInt32(int32(r.next()))})
 	}
+	fuzzExternal(r, svc)
 	return svc
+}
+
+// fuzzExternal gives svc external frontends from small pools, so that Services collide
+// on external IPs and NodePorts, and an external IP may equal a ClusterIP.
+func fuzzExternal(r *byteReader, svc *corev1.Service) {
+	if r.done() {
+		return
+	}
+	addrs := []string{"203.0.113.1", "203.0.113.2", "10.96.0.1", "2001:db8::1", "bad"}
+	for n := int(r.next() % 3); n > 0; n-- {
+		svc.Spec.ExternalIPs = append(svc.Spec.ExternalIPs, addrs[int(r.next())%len(addrs)])
+	}
+	for n := int(r.next() % 3); n > 0; n-- {
+		ing := corev1.LoadBalancerIngress{IP: addrs[int(r.next())%len(addrs)]}
+		if r.next()%3 == 0 {
+			ing.IPMode = knftables.PtrTo(corev1.LoadBalancerIPModeProxy)
+		}
+		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, ing)
+	}
+	ranges := []string{"192.168.0.0/16", " 10.0.0.0/8", "0.0.0.0/0", "2001:db8::/32", "bad"}
+	for n := int(r.next() % 3); n > 0; n-- {
+		svc.Spec.LoadBalancerSourceRanges = append(svc.Spec.LoadBalancerSourceRanges, ranges[int(r.next())%len(ranges)])
+	}
+	if r.next()%2 == 0 {
+		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	}
+	for i := range svc.Spec.Ports {
+		svc.Spec.Ports[i].NodePort = []int32{0, 30000, 30001, 70000}[r.next()%4]
+	}
 }
 
 func fuzzSlice(r *byteReader, svc *corev1.Service) *discoveryv1.EndpointSlice {

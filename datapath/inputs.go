@@ -47,12 +47,20 @@ func (p *Proxier) renderAll(fs *familyState) *Ruleset {
 		services = append(services, in.svc)
 	}
 	want := &Ruleset{Family: fs.family, Services: map[types.NamespacedName]*Fragment{}}
-	for key, svc := range UniqueClusterIPServices(services, fs.family) {
-		if prev := fs.committedFragment(key); prev != nil && !p.dirty[key] && prev.clusterIP == ClusterIPOf(svc, fs.family) {
-			want.Services[key] = prev
+	unique := UniqueClusterIPServices(services, fs.family)
+	// Fragments kept from the last commit hold their external frontends first (they held
+	// them together without conflict); the re-rendered Services claim what is left.
+	frontends := map[string]bool{}
+	var render []types.NamespacedName
+	for _, key := range sortedNames(unique) {
+		if prev := fs.committedFragment(key); prev != nil && !p.dirty[key] && prev.clusterIP == ClusterIPOf(unique[key], fs.family) {
+			want.Services[key] = claimFrontends(prev, frontends)
 			continue
 		}
-		want.Services[key] = RenderService(p.cfg, fs.family, svc, p.inputs[key].slices)
+		render = append(render, key)
+	}
+	for _, key := range render {
+		want.Services[key] = claimFrontends(renderService(p.cfg, fs.family, unique[key], p.inputs[key].slices, takenIn(frontends)), frontends)
 	}
 	want.refs = countRefs(want.Services)
 	want.Base = renderBase(p.cfg, fs.family, want.refs)
@@ -79,7 +87,10 @@ func (p *Proxier) renderChanges(fs *familyState) (*Ruleset, []types.NamespacedNa
 		if in, ok := p.inputs[key]; ok {
 			if ip := ClusterIPOf(in.svc, fs.family); ip != "" {
 				if owner, taken := want.refs.owners[ip]; !taken || owner == key || (old != nil && old.clusterIP == ip) {
-					next = RenderService(p.cfg, fs.family, in.svc, in.slices)
+					next = renderService(p.cfg, fs.family, in.svc, in.slices, func(frontend string) bool {
+						owner, held := want.refs.frontendOwners[frontend]
+						return held && owner != key
+					})
 				}
 			}
 		}
@@ -102,15 +113,17 @@ func (p *Proxier) renderChanges(fs *familyState) (*Ruleset, []types.NamespacedNa
 // fragmentRefs counts what the base renders from the Services: which dnat-mod-N chains
 // and hairpin pairs are in use, and which Service holds each ClusterIP.
 type fragmentRefs struct {
-	dnat    map[int]int
+	shared  map[sharedChain]int
 	hairpin map[string]int
 	owners  map[string]types.NamespacedName
-	hints   map[HintUse]int // Services by what they make of their topology hints
+	// frontendOwners holds the Service of each external dispatch key (Fragment.frontends).
+	frontendOwners map[string]types.NamespacedName
+	hints          map[HintUse]int // Services by what they make of their topology hints
 }
 
 func countRefs(services map[types.NamespacedName]*Fragment) fragmentRefs {
-	r := fragmentRefs{dnat: map[int]int{}, hairpin: map[string]int{}, owners: make(map[string]types.NamespacedName, len(services)),
-		hints: map[HintUse]int{}}
+	r := fragmentRefs{shared: map[sharedChain]int{}, hairpin: map[string]int{}, owners: make(map[string]types.NamespacedName, len(services)),
+		frontendOwners: map[string]types.NamespacedName{}, hints: map[HintUse]int{}}
 	for key, f := range services {
 		r.add(key, f)
 	}
@@ -118,7 +131,8 @@ func countRefs(services map[types.NamespacedName]*Fragment) fragmentRefs {
 }
 
 func (r fragmentRefs) clone() fragmentRefs {
-	return fragmentRefs{dnat: maps.Clone(r.dnat), hairpin: maps.Clone(r.hairpin), owners: maps.Clone(r.owners), hints: maps.Clone(r.hints)}
+	return fragmentRefs{shared: maps.Clone(r.shared), hairpin: maps.Clone(r.hairpin), owners: maps.Clone(r.owners),
+		frontendOwners: maps.Clone(r.frontendOwners), hints: maps.Clone(r.hints)}
 }
 
 func (r fragmentRefs) add(key types.NamespacedName, f *Fragment) {
@@ -127,8 +141,11 @@ func (r fragmentRefs) add(key types.NamespacedName, f *Fragment) {
 	}
 	r.owners[f.clusterIP] = key
 	r.hints[f.Hints]++
-	for _, n := range f.DNATCounts {
-		r.dnat[n]++
+	for _, c := range f.shared {
+		r.shared[c]++
+	}
+	for _, k := range f.frontends {
+		r.frontendOwners[k] = key
 	}
 	for _, ip := range f.HairpinIPs {
 		r.hairpin[ip]++
@@ -145,9 +162,14 @@ func (r fragmentRefs) remove(key types.NamespacedName, f *Fragment) {
 	if r.hints[f.Hints]--; r.hints[f.Hints] <= 0 {
 		delete(r.hints, f.Hints)
 	}
-	for _, n := range f.DNATCounts {
-		if r.dnat[n]--; r.dnat[n] <= 0 {
-			delete(r.dnat, n)
+	for _, c := range f.shared {
+		if r.shared[c]--; r.shared[c] <= 0 {
+			delete(r.shared, c)
+		}
+	}
+	for _, k := range f.frontends {
+		if r.frontendOwners[k] == key {
+			delete(r.frontendOwners, k)
 		}
 	}
 	for _, ip := range f.HairpinIPs {

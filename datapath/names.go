@@ -9,30 +9,39 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Fixed object names inside the table.
 const (
-	natPreroutingChain    = "nat-prerouting"
-	natOutputChain        = "nat-output"
-	natPostroutingChain   = "nat-postrouting"
-	filterInputChain      = "filter-input"
-	filterForwardChain    = "filter-forward"
-	filterOutputChain     = "filter-output"
-	servicesChain         = "services"
-	masqueradeCheckChain  = "masquerade-check"
-	markForMasqChain      = "mark-for-masquerade"
-	masqueradingChain     = "masquerading"
-	endpointsCheckChain   = "service-endpoints-check"
-	clusterIPsCheckChain  = "cluster-ips-check"
-	rejectChain           = "reject-chain"
-	canaryChain           = "canary"
-	serviceIPsMap         = "service-ips"
-	serviceEndpointsMap   = "service-endpoints"
-	noEndpointServicesMap = "no-endpoint-services"
-	clusterIPsSet         = "cluster-ips"
-	hairpinSet            = "hairpin-endpoints"
-	canaryComment         = "kube-clusterip canary: a missing rule means the table was flushed"
+	natPreroutingChain          = "nat-prerouting"
+	natOutputChain              = "nat-output"
+	natPostroutingChain         = "nat-postrouting"
+	filterInputChain            = "filter-input"
+	filterForwardChain          = "filter-forward"
+	filterOutputChain           = "filter-output"
+	filterPreroutingChain       = "filter-prerouting-pre-dnat"
+	filterOutputPreDNATChain    = "filter-output-pre-dnat"
+	nodePortEndpointsCheckChain = "nodeport-endpoints-check"
+	firewallCheckChain          = "firewall-check"
+	serviceNodePortsMap         = "service-nodeports"
+	noEndpointNodePortsMap      = "no-endpoint-nodeports"
+	firewallIPsMap              = "firewall-ips"
+	nodePortIPsSet              = "nodeport-ips"
+	servicesChain               = "services"
+	masqueradeCheckChain        = "masquerade-check"
+	markForMasqChain            = "mark-for-masquerade"
+	masqueradingChain           = "masquerading"
+	endpointsCheckChain         = "service-endpoints-check"
+	clusterIPsCheckChain        = "cluster-ips-check"
+	rejectChain                 = "reject-chain"
+	canaryChain                 = "canary"
+	serviceIPsMap               = "service-ips"
+	serviceEndpointsMap         = "service-endpoints"
+	noEndpointServicesMap       = "no-endpoint-services"
+	clusterIPsSet               = "cluster-ips"
+	hairpinSet                  = "hairpin-endpoints"
+	canaryComment               = "kube-clusterip canary: a missing rule means the table was flushed"
 )
 
 // ServicePortName identifies one port of one Service: "namespace/name/protocol/port-name",
@@ -65,6 +74,19 @@ func EndpointChainName(servicePortName string, ep Endpoint) string {
 func AffinitySetName(servicePortName string, ep Endpoint, timeout time.Duration) string {
 	base := fmt.Sprintf("%s__%s/%ds", servicePortName, nftSafe(ep.HostPort()), int64(timeout.Seconds()))
 	return "affinity-" + shortHash(base)
+}
+
+// ExternalChainName is the chain external traffic (external IPs, load balancer IPs,
+// NodePorts) to a Service port with ClientIP affinity enters: it applies the
+// externalTrafficPolicy. (Other Service ports share chains instead.)
+func ExternalChainName(servicePortName string) string {
+	return "external-" + shortHash(servicePortName) + "-" + servicePortName
+}
+
+// FirewallChainName is the chain that drops connections to a Service's load balancer IPs
+// from outside its loadBalancerSourceRanges.
+func FirewallChainName(svc types.NamespacedName) string {
+	return "firewall-" + shortHash(svc.String()) + "-" + svc.String()
 }
 
 // DNATChainName is the shared chain that DNATs through @service-endpoints for every

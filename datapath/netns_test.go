@@ -220,6 +220,13 @@ func (p *testPod) serveTCPReplying(tb testing.TB, port int, reply func(peer net.
 // serveUDP answers every datagram on port with "pod:port".
 func (p *testPod) serveUDP(tb testing.TB, port int) {
 	tb.Helper()
+	reply := fmt.Sprintf("%s:%d", p.name, port)
+	p.serveUDPReplying(tb, port, func(net.Addr) string { return reply })
+}
+
+// serveUDPReplying is serveUDP answering what reply makes of the peer's address.
+func (p *testPod) serveUDPReplying(tb testing.TB, port int, reply func(client net.Addr) string) {
+	tb.Helper()
 	var c net.PacketConn
 	err := inNetns(p.ns, func() (err error) {
 		c, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
@@ -229,7 +236,6 @@ func (p *testPod) serveUDP(tb testing.TB, port int) {
 		tb.Fatalf("pod %s listen udp/%d: %v", p.name, port, err)
 	}
 	p.track(c)
-	reply := []byte(fmt.Sprintf("%s:%d", p.name, port))
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -237,7 +243,7 @@ func (p *testPod) serveUDP(tb testing.TB, port int) {
 			if err != nil {
 				return
 			}
-			_, _ = c.WriteTo(reply, from)
+			_, _ = c.WriteTo([]byte(reply(from)), from)
 		}
 	}()
 }

@@ -42,10 +42,21 @@ func mustSync(tb testing.TB, p *Proxier, services []*corev1.Service, slices ...*
 // tcpPods creates one pod per name, each answering TCP on port.
 func tcpPods(tb testing.TB, port int, names ...string) []*testPod {
 	tb.Helper()
+	return servingPods(tb, names, func(p *testPod) { p.serveTCP(tb, port) })
+}
+
+// udpPods creates one pod per name, each answering UDP on port.
+func udpPods(tb testing.TB, port int, names ...string) []*testPod {
+	tb.Helper()
+	return servingPods(tb, names, func(p *testPod) { p.serveUDP(tb, port) })
+}
+
+func servingPods(tb testing.TB, names []string, serve func(*testPod)) []*testPod {
+	tb.Helper()
 	var pods []*testPod
 	for _, name := range names {
 		p := newPod(tb, name, "")
-		p.serveTCP(tb, port)
+		serve(p)
 		pods = append(pods, p)
 	}
 	return pods
@@ -231,9 +242,8 @@ func TestPacketsReachTheAddressOfASelectorlessService(t *testing.T) {
 
 func TestPacketsUDPFlowMovesWhenItsEndpointGoesAway(t *testing.T) {
 	requireDatapath(t)
-	a, b := newPod(t, "dns-a", ""), newPod(t, "dns-b", "")
-	a.serveUDP(t, 5353)
-	b.serveUDP(t, 5353)
+	pods := udpPods(t, 5353, "dns-a", "dns-b")
+	a, b := pods[0], pods[1]
 	client := newPod(t, "client", "")
 	var deleted atomic.Int64
 	proxier := newTestProxier(t, func(c *Config) {

@@ -212,14 +212,6 @@ func writeElementDiff(tx *knftables.Transaction, old, want objectIndex) (leftove
 	return leftovers
 }
 
-func isDNATChain(name string) bool {
-	return strings.HasPrefix(name, "dnat-mod-")
-}
-
-func isEndpointMap(name string) bool {
-	return strings.HasPrefix(name, serviceEndpointsMap+"-")
-}
-
 func setRemoved(old, want objectIndex, name string) bool {
 	return old.sets[name] != nil && want.sets[name] == nil
 }
@@ -227,14 +219,14 @@ func setRemoved(old, want objectIndex, name string) bool {
 // removeStale flushes every chain that goes away before deleting any, since one may
 // still jump to another, and deletes sets after the rules that used them.
 //
-// The shared dnat-mod-N chains stay: a connection that met a Service's old verdict
+// The shared chains (dnat-mod-N and the others of sharedChain) stay: a connection that met a Service's old verdict
 // ("goto dnat-mod-3") may enter the chain after the commit, and an emptied chain would
 // let it through un-NATed, to be refused. Unused ones cost nothing and go at the next
 // full sync; one that comes back is rewritten in place (see addChainsWithRules).
 func removeStale(tx *knftables.Transaction, old, want objectIndex) {
 	var gone []string
 	for _, name := range sortedKeys(old.chains) {
-		if want.chains[name] == nil && !isDNATChain(name) {
+		if want.chains[name] == nil && !isSharedChain(name) {
 			gone = append(gone, name)
 			tx.Flush(&knftables.Chain{Name: name})
 		}
@@ -252,12 +244,12 @@ func removeStale(tx *knftables.Transaction, old, want objectIndex) {
 // addChainsWithRules adds the added chains, flushes the changed ones, then writes the
 // rules of both (all chains exist before any rule can jump to them).
 //
-// An added dnat-mod-N chain may still be in the kernel with its rules (removeStale keeps
+// An added shared chain may still be in the kernel with its rules (removeStale keeps
 // them), so it is flushed and rewritten like a changed one, in the same transaction.
 func addChainsWithRules(tx *knftables.Transaction, chains map[string]*Chain, added, changed []string) {
 	for _, name := range added {
 		tx.Add(chainObject(chains[name]))
-		if isDNATChain(name) {
+		if isSharedChain(name) {
 			tx.Flush(&knftables.Chain{Name: name})
 		}
 	}

@@ -147,6 +147,20 @@ func (p *Proxier) SetZone(zone string) bool {
 	return true
 }
 
+// SetServiceCIDRs records the ranges whose unallocated addresses are dropped and reports
+// whether they changed; the next Apply writes them.
+func (p *Proxier) SetServiceCIDRs(cidrs []string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if slices.Equal(cidrs, p.cfg.ServiceCIDRs) {
+		return false
+	}
+	// The base is rendered on every sync, so the next Apply writes the change even when no
+	// Service changed.
+	p.cfg.ServiceCIDRs = slices.Clone(cidrs)
+	return true
+}
+
 func hasHints(slices []*discoveryv1.EndpointSlice) bool {
 	for _, s := range slices {
 		for i := range s.Endpoints {
@@ -342,7 +356,7 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 			fs.lastFull = start
 		}
 		result.ServicesUsingHints, result.ServicesIgnoringHints = want.refs.hints[HintsUsed], want.refs.hints[HintsIgnored]
-		result.StaleUDPFlowsDeleted, result.Err = p.deleteStaleUDPFlows(old, want, changed, fullReason != "")
+		result.StaleUDPFlowsDeleted, result.ConntrackErr = p.deleteStaleUDPFlows(fs.family, old, want, changed, fullReason != "")
 	}
 	result.Duration = p.cfg.Clock.Since(start)
 	p.count(result)
@@ -372,15 +386,15 @@ func (p *Proxier) count(r SyncResult) {
 	}
 }
 
-func (p *Proxier) deleteStaleUDPFlows(old, want *Ruleset, changed []types.NamespacedName, full bool) (int, error) {
-	if full {
-		changed = unionKeys(old, want)
-	}
-	flows := staleUDPFlows(old, want, changed)
-	if len(flows) == 0 {
+// deleteStaleUDPFlows deletes the conntrack entries of UDP flows whose endpoint no longer
+// serves their frontend. A failure is reported, but the sync stands: the next full sync
+// walks the table again.
+func (p *Proxier) deleteStaleUDPFlows(family corev1.IPFamily, old, want *Ruleset, changed []types.NamespacedName, full bool) (int, error) {
+	frontends := udpFrontendsToClean(old, want, changed, full)
+	if frontends.Len() == 0 {
 		return 0, nil
 	}
-	n, err := p.cfg.Conntrack.DeleteUDPFlows(flows)
+	n, err := p.cfg.Conntrack.DeleteStaleUDPFlows(family, frontends)
 	if err != nil {
 		return n, fmt.Errorf("table synced, but stale UDP conntrack entries remain: %w", err)
 	}

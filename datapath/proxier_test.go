@@ -3,6 +3,7 @@ package datapath
 import (
 	"context"
 	"errors"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -191,7 +192,7 @@ func TestProxierRestoresAFlushedTable(t *testing.T) {
 }
 
 // moveUDPEndpoint syncs the seed UDP Service, calls between, then moves its endpoint from
-// 10.244.2.53 to 10.244.2.54 and returns the error of that second sync.
+// 10.244.2.53 to 10.244.2.54 and returns the second sync's error.
 func moveUDPEndpoint(t *testing.T, p *Fake, between func()) error {
 	t.Helper()
 	w := newWorld()
@@ -207,28 +208,54 @@ func moveUDPEndpoint(t *testing.T, p *Fake, between func()) error {
 	return p.Sync(context.Background(), svcs, slices)
 }
 
+func udpFlowTo(endpointIP string) UDPFlow {
+	return UDPFlow{OrigDstIP: "10.96.0.53", OrigDstPort: 53, ReplySrcIP: endpointIP, ReplySrcPort: 5353}
+}
+
 func TestProxierDeletesStaleUDPConntrackEntries(t *testing.T) {
 	p, _, ct := fakeProxier(t, Config{NodeName: "node-a"})
-	if err := moveUDPEndpoint(t, p, func() {}); err != nil {
+	other := UDPFlow{OrigDstIP: "10.96.0.99", OrigDstPort: 53, ReplySrcIP: "10.244.2.53", ReplySrcPort: 5353}
+	if err := moveUDPEndpoint(t, p, func() { ct.AddFlows(udpFlowTo("10.244.2.53"), other) }); err != nil {
 		t.Fatal(err)
 	}
-	want := []StaleUDPFlow{{ServiceIP: "10.96.0.53", Port: 53, EndpointIP: "10.244.2.53"}}
-	if deleted := ct.Deleted(); len(deleted) != 1 || deleted[0] != want[0] {
-		t.Errorf("deleted %v, want %v", deleted, want)
+	if deleted := ct.Deleted(); !reflect.DeepEqual(deleted, []UDPFlow{udpFlowTo("10.244.2.53")}) {
+		t.Errorf("deleted %v, want only the flow to the endpoint that left", deleted)
 	}
 }
 
-func TestProxierReportsAFailedConntrackCleanupAfterTheSync(t *testing.T) {
-	p, fake, ct := fakeProxier(t, Config{NodeName: "node-a"})
+func TestProxierUDPConntrackAfterRestartAndWhileDraining(t *testing.T) {
+	svc, _ := seedUDP()
+	draining := ep{ip: "10.244.2.60", node: "node-b", serving: true, terminating: true}
+	gone := ep{ip: "10.244.2.61", node: "node-b", serving: false, terminating: true}
+	// A fresh Proxier (an agent just restarted) with flows from before the restart.
+	p, _, ct := fakeProxier(t, Config{NodeName: "node-a"})
+	ct.AddFlows(udpFlowTo("10.244.2.53"), udpFlowTo("10.244.2.60"), udpFlowTo("10.244.2.61"), udpFlowTo("10.244.2.99"))
+	slice := makeSlice(svc, "dns-1", readyEP("10.244.2.53", "node-b"), draining, gone)
+	if err := p.Sync(context.Background(), []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+		t.Fatal(err)
+	}
+	want := []UDPFlow{udpFlowTo("10.244.2.61"), udpFlowTo("10.244.2.99")}
+	if deleted := ct.Deleted(); !reflect.DeepEqual(deleted, want) {
+		t.Errorf("first sync deleted %v, want %v (the serving terminating endpoint keeps its flow)", deleted, want)
+	}
+}
+
+func TestProxierConntrackFailureIsReportedButNotASyncFailure(t *testing.T) {
+	var results []SyncResult
+	p, fake, ct := fakeProxier(t, Config{NodeName: "node-a", OnSync: func(r SyncResult) { results = append(results, r) }})
 	err := moveUDPEndpoint(t, p, func() { ct.Fail(errors.New("netlink: operation not permitted")) })
-	if err == nil || !strings.Contains(err.Error(), "stale UDP conntrack entries remain") || !strings.Contains(err.Error(), "operation not permitted") {
-		t.Fatalf("want the conntrack error, wrapped, got %v", err)
+	if err != nil {
+		t.Fatalf("sync failed over conntrack: %v", err)
+	}
+	last := results[len(results)-1]
+	if last.Err != nil || last.ConntrackErr == nil || !strings.Contains(last.ConntrackErr.Error(), "operation not permitted") {
+		t.Errorf("want the conntrack error apart from the sync's: %+v", last)
+	}
+	if s := p.Stats(); s.ConsecutiveFailures != 0 {
+		t.Errorf("stats count a failure: %+v", s)
 	}
 	if dump := fake.Dump(); !strings.Contains(dump, "10.244.2.54") || strings.Contains(dump, "10.244.2.53") {
 		t.Errorf("the table must hold the new endpoint although conntrack cleanup failed:\n%s", dump)
-	}
-	if len(ct.Deleted()) != 0 {
-		t.Errorf("a failing cleaner recorded deletions: %v", ct.Deleted())
 	}
 }
 
@@ -369,7 +396,7 @@ func withoutKeptDNATChains(dump, want string) string {
 	var out []string
 	for _, line := range strings.Split(dump, "\n") {
 		fields := strings.Fields(line)
-		if len(fields) > 4 && (fields[1] == "chain" || fields[1] == "rule") && isDNATChain(fields[4]) &&
+		if len(fields) > 4 && (fields[1] == "chain" || fields[1] == "rule") && isSharedChain(fields[4]) &&
 			!strings.Contains(want, "add chain ip kube-clusterip "+fields[4]+"\n") {
 			continue
 		}

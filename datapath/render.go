@@ -3,6 +3,7 @@ package datapath
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,8 +21,10 @@ func Render(cfg Config, family corev1.IPFamily, services []*corev1.Service, slic
 	cfg = cfg.withDefaults()
 	rs := &Ruleset{Family: family, Services: map[types.NamespacedName]*Fragment{}}
 	slicesByService := GroupSlices(slices)
-	for key, svc := range UniqueClusterIPServices(services, family) {
-		rs.Services[key] = RenderService(cfg, family, svc, slicesByService[key])
+	unique := UniqueClusterIPServices(services, family)
+	frontends := map[string]bool{}
+	for _, key := range sortedNames(unique) {
+		rs.Services[key] = claimFrontends(renderService(cfg, family, unique[key], slicesByService[key], takenIn(frontends)), frontends)
 	}
 	rs.refs = countRefs(rs.Services)
 	rs.Base = renderBase(cfg, family, rs.refs)
@@ -71,6 +74,29 @@ func UniqueClusterIPServices(services []*corev1.Service, family corev1.IPFamily)
 	return out
 }
 
+// sortedNames lists the map's keys in namespace/name order, the order in which Services
+// claim external frontends (the first one holds a frontend two Services name).
+func sortedNames[V any](m map[types.NamespacedName]V) []types.NamespacedName {
+	keys := make([]types.NamespacedName, 0, len(m))
+	for key := range m {
+		keys = append(keys, key)
+	}
+	slices.SortFunc(keys, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
+	return keys
+}
+
+func takenIn(held map[string]bool) func(string) bool { return func(k string) bool { return held[k] } }
+
+// claimFrontends marks the fragment's external frontends as held and returns it.
+func claimFrontends(f *Fragment, held map[string]bool) *Fragment {
+	if f != nil {
+		for _, k := range f.frontends {
+			held[k] = true
+		}
+	}
+	return f
+}
+
 func lessName(a, b types.NamespacedName) bool {
 	if a.Namespace != b.Namespace {
 		return a.Namespace < b.Namespace
@@ -118,6 +144,15 @@ func canonicalIP(s string, family corev1.IPFamily) string {
 // RenderService returns what one Service adds to the family's table, or nil if it has
 // no ClusterIP of that family. slices must be the Service's own EndpointSlices.
 func RenderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) *Fragment {
+	return renderService(cfg, family, svc, slices, nil)
+}
+
+// renderService is RenderService leaving out the external frontends (external IP .
+// protocol . port, NodePorts) that taken says another Service holds: the API server lets
+// two Services name one external IP, and a second dispatch element for a key would fail
+// the whole sync.
+func renderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slices []*discoveryv1.EndpointSlice,
+	taken func(frontend string) bool) *Fragment {
 	cfg = cfg.withDefaults()
 	fi := infoFor(family)
 	clusterIP := ClusterIPOf(svc, family)
@@ -126,6 +161,7 @@ func RenderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 	}
 	frag := &Fragment{clusterIP: clusterIP}
 	frag.Elements = append(frag.Elements, Element{Set: clusterIPsSet, Key: []string{clusterIP}})
+	ext := newExternalFrontends(cfg, fi, svc, clusterIP, frag)
 	// The API server refuses two ports with one protocol and number; should a Service have them
 	// anyway, the first one wins (a second dispatch element for the key fails the whole sync).
 	rendered := map[corev1.ServicePort]bool{}
@@ -139,7 +175,9 @@ func RenderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 			continue
 		}
 		rendered[key] = true
-		renderServicePort(cfg, fi, svc, port, clusterIP, slices, frag)
+		all := slicePortEndpoints(port, slices, fi.addressType)
+		renderServicePort(cfg, fi, svc, port, clusterIP, all, frag)
+		ext.renderPort(port, all, taken)
 	}
 	return frag
 }
@@ -148,47 +186,64 @@ func supportedProtocol(p corev1.Protocol) bool {
 	return p == corev1.ProtocolTCP || p == corev1.ProtocolUDP || p == corev1.ProtocolSCTP
 }
 
-// renderServicePort adds the dispatch of one ClusterIP:port to frag.
+// renderServicePort adds the dispatch of one ClusterIP:port to frag; all are the port's
+// endpoints before selection.
 func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *corev1.ServicePort,
-	clusterIP string, slices []*discoveryv1.EndpointSlice, frag *Fragment) {
+	clusterIP string, all []Endpoint, frag *Fragment) {
 	proto := strings.ToLower(string(port.Protocol))
 	dispatchKey := []string{clusterIP, proto, strconv.Itoa(int(port.Port))}
 	localOnly := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
-	eps, hints := selectEndpoints(slicePortEndpoints(port, slices, fi.addressType), cfg.node(), localOnly)
+	eps, hints := selectEndpoints(all, cfg.node(), localOnly)
 	frag.Hints = frag.Hints.and(hints)
 
 	if port.Protocol == corev1.ProtocolUDP {
-		frag.UDPPorts = append(frag.UDPPorts, UDPServicePort{ServiceIP: clusterIP, Port: port.Port, EndpointIPs: endpointIPs(eps)})
+		frag.UDPPorts = append(frag.UDPPorts, UDPServicePort{ServiceIP: clusterIP, Port: port.Port, ServingEndpoints: servingEndpoints(all)})
 	}
 	if len(eps) == 0 {
 		frag.Elements = append(frag.Elements, Element{Set: noEndpointServicesMap, Key: dispatchKey,
-			Value: []string{noEndpointVerdict(fi, port, slices, localOnly)}})
+			Value: []string{noEndpointVerdict(all, localOnly)}})
 		return
 	}
+	addHairpins(cfg, eps, frag)
+	if timeout, sticky := affinityTimeout(svc); sticky {
+		spn := ServicePortName(svc, port)
+		chain := renderAffinity(fi, ServiceChainName(spn), spn, proto, eps, timeout, true, frag)
+		frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{"goto " + chain}})
+		return
+	}
+	dnat := sharedChain{kind: dnatByAddress, n: len(eps)}
+	frag.shared = append(frag.shared, dnat)
+	frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{"goto " + dnat.name()}})
+	addEndpointElements(clusterByAddress, proto, dispatchKey[0], dispatchKey[2], eps, frag)
+}
+
+// addEndpointElements adds eps to the endpoint map m of proto under address . port
+// (address "" for the maps keyed by NodePort).
+func addEndpointElements(m endpointMap, proto, address, port string, eps []Endpoint, frag *Fragment) {
+	for i, ep := range eps {
+		key := []string{port, strconv.Itoa(i)}
+		if address != "" {
+			key = append([]string{address}, key...)
+		}
+		frag.Elements = append(frag.Elements, Element{Set: m.mapName(proto), Key: key, Value: []string{ep.IP, strconv.Itoa(int(ep.Port))}})
+	}
+}
+
+// addHairpins records the endpoints on this node (or without a node), whose connections
+// to themselves through a Service must be masqueraded.
+func addHairpins(cfg Config, eps []Endpoint, frag *Fragment) {
 	for _, ep := range eps {
 		if ep.NodeName == "" || ep.NodeName == cfg.NodeName {
 			frag.HairpinIPs = append(frag.HairpinIPs, ep.IP)
 		}
-	}
-	if timeout, sticky := affinityTimeout(svc); sticky {
-		chain := renderAffinity(fi, ServicePortName(svc, port), proto, eps, timeout, frag)
-		frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{"goto " + chain}})
-		return
-	}
-	frag.DNATCounts = append(frag.DNATCounts, len(eps))
-	frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{"goto " + DNATChainName(len(eps))}})
-	for i, ep := range eps {
-		frag.Elements = append(frag.Elements, Element{Set: ServiceEndpointsMapName(proto),
-			Key:   []string{clusterIP, dispatchKey[2], strconv.Itoa(i)},
-			Value: []string{ep.IP, strconv.Itoa(int(ep.Port))}})
 	}
 }
 
 // noEndpointVerdict is what happens to a new connection to a Service port without
 // usable endpoints: internalTrafficPolicy Local with endpoints only on other nodes drops
 // (as kube-proxy does), everything else is rejected so that clients fail at once.
-func noEndpointVerdict(fi familyInfo, port *corev1.ServicePort, slices []*discoveryv1.EndpointSlice, localOnly bool) string {
-	if localOnly && len(ServicePortEndpoints(port, slices, fi.addressType, Node{}, false)) > 0 {
+func noEndpointVerdict(all []Endpoint, localOnly bool) string {
+	if localOnly && len(usable(all, func(Endpoint) bool { return true })) > 0 {
 		return "drop"
 	}
 	return "goto " + rejectChain
@@ -206,21 +261,30 @@ func affinityTimeout(svc *corev1.Service) (time.Duration, bool) {
 	return DefaultAffinityTimeout, true
 }
 
-// renderAffinity adds the service chain, endpoint chains and affinity sets of a sticky
-// Service port and returns the service chain's name. A client found in an endpoint's
-// set goes back to it; otherwise numgen picks one, and the endpoint chain records the
-// client with a fresh timeout.
-func renderAffinity(fi familyInfo, spn, proto string, eps []Endpoint, timeout time.Duration, frag *Fragment) string {
-	svcChain := Chain{Name: ServiceChainName(spn), Rules: []string{"jump " + masqueradeCheckChain}}
+// renderAffinity adds the chain chainName that picks one of eps for a sticky Service
+// port, with the endpoint chains and affinity sets it needs, and returns chainName. A
+// client found in an endpoint's set goes back to it; otherwise numgen picks one, and the
+// endpoint chain records the client with a fresh timeout. The endpoint chains and sets
+// are per Service port, shared by its ClusterIP and external chains (as in kube-proxy,
+// affinity holds whichever address the client used). masqueradeCheck is false for the
+// chain of external traffic to local endpoints, whose source address is kept.
+func renderAffinity(fi familyInfo, chainName, spn, proto string, eps []Endpoint, timeout time.Duration,
+	masqueradeCheck bool, frag *Fragment) string {
+	svcChain := Chain{Name: chainName}
+	if masqueradeCheck {
+		svcChain.Rules = []string{"jump " + masqueradeCheckChain}
+	}
 	var pick []string
 	for i, ep := range eps {
 		epChain, set := EndpointChainName(spn, ep), AffinitySetName(spn, ep, timeout)
-		frag.Sets = append(frag.Sets, SetDecl{Name: set, Type: fi.addrType,
-			Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: timeout})
-		frag.Chains = append(frag.Chains, Chain{Name: epChain, Rules: []string{
-			fmt.Sprintf("update @%s { %s saddr }", set, fi.ipKeyword),
-			fmt.Sprintf("meta l4proto %s dnat to %s", proto, ep.HostPort()),
-		}})
+		if !slices.ContainsFunc(frag.Chains, func(c Chain) bool { return c.Name == epChain }) {
+			frag.Sets = append(frag.Sets, SetDecl{Name: set, Type: fi.addrType,
+				Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: timeout})
+			frag.Chains = append(frag.Chains, Chain{Name: epChain, Rules: []string{
+				fmt.Sprintf("update @%s { %s saddr }", set, fi.ipKeyword),
+				fmt.Sprintf("meta l4proto %s dnat to %s", proto, ep.HostPort()),
+			}})
+		}
 		svcChain.Rules = append(svcChain.Rules, fmt.Sprintf("%s saddr @%s goto %s", fi.ipKeyword, set, epChain))
 		// The space before each comma keeps the chain name a separate token for parsers.
 		pick = append(pick, fmt.Sprintf("%d : goto %s", i, epChain))
@@ -230,10 +294,13 @@ func renderAffinity(fi familyInfo, spn, proto string, eps []Endpoint, timeout ti
 	return svcChain.Name
 }
 
-func endpointIPs(eps []Endpoint) []string {
-	out := make([]string, 0, len(eps))
-	for _, e := range eps {
-		out = append(out, e.IP)
+// servingEndpoints lists the "ip:port" of the serving endpoints, terminating or not.
+func servingEndpoints(all []Endpoint) []string {
+	out := make([]string, 0, len(all))
+	for _, e := range all {
+		if e.Serving {
+			out = append(out, e.HostPort())
+		}
 	}
 	return out
 }

@@ -29,8 +29,11 @@ type Fragment struct {
 	Sets     []SetDecl
 	Elements []Element
 
-	// DNATCounts lists the N of every dnat-mod-N chain the fragment's elements jump to.
-	DNATCounts []int
+	// shared lists the shared chains the fragment's elements jump to (with repeats).
+	shared []sharedChain
+	// frontends are the external dispatch keys the fragment holds (external IP . protocol
+	// . port, and NodePorts): no two Services may hold one.
+	frontends []string
 	// HairpinIPs are local endpoint IPs; masquerading a connection from one of them to
 	// itself is what lets a pod reach itself through its Service.
 	HairpinIPs []string
@@ -70,13 +73,6 @@ type Element struct {
 	Set   string
 	Key   []string
 	Value []string
-}
-
-// UDPServicePort is a UDP Service IP:port and the endpoint IPs it sends to.
-type UDPServicePort struct {
-	ServiceIP   string
-	Port        int32
-	EndpointIPs []string
 }
 
 // familyInfo holds the per-family words of the rules.

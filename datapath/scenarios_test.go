@@ -82,6 +82,32 @@ func packetScenarios() []packetScenario {
 	}
 	zonalPods := []scenarioPod{{name: "zone-a-pod"}, {name: "zone-b-pod", node: "node-b"}}
 	all := []string{"backend-0", "backend-1", "backend-2"}
+	// nodePort is a NodePort Service (with an external IP) whose endpoints are the pods.
+	nodePort := func(policy corev1.ServiceExternalTrafficPolicy, pods ...scenarioPod) func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+		return func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+			var eps []ep
+			for _, p := range pods {
+				node := p.node
+				if node == "" {
+					node = "node-a"
+				}
+				eps = append(eps, readyEP(ip(p.name), node))
+			}
+			svcs, slices := serviceTo("nodeport", "10.96.2.80", eps...)
+			svcs[0].Spec.Type, svcs[0].Spec.ExternalTrafficPolicy = corev1.ServiceTypeNodePort, policy
+			svcs[0].Spec.Ports[0].NodePort = 30080
+			svcs[0].Spec.ExternalIPs = []string{"203.0.113.80"}
+			return svcs, slices
+		}
+	}
+	loadBalancer := func(sourceRange string) func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+		return func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+			svcs, slices := nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...)(ip)
+			svcs[0].Spec.Type, svcs[0].Spec.LoadBalancerSourceRanges = corev1.ServiceTypeLoadBalancer, []string{sourceRange}
+			svcs[0].Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.80"}}
+			return svcs, slices
+		}
+	}
 	return []packetScenario{
 		{name: "new connections spread over every endpoint", pods: three, services: spread,
 			from: fromClient, to: "10.96.2.10:80", want: scenarioWant{reach: all}},
@@ -128,6 +154,27 @@ func packetScenarios() []packetScenario {
 		{name: "internalTrafficPolicy Local with endpoints on other nodes only: dropped", pods: localAndRemote[1:],
 			services: internalLocal(func(ip podIPs) []ep { return []ep{readyEP(ip("remote"), "node-b")} }),
 			from:     fromClient, to: "10.96.2.60:80", want: scenarioWant{dropped: true}},
+		{name: "NodePort from outside: every endpoint, masqueraded", pods: localAndRemote, services: nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...),
+			from: fromOutside, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
+		{name: "NodePort, externalTrafficPolicy Local, from outside: this node's endpoints, source kept", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote...),
+			from:     fromOutside, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local"}}},
+		{name: "NodePort, externalTrafficPolicy Local, from a pod: every endpoint", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote...),
+			from:     fromClient, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local", "remote"}}},
+		{name: "NodePort, externalTrafficPolicy Local, no local endpoint: dropped from outside", pods: localAndRemote[1:],
+			services: nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote[1:]...),
+			from:     fromOutside, to: nodeIP + ":30080", want: scenarioWant{dropped: true}},
+		{name: "NodePort without endpoints refuses", pods: nil, services: nodePort(corev1.ServiceExternalTrafficPolicyCluster),
+			from: fromOutside, to: nodeIP + ":30080", want: scenarioWant{refused: true}},
+		{name: "an external IP from outside: masqueraded", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...),
+			from:     fromOutside, to: "203.0.113.80:80", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
+		{name: "a load balancer IP from outside its source ranges: dropped", pods: localAndRemote,
+			services: loadBalancer("10.244.0.0/16"), from: fromOutside, to: "198.51.100.80:80", want: scenarioWant{dropped: true}},
+		{name: "a load balancer IP from inside its source ranges", pods: localAndRemote,
+			services: loadBalancer("192.168.77.0/24"), from: fromOutside, to: "198.51.100.80:80",
+			want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
 		{name: "topology hints: only the endpoints hinted for this node's zone", pods: zonalPods, services: zonal,
 			from: fromClient, to: "10.96.2.70:80", want: scenarioWant{reach: []string{"zone-a-pod"}}},
 		{name: "topology hints for no endpoint of this node's zone: every endpoint", zone: "zone-c", pods: zonalPods, services: zonal,

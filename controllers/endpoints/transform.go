@@ -52,6 +52,9 @@ func NodeCacheTransform(obj any) (any, error) {
 	slim := &corev1.Node{TypeMeta: node.TypeMeta}
 	slim.Name, slim.UID, slim.ResourceVersion, slim.Labels = node.Name, node.UID, node.ResourceVersion, node.Labels
 	slim.DeletionTimestamp, slim.CreationTimestamp = node.DeletionTimestamp, node.CreationTimestamp
+	// The node agent in the same process reads the taints: a Node tainted
+	// ToBeDeletedByClusterAutoscaler fails its /healthz.
+	slim.Spec.Taints = node.Spec.Taints
 	if cpu, ok := node.Status.Allocatable[corev1.ResourceCPU]; ok {
 		slim.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: cpu}
 	}

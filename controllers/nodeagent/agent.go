@@ -46,9 +46,24 @@ type Agent struct {
 	Proxier *datapath.Proxier
 	Options Options
 	// NodeName is the node the agent runs on. Its Node's label topology.kubernetes.io/zone
-	// is the zone whose endpoints topology hints prefer; it is watched and followed. Empty:
-	// the zone stays what the Proxier was configured with.
+	// is the zone whose endpoints topology hints prefer; it is watched and followed, and so
+	// is whether the Node is being deleted (Health). Empty: the zone stays what the Proxier
+	// was configured with.
 	NodeName string
+	// ProxyName is the value of the label service.kubernetes.io/service-proxy-name of the
+	// Services this agent serves. Empty: those without the label, as kube-proxy (the agent
+	// replaces it); set: only those labelled with it (the agent runs beside kube-proxy).
+	ProxyName string
+	// Health, when set, is told of every queued update and successful sync (port 10256).
+	Health *ProxyHealth
+	// HealthzAddress is where Health answers /healthz and /livez (kube-proxy: 0.0.0.0:10256);
+	// empty: not served.
+	HealthzAddress string
+	// ServiceHealth, when set, serves the healthCheckNodePorts of the Services.
+	ServiceHealth *ServiceHealthServers
+	// FallbackServiceCIDRs are the Service CIDRs used while the cluster has no ServiceCIDR
+	// objects (or an API server without them).
+	FallbackServiceCIDRs []string
 
 	// synced is closed once the first full sync from the complete caches is done.
 	synced  chan struct{}
@@ -56,39 +71,88 @@ type Agent struct {
 
 	mu        sync.Mutex
 	endpoints map[types.NamespacedName]int // endpoints given to the Proxier, per Service
+	// triggers are the slices' last-change-trigger-times not yet applied, and the last one
+	// recorded per slice (a trigger time is observed once).
+	triggers     []triggerTime
+	lastTriggers map[types.NamespacedName]string
+}
+
+// triggerTime is a slice's endpoints.kubernetes.io/last-change-trigger-time.
+type triggerTime struct {
+	family corev1.IPFamily
+	at     time.Time
 }
 
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=servicecidrs,verbs=get;list;watch
 
 // Reconcile records one Service, with its EndpointSlices, in the Proxier and asks for an
 // Apply; a Service that is gone is removed.
 func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	svc := &corev1.Service{}
-	if err := a.Client.Get(ctx, req.NamespacedName, svc); apierrors.IsNotFound(err) {
+	err := a.Client.Get(ctx, req.NamespacedName, svc)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, fmt.Errorf("get service %s: %w", req.NamespacedName, err)
+	}
+	if apierrors.IsNotFound(err) || !a.serves(svc) {
 		a.Proxier.Update(req.NamespacedName, nil, nil)
 		a.record(req.NamespacedName, nil)
+		a.setServiceHealth(ctx, req.NamespacedName, 0, 0)
 		a.requestApply()
 		return reconcile.Result{}, nil
-	} else if err != nil {
-		return reconcile.Result{}, fmt.Errorf("get service %s: %w", req.NamespacedName, err)
 	}
 	// The Proxier keeps the slices and never modifies them, so the cache's own copies serve.
 	var list discoveryv1.EndpointSliceList
-	err := a.Client.List(ctx, &list, client.InNamespace(req.Namespace),
+	err = a.Client.List(ctx, &list, client.InNamespace(req.Namespace),
 		client.MatchingLabels{discoveryv1.LabelServiceName: req.Name}, client.UnsafeDisableDeepCopy)
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("list endpointslices of service %s: %w", req.NamespacedName, err)
 	}
 	slices := make([]*discoveryv1.EndpointSlice, 0, len(list.Items))
 	for i := range list.Items {
-		slices = append(slices, &list.Items[i])
+		if ProxiedBy(&list.Items[i], a.ProxyName) {
+			slices = append(slices, &list.Items[i])
+		}
 	}
 	a.Proxier.Update(req.NamespacedName, svc, slices)
 	a.record(req.NamespacedName, slices)
+	a.setServiceHealth(ctx, req.NamespacedName, HealthCheckNodePort(svc), LocalReadyEndpoints(svc, slices, a.NodeName))
 	a.requestApply()
 	return reconcile.Result{}, nil
+}
+
+// serves tells whether the agent programs svc: not headless (kube-proxy leaves those to
+// DNS) and labelled for this proxy.
+func (a *Agent) serves(svc *corev1.Service) bool {
+	return svc.Spec.ClusterIP != corev1.ClusterIPNone && ProxiedBy(svc, a.ProxyName)
+}
+
+// ProxiedBy tells whether a proxy named proxyName serves obj (a Service or EndpointSlice):
+// the label service.kubernetes.io/service-proxy-name must be absent when proxyName is
+// empty (kube-proxy's rule) and equal to proxyName otherwise. Headless slices never are.
+func ProxiedBy(obj metav1.Object, proxyName string) bool {
+	if _, headless := obj.GetLabels()[corev1.IsHeadlessService]; headless {
+		return false
+	}
+	value, labelled := obj.GetLabels()[LabelServiceProxyName]
+	if proxyName == "" {
+		return !labelled
+	}
+	return labelled && value == proxyName
+}
+
+// LabelServiceProxyName names the proxy that should serve a Service and its slices.
+const LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+
+func (a *Agent) setServiceHealth(ctx context.Context, key types.NamespacedName, port int32, localEndpoints int) {
+	if a.ServiceHealth == nil {
+		return
+	}
+	if err := a.ServiceHealth.Set(key, port, localEndpoints); err != nil {
+		log.FromContext(ctx).Error(err, "cannot serve the Service's health check for its load balancer", "service", key)
+	}
 }
 
 // record keeps the gauges of what the datapath was given.
@@ -101,6 +165,7 @@ func (a *Agent) record(key types.NamespacedName, slices []*discoveryv1.EndpointS
 		n := 0
 		for _, s := range slices {
 			n += len(s.Endpoints)
+			a.noteTrigger(s)
 		}
 		a.endpoints[key] = n
 	}
@@ -112,7 +177,45 @@ func (a *Agent) record(key types.NamespacedName, slices []*discoveryv1.EndpointS
 	endpointsProgrammed.Set(float64(total))
 }
 
+// noteTrigger queues the slice's last-change-trigger-time for the network programming
+// latency, once per value.
+func (a *Agent) noteTrigger(s *discoveryv1.EndpointSlice) {
+	value := s.Annotations[corev1.EndpointsLastChangeTriggerTime]
+	key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+	if value == "" || a.lastTriggers[key] == value {
+		return
+	}
+	a.lastTriggers[key] = value
+	at, err := time.Parse(time.RFC3339Nano, value)
+	if err != nil {
+		return
+	}
+	family := corev1.IPv4Protocol
+	if s.AddressType == discoveryv1.AddressTypeIPv6 {
+		family = corev1.IPv6Protocol
+	}
+	a.triggers = append(a.triggers, triggerTime{family: family, at: at})
+}
+
+// observeProgrammed records the network programming latency of the trigger times queued
+// before a successful sync.
+func (a *Agent) observeProgrammed(now time.Time) {
+	a.mu.Lock()
+	triggers := a.triggers
+	a.triggers = nil
+	a.mu.Unlock()
+	for _, t := range triggers {
+		networkProgrammingDuration.WithLabelValues(string(t.family)).Observe(now.Sub(t.at).Seconds())
+	}
+}
+
 func (a *Agent) requestApply() {
+	if a.Health != nil {
+		a.Health.QueuedUpdate()
+	}
+	for _, family := range []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol} {
+		lastQueuedSync.WithLabelValues(string(family)).SetToCurrentTime()
+	}
 	select {
 	case a.pending <- struct{}{}:
 	default: // an Apply is already wanted; it will include this change
@@ -125,8 +228,14 @@ func (a *Agent) requestApply() {
 // by the Proxier's maintenance as full syncs; the kernel keeps the last good ruleset.
 func (a *Agent) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("datapath")
+	if a.Health != nil {
+		a.Health.Updated() // the sync loop runs: from now on a late update is unhealthy
+		a.Health.QueuedUpdate()
+	}
 	if err := a.initialSync(ctx); err != nil {
 		logger.Error(err, "initial nftables sync failed; retrying in the background")
+	} else {
+		a.recordSynced()
 	}
 	close(a.synced)
 	go a.Proxier.Run(ctx)
@@ -146,9 +255,20 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		last = time.Now()
 		if err := a.Proxier.Apply(ctx); err != nil {
-			logger.Error(err, "nftables sync failed; the last good ruleset stays")
+			logger.Error(err, "nftables sync failed; the last good ruleset stays, retrying")
+			time.AfterFunc(max(a.Options.MinSyncPeriod, time.Second), a.requestApply)
+			continue
 		}
+		a.recordSynced()
 	}
+}
+
+// recordSynced records a successful sync for the health server and the latency metric.
+func (a *Agent) recordSynced() {
+	if a.Health != nil {
+		a.Health.Updated()
+	}
+	a.observeProgrammed(time.Now())
 }
 
 func (a *Agent) initialSync(ctx context.Context) error {
@@ -167,26 +287,37 @@ func (a *Agent) initialSync(ctx context.Context) error {
 	}
 	svcs := make([]*corev1.Service, 0, len(services.Items))
 	for i := range services.Items {
-		svcs = append(svcs, &services.Items[i])
+		if a.serves(&services.Items[i]) {
+			svcs = append(svcs, &services.Items[i])
+		}
 	}
 	slcs := make([]*discoveryv1.EndpointSlice, 0, len(slices.Items))
 	for i := range slices.Items {
-		slcs = append(slcs, &slices.Items[i])
+		if ProxiedBy(&slices.Items[i], a.ProxyName) {
+			slcs = append(slcs, &slices.Items[i])
+		}
 	}
 	return a.Proxier.Sync(ctx, svcs, slcs)
 }
 
-// followZone reads this node's zone from its Node (metadata only) and gives it to the
-// Proxier; a Node without the label, or not found, has no zone (as kube-proxy reads it).
+// followZone reads this node's zone from its Node and gives it to the Proxier (a Node
+// without the label, or not found, has no zone, as kube-proxy reads it), and tells Health
+// whether the Node is being deleted.
 func (a *Agent) followZone(ctx context.Context) error {
 	if a.NodeName == "" {
 		return nil
 	}
-	node := &metav1.PartialObjectMetadata{}
-	node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+	node := &corev1.Node{}
 	err := a.Client.Get(ctx, types.NamespacedName{Name: a.NodeName}, node)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("get node %s for its zone: %w", a.NodeName, err)
+	}
+	if a.Health != nil {
+		if apierrors.IsNotFound(err) {
+			a.Health.SetNode(nil)
+		} else {
+			a.Health.SetNode(node)
+		}
 	}
 	zone := node.GetLabels()[corev1.LabelTopologyZone]
 	if a.Proxier.SetZone(zone) {
@@ -242,6 +373,7 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	a.synced = make(chan struct{})
 	a.pending = make(chan struct{}, 1)
 	a.endpoints = map[types.NamespacedName]int{}
+	a.lastTriggers = map[types.NamespacedName]string{}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("datapath").
 		Watches(&corev1.Service{}, &handler.EnqueueRequestForObject{}).
@@ -254,7 +386,7 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	if a.NodeName != "" {
 		err = ctrl.NewControllerManagedBy(mgr).
 			Named("datapath-node-zone").
-			WatchesMetadata(&corev1.Node{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(
+			Watches(&corev1.Node{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(
 				predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == a.NodeName }))).
 			WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
 			Complete(nodeZoneReconciler{agent: a})
@@ -262,14 +394,40 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 			return err
 		}
 	}
+	if err := a.setupServiceCIDRs(mgr); err != nil {
+		return err
+	}
 	if err := mgr.Add(a); err != nil {
 		return err
+	}
+	if a.Health != nil && a.HealthzAddress != "" {
+		if err := mgr.Add(nodeRunnable(func(ctx context.Context) error {
+			return serveUntilDone(ctx, a.HealthzAddress, a.Health.Handler())
+		})); err != nil {
+			return err
+		}
+	}
+	if a.ServiceHealth != nil {
+		if err := mgr.Add(nodeRunnable(func(ctx context.Context) error {
+			<-ctx.Done()
+			a.ServiceHealth.Close()
+			return nil
+		})); err != nil {
+			return err
+		}
 	}
 	if err := mgr.AddHealthzCheck("datapath", a.Healthy); err != nil {
 		return err
 	}
 	return mgr.AddReadyzCheck("datapath", a.Ready)
 }
+
+// nodeRunnable is a manager runnable that runs on every node, leader or not.
+type nodeRunnable func(ctx context.Context) error
+
+func (r nodeRunnable) Start(ctx context.Context) error { return r(ctx) }
+
+func (nodeRunnable) NeedLeaderElection() bool { return false }
 
 // sliceToService maps an EndpointSlice to the Service it belongs to.
 func sliceToService(_ context.Context, obj client.Object) []reconcile.Request {

@@ -7,23 +7,48 @@ import (
 	"github.com/kube-clusterip/kube-clusterip/datapath"
 )
 
+// The sync metrics carry kube-proxy's names and labels (ip_family), so that dashboards and
+// alerts written for kube-proxy keep working when the agent replaces it.
 var (
+	syncBuckets  = prometheus.ExponentialBuckets(0.001, 2, 15)
 	syncDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "kube_clusterip_datapath_sync_duration_seconds",
-		Help:    "Time to apply one nftables sync of one family, by kind (full or partial).",
-		Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
-	}, []string{"family", "kind"})
-	syncFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "kube_clusterip_datapath_sync_failures_total",
-		Help: "nftables syncs that failed; the kernel kept the last good ruleset.",
-	}, []string{"family"})
+		Name: "kubeproxy_sync_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds",
+		Buckets: syncBuckets}, []string{"ip_family"})
+	fullSyncDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "kubeproxy_sync_full_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds for full resyncs",
+		Buckets: syncBuckets}, []string{"ip_family"})
+	partialSyncDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "kubeproxy_sync_partial_proxy_rules_duration_seconds", Help: "SyncProxyRules latency in seconds for partial resyncs",
+		Buckets: syncBuckets}, []string{"ip_family"})
 	lastSuccessfulSync = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "kube_clusterip_datapath_last_successful_sync_timestamp_seconds",
-		Help: "Unix time of the last successful nftables sync.",
-	}, []string{"family"})
+		Name: "kubeproxy_sync_proxy_rules_last_timestamp_seconds", Help: "The last time proxy rules were successfully synced",
+	}, []string{"ip_family"})
+	lastQueuedSync = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", Help: "The last time a sync of proxy rules was queued",
+	}, []string{"ip_family"})
+	syncFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubeproxy_sync_proxy_rules_nftables_sync_failures_total",
+		Help: "nftables syncs that failed; the kernel kept the last good ruleset.",
+	}, []string{"ip_family"})
+	networkProgrammingDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kubeproxy_network_programming_duration_seconds",
+		Help:    "In Cluster Network Programming Latency in seconds: from an EndpointSlice's endpoints.kubernetes.io/last-change-trigger-time to the sync that applied it",
+		Buckets: networkProgrammingBuckets(),
+	}, []string{"ip_family"})
+	conntrackDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubeproxy_conntrack_reconciler_deleted_entries_total", Help: "Cumulative conntrack flows deleted by conntrack reconciler",
+	}, []string{"ip_family"})
+	conntrackFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kube_clusterip_datapath_conntrack_cleanup_failures_total",
+		Help: "Stale UDP conntrack cleanups that failed after a successful sync (the next sync retries).",
+	}, []string{"ip_family"})
+	proxyHealthzTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubeproxy_proxy_healthz_total", Help: "Cumulative proxy healthz HTTP status"}, []string{"code"})
+	proxyLivezTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kubeproxy_proxy_livez_total", Help: "Cumulative proxy livez HTTP status"}, []string{"code"})
 	servicesProgrammed = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "kube_clusterip_datapath_services",
-		Help: "Services with a ClusterIP given to the datapath in the last sync.",
+		Help: "Services with a ClusterIP given to the datapath in the last sync (not headless ones, nor those of another proxy).",
 	})
 	endpointsProgrammed = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "kube_clusterip_datapath_endpoints",
@@ -35,23 +60,38 @@ var (
 	}, []string{"family", "hints"})
 )
 
+// networkProgrammingBuckets are kube-proxy's: 0.25s and 0.5s, each second to a minute, then
+// coarser to five minutes.
+func networkProgrammingBuckets() []float64 {
+	b := []float64{0.25, 0.5}
+	b = append(b, prometheus.LinearBuckets(1, 1, 59)...)
+	b = append(b, prometheus.LinearBuckets(60, 5, 12)...)
+	return append(b, prometheus.LinearBuckets(120, 30, 7)...)
+}
+
 func init() {
-	metrics.Registry.MustRegister(syncDuration, syncFailures, lastSuccessfulSync, servicesProgrammed, endpointsProgrammed,
-		topologyHintServices)
+	metrics.Registry.MustRegister(syncDuration, fullSyncDuration, partialSyncDuration, lastSuccessfulSync, lastQueuedSync,
+		syncFailures, networkProgrammingDuration, conntrackDeleted, conntrackFailures, proxyHealthzTotal, proxyLivezTotal,
+		servicesProgrammed, endpointsProgrammed, topologyHintServices)
 }
 
 // RecordSync exports one sync attempt; pass it as datapath.Config.OnSync.
 func RecordSync(result datapath.SyncResult) {
 	family := string(result.Family)
+	if result.ConntrackErr != nil {
+		conntrackFailures.WithLabelValues(family).Inc()
+	}
+	conntrackDeleted.WithLabelValues(family).Add(float64(result.StaleUDPFlowsDeleted))
 	if result.Err != nil {
 		syncFailures.WithLabelValues(family).Inc()
 		return
 	}
-	kind := "partial"
+	syncDuration.WithLabelValues(family).Observe(result.Duration.Seconds())
 	if result.Full {
-		kind = "full"
+		fullSyncDuration.WithLabelValues(family).Observe(result.Duration.Seconds())
+	} else {
+		partialSyncDuration.WithLabelValues(family).Observe(result.Duration.Seconds())
 	}
-	syncDuration.WithLabelValues(family, kind).Observe(result.Duration.Seconds())
 	lastSuccessfulSync.WithLabelValues(family).SetToCurrentTime()
 	topologyHintServices.WithLabelValues(family, "used").Set(float64(result.ServicesUsingHints))
 	topologyHintServices.WithLabelValues(family, "ignored").Set(float64(result.ServicesIgnoringHints))

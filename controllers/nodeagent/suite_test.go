@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/scheme"
+	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,14 +22,19 @@ import (
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
+// healthTimeout is the agent's proxy health timeout; healthClock, its clock, moves only
+// when a spec steps it.
+const healthTimeout = time.Minute
+
 var (
-	env       *envtest.Environment
-	k8sClient client.Client
-	fakeNode  *datapath.Fake  // the Proxier, on knftables Fakes
-	nft       *knftables.Fake // its IPv4 table
-	agent     *nodeagent.Agent
-	cancel    context.CancelFunc
-	done      = make(chan struct{})
+	healthClock *clocktesting.FakeClock
+	env         *envtest.Environment
+	k8sClient   client.Client
+	fakeNode    *datapath.Fake  // the Proxier, on knftables Fakes
+	nft         *knftables.Fake // its IPv4 table
+	agent       *nodeagent.Agent
+	cancel      context.CancelFunc
+	done        = make(chan struct{})
 )
 
 func TestNodeAgent(t *testing.T) {
@@ -55,8 +61,12 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Node{}: nodeagent.OwnNodeCache("node-a")}}})
 	Expect(err).NotTo(HaveOccurred())
+	healthClock = clocktesting.NewFakeClock(time.Now())
+	health := nodeagent.NewProxyHealth(healthClock, healthTimeout)
 	agent = &nodeagent.Agent{Client: mgr.GetClient(), Proxier: fakeNode.Proxier,
-		Options: nodeagent.Options{MinSyncPeriod: 50 * time.Millisecond, MaxConsecutiveFailures: 2}, NodeName: "node-a"}
+		Options: nodeagent.Options{MinSyncPeriod: 50 * time.Millisecond, MaxConsecutiveFailures: 2}, NodeName: "node-a",
+		Health: health, ServiceHealth: &nodeagent.ServiceHealthServers{Addresses: []string{"127.0.0.1"}, ProxyHealthy: health.Healthy},
+		FallbackServiceCIDRs: []string{"10.96.0.0/12"}}
 	Expect(agent.SetupWithManager(mgr)).To(Succeed())
 	var ctx context.Context
 	ctx, cancel = context.WithCancel(context.Background())

@@ -100,13 +100,14 @@ func (r *run) baseChains(hook knftables.BaseChainHook) []string {
 	return out
 }
 
-// priorityValue reads a chain priority: a number, a standard name, or "name + n" / "name - n".
+// priorityValue reads a chain priority: a number, a standard name, or "name + n" / "name - n"
+// (spaces optional: kube-proxy writes "dstnat-10").
 func priorityValue(p *knftables.BaseChainPriority) int {
 	if p == nil {
 		return 0
 	}
 	names := map[string]int{"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
-	fields := strings.Fields(string(*p))
+	fields := strings.Fields(strings.NewReplacer("-", " - ", "+", " + ").Replace(string(*p)))
 	value := 0
 	for i, f := range fields {
 		switch n, err := strconv.Atoi(f); {

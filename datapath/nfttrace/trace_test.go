@@ -179,3 +179,12 @@ func TestConnectedClientsStayInDynamicSetsUntilTheTimeout(t *testing.T) {
 		t.Errorf("after the set's timeout, the client is forgotten: got %v", got)
 	}
 }
+
+func TestPriorityValue(t *testing.T) {
+	for p, want := range map[string]int{"-100": -100, "dstnat": -100, "dstnat-10": -110, "dstnat - 10": -110, "srcnat + 5": 105, "filter": 0} {
+		priority := knftables.BaseChainPriority(p)
+		if got := priorityValue(&priority); got != want {
+			t.Errorf("priority %q: %d, want %d", p, got, want)
+		}
+	}
+}

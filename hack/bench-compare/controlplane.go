@@ -35,6 +35,8 @@ func startControlPlane(assets, workDir string) (*controlPlane, error) {
 	apiServer := env.ControlPlane.GetAPIServer()
 	apiServer.Out, apiServer.Err = log, log
 	apiServer.Configure().Set("service-cluster-ip-range", serviceClusterIPRange)
+	// The NodePort workload's 10k Services take nodePorts 20000-29999.
+	apiServer.Configure().Set("service-node-port-range", "20000-32767")
 	env.ControlPlane.Etcd = &envtest.Etcd{Out: log, Err: log}
 	cfg, err := env.Start()
 	if err != nil {

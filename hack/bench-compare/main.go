@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/kube-clusterip/kube-clusterip/hack/internal/benchreport"
@@ -32,6 +33,7 @@ import (
 // options are the command line.
 type options struct {
 	assets, upstream, workDir, outDir, only string
+	proxyType                               string
 	qps, services, podsPerService, flips    int
 	proxyServices, changes, runs            int
 	upstreamOnly, keep                      bool
@@ -70,6 +72,7 @@ func main() {
 	flag.IntVar(&o.podsPerService, "pods", 10, "ready pods per Service of the endpoints workload")
 	flag.IntVar(&o.flips, "flips", 200, "readiness flips of the endpoints workload")
 	flag.IntVar(&o.proxyServices, "proxy-services", 10000, "Services (x 10 endpoints) of the datapath workload: 1000 or 10000")
+	flag.StringVar(&o.proxyType, "proxy-type", "NodePort", "Service type of the datapath workload: ClusterIP, or NodePort (nodePort 20000+i, every other Service externalTrafficPolicy Local)")
 	flag.IntVar(&o.changes, "changes", 10, "single-endpoint changes measured on kube-proxy")
 	flag.IntVar(&o.runs, "runs", 1, "runs of each workload on each side (medians)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the logs of the control planes and upstream components")
@@ -94,6 +97,9 @@ func main() {
 // validate refuses sizes that our benchmarks do not run: the two sides must measure the same
 // workload (other sizes only with --upstream-only).
 func (o options) validate() error {
+	if o.proxyType != string(corev1.ServiceTypeClusterIP) && o.proxyType != string(corev1.ServiceTypeNodePort) {
+		return fmt.Errorf("--proxy-type %q: want ClusterIP or NodePort", o.proxyType)
+	}
 	if o.only != "" && o.only != "endpoints" && o.only != "datapath" {
 		return fmt.Errorf("--only %q: want endpoints or datapath", o.only)
 	}
@@ -238,9 +244,10 @@ func run(o options) error {
 	}
 
 	if o.only == "" || o.only == "datapath" {
-		n := strconv.Itoa(o.proxyServices)
+		n, kind := strconv.Itoa(o.proxyServices), o.proxyType
 		ours := benchreport.Runs{}
-		for _, bench := range []string{"BenchmarkFullSync$/^services=" + n + "$", "BenchmarkEndpointChange$/^services=" + n + "$/^api=update$"} {
+		for _, bench := range []string{"BenchmarkFullSync$/^services=" + n + "$/^type=" + kind + "$",
+			"BenchmarkEndpointChange$/^services=" + n + "$/^type=" + kind + "$/^api=update$"} {
 			if o.upstreamOnly {
 				break
 			}
@@ -254,7 +261,7 @@ func run(o options) error {
 		}
 		upstream := map[string][]float64{}
 		for range o.runs {
-			figures, err := runKubeProxy(ctx, o, o.proxyServices, o.changes)
+			figures, err := runKubeProxy(ctx, o, o.proxyServices, o.changes, corev1.ServiceType(kind))
 			if err != nil {
 				fail(fmt.Errorf("kube-proxy: %w", err))
 				break
@@ -263,11 +270,20 @@ func run(o options) error {
 				upstream[k] = append(upstream[k], v)
 			}
 		}
-		full, change := ours["BenchmarkFullSync/services="+n], ours["BenchmarkEndpointChange/services="+n+"/api=update"]
+		full := ours["BenchmarkFullSync/services="+n+"/type="+kind]
+		change := ours["BenchmarkEndpointChange/services="+n+"/type="+kind+"/api=update"]
+		what := n + " " + kind + " Services"
+		if kind == string(corev1.ServiceTypeNodePort) {
+			what += " (half externalTrafficPolicy Local)"
+		}
+		fullTarget := 0.2
+		if kind == string(corev1.ServiceTypeNodePort) {
+			fullTarget = 0.5
+		}
 		rep.Figures = append(rep.Figures,
-			compare("datapath: first full sync, "+n+" Services x 10 endpoints", "s", full["ns/op"], upstream["full-sync-s"], 1e-9, 0.2),
-			compare("datapath: one endpoint change at "+n+" Services (median)", "ms", change["ns/op"], upstream["change-sync-ms"], 1e-6, 0.1),
-			compare("datapath: ruleset lines (nft list table) at "+n+" Services", "lines", full["ruleset-lines"], upstream["ruleset-lines"], 1, 0.5),
+			compare("datapath: first full sync, "+what+" x 10 endpoints", "s", full["ns/op"], upstream["full-sync-s"], 1e-9, fullTarget),
+			compare("datapath: one endpoint change at "+what+" (median)", "ms", change["ns/op"], upstream["change-sync-ms"], 1e-6, 0.1),
+			compare("datapath: ruleset lines (nft list table) at "+what, "lines", full["ruleset-lines"], upstream["ruleset-lines"], 1, 0.5),
 		)
 	}
 

@@ -38,7 +38,7 @@ const (
 
 // runKubeProxy measures kube-proxy's first full sync of services × 10 endpoints, the lines of its
 // IPv4 table, and the partial syncs after `changes` single-endpoint readiness flips (median).
-func runKubeProxy(ctx context.Context, o options, services, changes int) (map[string]float64, error) {
+func runKubeProxy(ctx context.Context, o options, services, changes int, kind corev1.ServiceType) (map[string]float64, error) {
 	if err := requirePrivateNetns(); err != nil {
 		return nil, err
 	}
@@ -59,7 +59,7 @@ func runKubeProxy(ctx context.Context, o options, services, changes int) (map[st
 	}
 	slices := make([]*discoveryv1.EndpointSlice, services)
 	err = published.Parallel(services, func(i int) error {
-		svc, slice := proxyService(i, 10)
+		svc, slice := proxyService(i, 10, kind)
 		if err := c.Create(ctx, svc); err != nil {
 			return fmt.Errorf("create Service %s: %w", svc.Name, err)
 		}
@@ -129,7 +129,9 @@ func runKubeProxy(ctx context.Context, o options, services, changes int) (map[st
 }
 
 // proxyService is manyServices' i-th Service and EndpointSlice (datapath/fixtures_test.go).
-func proxyService(i, perService int) (*corev1.Service, *discoveryv1.EndpointSlice) {
+// For kind NodePort, the Service's nodePort is 20000+i and every other one has
+// externalTrafficPolicy Local (manyServicesOfType).
+func proxyService(i, perService int, kind corev1.ServiceType) (*corev1.Service, *discoveryv1.EndpointSlice) {
 	name := fmt.Sprintf("svc-%05d", i)
 	// manyServices starts at 10.96.0.0; the API server refuses the network address and holds
 	// 10.96.0.1 for the Service "kubernetes", hence the offset.
@@ -140,6 +142,12 @@ func proxyService(i, perService int) (*corev1.Service, *discoveryv1.EndpointSlic
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ip, ClusterIPs: []string{ip},
 			Selector: map[string]string{"app": name},
 			Ports:    []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	if kind == corev1.ServiceTypeNodePort {
+		svc.Spec.Type, svc.Spec.Ports[0].NodePort = kind, int32(20000+i)
+		if i%2 == 1 {
+			svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		}
 	}
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name + "-1",

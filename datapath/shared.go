@@ -1,0 +1,188 @@
+package datapath
+
+import (
+	"fmt"
+	"strings"
+)
+
+// sharedChain is a chain that every Service port needing the same step shares: a DNAT
+// over one endpoint map among n endpoints, or the externalTrafficPolicy step of external
+// traffic. Services add map elements, never rules, which is what keeps a sync of
+// thousands of Services cheap; the chains in use are counted (fragmentRefs.shared) and
+// rendered by the base.
+type sharedChain struct {
+	kind sharedKind
+	// n is the endpoint count of the DNAT step; for the Local policy steps, the count of
+	// endpoints traffic from this node and its pods goes to (all the Service's endpoints).
+	n int
+	// local is the count of this node's endpoints, for the Local policy steps.
+	local int
+}
+
+type sharedKind int
+
+const (
+	// dnatByAddress DNATs through @service-endpoints-<proto>, keyed daddr . dport . index:
+	// ClusterIPs, and the external IPs of Services with externalTrafficPolicy Cluster.
+	dnatByAddress sharedKind = iota
+	// dnatLocalByAddress DNATs through @local-endpoints-<proto> (this node's endpoints of
+	// external IPs with externalTrafficPolicy Local), keeping the client's source address.
+	dnatLocalByAddress
+	// dnatByNodePort and dnatLocalByNodePort are the same for NodePorts, keyed by
+	// dport . index, since the node address the client used varies.
+	dnatByNodePort
+	dnatLocalByNodePort
+	// masqueradeByAddress and masqueradeByNodePort mark external traffic with
+	// externalTrafficPolicy Cluster for masquerading (the endpoint may be on another node,
+	// whose answer must come back through this one), then DNAT.
+	masqueradeByAddress
+	masqueradeByNodePort
+	// localPolicyByAddress and localPolicyByNodePort send external traffic with
+	// externalTrafficPolicy Local to this node's endpoints; traffic from the node itself
+	// (masqueraded) and from its pods goes to every endpoint, as it would through an
+	// outside load balancer. Without local endpoints the chain ends, the packet is not
+	// DNATed, and the filter drops it (no-endpoint maps).
+	localPolicyByAddress
+	localPolicyByNodePort
+)
+
+// name is the chain's name in the table.
+func (c sharedChain) name() string {
+	switch c.kind {
+	case dnatLocalByAddress:
+		return fmt.Sprintf("dnat-local-mod-%d", c.n)
+	case dnatByNodePort:
+		return fmt.Sprintf("dnat-nodeport-mod-%d", c.n)
+	case dnatLocalByNodePort:
+		return fmt.Sprintf("dnat-nodeport-local-mod-%d", c.n)
+	case masqueradeByAddress:
+		return fmt.Sprintf("masquerade-dnat-mod-%d", c.n)
+	case masqueradeByNodePort:
+		return fmt.Sprintf("masquerade-dnat-nodeport-mod-%d", c.n)
+	case localPolicyByAddress:
+		return fmt.Sprintf("local-policy-%d-%d", c.n, c.local)
+	case localPolicyByNodePort:
+		return fmt.Sprintf("local-policy-nodeport-%d-%d", c.n, c.local)
+	}
+	return DNATChainName(c.n)
+}
+
+// sharedChainPrefixes are the name prefixes of shared chains (see isSharedChain).
+var sharedChainPrefixes = []string{"dnat-", "masquerade-dnat-", "local-policy-"}
+
+// isSharedChain tells whether a chain is a shared one, which an incremental sync keeps
+// even when no Service uses it any more (see removeStale).
+func isSharedChain(name string) bool {
+	for _, p := range sharedChainPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// uses lists the chain itself and the chains it jumps to, all of which must exist.
+func (c sharedChain) uses() []sharedChain {
+	switch c.kind {
+	case masqueradeByAddress:
+		return []sharedChain{c, {kind: dnatByAddress, n: c.n}}
+	case masqueradeByNodePort:
+		return []sharedChain{c, {kind: dnatByNodePort, n: c.n}}
+	case localPolicyByAddress, localPolicyByNodePort:
+		cluster, local := dnatByAddress, dnatLocalByAddress
+		if c.kind == localPolicyByNodePort {
+			cluster, local = dnatByNodePort, dnatLocalByNodePort
+		}
+		out := []sharedChain{c, {kind: cluster, n: c.n}}
+		if c.local > 0 {
+			out = append(out, sharedChain{kind: local, n: c.local})
+		}
+		return out
+	}
+	return []sharedChain{c}
+}
+
+// endpointMap names the four endpoint maps of one protocol.
+type endpointMap int
+
+const (
+	clusterByAddress endpointMap = iota
+	localByAddress
+	clusterByNodePort
+	localByNodePort
+)
+
+var endpointMaps = []endpointMap{clusterByAddress, localByAddress, clusterByNodePort, localByNodePort}
+
+// mapName is the map's name for proto.
+func (m endpointMap) mapName(proto string) string {
+	switch m {
+	case localByAddress:
+		return "local-endpoints-" + proto
+	case clusterByNodePort:
+		return "nodeport-endpoints-" + proto
+	case localByNodePort:
+		return "nodeport-local-endpoints-" + proto
+	}
+	return ServiceEndpointsMapName(proto)
+}
+
+// key is the map's lookup expression without the index.
+func (m endpointMap) key(fi familyInfo, proto string) string {
+	if m == clusterByNodePort || m == localByNodePort {
+		return proto + " dport"
+	}
+	return fmt.Sprintf("%s daddr . %s dport", fi.ipKeyword, proto)
+}
+
+func (m endpointMap) decl(fi familyInfo, proto string) SetDecl {
+	return SetDecl{Name: m.mapName(proto), Map: true, TypeOf: fmt.Sprintf(
+		"%s . numgen random mod 1 : %s daddr . %s dport", m.key(fi, proto), fi.ipKeyword, proto)}
+}
+
+// isEndpointMap tells whether a map holds endpoints by index (see planIncremental).
+func isEndpointMap(name string) bool {
+	for _, m := range endpointMaps {
+		if strings.HasPrefix(name, strings.TrimSuffix(m.mapName("x"), "x")) {
+			return true
+		}
+	}
+	return false
+}
+
+// render returns the chain's rules.
+func (c sharedChain) render(fi familyInfo, cfg Config) Chain {
+	ch := Chain{Name: c.name()}
+	dnat := func(m endpointMap, n int) {
+		for _, proto := range dnatProtocols {
+			ch.Rules = append(ch.Rules, fmt.Sprintf("dnat to %s . numgen random mod %d map @%s",
+				m.key(fi, proto), n, m.mapName(proto)))
+		}
+	}
+	switch c.kind {
+	case dnatByAddress:
+		ch.Rules = []string{"jump " + masqueradeCheckChain}
+		dnat(clusterByAddress, c.n)
+	case dnatByNodePort:
+		ch.Rules = []string{"jump " + masqueradeCheckChain}
+		dnat(clusterByNodePort, c.n)
+	case dnatLocalByAddress:
+		dnat(localByAddress, c.n)
+	case dnatLocalByNodePort:
+		dnat(localByNodePort, c.n)
+	case masqueradeByAddress, masqueradeByNodePort:
+		next := c.uses()[1]
+		ch.Rules = []string{"jump " + markForMasqChain, "goto " + next.name()}
+	case localPolicyByAddress, localPolicyByNodePort:
+		uses := c.uses()
+		cluster := uses[1].name()
+		if cidrs := cidrsOfFamily(cfg.ClusterCIDRs, fi.ipFamily); len(cidrs) > 0 {
+			ch.Rules = append(ch.Rules, fmt.Sprintf("%s saddr %s goto %s", fi.ipKeyword, nftSetLiteral(cidrs), cluster))
+		}
+		ch.Rules = append(ch.Rules, "fib saddr type local jump "+markForMasqChain, "fib saddr type local goto "+cluster)
+		if len(uses) > 2 {
+			ch.Rules = append(ch.Rules, "goto "+uses[2].name())
+		}
+	}
+	return ch
+}
