@@ -206,9 +206,9 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 	})
 
 	It("exits 2 on a usage error", func(ctx SpecContext) {
-		r := runDiagnose(ctx, namespace, "backend", "-o", "yaml")
+		r := runDiagnose(ctx, namespace, "backend", "-o", "wide")
 		Expect(r.exitCode).To(Equal(diagnose.ExitError))
-		Expect(r.stderr).To(ContainSubstring("the output is text or json"))
+		Expect(r.stderr).To(ContainSubstring("the output is text, json or yaml"))
 	})
 })
 
