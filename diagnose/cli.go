@@ -26,6 +26,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/knftables"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
@@ -382,34 +383,70 @@ func nodeName(o *Options) (string, error) {
 	return name, nil
 }
 
-// ReadNodeTable lists this node's table with `nft -j` (the nft binary given) for each IP family of
-// the Service and returns it with the families whose table does not exist. It only reads: it never
-// modifies nftables.
+// ReadNodeTable reads this node's table for each IP family of the Service, through knftables
+// running the nft binary given, and returns it with the families whose table does not exist. It
+// only reads: it never modifies nftables.
 func ReadNodeTable(ctx context.Context, nft string, svc *corev1.Service) (*NodeTable, []string, error) {
 	table := NewNodeTable()
 	var missing []string
 	families := map[string]bool{}
 	for _, ip := range clusterIPs(svc) {
-		if strings.Contains(ip, ":") {
-			families["ip6"] = true
-		} else {
-			families["ip"] = true
-		}
+		families[string(nftFamily(ip))] = true
 	}
 	for _, family := range sortedKeysOf(families) {
-		var stdout, stderr bytes.Buffer
-		cmd := exec.CommandContext(ctx, nft, "-j", "list", "table", family, NFTTableName)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			if strings.Contains(stderr.String(), "No such file or directory") {
-				missing = append(missing, family)
-				continue
-			}
-			return nil, nil, fmt.Errorf("list the nftables table %s %s (run on the node as root, with nft installed): %w: %s", family, NFTTableName, err, strings.TrimSpace(stderr.String()))
+		err := readFamily(ctx, nft, knftables.Family(family), table)
+		if knftables.IsNotFound(err) {
+			missing = append(missing, family)
+			continue
 		}
-		if err := table.AddNFTJSON(stdout.Bytes()); err != nil {
-			return nil, nil, err
+		if err != nil {
+			return nil, nil, fmt.Errorf("list the nftables table %s %s (run on the node as root, with nft installed): %w", family, NFTTableName, err)
 		}
 	}
 	return table, missing, nil
+}
+
+func nftFamily(ip string) knftables.Family {
+	if endpointrules.FamilyOf(ip) == corev1.IPv6Protocol {
+		return knftables.IPv6Family
+	}
+	return knftables.IPv4Family
+}
+
+// readFamily reads the maps through knftables, then the rules' bodies, which knftables does not
+// list, from nft's JSON.
+func readFamily(ctx context.Context, nft string, family knftables.Family, table *NodeTable) error {
+	path, err := exec.LookPath(nft)
+	if err != nil {
+		return err
+	}
+	iface, err := newKnftables(path, family)
+	if err != nil {
+		return err
+	}
+	if err := table.ReadMaps(ctx, iface); err != nil {
+		return err
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, path, "-j", "list", "table", string(family), NFTTableName)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return table.AddRulesJSON(stdout.Bytes())
+}
+
+// newKnftables opens the table through knftables with the nft binary at path. knftables runs the
+// nft it finds on $PATH, so the binary's directory goes first on $PATH while it looks; the binary
+// must be called nft.
+func newKnftables(path string, family knftables.Family) (knftables.Interface, error) {
+	if filepath.Base(path) != "nft" {
+		return nil, fmt.Errorf("--nft %s: the binary must be called nft", path)
+	}
+	saved := os.Getenv("PATH")
+	defer os.Setenv("PATH", saved)
+	if err := os.Setenv("PATH", filepath.Dir(path)+string(os.PathListSeparator)+saved); err != nil {
+		return nil, err
+	}
+	return knftables.New(family, NFTTableName)
 }

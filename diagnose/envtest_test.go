@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -252,8 +253,13 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --datapath", func() {
 			Expect(err).NotTo(HaveOccurred())
 			load = "nft -f " + abs
 		}
+		// diagnose puts the wrapper's directory first on $PATH while knftables looks for nft, so
+		// the wrapper runs the real nft by its full path.
+		nft, err := exec.LookPath("nft")
+		Expect(err).NotTo(HaveOccurred())
+		load = strings.ReplaceAll(load, "nft -f", nft+" -f")
 		wrapper := filepath.Join(GinkgoT().TempDir(), "nft")
-		script := "#!/bin/sh\nexec unshare -n sh -c '" + load + " && exec nft \"$@\"' nft \"$@\"\n"
+		script := "#!/bin/sh\nexec unshare -n sh -c '" + load + " && exec " + nft + " \"$@\"' nft \"$@\"\n"
 		Expect(os.WriteFile(wrapper, []byte(script), 0o755)).To(Succeed())
 		return wrapper
 	}
