@@ -274,22 +274,6 @@ func UsableEndpoints(svc *corev1.Service, port corev1.ServicePort, slices []*dis
 	return out
 }
 
-func slicePort(s *discoveryv1.EndpointSlice, port corev1.ServicePort) (int32, bool) {
-	for _, p := range s.Ports {
-		name, proto := "", corev1.ProtocolTCP
-		if p.Name != nil {
-			name = *p.Name
-		}
-		if p.Protocol != nil {
-			proto = *p.Protocol
-		}
-		if name == port.Name && proto == endpointrules.ServicePortProtocol(&port) && p.Port != nil {
-			return *p.Port, true
-		}
-	}
-	return 0, false
-}
-
 // checkDatapath compares, for each ClusterIP and port, what the node's table does with what the
 // EndpointSlices say.
 func checkDatapath(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, table *NodeTable, node datapath.Node) findings {

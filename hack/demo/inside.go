@@ -457,14 +457,14 @@ func (d *demo) scaleToZero(ctx context.Context) error {
 		return dialErr != nil && errors.Is(dialErr, syscall.ECONNREFUSED), nil
 	})
 	if err != nil {
-		return fmt.Errorf("no \"connection refused\" from backend-service without endpoints (last: %v): %w", dialErr, err)
+		return fmt.Errorf("no \"connection refused\" from backend-service without endpoints (last: %w): %w", dialErr, err)
 	}
 	fmt.Printf("    curl %s, %dms after the deletion:\n", d.serviceURL("backend-service"), time.Since(start).Milliseconds())
 	refusedAt := time.Now()
 	_, dialErr = d.clientSandbox().get(ctx, d.serviceURL("backend-service"))
 	fmt.Printf("      %v  (in %dms)\n", dialErr, time.Since(refusedAt).Milliseconds())
 	if !errors.Is(dialErr, syscall.ECONNREFUSED) {
-		return fmt.Errorf("want connection refused, got %v", dialErr)
+		return fmt.Errorf("want connection refused, got %w", dialErr)
 	}
 	fmt.Printf("    ✔ no endpoints: connection refused (the datapath rejects, nothing waits for a timeout)\n")
 	return nil
