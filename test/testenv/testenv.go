@@ -35,14 +35,31 @@ func New() *envtest.Environment {
 	return env
 }
 
+// The waiting times every suite uses.
+const (
+	// EventuallyTimeout is how long a spec waits for the code under test: a sync takes
+	// milliseconds, but a loaded 2-core machine stalls for seconds.
+	EventuallyTimeout = 30 * time.Second
+	// EventuallyPollingInterval: poll often, a sync takes milliseconds.
+	EventuallyPollingInterval = 50 * time.Millisecond
+	// ConsistentlyDuration is how long a spec holds that something does not happen.
+	ConsistentlyDuration = 2 * time.Second
+	// RestartTimeout is how long a spec waits across a restart of the manager or the API server.
+	RestartTimeout = 90 * time.Second
+)
+
+// SuiteDefaults sets the waiting times above as Gomega's defaults.
+func SuiteDefaults() {
+	gomega.SetDefaultEventuallyTimeout(EventuallyTimeout)
+	gomega.SetDefaultEventuallyPollingInterval(EventuallyPollingInterval)
+	gomega.SetDefaultConsistentlyDuration(ConsistentlyDuration)
+}
+
 // ControllerSuiteDefaults sends controller-runtime's log to the spec's output and sets the
-// waiting times the controller suites share: a sync takes milliseconds, so poll often; allow 30 s
-// on a loaded 2-core machine; hold Consistently for 2 s.
+// suites' waiting times (SuiteDefaults).
 func ControllerSuiteDefaults() {
 	logf.SetLogger(zap.New(zap.WriteTo(ginkgo.GinkgoWriter), zap.UseDevMode(true)))
-	gomega.SetDefaultEventuallyTimeout(30 * time.Second)
-	gomega.SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
-	gomega.SetDefaultConsistentlyDuration(2 * time.Second)
+	SuiteDefaults()
 }
 
 // Assets returns the directory of the control plane binaries, or says how to get them.
