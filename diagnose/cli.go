@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -393,7 +394,7 @@ func ReadNodeTable(ctx context.Context, nft string, svc *corev1.Service) (*NodeT
 	for _, ip := range clusterIPs(svc) {
 		families[string(nftFamily(ip))] = true
 	}
-	for _, family := range sortedKeysOf(families) {
+	for _, family := range slices.Sorted(maps.Keys(families)) {
 		err := readFamily(ctx, nft, knftables.Family(family), table)
 		if knftables.IsNotFound(err) {
 			missing = append(missing, family)

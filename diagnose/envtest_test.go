@@ -17,6 +17,7 @@ import (
 
 	"github.com/kube-clusterip/kube-clusterip/diagnose"
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var backendLabels = map[string]string{"app": "backend"}
@@ -28,7 +29,7 @@ func httpPort(port int32) corev1.ContainerPort {
 var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 	var namespace string
 	BeforeEach(func(ctx SpecContext) {
-		namespace = newNamespace(ctx)
+		namespace = testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 	})
 
 	It("calls a Service healthy when ready pods back it and its endpoints agree (exit 0)", func(ctx SpecContext) {
@@ -75,7 +76,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 
 	It("names the namespace where the selector's pods run instead (exit 1)", func(ctx SpecContext) {
 		createService(ctx, namespace)
-		elsewhere := newNamespace(ctx)
+		elsewhere := testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 		createPod(ctx, elsewhere, podSpec{name: "backend-0", ip: "10.244.1.10", labels: backendLabels})
 
 		r := runDiagnose(ctx, namespace, "backend")
@@ -185,7 +186,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 
 	It("reports a Service that does not exist, naming the namespace that has one (exit 1)", func(ctx SpecContext) {
 		createService(ctx, namespace, func(s *corev1.Service) { s.Name = "payments" })
-		other := newNamespace(ctx)
+		other := testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 
 		r := runDiagnose(ctx, other, "payments")
 		Expect(r.exitCode).To(Equal(diagnose.ExitProblem), r.stdout)
@@ -240,7 +241,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --datapath", func() {
 		if _, err := exec.LookPath("nft"); err != nil {
 			Skip("--datapath specs need nft (Debian package nftables)")
 		}
-		namespace = newNamespace(ctx)
+		namespace = testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 	})
 
 	// nftInScratchNamespace writes an nft wrapper that runs in a fresh network namespace holding

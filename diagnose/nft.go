@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -179,7 +181,7 @@ func (t *NodeTable) Endpoints(key ServicePortKey) ([]string, bool) {
 	} else {
 		t.collectDNAT(chain, seen, map[string]bool{})
 	}
-	return sortedKeysOf(seen), true
+	return slices.Sorted(maps.Keys(seen)), true
 }
 
 // collectDNAT gathers the DNAT destinations reachable from a chain (affinity Services go through
