@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -37,7 +36,7 @@ func TestConfig(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	SetDefaultEventuallyTimeout(30 * time.Second)
+	testenv.SuiteDefaults()
 	repoRoot = testenv.RepoRoot()
 	env = testenv.New()
 	// Our own CRD is not preinstalled: installing it is part of what the manifests are tested for.
