@@ -1,7 +1,6 @@
 package diagnose_test
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -38,12 +37,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	k8sClient, err = client.New(cfg, client.Options{Scheme: diagnose.Scheme()})
 	Expect(err).NotTo(HaveOccurred())
 
-	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "diagnose-admin", Groups: []string{"system:masters"}}, nil)
-	Expect(err).NotTo(HaveOccurred())
-	config, err := admin.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
 	kubeconfig = filepath.Join(GinkgoT().TempDir(), "kubeconfig")
-	Expect(os.WriteFile(kubeconfig, config, 0o600)).To(Succeed())
+	Expect(testenv.WriteAdminKubeconfig(env, "diagnose-admin", kubeconfig)).To(Succeed())
 
 	pool := &ipamv1alpha1.ClusterIPPool{
 		ObjectMeta: metav1.ObjectMeta{Name: ipamv1alpha1.DefaultPoolName},

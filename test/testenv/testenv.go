@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -26,13 +27,35 @@ func New() *envtest.Environment {
 	if err != nil {
 		panic(err)
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets, ErrorIfCRDPathMissing: true}
-	apiServer := env.ControlPlane.GetAPIServer()
-	apiServer.Out = ginkgo.GinkgoWriter
-	apiServer.Err = ginkgo.GinkgoWriter
-	apiServer.Configure().Set("service-cluster-ip-range", ServiceClusterIPRange)
-	env.ControlPlane.Etcd = &envtest.Etcd{Out: ginkgo.GinkgoWriter, Err: ginkgo.GinkgoWriter}
+	env := NewControlPlane(assets, ginkgo.GinkgoWriter)
+	env.ErrorIfCRDPathMissing = true
 	return env
+}
+
+// NewControlPlane is the one control plane of the suites, the benchmarks and the demo: an envtest
+// environment running kube-apiserver and etcd from assets, with the suites' Service range, both
+// writing their output to out.
+func NewControlPlane(assets string, out io.Writer) *envtest.Environment {
+	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	apiServer := env.ControlPlane.GetAPIServer()
+	apiServer.Out, apiServer.Err = out, out
+	apiServer.Configure().Set("service-cluster-ip-range", ServiceClusterIPRange)
+	env.ControlPlane.Etcd = &envtest.Etcd{Out: out, Err: out}
+	return env
+}
+
+// WriteAdminKubeconfig writes a kubeconfig of a new user in system:masters to path, for the
+// programs a test runs as a user would (kubectl, diagnose, upstream's components).
+func WriteAdminKubeconfig(env *envtest.Environment, user, path string) error {
+	admin, err := env.AddUser(envtest.User{Name: user, Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("add user %s: %w", user, err)
+	}
+	data, err := admin.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig of user %s: %w", user, err)
+	}
+	return os.WriteFile(path, data, 0o600)
 }
 
 // The waiting times every suite uses.
