@@ -38,7 +38,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 
 	kubeconfig = filepath.Join(GinkgoT().TempDir(), "kubeconfig")
-	Expect(testenv.WriteAdminKubeconfig(env, "diagnose-admin", kubeconfig)).To(Succeed())
+	_, err = testenv.WriteAdminKubeconfig(env, "diagnose-admin", kubeconfig)
+	Expect(err).NotTo(HaveOccurred())
 
 	pool := &ipamv1alpha1.ClusterIPPool{
 		ObjectMeta: metav1.ObjectMeta{Name: ipamv1alpha1.DefaultPoolName},

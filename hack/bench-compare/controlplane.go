@@ -36,7 +36,7 @@ func startControlPlane(assets, workDir string) (*controlPlane, error) {
 		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", assets, err)
 	}
 	cp := &controlPlane{env: env, cfg: cfg, kubeconfig: filepath.Join(workDir, "kubeconfig")}
-	if err := testenv.WriteAdminKubeconfig(env, "bench-admin", cp.kubeconfig); err != nil {
+	if _, err := testenv.WriteAdminKubeconfig(env, "bench-admin", cp.kubeconfig); err != nil {
 		_ = env.Stop()
 		return nil, fmt.Errorf("write an admin kubeconfig: %w", err)
 	}

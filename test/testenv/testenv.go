@@ -12,6 +12,7 @@ import (
 
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -45,17 +46,18 @@ func NewControlPlane(assets string, out io.Writer) *envtest.Environment {
 }
 
 // WriteAdminKubeconfig writes a kubeconfig of a new user in system:masters to path, for the
-// programs a test runs as a user would (kubectl, diagnose, upstream's components).
-func WriteAdminKubeconfig(env *envtest.Environment, user, path string) error {
+// programs a test runs as a user would (kubectl, diagnose, upstream's components), and returns
+// that user's client config.
+func WriteAdminKubeconfig(env *envtest.Environment, user, path string) (*rest.Config, error) {
 	admin, err := env.AddUser(envtest.User{Name: user, Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		return fmt.Errorf("add user %s: %w", user, err)
+		return nil, fmt.Errorf("add user %s: %w", user, err)
 	}
 	data, err := admin.KubeConfig()
 	if err != nil {
-		return fmt.Errorf("kubeconfig of user %s: %w", user, err)
+		return nil, fmt.Errorf("kubeconfig of user %s: %w", user, err)
 	}
-	return os.WriteFile(path, data, 0o600)
+	return admin.Config(), os.WriteFile(path, data, 0o600)
 }
 
 // The waiting times every suite uses.
