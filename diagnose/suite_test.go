@@ -12,6 +12,7 @@ import (
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
@@ -38,7 +39,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 
 	kubeconfig = filepath.Join(GinkgoT().TempDir(), "kubeconfig")
-	_, err = testenv.WriteAdminKubeconfig(env, "diagnose-admin", kubeconfig)
+	_, err = controlplane.WriteAdminKubeconfig(env, "diagnose-admin", kubeconfig)
 	Expect(err).NotTo(HaveOccurred())
 
 	pool := &ipamv1alpha1.ClusterIPPool{

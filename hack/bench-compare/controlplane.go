@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/kube-clusterip/kube-clusterip/test/testenv"
+	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 )
 
 // controlPlane is an envtest kube-apiserver and etcd, with an admin kubeconfig on disk for the
@@ -30,13 +30,13 @@ func startControlPlane(assets, workDir string) (*controlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := testenv.NewControlPlane(assets, log)
+	env := controlplane.New(assets, log)
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", assets, err)
 	}
 	cp := &controlPlane{env: env, cfg: cfg, kubeconfig: filepath.Join(workDir, "kubeconfig")}
-	if _, err := testenv.WriteAdminKubeconfig(env, "bench-admin", cp.kubeconfig); err != nil {
+	if _, err := controlplane.WriteAdminKubeconfig(env, "bench-admin", cp.kubeconfig); err != nil {
 		_ = env.Stop()
 		return nil, fmt.Errorf("write an admin kubeconfig: %w", err)
 	}

@@ -5,21 +5,21 @@ package testenv
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 )
 
 // ServiceClusterIPRange is the apiserver's --service-cluster-ip-range in every suite.
-const ServiceClusterIPRange = "10.96.0.0/12"
+const ServiceClusterIPRange = controlplane.ServiceClusterIPRange
 
 // New returns an envtest environment wired to the offline-built binaries. Without them it panics
 // with an actionable message (Ginkgo reports it) rather than letting envtest fail obscurely.
@@ -28,36 +28,9 @@ func New() *envtest.Environment {
 	if err != nil {
 		panic(err)
 	}
-	env := NewControlPlane(assets, ginkgo.GinkgoWriter)
+	env := controlplane.New(assets, ginkgo.GinkgoWriter)
 	env.ErrorIfCRDPathMissing = true
 	return env
-}
-
-// NewControlPlane is the one control plane of the suites, the benchmarks and the demo: an envtest
-// environment running kube-apiserver and etcd from assets, with the suites' Service range, both
-// writing their output to out.
-func NewControlPlane(assets string, out io.Writer) *envtest.Environment {
-	env := &envtest.Environment{BinaryAssetsDirectory: assets}
-	apiServer := env.ControlPlane.GetAPIServer()
-	apiServer.Out, apiServer.Err = out, out
-	apiServer.Configure().Set("service-cluster-ip-range", ServiceClusterIPRange)
-	env.ControlPlane.Etcd = &envtest.Etcd{Out: out, Err: out}
-	return env
-}
-
-// WriteAdminKubeconfig writes a kubeconfig of a new user in system:masters to path, for the
-// programs a test runs as a user would (kubectl, diagnose, upstream's components), and returns
-// that user's client config.
-func WriteAdminKubeconfig(env *envtest.Environment, user, path string) (*rest.Config, error) {
-	admin, err := env.AddUser(envtest.User{Name: user, Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return nil, fmt.Errorf("add user %s: %w", user, err)
-	}
-	data, err := admin.KubeConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig of user %s: %w", user, err)
-	}
-	return admin.Config(), os.WriteFile(path, data, 0o600)
 }
 
 // The waiting times every suite uses.
