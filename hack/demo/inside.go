@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // Request counts of the walkthrough.
@@ -244,7 +246,7 @@ func (d *demo) createPods(ctx context.Context) error {
 				return false, err
 			}
 			ip = current.Status.PodIP
-			return isPodReady(current), nil
+			return endpointrules.IsPodReady(current), nil
 		})
 		if err != nil {
 			return fmt.Errorf("pod %s never became ready: %w", pod.Name, err)
@@ -252,15 +254,6 @@ func (d *demo) createPods(ctx context.Context) error {
 		fmt.Printf("    pod/%s Ready, podIP %s, network namespace %q\n", pod.Name, ip, pod.Name)
 	}
 	return nil
-}
-
-func isPodReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // readyEndpointsAre reports whether the Service's EndpointSlices list exactly want ready
