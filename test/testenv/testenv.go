@@ -53,6 +53,22 @@ func SuiteDefaults() {
 	gomega.SetDefaultConsistentlyDuration(ConsistentlyDuration)
 }
 
+// Waiting times of the suites that run the manager as a process next to the control plane and
+// restart one or the other (test/reliability): they share 2 cores with both, so poll less often
+// and wait longer.
+const (
+	ProcessPollingInterval      = 200 * time.Millisecond
+	ProcessConsistentlyDuration = 3 * time.Second
+)
+
+// ProcessSuiteDefaults sets those waiting times (with RestartTimeout) as Gomega's defaults.
+func ProcessSuiteDefaults() {
+	gomega.SetDefaultEventuallyTimeout(RestartTimeout)
+	gomega.SetDefaultEventuallyPollingInterval(ProcessPollingInterval)
+	gomega.SetDefaultConsistentlyDuration(ProcessConsistentlyDuration)
+	gomega.SetDefaultConsistentlyPollingInterval(ProcessPollingInterval)
+}
+
 // ControllerSuiteDefaults sends controller-runtime's log to the spec's output and sets the
 // suites' waiting times (SuiteDefaults).
 func ControllerSuiteDefaults() {
