@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
@@ -42,13 +43,7 @@ func createService(ctx context.Context, c client.Client, ns, name string, select
 
 // createPod creates a pod on node, as a Deployment's replica would be once scheduled.
 func createPod(ctx context.Context, c client.Client, ns, name, node string, labels map[string]string, ports ...corev1.ContainerPort) *corev1.Pod {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
-		Spec: corev1.PodSpec{
-			NodeName:   node,
-			Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Ports: ports}},
-		},
-	}
+	pod := kit.MakePod(name, ns).Labels(labels).Node(node).ContainerPorts(ports...).Obj()
 	Expect(c.Create(ctx, pod)).To(Succeed())
 	return pod
 }

@@ -48,9 +48,14 @@ const (
 
 // SuiteDefaults sets the waiting times above as Gomega's defaults.
 func SuiteDefaults() {
-	gomega.SetDefaultEventuallyTimeout(EventuallyTimeout)
-	gomega.SetDefaultEventuallyPollingInterval(EventuallyPollingInterval)
-	gomega.SetDefaultConsistentlyDuration(ConsistentlyDuration)
+	setWaitingTimes(EventuallyTimeout, EventuallyPollingInterval, ConsistentlyDuration)
+}
+
+func setWaitingTimes(eventually, polling, consistently time.Duration) {
+	gomega.SetDefaultEventuallyTimeout(eventually)
+	gomega.SetDefaultEventuallyPollingInterval(polling)
+	gomega.SetDefaultConsistentlyDuration(consistently)
+	gomega.SetDefaultConsistentlyPollingInterval(polling)
 }
 
 // Waiting times of the suites that run the manager as a process next to the control plane and
@@ -63,10 +68,7 @@ const (
 
 // ProcessSuiteDefaults sets those waiting times (with RestartTimeout) as Gomega's defaults.
 func ProcessSuiteDefaults() {
-	gomega.SetDefaultEventuallyTimeout(RestartTimeout)
-	gomega.SetDefaultEventuallyPollingInterval(ProcessPollingInterval)
-	gomega.SetDefaultConsistentlyDuration(ProcessConsistentlyDuration)
-	gomega.SetDefaultConsistentlyPollingInterval(ProcessPollingInterval)
+	setWaitingTimes(RestartTimeout, ProcessPollingInterval, ProcessConsistentlyDuration)
 }
 
 // ControllerSuiteDefaults sends controller-runtime's log to the spec's output and sets the
