@@ -21,6 +21,7 @@ import (
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
@@ -74,13 +75,7 @@ func runPod(ctx context.Context, ns, name string, labels map[string]string, read
 
 // runPodWithIP is runPod with the pod IP of the caller's choice.
 func runPodWithIP(ctx context.Context, ns, name, ip string, labels map[string]string, ready bool, ports ...corev1.ContainerPort) *corev1.Pod {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
-		Spec: corev1.PodSpec{
-			NodeName:   nodeName,
-			Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Ports: ports}},
-		},
-	}
+	pod := kit.MakePod(name, ns).Labels(labels).Node(nodeName).ContainerPorts(ports...).Obj()
 	Expect(k8sClient.Create(ctx, pod)).To(Succeed())
 	testenv.SetPodStatus(ctx, k8sClient, pod, ip, ready)
 	return pod
