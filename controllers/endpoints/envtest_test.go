@@ -14,6 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var _ = Describe("Endpoints of a Service with a selector", func() {
@@ -25,7 +28,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		backend = map[string]string{"app": "backend"}
 	})
 
@@ -36,7 +39,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		pods := runPods(ctx, k8sClient, ns, "backend", n, backend)
 		Eventually(func(g Gomega) {
 			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).To(Equal(podIPsOf(pods)))
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).To(HaveLen(n))
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))).To(HaveLen(n))
 		}).Should(Succeed())
 		return pods
 	}
@@ -56,12 +59,12 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 				g.Expect(a.TargetRef.Kind).To(Equal("Pod"))
 				g.Expect(a.NodeName).NotTo(BeNil())
 			}
-			g.Expect(ep.Labels).To(HaveKeyWithValue(LabelEndpointsManagedBy, EndpointsControllerName))
+			g.Expect(ep.Labels).To(HaveKeyWithValue(endpointrules.LabelEndpointsManagedBy, endpointrules.EndpointsControllerName))
 			g.Expect(ep.Annotations).To(HaveKey(corev1.EndpointsLastChangeTriggerTime))
 		}).Should(Succeed())
 
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName)
 			g.Expect(slices).To(HaveLen(1))
 			s := slices[0]
 			g.Expect(s.AddressType).To(Equal(discoveryv1.AddressTypeIPv4))
@@ -99,7 +102,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 			g.Expect(addressIPs(ep.Subsets[0].Addresses)).To(Equal(podIPsOf(pods)))
 		}).Should(Succeed())
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "multi-port-service", ControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "multi-port-service", endpointrules.SliceControllerName)
 			g.Expect(slices).To(HaveLen(1))
 			g.Expect(slices[0].Ports).To(HaveLen(3))
 			g.Expect(slices[0].Endpoints).To(HaveLen(2))
@@ -109,14 +112,14 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 	It("moves a pod that turns NotReady to notReadyAddresses and ready: false", func() {
 		pods := publishBackend(3)
 
-		setPodStatus(ctx, k8sClient, pods[0], pods[0].Status.PodIP, false)
+		testenv.SetPodStatus(ctx, k8sClient, pods[0], pods[0].Status.PodIP, false)
 
 		Eventually(func(g Gomega) {
 			ep := getEndpoints(g, ctx, k8sClient, ns, "backend-service")
 			g.Expect(ep.Subsets).To(HaveLen(1))
 			g.Expect(addressIPs(ep.Subsets[0].NotReadyAddresses)).To(Equal([]string{pods[0].Status.PodIP}))
 			g.Expect(ep.Subsets[0].Addresses).To(HaveLen(2))
-			e := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))[pods[0].Status.PodIP]
+			e := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))[pods[0].Status.PodIP]
 			g.Expect(e.Conditions.Ready).To(Equal(ptr.To(false)))
 			g.Expect(e.Conditions.Serving).To(Equal(ptr.To(false)))
 		}).Should(Succeed())
@@ -130,7 +133,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		Eventually(func(g Gomega) {
 			ep := getEndpoints(g, ctx, k8sClient, ns, "backend-service")
 			g.Expect(readyIPs(g, ep)).To(Equal(podIPsOf([]*corev1.Pod{pods[0], pods[2]})))
-			byIP := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))
+			byIP := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))
 			g.Expect(byIP).To(HaveLen(2))
 			g.Expect(byIP).NotTo(HaveKey(pods[1].Status.PodIP))
 		}).Should(Succeed())
@@ -144,7 +147,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		Eventually(func(g Gomega) {
 			ep := getEndpoints(g, ctx, k8sClient, ns, "backend-service")
 			g.Expect(readyIPs(g, ep)).To(Equal([]string{pods[1].Status.PodIP}))
-			e := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))[pods[0].Status.PodIP]
+			e := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))[pods[0].Status.PodIP]
 			g.Expect(e.Conditions).To(Equal(discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)}))
 		}).Should(Succeed())
 	})
@@ -161,7 +164,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).
 				To(Equal([]string{pods[1].Status.PodIP}))
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))).
 				NotTo(HaveKey(pods[0].Status.PodIP))
 		}).Should(Succeed())
 
@@ -169,7 +172,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).
 				To(Equal(podIPsOf(pods)))
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))).
 				To(HaveKey(pods[0].Status.PodIP))
 		}).Should(Succeed())
 	})
@@ -200,7 +203,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		for _, p := range pods[:4] {
 			wg.Go(func() {
 				defer GinkgoRecover()
-				setPodStatus(ctx, k8sClient, p, p.Status.PodIP, false)
+				testenv.SetPodStatus(ctx, k8sClient, p, p.Status.PodIP, false)
 			})
 		}
 		wg.Wait()
@@ -225,7 +228,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 			g.Expect(total).To(Equal(1000))
 		}).Should(Succeed())
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "big-service", ControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "big-service", endpointrules.SliceControllerName)
 			g.Expect(slices).To(HaveLen(11))
 			total := 0
 			for _, s := range slices {
@@ -240,12 +243,12 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
 		nodeName := "late-" + ns
 		pod := createPod(ctx, k8sClient, ns, "on-late-node", nodeName, backend)
-		setPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
+		testenv.SetPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
 		Eventually(func(g Gomega) {
 			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).To(Equal([]string{pod.Status.PodIP}))
 		}).Should(Succeed())
 		Consistently(func(g Gomega) {
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).To(BeEmpty())
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))).To(BeEmpty())
 		}, "1s").Should(Succeed())
 
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{corev1.LabelTopologyZone: "zone-late"}}}
@@ -253,7 +256,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		DeferCleanup(func() { Expect(k8sClient.Delete(ctx, node)).To(Succeed()) })
 
 		Eventually(func(g Gomega) {
-			e, ok := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))[pod.Status.PodIP]
+			e, ok := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))[pod.Status.PodIP]
 			g.Expect(ok).To(BeTrue())
 			g.Expect(e.Zone).To(Equal(ptr.To("zone-late")))
 		}).Should(Succeed())
@@ -263,7 +266,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		createService(ctx, k8sClient, ns, "empty-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
 		Eventually(func(g Gomega) {
 			g.Expect(getEndpoints(g, ctx, k8sClient, ns, "empty-service").Subsets).To(BeEmpty())
-			slices := getSlices(g, ctx, k8sClient, ns, "empty-service", ControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "empty-service", endpointrules.SliceControllerName)
 			g.Expect(slices).To(HaveLen(1))
 			g.Expect(slices[0].Endpoints).To(BeEmpty())
 		}).Should(Succeed())
@@ -278,7 +281,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 	})
 
 	userEndpointsFor := func(name string, ips ...string) *corev1.Endpoints {
@@ -298,7 +301,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		Expect(k8sClient.Create(ctx, userEP)).To(Succeed())
 
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)
 			g.Expect(slices).To(HaveLen(1))
 			g.Expect(slices[0].Labels).To(HaveKeyWithValue("team", "dba"))
 			g.Expect(slices[0].OwnerReferences).To(ConsistOf(HaveField("Kind", "Endpoints")))
@@ -310,7 +313,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		Consistently(func(g Gomega) {
 			ep := getEndpoints(g, ctx, k8sClient, ns, "external-database")
 			g.Expect(ep.ResourceVersion).To(Equal(userEP.ResourceVersion))
-			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", ControllerName)).To(BeEmpty())
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.SliceControllerName)).To(BeEmpty())
 		}).Should(Succeed())
 		Expect(writes.Writes(ns, "Endpoints")).To(BeZero())
 	})
@@ -320,7 +323,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		userEP := userEndpointsFor("external-database", "192.168.1.10")
 		Expect(k8sClient.Create(ctx, userEP)).To(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName))).To(HaveLen(1))
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName))).To(HaveLen(1))
 		}).Should(Succeed())
 
 		userEP.Subsets[0].Addresses = []corev1.EndpointAddress{{IP: "192.168.1.20"}}
@@ -328,7 +331,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		Expect(k8sClient.Update(ctx, userEP)).To(Succeed())
 
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)
 			g.Expect(slices).To(HaveLen(1))
 			byIP := sliceEndpointsByIP(slices)
 			g.Expect(byIP).To(HaveLen(2))
@@ -347,7 +350,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		Expect(k8sClient.Create(ctx, userEP)).To(Succeed())
 
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)
 			g.Expect(sliceEndpointsByIP(slices)).To(HaveLen(DefaultMaxEndpointsPerSubset))
 			var list eventsv1.EventList
 			g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
@@ -363,13 +366,13 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		userEP := userEndpointsFor("external-database", "192.168.1.10")
 		Expect(k8sClient.Create(ctx, userEP)).To(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)).To(HaveLen(1))
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)).To(HaveLen(1))
 		}).Should(Succeed())
 
 		userEP.Labels[discoveryv1.LabelSkipMirror] = "true"
 		Expect(k8sClient.Update(ctx, userEP)).To(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)).To(BeEmpty())
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)).To(BeEmpty())
 		}).Should(Succeed())
 	})
 })
@@ -382,7 +385,7 @@ var _ = Describe("Services we leave alone", func() {
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 	})
 
 	It("publishes nothing for an ExternalName Service, even with a selector", func() {
@@ -398,7 +401,7 @@ var _ = Describe("Services we leave alone", func() {
 			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "external-name"}, &corev1.Endpoints{})
 			g.Expect(err).To(HaveOccurred())
 			g.Expect(client.IgnoreNotFound(err)).To(Succeed())
-			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-name", ControllerName)).To(BeEmpty())
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-name", endpointrules.SliceControllerName)).To(BeEmpty())
 		}).Should(Succeed())
 	})
 
@@ -407,7 +410,7 @@ var _ = Describe("Services we leave alone", func() {
 		svc := createService(ctx, k8sClient, ns, "was-selected", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
 		runPods(ctx, k8sClient, ns, "backend", 1, backend)
 		Eventually(func(g Gomega) {
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "was-selected", ControllerName))).To(HaveLen(1))
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "was-selected", endpointrules.SliceControllerName))).To(HaveLen(1))
 		}).Should(Succeed())
 
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svc), svc)).To(Succeed())
@@ -415,7 +418,7 @@ var _ = Describe("Services we leave alone", func() {
 		Expect(k8sClient.Update(ctx, svc)).To(Succeed())
 
 		Eventually(func(g Gomega) {
-			g.Expect(getSlices(g, ctx, k8sClient, ns, "was-selected", ControllerName)).To(BeEmpty())
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "was-selected", endpointrules.SliceControllerName)).To(BeEmpty())
 			g.Expect(getEndpoints(g, ctx, k8sClient, ns, "was-selected").Subsets).To(HaveLen(1))
 		}).Should(Succeed())
 	})
@@ -424,7 +427,7 @@ var _ = Describe("Services we leave alone", func() {
 var _ = Describe("Service deletion", func() {
 	It("deletes the Endpoints we wrote", func() {
 		ctx := context.Background()
-		ns := newTestNamespace(ctx, k8sClient)
+		ns := testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		svc := createService(ctx, k8sClient, ns, "short-lived", map[string]string{"app": "x"}, servicePortSpec{port: 80, targetPort: intstr.FromInt32(80)})
 		Eventually(func(g Gomega) { getEndpoints(g, ctx, k8sClient, ns, "short-lived") }).Should(Succeed())
 

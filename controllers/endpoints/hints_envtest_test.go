@@ -13,6 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var _ = Describe("Topology hints of a Service with trafficDistribution", func() {
@@ -24,7 +27,7 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		backend = map[string]string{"app": "backend"}
 	})
 
@@ -54,7 +57,7 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "backend-service")).To(Equal(zoneHints)) }).Should(Succeed())
 
 		// A pod that turns not ready loses its hint; the others keep theirs.
-		setPodStatus(ctx, k8sClient, pods[0], pods[0].Status.PodIP, false)
+		testenv.SetPodStatus(ctx, k8sClient, pods[0], pods[0].Status.PodIP, false)
 		zoneHints[pods[0].Status.PodIP] = "-"
 		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "backend-service")).To(Equal(zoneHints)) }).Should(Succeed())
 
@@ -74,7 +77,7 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 		}
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		pod := createPod(ctx, k8sClient, ns, "on-moving-node", nodeName, backend)
-		setPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
+		testenv.SetPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
 		hints := func(zone string) map[string]string {
 			return map[string]string{pod.Status.PodIP: hintsString(&discoveryv1.EndpointHints{
 				ForZones: []discoveryv1.ForZone{{Name: zone}}, ForNodes: []discoveryv1.ForNode{{Name: nodeName}}})}
@@ -100,7 +103,7 @@ var _ = Describe("Topology aware hints of a Service with topology-mode Auto", fu
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		backend = map[string]string{"app": "backend"}
 	})
 
@@ -169,7 +172,7 @@ var _ = Describe("Topology aware hints of a Service with topology-mode Auto", fu
 // hintsByIPIn reads each published endpoint's hints as hintsString prints them.
 func hintsByIPIn(g Gomega, ctx context.Context, ns, service string) map[string]string {
 	out := map[string]string{}
-	for ip, e := range sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, service, ControllerName)) {
+	for ip, e := range sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, service, endpointrules.SliceControllerName)) {
 		out[ip] = hintsString(e.Hints)
 	}
 	return out

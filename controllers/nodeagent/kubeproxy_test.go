@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kube-clusterip/kube-clusterip/controllers/nodeagent"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // proxyHealth returns the status code of the agent's /healthz or /livez.
@@ -27,7 +28,7 @@ func proxyHealth(path string) int {
 
 var _ = Describe("the node agent in kube-proxy's place", func() {
 	It("leaves alone a Service labelled for another proxy, and headless Services", func(ctx context.Context) {
-		ns := newNamespace(ctx)
+		ns := testenv.NewNamespace(ctx, k8sClient, "agent", nil)
 		other := backendService(ns)
 		other.Name, other.Labels = "other-proxy", map[string]string{nodeagent.LabelServiceProxyName: "kube-proxy-b"}
 		Expect(k8sClient.Create(ctx, other)).To(Succeed())
@@ -59,7 +60,7 @@ var _ = Describe("the node agent in kube-proxy's place", func() {
 		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, node)).To(Succeed()) })
 		Eventually(func() int { return proxyHealth("/healthz") }).Should(Equal(http.StatusOK))
 
-		ns := newNamespace(ctx)
+		ns := testenv.NewNamespace(ctx, k8sClient, "agent", nil)
 		svc := backendService(ns)
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		fakeNode.FailTransactions(errors.New("nft: transaction rejected (injected)"))
@@ -81,7 +82,7 @@ var _ = Describe("the node agent in kube-proxy's place", func() {
 	})
 
 	It("answers a load balancer's health check with this node's endpoint count", func(ctx context.Context) {
-		ns := newNamespace(ctx)
+		ns := testenv.NewNamespace(ctx, k8sClient, "agent", nil)
 		svc := backendService(ns)
 		svc.Spec.Type, svc.Spec.ExternalTrafficPolicy = corev1.ServiceTypeLoadBalancer, corev1.ServiceExternalTrafficPolicyLocal
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())

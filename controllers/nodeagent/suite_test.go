@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -43,13 +44,12 @@ func TestNodeAgent(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	SetDefaultEventuallyTimeout(20 * time.Second)
+	testenv.SuiteDefaults()
 	env = testenv.New()
-	cfg, err := env.Start()
-	Expect(err).NotTo(HaveOccurred())
-	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
-	Expect(err).NotTo(HaveOccurred())
+	var cfg *rest.Config
+	cfg, k8sClient = testenv.Start(env, scheme.Scheme)
 
+	var err error
 	fakeNode, err = datapath.NewFake(datapath.Config{
 		NodeName:   "node-a",
 		IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol},

@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/kube-clusterip/kube-clusterip/controllers/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/diagnose"
 )
 
 // result is one run of the command.
@@ -52,14 +52,6 @@ func haveFinding(severity diagnose.Severity, check, contains string) OmegaMatche
 			HaveField("Severity", severity),
 			HaveField("Check", check),
 			HaveField("Message", ContainSubstring(contains)))))
-}
-
-// newNamespace creates a namespace of the spec's own.
-func newNamespace(ctx context.Context) string {
-	GinkgoHelper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "diagnose-"}}
-	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
-	return ns.Name
 }
 
 // createService creates a ClusterIP Service "backend" selecting app=backend, port 80 -> 8080,

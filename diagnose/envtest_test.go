@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -14,7 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/kube-clusterip/kube-clusterip/controllers/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var backendLabels = map[string]string{"app": "backend"}
@@ -26,7 +29,7 @@ func httpPort(port int32) corev1.ContainerPort {
 var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 	var namespace string
 	BeforeEach(func(ctx SpecContext) {
-		namespace = newNamespace(ctx)
+		namespace = testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 	})
 
 	It("calls a Service healthy when ready pods back it and its endpoints agree (exit 0)", func(ctx SpecContext) {
@@ -73,7 +76,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 
 	It("names the namespace where the selector's pods run instead (exit 1)", func(ctx SpecContext) {
 		createService(ctx, namespace)
-		elsewhere := newNamespace(ctx)
+		elsewhere := testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 		createPod(ctx, elsewhere, podSpec{name: "backend-0", ip: "10.244.1.10", labels: backendLabels})
 
 		r := runDiagnose(ctx, namespace, "backend")
@@ -146,7 +149,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 		It("finds the user's Endpoints mirrored into an EndpointSlice (exit 0)", func(ctx SpecContext) {
 			svc := createService(ctx, namespace, selectorless)
 			writeEndpoints(ctx, svc, []string{"192.0.2.10"}, nil, 5432, nil)
-			writeSlice(ctx, svc, diagnose.MirroringControllerName, 5432, sliceEndpoint{ip: "192.0.2.10", ready: true})
+			writeSlice(ctx, svc, endpointrules.MirroringControllerName, 5432, sliceEndpoint{ip: "192.0.2.10", ready: true})
 
 			r := runDiagnose(ctx, namespace, "backend")
 			Expect(r.exitCode).To(Equal(diagnose.ExitHealthy), r.stdout)
@@ -170,7 +173,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 		for i, ip := range ips {
 			createPod(ctx, namespace, podSpec{name: "backend-" + string(rune('0'+i)), ip: ip, labels: backendLabels, ports: []corev1.ContainerPort{httpPort(8080)}})
 		}
-		writeEndpoints(ctx, svc, ips[:2], nil, 8080, map[string]string{diagnose.AnnotationOverCapacity: "truncated"})
+		writeEndpoints(ctx, svc, ips[:2], nil, 8080, map[string]string{corev1.EndpointsOverCapacity: "truncated"})
 		writeSlice(ctx, svc, "endpointslice-controller.clusterip.dev", 8080,
 			sliceEndpoint{ip: ips[0], ready: true}, sliceEndpoint{ip: ips[1], ready: true}, sliceEndpoint{ip: ips[2], ready: true})
 
@@ -183,7 +186,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 
 	It("reports a Service that does not exist, naming the namespace that has one (exit 1)", func(ctx SpecContext) {
 		createService(ctx, namespace, func(s *corev1.Service) { s.Name = "payments" })
-		other := newNamespace(ctx)
+		other := testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 
 		r := runDiagnose(ctx, other, "payments")
 		Expect(r.exitCode).To(Equal(diagnose.ExitProblem), r.stdout)
@@ -205,9 +208,9 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 	})
 
 	It("exits 2 on a usage error", func(ctx SpecContext) {
-		r := runDiagnose(ctx, namespace, "backend", "-o", "yaml")
+		r := runDiagnose(ctx, namespace, "backend", "-o", "wide")
 		Expect(r.exitCode).To(Equal(diagnose.ExitError))
-		Expect(r.stderr).To(ContainSubstring("the output is text or json"))
+		Expect(r.stderr).To(ContainSubstring("the output is text, json or yaml"))
 	})
 })
 
@@ -238,7 +241,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --datapath", func() {
 		if _, err := exec.LookPath("nft"); err != nil {
 			Skip("--datapath specs need nft (Debian package nftables)")
 		}
-		namespace = newNamespace(ctx)
+		namespace = testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 	})
 
 	// nftInScratchNamespace writes an nft wrapper that runs in a fresh network namespace holding
@@ -251,8 +254,13 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --datapath", func() {
 			Expect(err).NotTo(HaveOccurred())
 			load = "nft -f " + abs
 		}
+		// diagnose puts the wrapper's directory first on $PATH while knftables looks for nft, so
+		// the wrapper runs the real nft by its full path.
+		nft, err := exec.LookPath("nft")
+		Expect(err).NotTo(HaveOccurred())
+		load = strings.ReplaceAll(load, "nft -f", nft+" -f")
 		wrapper := filepath.Join(GinkgoT().TempDir(), "nft")
-		script := "#!/bin/sh\nexec unshare -n sh -c '" + load + " && exec nft \"$@\"' nft \"$@\"\n"
+		script := "#!/bin/sh\nexec unshare -n sh -c '" + load + " && exec " + nft + " \"$@\"' nft \"$@\"\n"
 		Expect(os.WriteFile(wrapper, []byte(script), 0o755)).To(Succeed())
 		return wrapper
 	}
