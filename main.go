@@ -25,11 +25,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
-	"github.com/kube-clusterip/kube-clusterip/controllers/diagnose"
 	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
 	"github.com/kube-clusterip/kube-clusterip/controllers/ipam"
 	"github.com/kube-clusterip/kube-clusterip/controllers/nodeagent"
 	"github.com/kube-clusterip/kube-clusterip/datapath"
+	"github.com/kube-clusterip/kube-clusterip/diagnose"
 )
 
 var scheme = runtime.NewScheme()

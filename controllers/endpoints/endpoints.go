@@ -7,13 +7,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/conversion"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 const (
-	// LabelEndpointsManagedBy marks the Endpoints objects a controller maintains (upstream's key).
-	LabelEndpointsManagedBy = "endpoints.kubernetes.io/managed-by"
-	// EndpointsControllerName is our value of LabelEndpointsManagedBy.
-	EndpointsControllerName = "endpoint-controller.clusterip.dev"
 	// overCapacityTruncated is the value of corev1.EndpointsOverCapacity on a truncated Endpoints.
 	overCapacityTruncated = "truncated"
 )
@@ -39,7 +37,7 @@ func endpointsLabels(svc *corev1.Service) map[string]string {
 	if !isServiceIPSet(svc) {
 		labels[corev1.IsHeadlessService] = ""
 	}
-	labels[LabelEndpointsManagedBy] = EndpointsControllerName
+	labels[endpointrules.LabelEndpointsManagedBy] = endpointrules.EndpointsControllerName
 	return labels
 }
 

@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // manyPods returns n ready pods (or not ready) with IPs from 10.1.0.0 upwards.
@@ -47,7 +49,7 @@ func TestDesiredEndpointsObject(t *testing.T) {
 			svc:  svc, pods: pods(pod("a", "10.0.0.1")), wantWrite: true,
 			check: func(t *testing.T, ep *corev1.Endpoints) {
 				if ep.Name != "web" || ep.Namespace != "ns" || ep.Labels["team"] != "a" ||
-					ep.Labels[LabelEndpointsManagedBy] != EndpointsControllerName {
+					ep.Labels[endpointrules.LabelEndpointsManagedBy] != endpointrules.EndpointsControllerName {
 					t.Errorf("metadata = %+v", ep.ObjectMeta)
 				}
 				if _, headless := ep.Labels[corev1.IsHeadlessService]; headless {

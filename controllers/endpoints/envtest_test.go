@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 var _ = Describe("Endpoints of a Service with a selector", func() {
@@ -36,7 +38,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		pods := runPods(ctx, k8sClient, ns, "backend", n, backend)
 		Eventually(func(g Gomega) {
 			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).To(Equal(podIPsOf(pods)))
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).To(HaveLen(n))
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))).To(HaveLen(n))
 		}).Should(Succeed())
 		return pods
 	}
@@ -56,12 +58,12 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 				g.Expect(a.TargetRef.Kind).To(Equal("Pod"))
 				g.Expect(a.NodeName).NotTo(BeNil())
 			}
-			g.Expect(ep.Labels).To(HaveKeyWithValue(LabelEndpointsManagedBy, EndpointsControllerName))
+			g.Expect(ep.Labels).To(HaveKeyWithValue(endpointrules.LabelEndpointsManagedBy, endpointrules.EndpointsControllerName))
 			g.Expect(ep.Annotations).To(HaveKey(corev1.EndpointsLastChangeTriggerTime))
 		}).Should(Succeed())
 
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName)
 			g.Expect(slices).To(HaveLen(1))
 			s := slices[0]
 			g.Expect(s.AddressType).To(Equal(discoveryv1.AddressTypeIPv4))
@@ -99,7 +101,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 			g.Expect(addressIPs(ep.Subsets[0].Addresses)).To(Equal(podIPsOf(pods)))
 		}).Should(Succeed())
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "multi-port-service", ControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "multi-port-service", endpointrules.SliceControllerName)
 			g.Expect(slices).To(HaveLen(1))
 			g.Expect(slices[0].Ports).To(HaveLen(3))
 			g.Expect(slices[0].Endpoints).To(HaveLen(2))
@@ -116,7 +118,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 			g.Expect(ep.Subsets).To(HaveLen(1))
 			g.Expect(addressIPs(ep.Subsets[0].NotReadyAddresses)).To(Equal([]string{pods[0].Status.PodIP}))
 			g.Expect(ep.Subsets[0].Addresses).To(HaveLen(2))
-			e := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))[pods[0].Status.PodIP]
+			e := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))[pods[0].Status.PodIP]
 			g.Expect(e.Conditions.Ready).To(Equal(ptr.To(false)))
 			g.Expect(e.Conditions.Serving).To(Equal(ptr.To(false)))
 		}).Should(Succeed())
@@ -130,7 +132,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		Eventually(func(g Gomega) {
 			ep := getEndpoints(g, ctx, k8sClient, ns, "backend-service")
 			g.Expect(readyIPs(g, ep)).To(Equal(podIPsOf([]*corev1.Pod{pods[0], pods[2]})))
-			byIP := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))
+			byIP := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))
 			g.Expect(byIP).To(HaveLen(2))
 			g.Expect(byIP).NotTo(HaveKey(pods[1].Status.PodIP))
 		}).Should(Succeed())
@@ -144,7 +146,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		Eventually(func(g Gomega) {
 			ep := getEndpoints(g, ctx, k8sClient, ns, "backend-service")
 			g.Expect(readyIPs(g, ep)).To(Equal([]string{pods[1].Status.PodIP}))
-			e := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))[pods[0].Status.PodIP]
+			e := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))[pods[0].Status.PodIP]
 			g.Expect(e.Conditions).To(Equal(discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)}))
 		}).Should(Succeed())
 	})
@@ -161,7 +163,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).
 				To(Equal([]string{pods[1].Status.PodIP}))
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))).
 				NotTo(HaveKey(pods[0].Status.PodIP))
 		}).Should(Succeed())
 
@@ -169,7 +171,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).
 				To(Equal(podIPsOf(pods)))
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))).
 				To(HaveKey(pods[0].Status.PodIP))
 		}).Should(Succeed())
 	})
@@ -225,7 +227,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 			g.Expect(total).To(Equal(1000))
 		}).Should(Succeed())
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "big-service", ControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "big-service", endpointrules.SliceControllerName)
 			g.Expect(slices).To(HaveLen(11))
 			total := 0
 			for _, s := range slices {
@@ -245,7 +247,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).To(Equal([]string{pod.Status.PodIP}))
 		}).Should(Succeed())
 		Consistently(func(g Gomega) {
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))).To(BeEmpty())
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))).To(BeEmpty())
 		}, "1s").Should(Succeed())
 
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{corev1.LabelTopologyZone: "zone-late"}}}
@@ -253,7 +255,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		DeferCleanup(func() { Expect(k8sClient.Delete(ctx, node)).To(Succeed()) })
 
 		Eventually(func(g Gomega) {
-			e, ok := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", ControllerName))[pod.Status.PodIP]
+			e, ok := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))[pod.Status.PodIP]
 			g.Expect(ok).To(BeTrue())
 			g.Expect(e.Zone).To(Equal(ptr.To("zone-late")))
 		}).Should(Succeed())
@@ -263,7 +265,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		createService(ctx, k8sClient, ns, "empty-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
 		Eventually(func(g Gomega) {
 			g.Expect(getEndpoints(g, ctx, k8sClient, ns, "empty-service").Subsets).To(BeEmpty())
-			slices := getSlices(g, ctx, k8sClient, ns, "empty-service", ControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "empty-service", endpointrules.SliceControllerName)
 			g.Expect(slices).To(HaveLen(1))
 			g.Expect(slices[0].Endpoints).To(BeEmpty())
 		}).Should(Succeed())
@@ -298,7 +300,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		Expect(k8sClient.Create(ctx, userEP)).To(Succeed())
 
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)
 			g.Expect(slices).To(HaveLen(1))
 			g.Expect(slices[0].Labels).To(HaveKeyWithValue("team", "dba"))
 			g.Expect(slices[0].OwnerReferences).To(ConsistOf(HaveField("Kind", "Endpoints")))
@@ -310,7 +312,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		Consistently(func(g Gomega) {
 			ep := getEndpoints(g, ctx, k8sClient, ns, "external-database")
 			g.Expect(ep.ResourceVersion).To(Equal(userEP.ResourceVersion))
-			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", ControllerName)).To(BeEmpty())
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.SliceControllerName)).To(BeEmpty())
 		}).Should(Succeed())
 		Expect(writes.Writes(ns, "Endpoints")).To(BeZero())
 	})
@@ -320,7 +322,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		userEP := userEndpointsFor("external-database", "192.168.1.10")
 		Expect(k8sClient.Create(ctx, userEP)).To(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName))).To(HaveLen(1))
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName))).To(HaveLen(1))
 		}).Should(Succeed())
 
 		userEP.Subsets[0].Addresses = []corev1.EndpointAddress{{IP: "192.168.1.20"}}
@@ -328,7 +330,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		Expect(k8sClient.Update(ctx, userEP)).To(Succeed())
 
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)
 			g.Expect(slices).To(HaveLen(1))
 			byIP := sliceEndpointsByIP(slices)
 			g.Expect(byIP).To(HaveLen(2))
@@ -347,7 +349,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		Expect(k8sClient.Create(ctx, userEP)).To(Succeed())
 
 		Eventually(func(g Gomega) {
-			slices := getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)
+			slices := getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)
 			g.Expect(sliceEndpointsByIP(slices)).To(HaveLen(DefaultMaxEndpointsPerSubset))
 			var list eventsv1.EventList
 			g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
@@ -363,13 +365,13 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 		userEP := userEndpointsFor("external-database", "192.168.1.10")
 		Expect(k8sClient.Create(ctx, userEP)).To(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)).To(HaveLen(1))
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)).To(HaveLen(1))
 		}).Should(Succeed())
 
 		userEP.Labels[discoveryv1.LabelSkipMirror] = "true"
 		Expect(k8sClient.Update(ctx, userEP)).To(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", MirroringControllerName)).To(BeEmpty())
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)).To(BeEmpty())
 		}).Should(Succeed())
 	})
 })
@@ -398,7 +400,7 @@ var _ = Describe("Services we leave alone", func() {
 			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "external-name"}, &corev1.Endpoints{})
 			g.Expect(err).To(HaveOccurred())
 			g.Expect(client.IgnoreNotFound(err)).To(Succeed())
-			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-name", ControllerName)).To(BeEmpty())
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-name", endpointrules.SliceControllerName)).To(BeEmpty())
 		}).Should(Succeed())
 	})
 
@@ -407,7 +409,7 @@ var _ = Describe("Services we leave alone", func() {
 		svc := createService(ctx, k8sClient, ns, "was-selected", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
 		runPods(ctx, k8sClient, ns, "backend", 1, backend)
 		Eventually(func(g Gomega) {
-			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "was-selected", ControllerName))).To(HaveLen(1))
+			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "was-selected", endpointrules.SliceControllerName))).To(HaveLen(1))
 		}).Should(Succeed())
 
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svc), svc)).To(Succeed())
@@ -415,7 +417,7 @@ var _ = Describe("Services we leave alone", func() {
 		Expect(k8sClient.Update(ctx, svc)).To(Succeed())
 
 		Eventually(func(g Gomega) {
-			g.Expect(getSlices(g, ctx, k8sClient, ns, "was-selected", ControllerName)).To(BeEmpty())
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "was-selected", endpointrules.SliceControllerName)).To(BeEmpty())
 			g.Expect(getEndpoints(g, ctx, k8sClient, ns, "was-selected").Subsets).To(HaveLen(1))
 		}).Should(Succeed())
 	})

@@ -13,7 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/kube-clusterip/kube-clusterip/controllers/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // Reasons of the Warning Events that point users at the two most common reasons a Service
@@ -55,14 +55,14 @@ func serviceFindings(svc *corev1.Service, selected []*corev1.Pod, podsInNamespac
 	found := map[string]finding{}
 	if len(selected) == 0 {
 		pods := podsInNamespace()
-		if msg, ok := diagnose.SelectorMatchesNoPod(svc, pods); ok {
+		if msg, ok := endpointrules.SelectorMatchesNoPod(svc, pods); ok {
 			f := finding{message: msg}
-			if misses := diagnose.NearMisses(svc, pods); len(misses) > 0 {
+			if misses := endpointrules.NearMisses(svc, pods); len(misses) > 0 {
 				f.related = misses[0].Pod
 			}
 			found[ReasonSelectorMatchesNoPod] = f
 		}
-	} else if msg, ok := diagnose.TargetPortUnresolved(svc, selected); ok {
+	} else if msg, ok := endpointrules.TargetPortUnresolved(svc, selected); ok {
 		found[ReasonTargetPortUnresolved] = finding{message: msg}
 	}
 	return found

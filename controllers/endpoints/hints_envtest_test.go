@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 var _ = Describe("Topology hints of a Service with trafficDistribution", func() {
@@ -169,7 +171,7 @@ var _ = Describe("Topology aware hints of a Service with topology-mode Auto", fu
 // hintsByIPIn reads each published endpoint's hints as hintsString prints them.
 func hintsByIPIn(g Gomega, ctx context.Context, ns, service string) map[string]string {
 	out := map[string]string{}
-	for ip, e := range sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, service, ControllerName)) {
+	for ip, e := range sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, service, endpointrules.SliceControllerName)) {
 		out[ip] = hintsString(e.Hints)
 	}
 	return out

@@ -8,12 +8,11 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 const (
-	// MirroringControllerName is the endpointslice.kubernetes.io/managed-by value of the
-	// EndpointSlices we mirror from user-written Endpoints.
-	MirroringControllerName = "endpointslicemirroring-controller.clusterip.dev"
 	// DefaultMaxEndpointsPerSubset is upstream's default --mirroring-max-endpoints-per-subset.
 	DefaultMaxEndpointsPerSubset = 1000
 	// leaderElectionAnnotation marks Endpoints used as a leader election lock: never mirrored.
@@ -115,7 +114,7 @@ func mirroredLabels(ep *corev1.Endpoints) map[string]string {
 		labels = map[string]string{}
 	}
 	labels[discoveryv1.LabelServiceName] = ep.Name
-	labels[discoveryv1.LabelManagedBy] = MirroringControllerName
+	labels[discoveryv1.LabelManagedBy] = endpointrules.MirroringControllerName
 	return labels
 }
 

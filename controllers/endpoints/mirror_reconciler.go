@@ -9,6 +9,8 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // mirroringReconciler mirrors the user-written Endpoints of a selectorless Service into
@@ -27,7 +29,7 @@ type mirroringReconciler struct {
 
 // Reconcile handles the Endpoints (and Service) named by req.
 func (r *mirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	mirrored, err := listSlices(ctx, r.Reader, req.Namespace, sliceOwnerKey(MirroringControllerName, req.Name))
+	mirrored, err := listSlices(ctx, r.Reader, req.Namespace, sliceOwnerKey(endpointrules.MirroringControllerName, req.Name))
 	if err != nil {
 		return ctrl.Result{}, err
 	}

@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // userEndpoints is what a user writes for the selectorless Service "web": ready and not-ready
@@ -154,7 +156,7 @@ func TestPlanMirroredSlices(t *testing.T) {
 			check: func(t *testing.T, after []*discoveryv1.EndpointSlice) {
 				s := after[0]
 				if s.Labels["team"] != "db" || s.Labels[discoveryv1.LabelServiceName] != "web" ||
-					s.Labels[discoveryv1.LabelManagedBy] != MirroringControllerName || s.Annotations["example.com/owner"] != "dba" {
+					s.Labels[discoveryv1.LabelManagedBy] != endpointrules.MirroringControllerName || s.Annotations["example.com/owner"] != "dba" {
 					t.Errorf("metadata = %+v", s.ObjectMeta)
 				}
 				if o := s.OwnerReferences; len(o) != 1 || o[0].Kind != "Endpoints" || o[0].UID != "ep-uid" {

@@ -14,6 +14,8 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // staleCacheRetry is how soon a sync retries when the cache has not yet seen our last writes.
@@ -165,7 +167,7 @@ func (r *serviceReconciler) selectedPods(ctx context.Context, svc *corev1.Servic
 	}
 	pods := make([]*corev1.Pod, 0, len(list.Items))
 	for i := range list.Items {
-		if selectsPod(svc, &list.Items[i]) {
+		if endpointrules.Selects(svc, &list.Items[i]) {
 			pods = append(pods, &list.Items[i])
 		}
 	}
@@ -227,7 +229,7 @@ func (r *serviceReconciler) setHints(ctx context.Context, svc *corev1.Service, g
 }
 
 func (r *serviceReconciler) ourSlices(ctx context.Context, namespace, name string) ([]*discoveryv1.EndpointSlice, error) {
-	return listSlices(ctx, r.Reader, namespace, sliceOwnerKey(ControllerName, name))
+	return listSlices(ctx, r.Reader, namespace, sliceOwnerKey(endpointrules.SliceControllerName, name))
 }
 
 func listSlices(ctx context.Context, c client.Reader, namespace, ownerKey string) ([]*discoveryv1.EndpointSlice, error) {
@@ -268,7 +270,7 @@ func (r *serviceReconciler) writeEndpoints(ctx context.Context, desired, current
 // user wrote (perhaps before creating the Service) stay. Slices go with the Service (owner refs).
 func (r *serviceReconciler) deleteOurEndpoints(ctx context.Context, key types.NamespacedName) error {
 	current, err := r.currentEndpoints(ctx, key)
-	if err != nil || current == nil || current.Labels[LabelEndpointsManagedBy] != EndpointsControllerName {
+	if err != nil || current == nil || current.Labels[endpointrules.LabelEndpointsManagedBy] != endpointrules.EndpointsControllerName {
 		return err
 	}
 	err = r.EndpointsWriter.Delete(ctx, current.DeepCopy(), client.Preconditions{UID: &current.UID})

@@ -20,6 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
@@ -148,7 +150,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		Watches(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
 		Watches(&corev1.Endpoints{}, handler.EnqueueRequestsFromMapFunc(sameName)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService),
-			builder.WithPredicates(managedBy(ControllerName))).
+			builder.WithPredicates(managedBy(endpointrules.SliceControllerName))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
 		Complete(r)
 	if err != nil || opts.DisableMirroring {
@@ -170,7 +172,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		For(&corev1.Endpoints{}).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(sameName)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService),
-			builder.WithPredicates(managedBy(MirroringControllerName))).
+			builder.WithPredicates(managedBy(endpointrules.MirroringControllerName))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
 		Complete(m)
 }
@@ -234,7 +236,7 @@ func podEndpointsChanged(a, b *corev1.Pod) bool {
 		a.Spec.Hostname != b.Spec.Hostname || a.Spec.Subdomain != b.Spec.Subdomain ||
 		a.Spec.NodeName != b.Spec.NodeName ||
 		(a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil) ||
-		IsPodReady(a) != IsPodReady(b) ||
+		endpointrules.IsPodReady(a) != endpointrules.IsPodReady(b) ||
 		a.Status.Phase != b.Status.Phase ||
 		a.Status.PodIP != b.Status.PodIP ||
 		!reflect.DeepEqual(a.Status.PodIPs, b.Status.PodIPs) ||
@@ -257,7 +259,7 @@ func servicesSelecting(ctx context.Context, c client.Client, namespace string, l
 			for i := range list.Items {
 				svc := &list.Items[i]
 				key := client.ObjectKeyFromObject(svc)
-				if seen[key] || !selectsLabels(svc, namespace, labels) {
+				if seen[key] || !endpointrules.SelectsLabels(svc, namespace, labels) {
 					continue
 				}
 				seen[key] = true

@@ -13,12 +13,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 const (
-	// ControllerName is the endpointslice.kubernetes.io/managed-by value of the EndpointSlices we
-	// compute from Pods.
-	ControllerName = "endpointslice-controller.clusterip.dev"
 	// DefaultMaxEndpointsPerSlice is upstream's default --max-endpoints-per-slice.
 	DefaultMaxEndpointsPerSlice = 100
 )
@@ -92,7 +91,7 @@ func DesiredEndpointGroups(svc *corev1.Service, pods []*corev1.Pod, nodes map[st
 	var b groupBuilder
 	for _, addressType := range AddressTypes(svc) {
 		for _, pod := range pods {
-			if !selectsPod(svc, pod) || !ShouldPodBeInEndpoints(pod, true) {
+			if !endpointrules.Selects(svc, pod) || !endpointrules.ShouldPodBeInEndpoints(pod, true) {
 				continue
 			}
 			node, known := nodes[pod.Spec.NodeName]
@@ -144,15 +143,13 @@ func (b *groupBuilder) groups() []EndpointGroup {
 }
 
 func podToEndpoint(pod *corev1.Pod, node *corev1.Node, svc *corev1.Service, addressType discoveryv1.AddressType) discoveryv1.Endpoint {
-	serving := IsPodReady(pod)
-	terminating := pod.DeletionTimestamp != nil
-	ready := svc.Spec.PublishNotReadyAddresses || (serving && !terminating)
+	c := endpointrules.PodConditions(svc, pod)
 	endpoint := discoveryv1.Endpoint{
 		Addresses:  []string{},
-		Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &terminating},
+		Conditions: discoveryv1.EndpointConditions{Ready: &c.Ready, Serving: &c.Serving, Terminating: &c.Terminating},
 		TargetRef:  podReference(pod),
 	}
-	if ip, ok := podIPOfFamily(pod, familyOfAddressType(addressType)); ok {
+	if ip, ok := endpointrules.PodIPOfFamily(pod, familyOfAddressType(addressType)); ok {
 		endpoint.Addresses = append(endpoint.Addresses, ip)
 	}
 	if pod.Spec.NodeName != "" {
@@ -172,12 +169,12 @@ func endpointPorts(svc *corev1.Service, pod *corev1.Pod) []discoveryv1.EndpointP
 	ports := []discoveryv1.EndpointPort{}
 	for i := range svc.Spec.Ports {
 		sp := &svc.Spec.Ports[i]
-		port, err := FindPort(pod, sp)
+		port, err := endpointrules.FindPort(pod, sp)
 		if err != nil {
 			continue
 		}
 		ports = append(ports, discoveryv1.EndpointPort{
-			Name: ptr.To(sp.Name), Port: ptr.To(port), Protocol: ptr.To(sp.Protocol), AppProtocol: sp.AppProtocol,
+			Name: ptr.To(sp.Name), Port: ptr.To(port), Protocol: ptr.To(endpointrules.ServicePortProtocol(sp)), AppProtocol: sp.AppProtocol,
 		})
 	}
 	sortByHash(ports)
@@ -248,7 +245,7 @@ func sliceLabels(svc *corev1.Service) map[string]string {
 		labels[corev1.IsHeadlessService] = ""
 	}
 	labels[discoveryv1.LabelServiceName] = svc.Name
-	labels[discoveryv1.LabelManagedBy] = ControllerName
+	labels[discoveryv1.LabelManagedBy] = endpointrules.SliceControllerName
 	return labels
 }
 

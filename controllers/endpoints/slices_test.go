@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // applyPlan plays a plan against existing slices as the API server would, naming created slices
@@ -87,7 +89,7 @@ func TestPlanEndpointSlices(t *testing.T) {
 			check: func(t *testing.T, plan SlicePlan, _ []*discoveryv1.EndpointSlice) {
 				s := plan.Create[0]
 				if s.GenerateName != "web-" || s.Labels[discoveryv1.LabelServiceName] != "web" ||
-					s.Labels[discoveryv1.LabelManagedBy] != ControllerName || s.AddressType != discoveryv1.AddressTypeIPv4 {
+					s.Labels[discoveryv1.LabelManagedBy] != endpointrules.SliceControllerName || s.AddressType != discoveryv1.AddressTypeIPv4 {
 					t.Errorf("slice metadata = %+v", s.ObjectMeta)
 				}
 				if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != "svc-uid" || !ptrTrue(s.OwnerReferences[0].Controller) {

@@ -8,81 +8,14 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // MaxEndpointsAddresses is how many addresses an Endpoints object holds at most; beyond it the
 // object is truncated and annotated with corev1.EndpointsOverCapacity, as upstream does.
 const MaxEndpointsAddresses = 1000
-
-// ShouldPodBeInEndpoints says whether a selected pod is published at all: it has an IP, is not in a
-// terminal phase, and is not terminating unless includeTerminating (publishNotReadyAddresses for
-// Endpoints; always for EndpointSlices, which mark it terminating instead).
-func ShouldPodBeInEndpoints(pod *corev1.Pod, includeTerminating bool) bool {
-	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return false
-	}
-	if pod.Status.PodIP == "" && len(pod.Status.PodIPs) == 0 {
-		return false
-	}
-	return includeTerminating || pod.DeletionTimestamp == nil
-}
-
-// IsPodReady says whether the pod's Ready condition is True.
-func IsPodReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// FindPort resolves a Service port's targetPort on a pod: a number as is, a name against the named
-// ports (same protocol) of its containers, then of its restartable init (sidecar) containers.
-func FindPort(pod *corev1.Pod, svcPort *corev1.ServicePort) (int32, error) {
-	if svcPort.TargetPort.Type == intstr.Int {
-		return int32(svcPort.TargetPort.IntValue()), nil
-	}
-	name := svcPort.TargetPort.StrVal
-	for _, c := range pod.Spec.Containers {
-		if port, ok := namedPort(c, name, svcPort.Protocol); ok {
-			return port, nil
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
-			continue
-		}
-		if port, ok := namedPort(c, name, svcPort.Protocol); ok {
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("pod %s/%s has no container port named %q with protocol %s", pod.Namespace, pod.Name, name, svcPort.Protocol)
-}
-
-func namedPort(c corev1.Container, name string, protocol corev1.Protocol) (int32, bool) {
-	for _, p := range c.Ports {
-		if p.Name == name && p.Protocol == protocol {
-			return p.ContainerPort, true
-		}
-	}
-	return 0, false
-}
-
-// selectsPod says whether the Service's selector picks the pod: same namespace, labels match. A
-// Service without a selector picks none (its Endpoints are the user's).
-func selectsPod(svc *corev1.Service, pod *corev1.Pod) bool {
-	return selectsLabels(svc, pod.Namespace, pod.Labels)
-}
-
-// selectsLabels says whether the Service's selector picks labels of an object in namespace.
-func selectsLabels(svc *corev1.Service, namespace string, podLabels map[string]string) bool {
-	return svc.Spec.Selector != nil && namespace == svc.Namespace &&
-		labels.SelectorFromValidatedSet(svc.Spec.Selector).Matches(labels.Set(podLabels))
-}
 
 // shouldSetHostname: a pod's hostname is published when its subdomain names the Service.
 func shouldSetHostname(pod *corev1.Pod, svc *corev1.Service) bool {
@@ -113,32 +46,6 @@ func endpointsFamily(svc *corev1.Service, pod *corev1.Pod) corev1.IPFamily {
 	return corev1.IPv4Protocol
 }
 
-// podIPs are the pod's IPs in status order (PodIPs, or PodIP when only that is set).
-func podIPs(pod *corev1.Pod) []string {
-	if len(pod.Status.PodIPs) == 0 {
-		return []string{pod.Status.PodIP}
-	}
-	ips := make([]string, 0, len(pod.Status.PodIPs))
-	for _, ip := range pod.Status.PodIPs {
-		ips = append(ips, ip.IP)
-	}
-	return ips
-}
-
-// podIPOfFamily returns the pod's first IP of the family, in canonical text form.
-func podIPOfFamily(pod *corev1.Pod, family corev1.IPFamily) (string, bool) {
-	for _, ip := range podIPs(pod) {
-		parsed := net.ParseIP(ip)
-		if parsed == nil {
-			continue
-		}
-		if (parsed.To4() == nil) == (family == corev1.IPv6Protocol) {
-			return parsed.String(), true
-		}
-	}
-	return "", false
-}
-
 func podReference(pod *corev1.Pod) *corev1.ObjectReference {
 	return &corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}
 }
@@ -150,10 +57,10 @@ func EndpointSubsets(svc *corev1.Service, pods []*corev1.Pod) []corev1.EndpointS
 	var subsets []corev1.EndpointSubset
 	tolerateUnready := svc.Spec.PublishNotReadyAddresses
 	for _, pod := range pods {
-		if !selectsPod(svc, pod) || !ShouldPodBeInEndpoints(pod, tolerateUnready) {
+		if !endpointrules.Selects(svc, pod) || !endpointrules.ShouldPodBeInEndpoints(pod, tolerateUnready) {
 			continue
 		}
-		ip, ok := podIPOfFamily(pod, endpointsFamily(svc, pod))
+		ip, ok := endpointrules.PodIPOfFamily(pod, endpointsFamily(svc, pod))
 		if !ok {
 			continue
 		}
@@ -162,7 +69,7 @@ func EndpointSubsets(svc *corev1.Service, pods []*corev1.Pod) []corev1.EndpointS
 		if shouldSetHostname(pod, svc) {
 			addr.Hostname = pod.Spec.Hostname
 		}
-		ready := tolerateUnready || IsPodReady(pod)
+		ready := tolerateUnready || endpointrules.IsPodReady(pod)
 		if len(svc.Spec.Ports) == 0 {
 			if svc.Spec.ClusterIP == corev1.ClusterIPNone {
 				subsets = append(subsets, singleAddressSubset(addr, nil, ready))
@@ -171,11 +78,11 @@ func EndpointSubsets(svc *corev1.Service, pods []*corev1.Pod) []corev1.EndpointS
 		}
 		for i := range svc.Spec.Ports {
 			sp := &svc.Spec.Ports[i]
-			port, err := FindPort(pod, sp)
+			port, err := endpointrules.FindPort(pod, sp)
 			if err != nil {
 				continue
 			}
-			epp := corev1.EndpointPort{Name: sp.Name, Port: port, Protocol: sp.Protocol, AppProtocol: sp.AppProtocol}
+			epp := corev1.EndpointPort{Name: sp.Name, Port: port, Protocol: endpointrules.ServicePortProtocol(sp), AppProtocol: sp.AppProtocol}
 			subsets = append(subsets, singleAddressSubset(addr, &epp, ready))
 		}
 	}

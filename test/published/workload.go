@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 const (
@@ -156,7 +158,7 @@ func (w Workload) flipReadiness(ctx context.Context, c client.Client, obs *Obser
 	for range w.Flips {
 		<-pace.C
 		pod := pods[rng.IntN(len(pods))]
-		ready := !podReady(pod)
+		ready := !endpointrules.IsPodReady(pod)
 		status := corev1.ConditionFalse
 		if ready {
 			status = corev1.ConditionTrue
@@ -178,17 +180,6 @@ func (w Workload) flipReadiness(ctx context.Context, c client.Client, obs *Obser
 		r.Both = append(r.Both, max(epAt.Sub(start), sliceAt.Sub(start)))
 	}
 	return nil
-}
-
-// podReady reads the pod's Ready condition (controllers/endpoints.IsPodReady, which this
-// package cannot import: that package's benchmark imports this one).
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // Parallel runs do(0..n-1) on 16 workers and returns the first error: how the benchmarks create

@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
-	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // bystander is a Service with two ready pods that every bad-input spec checks afterwards: it keeps
@@ -275,7 +275,7 @@ var _ = Describe("bad input is answered by a clear error or Event, and nothing e
 		Eventually(func(g Gomega) {
 			var list discoveryv1.EndpointSliceList
 			g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{
-				discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: endpoints.MirroringControllerName,
+				discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: endpointrules.MirroringControllerName,
 			})).To(Succeed())
 			g.Expect(list.Items).To(HaveLen(1))
 			var ready, notReady []string

@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // FuzzEndpoints feeds random Services and pods to the endpoints computation (EndpointSubsets,
@@ -148,7 +149,7 @@ func FuzzEndpoints(f *testing.F) {
 
 // servesReady says whether a pod should be published as ready.
 func servesReady(p *corev1.Pod) bool {
-	return endpoints.IsPodReady(p) && p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded &&
+	return endpointrules.IsPodReady(p) && p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded &&
 		p.Status.Phase != corev1.PodFailed
 }
 

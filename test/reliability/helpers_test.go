@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
-	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // nodeName is the node every pod of the suite is scheduled to; it exists, so pods are published.
@@ -155,7 +155,7 @@ func expectPublished(g Gomega, ctx context.Context, ns, name string, ready, notR
 func ourSlices(g Gomega, ctx context.Context, ns, service string) []discoveryv1.EndpointSlice {
 	var list discoveryv1.EndpointSliceList
 	g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{
-		discoveryv1.LabelServiceName: service, discoveryv1.LabelManagedBy: endpoints.ControllerName,
+		discoveryv1.LabelServiceName: service, discoveryv1.LabelManagedBy: endpointrules.SliceControllerName,
 	})).To(Succeed())
 	return list.Items
 }
@@ -283,7 +283,7 @@ func expectNoStaleEndpoints(g Gomega, ctx context.Context, ns string) {
 	}
 	var list discoveryv1.EndpointSliceList
 	g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns),
-		client.MatchingLabels{discoveryv1.LabelManagedBy: endpoints.ControllerName})).To(Succeed())
+		client.MatchingLabels{discoveryv1.LabelManagedBy: endpointrules.SliceControllerName})).To(Succeed())
 	for _, s := range list.Items {
 		name := s.Labels[discoveryv1.LabelServiceName]
 		owner := metav1.GetControllerOf(&s)

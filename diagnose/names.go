@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // DefaultClusterDomain is the DNS domain of Services unless the cluster says otherwise
@@ -33,7 +35,7 @@ func SRVNames(svc *corev1.Service, clusterDomain string) []string {
 		if p.Name == "" {
 			continue
 		}
-		names = append(names, fmt.Sprintf("_%s._%s.%s", p.Name, strings.ToLower(string(protocolOf(p))), serviceFQDN(svc, clusterDomain)))
+		names = append(names, fmt.Sprintf("_%s._%s.%s", p.Name, strings.ToLower(string(endpointrules.ServicePortProtocol(&p))), serviceFQDN(svc, clusterDomain)))
 	}
 	return names
 }
@@ -100,7 +102,7 @@ const apiServerServiceName = "kubernetes"
 func dockerLinkEnvVars(prefix, ip string, ports []corev1.ServicePort) []corev1.EnvVar {
 	var vars []corev1.EnvVar
 	for i, p := range ports {
-		proto := strings.ToLower(string(protocolOf(p)))
+		proto := strings.ToLower(string(endpointrules.ServicePortProtocol(&p)))
 		url := proto + "://" + net.JoinHostPort(ip, strconv.Itoa(int(p.Port)))
 		if i == 0 {
 			vars = append(vars, corev1.EnvVar{Name: prefix + "_PORT", Value: url})
@@ -121,27 +123,8 @@ func envVarName(name string) string {
 	return strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-// protocolOf is the port's protocol, TCP when unset (as the API server defaults it).
-func protocolOf(p corev1.ServicePort) corev1.Protocol {
-	if p.Protocol == "" {
-		return corev1.ProtocolTCP
-	}
-	return p.Protocol
-}
-
-// targetPortOf is the port's targetPort, the port itself when unset (as the API server defaults it).
-func targetPortOf(p corev1.ServicePort) string {
-	if p.TargetPort.String() == "0" || p.TargetPort.String() == "" {
-		return strconv.Itoa(int(p.Port))
-	}
-	return p.TargetPort.String()
-}
-
-// portLabel names a Service port for messages: "80/TCP (http)".
-func portLabel(p corev1.ServicePort) string {
-	label := fmt.Sprintf("%d/%s", p.Port, protocolOf(p))
-	if p.Name != "" {
-		label += " (" + p.Name + ")"
-	}
-	return label
+// targetPortString is the port's targetPort as the API server defaults it, for the summary.
+func targetPortString(p corev1.ServicePort) string {
+	target := endpointrules.TargetPort(&p)
+	return target.String()
 }

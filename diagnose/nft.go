@@ -12,6 +12,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/kube-clusterip/kube-clusterip/datapath"
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // Names in the node agent's nftables table (see go doc ./datapath).
@@ -291,7 +292,7 @@ func slicePort(s *discoveryv1.EndpointSlice, port corev1.ServicePort) (int32, bo
 		if p.Protocol != nil {
 			proto = *p.Protocol
 		}
-		if name == port.Name && proto == protocolOf(port) && p.Port != nil {
+		if name == port.Name && proto == endpointrules.ServicePortProtocol(&port) && p.Port != nil {
 			return *p.Port, true
 		}
 	}
@@ -305,9 +306,9 @@ func checkDatapath(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, tab
 	var out findings
 	const fixAgent = "check the node agent on this node (kube-clusterip --datapath): its logs and /healthz; it resyncs the table on its own"
 	for _, ip := range clusterIPs(svc) {
-		family := familyOf(ip)
+		family := endpointrules.FamilyOf(ip)
 		for _, port := range svc.Spec.Ports {
-			key := ServicePortKey{IP: ip, Protocol: strings.ToLower(string(protocolOf(port))), Port: int(port.Port)}
+			key := ServicePortKey{IP: ip, Protocol: strings.ToLower(string(endpointrules.ServicePortProtocol(&port))), Port: int(port.Port)}
 			want := UsableEndpoints(svc, port, slices, family, node)
 			have, programmed := table.Endpoints(key)
 			switch {

@@ -1,7 +1,9 @@
-package diagnose
+package endpointrules
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,32 +33,16 @@ func (m NearMiss) Describe(plural bool) string {
 	return fmt.Sprintf("%s %s (selector wants %s)", has, m.Label, m.Wanted)
 }
 
-// SelectedPods are the pods of the Service's namespace that its selector matches, in any phase.
-// A Service without a selector selects none.
-func SelectedPods(svc *corev1.Service, pods []*corev1.Pod) []*corev1.Pod {
-	var selected []*corev1.Pod
-	for _, pod := range pods {
-		if pod.Namespace == svc.Namespace && selects(svc, pod) {
-			selected = append(selected, pod)
-		}
-	}
-	return selected
-}
-
-func selects(svc *corev1.Service, pod *corev1.Pod) bool {
-	return len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(pod.Labels))
-}
-
 // NearMisses are the pods of the Service's namespace that one differing label keeps out of the
 // selector: a value or key that is one typo away (`app: backnd`, `ap: backend`), or, for selectors
 // of several labels, one label missing or with another value while the rest match.
 func NearMisses(svc *corev1.Service, pods []*corev1.Pod) []NearMiss {
-	if len(svc.Spec.Selector) == 0 {
+	if !HasSelector(svc) {
 		return nil
 	}
 	var misses []NearMiss
 	for _, pod := range pods {
-		if pod.Namespace != svc.Namespace || selects(svc, pod) {
+		if pod.Namespace != svc.Namespace || Selects(svc, pod) {
 			continue
 		}
 		if label, wanted, ok := oneLabelOff(svc.Spec.Selector, pod.Labels); ok {
@@ -83,7 +69,7 @@ func oneLabelOff(selector, podLabels map[string]string) (label, wanted string, o
 	if got, ok := podLabels[missedKey]; ok {
 		return missedKey + "=" + got, wanted, len(selector) > 1 || similar(got, want)
 	}
-	for _, key := range sortedKeysOf(podLabels) {
+	for _, key := range slices.Sorted(maps.Keys(podLabels)) {
 		if podLabels[key] == want && similar(key, missedKey) {
 			return key + "=" + want, wanted, true
 		}
@@ -127,34 +113,22 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// PodsInOtherNamespaces are the pods outside the Service's namespace that its selector would
-// match: a Service and its pods in different namespaces is a common mix-up.
-func PodsInOtherNamespaces(svc *corev1.Service, pods []*corev1.Pod) []*corev1.Pod {
-	var elsewhere []*corev1.Pod
-	for _, pod := range pods {
-		if pod.Namespace != svc.Namespace && selects(svc, pod) {
-			elsewhere = append(elsewhere, pod)
-		}
-	}
-	return elsewhere
-}
-
 // SelectorMatchesNoPod reports a Service whose selector matches none of the pods of its namespace,
 // naming the closest near miss (a pod one label off) when there is one. podsInNamespace are the
 // pods of the Service's namespace. Selectorless Services never match pods by design: not found.
 func SelectorMatchesNoPod(svc *corev1.Service, podsInNamespace []*corev1.Pod) (message string, found bool) {
-	if len(svc.Spec.Selector) == 0 || len(SelectedPods(svc, podsInNamespace)) > 0 {
+	if !HasSelector(svc) || len(SelectedPods(svc, podsInNamespace)) > 0 {
 		return "", false
 	}
-	message = fmt.Sprintf("selector %s matches no pod in namespace %s", selectorString(svc.Spec.Selector), svc.Namespace)
+	message = fmt.Sprintf("selector %s matches no pod in namespace %s", SelectorString(svc.Spec.Selector), svc.Namespace)
 	if misses := NearMisses(svc, podsInNamespace); len(misses) > 0 {
-		message += "; closest: " + describeNearMisses(misses)
+		message += "; closest: " + DescribeNearMisses(misses)
 	}
 	return message, true
 }
 
-// describeNearMisses groups near misses by their differing label: "pods a, b have app=backnd (...)".
-func describeNearMisses(misses []NearMiss) string {
+// DescribeNearMisses groups near misses by their differing label: "pods a, b have app=backnd (...)".
+func DescribeNearMisses(misses []NearMiss) string {
 	type group struct {
 		miss  NearMiss
 		names []string
@@ -176,18 +150,18 @@ func describeNearMisses(misses []NearMiss) string {
 		if len(g.names) > 1 {
 			noun = "pods "
 		}
-		parts = append(parts, noun+nameList(g.names)+" "+g.miss.Describe(len(g.names) > 1))
+		parts = append(parts, noun+NameList(g.names)+" "+g.miss.Describe(len(g.names) > 1))
 	}
 	return strings.Join(parts, "; ")
 }
 
-// selectorString renders a selector as kubectl does: "app=backend,tier=web".
-func selectorString(selector map[string]string) string {
+// SelectorString renders a selector as kubectl does: "app=backend,tier=web".
+func SelectorString(selector map[string]string) string {
 	return labels.SelectorFromSet(selector).String()
 }
 
-// nameList joins names, eliding after five: "a, b, c, d, e and 3 more".
-func nameList(names []string) string {
+// NameList joins names, eliding after five: "a, b, c, d, e and 3 more".
+func NameList(names []string) string {
 	const shown = 5
 	if len(names) <= shown {
 		return strings.Join(names, ", ")
@@ -195,7 +169,7 @@ func nameList(names []string) string {
 	return fmt.Sprintf("%s and %d more", strings.Join(names[:shown], ", "), len(names)-shown)
 }
 
-func podNames(pods []*corev1.Pod) []string {
+func PodNames(pods []*corev1.Pod) []string {
 	names := make([]string, 0, len(pods))
 	for _, pod := range pods {
 		names = append(names, pod.Name)

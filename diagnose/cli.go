@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // PluginName is the binary name under which kubectl runs us as `kubectl clusterip`.
@@ -265,7 +266,7 @@ func Gather(ctx context.Context, c client.Reader, namespace, name string) (*Inpu
 		return nil, readError(err, "pods", namespace)
 	}
 	in.Pods = pointers(pods.Items)
-	if len(svc.Spec.Selector) > 0 && len(SelectedPods(svc, in.Pods)) == 0 {
+	if endpointrules.HasSelector(svc) && len(endpointrules.SelectedPods(svc, in.Pods)) == 0 {
 		elsewhere := &corev1.PodList{}
 		if err := c.List(ctx, elsewhere, client.MatchingLabels(svc.Spec.Selector)); err != nil {
 			in.ReadFindings = append(in.ReadFindings, skippedRead(CheckSelector, "look for matching pods in other namespaces", err))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // WriteJSON writes the report as indented JSON, for scripts.
@@ -51,7 +53,7 @@ func writeSummary(b *strings.Builder, s *ServiceSummary) {
 		fmt.Fprintf(b, "  clusterIP:        %s (pool %s)\n", ip.IP, pool)
 	}
 	if len(s.Selector) > 0 {
-		fmt.Fprintf(b, "  selector:         %s\n", selectorString(s.Selector))
+		fmt.Fprintf(b, "  selector:         %s\n", endpointrules.SelectorString(s.Selector))
 	} else if s.Type != "ExternalName" {
 		fmt.Fprintf(b, "  selector:         none (endpoints are written by hand)\n")
 	}

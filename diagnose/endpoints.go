@@ -2,66 +2,24 @@ package diagnose
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
-// Labels and annotations the endpoints controllers set, as upstream names them.
-const (
-	// AnnotationOverCapacity marks Endpoints cut at 1000 addresses (value "truncated").
-	AnnotationOverCapacity = "endpoints.kubernetes.io/over-capacity"
-	// LabelSkipMirror on Endpoints asks the mirroring controller to leave them alone.
-	LabelSkipMirror = "endpointslice.kubernetes.io/skip-mirror"
-	// LabelEndpointsManagedBy on Endpoints names the controller that writes them; such Endpoints
-	// are not mirrored.
-	LabelEndpointsManagedBy = "endpoints.kubernetes.io/managed-by"
-	// MirroringControllerName is the managed-by value of EndpointSlices our mirroring writes.
-	MirroringControllerName = "endpointslicemirroring-controller.clusterip.dev"
-	// UpstreamMirroringControllerName is kube-controller-manager's mirroring managed-by value.
-	UpstreamMirroringControllerName = "endpointslicemirroring-controller.k8s.io"
-)
-
-// podEndpoint is what the endpoints controllers should publish for one selected pod.
-type podEndpoint struct {
-	pod         *corev1.Pod
-	ready       bool // Endpoints: in addresses; EndpointSlice: ready condition
-	serving     bool
-	terminating bool
-}
-
-// expectedEndpoints maps each IP of the selected, published pods to what should be said of it,
-// for the pod IPs of the given families (all when none is given). Pods in a terminal phase,
-// without an IP, or on which no Service port resolves are not published.
-func expectedEndpoints(svc *corev1.Service, selected []*corev1.Pod, families []corev1.IPFamily) map[string]podEndpoint {
-	expected := map[string]podEndpoint{}
-	for _, pod := range selected {
-		if isTerminal(pod) || !hasIP(pod) || !anyPortResolves(svc, pod) {
-			continue
-		}
-		terminating := pod.DeletionTimestamp != nil
-		serving := isReady(pod)
-		ready := svc.Spec.PublishNotReadyAddresses || (serving && !terminating)
-		for _, ip := range podIPs(pod) {
-			if len(families) > 0 && !slices.Contains(families, familyOf(ip)) {
-				continue
-			}
-			expected[ip] = podEndpoint{pod: pod, ready: ready, serving: serving, terminating: terminating}
+// endpointsExpected are the pods Endpoints list: those on which a Service port resolves.
+func endpointsExpected(expected map[string]endpointrules.PublishedPod) map[string]endpointrules.PublishedPod {
+	out := map[string]endpointrules.PublishedPod{}
+	for ip, want := range expected {
+		if want.ServesAnyPort {
+			out[ip] = want
 		}
 	}
-	return expected
-}
-
-func anyPortResolves(svc *corev1.Service, pod *corev1.Pod) bool {
-	for _, port := range svc.Spec.Ports {
-		if _, ok := findPort(pod, port); ok {
-			return true
-		}
-	}
-	return len(svc.Spec.Ports) == 0
+	return out
 }
 
 // endpointsAddresses are the IPs an Endpoints object lists, ready or not.
@@ -105,7 +63,7 @@ func sliceNames(slices []*discoveryv1.EndpointSlice) string {
 	for _, s := range slices {
 		names = append(names, s.Name)
 	}
-	return nameList(names)
+	return endpointrules.NameList(names)
 }
 
 const fixEndpointsController = "the endpoints controller is behind or not running: check that kube-clusterip runs with --controllers=endpoints (kubectl logs of its Deployment)"
@@ -119,7 +77,7 @@ func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *cor
 	if len(svc.Spec.IPFamilies) > 0 {
 		primary = svc.Spec.IPFamilies[:1]
 	}
-	expected := expectedEndpoints(svc, selected, svc.Spec.IPFamilies)
+	expected := endpointrules.ExpectedEndpoints(svc, selected, svc.Spec.IPFamilies)
 	if ep == nil && len(slices) == 0 {
 		out.problem(CheckEndpoints, fmt.Sprintf("no Endpoints and no EndpointSlices exist for the Service (kubectl get endpointslices -l %s=%s)", discoveryv1.LabelServiceName, svc.Name), fixEndpointsController)
 		return out
@@ -127,7 +85,7 @@ func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *cor
 	if ep == nil {
 		out.warn(CheckEndpoints, "no Endpoints object (kubectl get endpoints shows nothing); the datapath reads EndpointSlices, so traffic is not affected", fixEndpointsController)
 	} else {
-		out = append(out, compareEndpoints(svc, ep, expectedEndpoints(svc, selected, primary))...)
+		out = append(out, compareEndpoints(svc, ep, endpointsExpected(endpointrules.ExpectedEndpoints(svc, selected, primary)))...)
 	}
 	if len(slices) == 0 {
 		out.problem(CheckEndpointSlices, fmt.Sprintf("no EndpointSlice labeled %s=%s: the datapath has no endpoints for the Service", discoveryv1.LabelServiceName, svc.Name), fixEndpointsController)
@@ -136,27 +94,27 @@ func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *cor
 	return append(out, compareSlices(slices, expected)...)
 }
 
-func compareEndpoints(svc *corev1.Service, ep *corev1.Endpoints, expected map[string]podEndpoint) findings {
+func compareEndpoints(svc *corev1.Service, ep *corev1.Endpoints, expected map[string]endpointrules.PublishedPod) findings {
 	var out findings
 	ready, notReady := endpointsAddresses(ep)
-	truncated := ep.Annotations[AnnotationOverCapacity] != ""
+	truncated := ep.Annotations[corev1.EndpointsOverCapacity] != ""
 	var wrong []string
 	for _, ip := range sortedIPs(ready, notReady) {
 		want, known := expected[ip]
 		switch {
 		case !known:
 			wrong = append(wrong, "lists "+ip+" that no selected pod has")
-		case ready[ip] && !want.ready:
-			wrong = append(wrong, fmt.Sprintf("lists not-ready pod %s (%s) as ready", want.pod.Name, ip))
-		case notReady[ip] && want.ready:
-			wrong = append(wrong, fmt.Sprintf("lists ready pod %s (%s) as not ready", want.pod.Name, ip))
+		case ready[ip] && !want.Ready:
+			wrong = append(wrong, fmt.Sprintf("lists not-ready pod %s (%s) as ready", want.Pod.Name, ip))
+		case notReady[ip] && want.Ready:
+			wrong = append(wrong, fmt.Sprintf("lists ready pod %s (%s) as not ready", want.Pod.Name, ip))
 		}
 	}
 	if !truncated {
 		for _, ip := range sortedKeysOf(expected) {
 			want := expected[ip]
-			if !ready[ip] && !notReady[ip] && (want.ready || !want.terminating) {
-				wrong = append(wrong, fmt.Sprintf("misses pod %s (%s)", want.pod.Name, ip))
+			if !ready[ip] && !notReady[ip] && (want.Ready || !want.Terminating) {
+				wrong = append(wrong, fmt.Sprintf("misses pod %s (%s)", want.Pod.Name, ip))
 			}
 		}
 	}
@@ -167,13 +125,13 @@ func compareEndpoints(svc *corev1.Service, ep *corev1.Endpoints, expected map[st
 	}
 	if truncated {
 		out.warn(CheckEndpoints, fmt.Sprintf("Endpoints %s are truncated (%s=%s): they list %d addresses, the EndpointSlices list them all",
-			ep.Name, AnnotationOverCapacity, ep.Annotations[AnnotationOverCapacity], len(ready)+len(notReady)),
+			ep.Name, corev1.EndpointsOverCapacity, ep.Annotations[corev1.EndpointsOverCapacity], len(ready)+len(notReady)),
 			fmt.Sprintf("read kubectl get endpointslices -l %s=%s -n %s instead of kubectl get endpoints", discoveryv1.LabelServiceName, svc.Name, svc.Namespace))
 	}
 	return out
 }
 
-func compareSlices(slices []*discoveryv1.EndpointSlice, expected map[string]podEndpoint) findings {
+func compareSlices(slices []*discoveryv1.EndpointSlice, expected map[string]endpointrules.PublishedPod) findings {
 	var out findings
 	have := sliceEndpoints(slices)
 	var wrong []string
@@ -189,14 +147,15 @@ func compareSlices(slices []*discoveryv1.EndpointSlice, expected map[string]podE
 		switch {
 		case !known:
 			wrong = append(wrong, fmt.Sprintf("%s lists %s that no selected pod has", got.slice, ip))
-		case got.ready != want.ready || got.serving != want.serving || got.terminating != want.terminating:
-			wrong = append(wrong, fmt.Sprintf("%s says pod %s (%s) is %s, the pod is %s", got.slice, want.pod.Name, ip,
-				conditions(got.ready, got.serving, got.terminating), conditions(want.ready, want.serving, want.terminating)))
+		case got.ready != want.Ready || got.serving != want.Serving || got.terminating != want.Terminating:
+			wrong = append(wrong, fmt.Sprintf("%s says pod %s (%s) is %s, the pod is %s", got.slice, want.Pod.Name, ip,
+				conditions(got.ready, got.serving, got.terminating), conditions(want.Ready, want.Serving, want.Terminating)))
 		}
 	}
 	for _, ip := range sortedKeysOf(expected) {
-		if _, ok := have[ip]; !ok {
-			wrong = append(wrong, fmt.Sprintf("no slice lists pod %s (%s)", expected[ip].pod.Name, ip))
+		// A pod on which no port resolves may sit in a slice without ports, or nowhere.
+		if _, ok := have[ip]; !ok && expected[ip].ServesAnyPort {
+			wrong = append(wrong, fmt.Sprintf("no slice lists pod %s (%s)", expected[ip].Pod.Name, ip))
 		}
 	}
 	if len(wrong) > 0 {
@@ -232,22 +191,22 @@ func checkSelectorlessEndpoints(svc *corev1.Service, ep *corev1.Endpoints, slice
 		out.problem(CheckEndpoints, fmt.Sprintf("the Service has no selector and its Endpoints %s list no ready address (%d not ready)", ep.Name, len(notReady)),
 			"add the backends' addresses to subsets[].addresses of Endpoints "+ep.Name)
 	} else {
-		out.ok(CheckEndpoints, "the Service has no selector; its Endpoints %s list %d ready address(es): %s", ep.Name, len(ready), nameList(sortedIPs(ready, nil)))
+		out.ok(CheckEndpoints, "the Service has no selector; its Endpoints %s list %d ready address(es): %s", ep.Name, len(ready), endpointrules.NameList(sortedIPs(ready, nil)))
 	}
-	if ep.Labels[LabelSkipMirror] == "true" || ep.Labels[LabelEndpointsManagedBy] != "" {
-		out.warn(CheckEndpointSlices, fmt.Sprintf("Endpoints %s are not mirrored by design (label %s=true or %s set): the datapath reads only EndpointSlices", ep.Name, LabelSkipMirror, LabelEndpointsManagedBy),
+	if ep.Labels[discoveryv1.LabelSkipMirror] == "true" || ep.Labels[endpointrules.LabelEndpointsManagedBy] != "" {
+		out.warn(CheckEndpointSlices, fmt.Sprintf("Endpoints %s are not mirrored by design (label %s=true or %s set): the datapath reads only EndpointSlices", ep.Name, discoveryv1.LabelSkipMirror, endpointrules.LabelEndpointsManagedBy),
 			"write EndpointSlices for the Service yourself, or remove the label")
 		return out
 	}
 	var mirrored []*discoveryv1.EndpointSlice
 	for _, s := range slices {
-		if m := s.Labels[discoveryv1.LabelManagedBy]; m == MirroringControllerName || m == UpstreamMirroringControllerName {
+		if m := s.Labels[discoveryv1.LabelManagedBy]; m == endpointrules.MirroringControllerName || m == endpointrules.UpstreamMirroringControllerName {
 			mirrored = append(mirrored, s)
 		}
 	}
 	if len(mirrored) == 0 {
 		out.problem(CheckEndpointSlices, fmt.Sprintf("Endpoints %s are not mirrored: no EndpointSlice labeled %s=%s and managed by %s, so the datapath has no endpoints",
-			ep.Name, discoveryv1.LabelServiceName, svc.Name, MirroringControllerName),
+			ep.Name, discoveryv1.LabelServiceName, svc.Name, endpointrules.MirroringControllerName),
 			"run kube-clusterip with --controllers=endpoints and without --disable-endpoint-mirroring")
 		return out
 	}
@@ -291,12 +250,4 @@ func sortedKeysOf[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// familyOf is the IP family of an address.
-func familyOf(ip string) corev1.IPFamily {
-	if strings.Contains(ip, ":") {
-		return corev1.IPv6Protocol
-	}
-	return corev1.IPv4Protocol
 }

@@ -4,60 +4,27 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
 
 const testNamespace = "shop"
 
 // backendService is a ClusterIP Service selecting app=backend, port 80 -> 8080.
-func backendService(mutate ...func(*corev1.Service)) *corev1.Service {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "backend", Namespace: testNamespace},
-		Spec: corev1.ServiceSpec{
-			Type:            corev1.ServiceTypeClusterIP,
-			ClusterIP:       "10.96.0.10",
-			ClusterIPs:      []string{"10.96.0.10"},
-			Selector:        map[string]string{"app": "backend"},
-			SessionAffinity: corev1.ServiceAffinityNone,
-			Ports:           []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
-		},
-	}
-	for _, m := range mutate {
-		m(svc)
-	}
-	return svc
+func backendService(edits ...func(*corev1.Service)) *corev1.Service {
+	return kit.MakeService("backend", testNamespace).ClusterIP("10.96.0.10").Selector(backendLabels).
+		SessionAffinity(corev1.ServiceAffinityNone).TCPPort("", 80, 8080).Mutate(edits...).Obj()
 }
 
 // testPod is a running pod with one container "app" declaring the ports; ready or not.
 func testPod(name, ip string, labels map[string]string, ready bool, ports ...corev1.ContainerPort) *corev1.Pod {
-	status := corev1.ConditionTrue
-	if !ready {
-		status = corev1.ConditionFalse
-	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testNamespace, Labels: labels},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Ports: ports}}},
-		Status: corev1.PodStatus{
-			Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
-			Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: status}},
-			ContainerStatuses: []corev1.ContainerStatus{{Name: "app", Ready: ready, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}},
-		},
-	}
-	if !ready {
-		pod.Status.Conditions[0].Reason = "ContainersNotReady"
-		pod.Status.Conditions[0].Message = "containers with unready status: [app]"
-	}
-	return pod
+	return kit.MakePod(name, testNamespace).Labels(labels).IPs(ip).Ready(ready).ContainerPorts(ports...).Obj()
 }
 
 func inNamespace(pod *corev1.Pod, namespace string) *corev1.Pod {
 	pod.Namespace = namespace
 	return pod
-}
-
-func tcpPort(name string, port int32) corev1.ContainerPort {
-	return corev1.ContainerPort{Name: name, ContainerPort: port, Protocol: corev1.ProtocolTCP}
 }
 
 var backendLabels = map[string]string{"app": "backend"}

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
-	"github.com/kube-clusterip/kube-clusterip/controllers/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/diagnose"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 

@@ -14,7 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/kube-clusterip/kube-clusterip/controllers/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 var backendLabels = map[string]string{"app": "backend"}
@@ -146,7 +147,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 		It("finds the user's Endpoints mirrored into an EndpointSlice (exit 0)", func(ctx SpecContext) {
 			svc := createService(ctx, namespace, selectorless)
 			writeEndpoints(ctx, svc, []string{"192.0.2.10"}, nil, 5432, nil)
-			writeSlice(ctx, svc, diagnose.MirroringControllerName, 5432, sliceEndpoint{ip: "192.0.2.10", ready: true})
+			writeSlice(ctx, svc, endpointrules.MirroringControllerName, 5432, sliceEndpoint{ip: "192.0.2.10", ready: true})
 
 			r := runDiagnose(ctx, namespace, "backend")
 			Expect(r.exitCode).To(Equal(diagnose.ExitHealthy), r.stdout)
@@ -170,7 +171,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 		for i, ip := range ips {
 			createPod(ctx, namespace, podSpec{name: "backend-" + string(rune('0'+i)), ip: ip, labels: backendLabels, ports: []corev1.ContainerPort{httpPort(8080)}})
 		}
-		writeEndpoints(ctx, svc, ips[:2], nil, 8080, map[string]string{diagnose.AnnotationOverCapacity: "truncated"})
+		writeEndpoints(ctx, svc, ips[:2], nil, 8080, map[string]string{corev1.EndpointsOverCapacity: "truncated"})
 		writeSlice(ctx, svc, "endpointslice-controller.clusterip.dev", 8080,
 			sliceEndpoint{ip: ips[0], ready: true}, sliceEndpoint{ip: ips[1], ready: true}, sliceEndpoint{ip: ips[2], ready: true})
 

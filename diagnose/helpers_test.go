@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/kube-clusterip/kube-clusterip/controllers/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/diagnose"
 )
 
 // result is one run of the command.

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
 
 // wantFinding is a finding expected in a report: severity, check and a part of the message.
@@ -22,10 +24,10 @@ type wantFinding struct {
 
 func TestDiagnose(t *testing.T) {
 	svc := backendService()
-	ready0 := testPod("backend-0", "10.244.1.10", backendLabels, true, tcpPort("http", 8080))
-	ready1 := testPod("backend-1", "10.244.1.11", backendLabels, true, tcpPort("http", 8080))
-	notReady := testPod("backend-2", "10.244.1.12", backendLabels, false, tcpPort("http", 8080))
-	terminating := testPod("backend-3", "10.244.1.13", backendLabels, true, tcpPort("http", 8080))
+	ready0 := testPod("backend-0", "10.244.1.10", backendLabels, true, kit.TCPContainerPort("http", 8080))
+	ready1 := testPod("backend-1", "10.244.1.11", backendLabels, true, kit.TCPContainerPort("http", 8080))
+	notReady := testPod("backend-2", "10.244.1.12", backendLabels, false, kit.TCPContainerPort("http", 8080))
+	terminating := testPod("backend-3", "10.244.1.13", backendLabels, true, kit.TCPContainerPort("http", 8080))
 	terminating.DeletionTimestamp = &metav1.Time{Time: time.Unix(1, 0)}
 	pools := []*ipamv1alpha1.ClusterIPPool{{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: ipamv1alpha1.ClusterIPPoolSpec{CIDRs: []string{"10.96.0.0/12"}}}}
 	healthySlice := sliceFor(svc, "endpointslice-controller.clusterip.dev", 8080, readyEP("10.244.1.10"), readyEP("10.244.1.11"))
@@ -101,14 +103,14 @@ func TestDiagnose(t *testing.T) {
 		},
 		{
 			name:        "numeric targetPort no container declares: a warning",
-			in:          Inputs{Service: svc, Pods: []*corev1.Pod{testPod("backend-0", "10.244.1.10", backendLabels, true, tcpPort("http", 80))}, Endpoints: endpointsFor(svc, []string{"10.244.1.10"}, nil, 8080), EndpointSlices: []*discoveryv1.EndpointSlice{sliceFor(svc, "x", 8080, readyEP("10.244.1.10"))}},
+			in:          Inputs{Service: svc, Pods: []*corev1.Pod{testPod("backend-0", "10.244.1.10", backendLabels, true, kit.TCPContainerPort("http", 80))}, Endpoints: endpointsFor(svc, []string{"10.244.1.10"}, nil, 8080), EndpointSlices: []*discoveryv1.EndpointSlice{sliceFor(svc, "x", 8080, readyEP("10.244.1.10"))}},
 			wantVerdict: VerdictWarnings,
 			want:        []wantFinding{{Warning, CheckPorts, "targetPort 8080/TCP is declared by no container of the selected pods (backend-0 declares http 80/TCP)"}},
 		},
 		{
 			name: "named targetPort missing on some pods: a problem naming them",
 			in: Inputs{Service: backendService(func(s *corev1.Service) { s.Spec.Ports[0].TargetPort = intstr.FromString("http") }),
-				Pods: []*corev1.Pod{ready0, testPod("backend-1", "10.244.1.11", backendLabels, true, tcpPort("web", 8080))}, Endpoints: endpointsFor(svc, []string{"10.244.1.10"}, nil, 8080), EndpointSlices: []*discoveryv1.EndpointSlice{sliceFor(svc, "x", 8080, readyEP("10.244.1.10"))}},
+				Pods: []*corev1.Pod{ready0, testPod("backend-1", "10.244.1.11", backendLabels, true, kit.TCPContainerPort("web", 8080))}, Endpoints: endpointsFor(svc, []string{"10.244.1.10"}, nil, 8080), EndpointSlices: []*discoveryv1.EndpointSlice{sliceFor(svc, "x", 8080, readyEP("10.244.1.10"))}},
 			wantVerdict: VerdictProblems,
 			want:        []wantFinding{{Problem, CheckPorts, `targetPort "http" of port 80/TCP is declared by no container port of 1 of 2 selected pods: backend-1`}},
 			notWant:     []wantFinding{{Problem, CheckEndpoints, ""}, {Problem, CheckEndpointSlices, ""}},
@@ -133,7 +135,7 @@ func TestDiagnose(t *testing.T) {
 			in: Inputs{Service: svc, Pods: []*corev1.Pod{ready0, ready1},
 				Endpoints: func() *corev1.Endpoints {
 					ep := endpointsFor(svc, []string{"10.244.1.10"}, nil, 8080)
-					ep.Annotations = map[string]string{AnnotationOverCapacity: "truncated"}
+					ep.Annotations = map[string]string{corev1.EndpointsOverCapacity: "truncated"}
 					return ep
 				}(), EndpointSlices: []*discoveryv1.EndpointSlice{healthySlice}},
 			wantVerdict: VerdictWarnings,
@@ -147,7 +149,7 @@ func TestDiagnose(t *testing.T) {
 		},
 		{
 			name:        "selectorless with Endpoints mirrored",
-			in:          Inputs{Service: selectorless, Endpoints: endpointsFor(selectorless, []string{"192.0.2.10"}, nil, 5432), EndpointSlices: []*discoveryv1.EndpointSlice{sliceFor(selectorless, MirroringControllerName, 5432, readyEP("192.0.2.10"))}},
+			in:          Inputs{Service: selectorless, Endpoints: endpointsFor(selectorless, []string{"192.0.2.10"}, nil, 5432), EndpointSlices: []*discoveryv1.EndpointSlice{sliceFor(selectorless, endpointrules.MirroringControllerName, 5432, readyEP("192.0.2.10"))}},
 			wantVerdict: VerdictHealthy,
 			want: []wantFinding{
 				{OK, CheckEndpoints, "its Endpoints backend list 1 ready address(es): 192.0.2.10"},
@@ -156,7 +158,7 @@ func TestDiagnose(t *testing.T) {
 		},
 		{
 			name:        "selectorless with Endpoints mirrored by upstream's controller",
-			in:          Inputs{Service: selectorless, Endpoints: endpointsFor(selectorless, []string{"192.0.2.10"}, nil, 5432), EndpointSlices: []*discoveryv1.EndpointSlice{sliceFor(selectorless, UpstreamMirroringControllerName, 5432, readyEP("192.0.2.10"))}},
+			in:          Inputs{Service: selectorless, Endpoints: endpointsFor(selectorless, []string{"192.0.2.10"}, nil, 5432), EndpointSlices: []*discoveryv1.EndpointSlice{sliceFor(selectorless, endpointrules.UpstreamMirroringControllerName, 5432, readyEP("192.0.2.10"))}},
 			wantVerdict: VerdictHealthy,
 		},
 		{

@@ -10,6 +10,7 @@ import (
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/datapath"
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
 // Inputs are the objects one diagnosis reads; Diagnose touches nothing else.
@@ -82,7 +83,7 @@ func Summarize(svc *corev1.Service, pools []*ipamv1alpha1.ClusterIPPool, cluster
 		s.ClusterIPs = append(s.ClusterIPs, ClusterIPSummary{IP: ip, Pool: PoolOf(ip, pools)})
 	}
 	for _, p := range svc.Spec.Ports {
-		s.Ports = append(s.Ports, PortSummary{Name: p.Name, Port: p.Port, TargetPort: targetPortOf(p), Protocol: protocolOf(p)})
+		s.Ports = append(s.Ports, PortSummary{Name: p.Name, Port: p.Port, TargetPort: targetPortString(p), Protocol: endpointrules.ServicePortProtocol(&p)})
 	}
 	return s
 }
@@ -119,10 +120,10 @@ func Diagnose(in Inputs) *Report {
 		out.ok(CheckService, "%s Service with ClusterIP(s) %s", report.Service.Type, strings.Join(clusterIPs(svc), ", "))
 		out = append(out, checkPools(report.Service.ClusterIPs, in.Pools)...)
 	}
-	if len(svc.Spec.Selector) == 0 {
+	if !endpointrules.HasSelector(svc) {
 		out = append(out, checkSelectorlessEndpoints(svc, in.Endpoints, in.EndpointSlices)...)
 	} else {
-		selected := SelectedPods(svc, in.Pods)
+		selected := endpointrules.SelectedPods(svc, in.Pods)
 		out = append(out, checkSelector(svc, in.Pods, selected, in.PodsElsewhere)...)
 		out = append(out, checkReadiness(svc, selected)...)
 		out = append(out, checkPorts(svc, selected)...)
@@ -149,10 +150,10 @@ func ServiceNotFound(namespace, name string, namespaceExists bool, sameNameElsew
 	case !namespaceExists:
 		fix = fmt.Sprintf("namespace %s does not exist: check -n (or the kubeconfig context's namespace)", namespace)
 		if len(sameNameElsewhere) > 0 {
-			fix += fmt.Sprintf("; a Service %s exists in namespace(s) %s", name, nameList(sameNameElsewhere))
+			fix += fmt.Sprintf("; a Service %s exists in namespace(s) %s", name, endpointrules.NameList(sameNameElsewhere))
 		}
 	case len(sameNameElsewhere) > 0:
-		fix = fmt.Sprintf("a Service %s exists in namespace(s) %s: pass -n %s, or create it in %s", name, nameList(sameNameElsewhere), sameNameElsewhere[0], namespace)
+		fix = fmt.Sprintf("a Service %s exists in namespace(s) %s: pass -n %s, or create it in %s", name, endpointrules.NameList(sameNameElsewhere), sameNameElsewhere[0], namespace)
 	}
 	out.problem(CheckService, fmt.Sprintf("Service %s/%s not found", namespace, name), fix)
 	return finish(&Report{}, out)
@@ -180,17 +181,17 @@ func checkPools(ips []ClusterIPSummary, pools []*ipamv1alpha1.ClusterIPPool) fin
 // other namespaces when it matches none here.
 func checkSelector(svc *corev1.Service, pods, selected, elsewhere []*corev1.Pod) findings {
 	var out findings
-	selector := selectorString(svc.Spec.Selector)
-	misses := NearMisses(svc, pods)
+	selector := endpointrules.SelectorString(svc.Spec.Selector)
+	misses := endpointrules.NearMisses(svc, pods)
 	if len(selected) > 0 {
-		out.ok(CheckSelector, "selector %s matches %d pod(s) in namespace %s: %s", selector, len(selected), svc.Namespace, nameList(podNames(selected)))
+		out.ok(CheckSelector, "selector %s matches %d pod(s) in namespace %s: %s", selector, len(selected), svc.Namespace, endpointrules.NameList(endpointrules.PodNames(selected)))
 		if len(misses) > 0 {
-			out.warn(CheckSelector, "pods one label off the selector (typo?): "+describeNearMisses(misses),
+			out.warn(CheckSelector, "pods one label off the selector (typo?): "+endpointrules.DescribeNearMisses(misses),
 				"if they should serve the Service, fix their labels in the pod template")
 		}
 		return out
 	}
-	message, _ := SelectorMatchesNoPod(svc, pods)
+	message, _ := endpointrules.SelectorMatchesNoPod(svc, pods)
 	fix := fmt.Sprintf("label the pods %s (in their pod template) or change the Service's selector", selector)
 	if len(misses) > 0 {
 		fix = "fix the differing label named above, in the pod template or in the Service's selector"
@@ -202,7 +203,7 @@ func checkSelector(svc *corev1.Service, pods, selected, elsewhere []*corev1.Pod)
 			byNamespace[pod.Namespace] = append(byNamespace[pod.Namespace], pod.Name)
 		}
 		for _, ns := range sortedKeysOf(byNamespace) {
-			out.problem(CheckSelector, fmt.Sprintf("selector %s matches %d pod(s) in namespace %s instead: %s", selector, len(byNamespace[ns]), ns, nameList(byNamespace[ns])),
+			out.problem(CheckSelector, fmt.Sprintf("selector %s matches %d pod(s) in namespace %s instead: %s", selector, len(byNamespace[ns]), ns, endpointrules.NameList(byNamespace[ns])),
 				fmt.Sprintf("a Service selects pods of its own namespace only: create the Service in namespace %s (or run the pods in %s)", ns, svc.Namespace))
 		}
 	}

@@ -1,11 +1,25 @@
-package diagnose
+package endpointrules
 
 import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
+
+var backendLabels = map[string]string{"app": "backend"}
+
+// backendService selects app=backend in namespace shop, port 80 -> 8080.
+func backendService(edits ...func(*corev1.Service)) *corev1.Service {
+	return kit.MakeService("backend", "shop").Selector(backendLabels).TCPPort("", 80, 8080).Mutate(edits...).Obj()
+}
+
+// testPod is a running pod of namespace shop declaring the ports; ready or not.
+func testPod(name, ip string, labels map[string]string, ready bool, ports ...corev1.ContainerPort) *corev1.Pod {
+	return kit.MakePod(name, "shop").Labels(labels).IPs(ip).Ready(ready).ContainerPorts(ports...).Obj()
+}
 
 func TestSelectorMatchesNoPod(t *testing.T) {
 	tests := []struct {
@@ -87,7 +101,7 @@ func TestSelectorMatchesNoPod(t *testing.T) {
 		{
 			name:        "pods of other namespaces are not near misses here",
 			svc:         backendService(),
-			pods:        []*corev1.Pod{inNamespace(testPod("backend-0", "10.244.1.10", map[string]string{"app": "backnd"}, true), "other")},
+			pods:        []*corev1.Pod{kit.MakePod("backend-0", "other").Labels(map[string]string{"app": "backnd"}).IPs("10.244.1.10").Ready(true).Obj()},
 			wantFound:   true,
 			wantMessage: "selector app=backend matches no pod in namespace shop",
 		},
@@ -122,15 +136,15 @@ func TestTargetPortUnresolved(t *testing.T) {
 		{
 			name:      "named targetPort declared by every pod",
 			svc:       backendService(namedHTTP),
-			pods:      []*corev1.Pod{testPod("backend-0", "10.244.1.10", backendLabels, true, tcpPort("http", 8080))},
+			pods:      []*corev1.Pod{testPod("backend-0", "10.244.1.10", backendLabels, true, kit.TCPContainerPort("http", 8080))},
 			wantFound: false,
 		},
 		{
 			name: "named targetPort missing on some pods",
 			svc:  backendService(namedHTTP),
 			pods: []*corev1.Pod{
-				testPod("backend-0", "10.244.1.10", backendLabels, true, tcpPort("http", 8080)),
-				testPod("backend-1", "10.244.1.11", backendLabels, true, tcpPort("web", 8080)),
+				testPod("backend-0", "10.244.1.10", backendLabels, true, kit.TCPContainerPort("http", 8080)),
+				testPod("backend-1", "10.244.1.11", backendLabels, true, kit.TCPContainerPort("web", 8080)),
 			},
 			wantFound:   true,
 			wantMessage: `targetPort "http" of port 80/TCP (web) is declared by no container port of 1 of 2 selected pods: backend-1 (backend-1 declares web 8080/TCP)`,
@@ -156,7 +170,7 @@ func TestTargetPortUnresolved(t *testing.T) {
 			pods: func() []*corev1.Pod {
 				pod := testPod("backend-0", "10.244.1.10", backendLabels, true)
 				always := corev1.ContainerRestartPolicyAlways
-				pod.Spec.InitContainers = []corev1.Container{{Name: "proxy", RestartPolicy: &always, Ports: []corev1.ContainerPort{tcpPort("http", 15001)}}}
+				pod.Spec.InitContainers = []corev1.Container{{Name: "proxy", RestartPolicy: &always, Ports: []corev1.ContainerPort{kit.TCPContainerPort("http", 15001)}}}
 				return []*corev1.Pod{pod}
 			}(),
 			wantFound: false,
