@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -61,6 +62,9 @@ type Options struct {
 	NodeName string
 	// NFT is the nft binary --datapath runs (default "nft" from $PATH).
 	NFT string
+	// DNS also asks the cluster DNS for the Service's names (--dns).
+	DNS        bool
+	DNSOptions DNSOptions
 }
 
 func usage(program string) string {
@@ -82,6 +86,10 @@ Flags:
       --datapath          also check this node's nftables table (run on the node, as root)
       --node-name NAME    this node's name for --datapath (default $NODE_NAME, then the hostname)
       --nft PATH          the nft binary --datapath runs (default nft from $PATH)
+      --dns               also ask the cluster DNS for the Service's names and compare the answers
+      --dns-service NS/N  the cluster DNS Service (default kube-system/kube-dns)
+      --dns-server H:P    ask this address instead of the DNS Service's ClusterIP:53
+      --from-namespace NS resolve the short name as a pod of NS would (default: the Service's)
 `, program)
 }
 
@@ -117,6 +125,10 @@ func ParseArgs(args []string) (*Options, error) {
 	fs.BoolVar(&o.Datapath, "datapath", false, "")
 	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "")
 	fs.StringVar(&o.NFT, "nft", "nft", "")
+	fs.BoolVar(&o.DNS, "dns", false, "")
+	fs.StringVar(&o.DNSOptions.Service, "dns-service", "", "")
+	fs.StringVar(&o.DNSOptions.Server, "dns-server", "", "")
+	fs.StringVar(&o.DNSOptions.FromNamespace, "from-namespace", "", "")
 	var targets []string
 	for rest := args[1:]; ; {
 		if err := fs.Parse(rest); err != nil {
@@ -136,6 +148,12 @@ func ParseArgs(args []string) (*Options, error) {
 	}
 	if kind != "svc" && kind != "service" && kind != "services" || name == "" {
 		return nil, fmt.Errorf("%q is not a Service: name it svc/NAME", targets[0])
+	}
+	if errs := validation.IsDNS1035Label(name); len(errs) > 0 {
+		return nil, fmt.Errorf("%q is not a valid Service name, so no DNS name can reach it: %s", name, strings.Join(errs, "; "))
+	}
+	if err := ValidateDNSOptions(o.DNSOptions); err != nil {
+		return nil, err
 	}
 	if o.Output != "text" && o.Output != "json" {
 		return nil, fmt.Errorf("-o %s: the output is text or json", o.Output)
@@ -216,7 +234,15 @@ func Run(ctx context.Context, o *Options) (*Report, error) {
 				Fix:     "run the node agent on this node (kube-clusterip --datapath, the DaemonSet in config/)"})
 		}
 	}
-	return Diagnose(*in), nil
+	report := Diagnose(*in)
+	if o.DNS {
+		dnsFindings, err := RunDNSCheck(ctx, c, in, o.DNSOptions)
+		if err != nil {
+			return nil, err
+		}
+		report = finish(report, append(report.Findings, dnsFindings...))
+	}
+	return report, nil
 }
 
 // Scheme knows the objects diagnose reads: core, discovery and ClusterIPPools.
