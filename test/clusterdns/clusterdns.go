@@ -68,8 +68,9 @@ func Binary() (string, error) {
 }
 
 // Corefile is the configuration of a cluster DNS for the domain: kubeadm's default, cut to the
-// plugins we build (no forwarding: the tests' namespaces have no upstream resolver), bound to
-// host, caching for CacheSeconds.
+// plugins we build, bound to host, caching for CacheSeconds. Where kubeadm forwards other names
+// to the node's resolver, it answers NXDOMAIN: the tests' namespaces have no upstream resolver,
+// and a pod's search path ends with the bare name, which must fail as an unknown name does.
 func Corefile(host string, dnsPort, readyPort, healthPort int, kubeconfig, clusterDomain string) string {
 	return fmt.Sprintf(`.:%d {
     bind %s
@@ -81,6 +82,9 @@ func Corefile(host string, dnsPort, readyPort, healthPort int, kubeconfig, clust
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
         ttl %d
+    }
+    template ANY ANY {
+        rcode NXDOMAIN
     }
     cache %d
 }
