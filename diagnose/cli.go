@@ -7,11 +7,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 
+	"slices"
+
+	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,10 +23,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/knftables"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
@@ -50,11 +56,10 @@ func IsInvocation(argv []string) bool {
 type Options struct {
 	// ServiceName is the Service to diagnose (from svc/NAME).
 	ServiceName string
-	// Namespace overrides the kubeconfig context's namespace.
-	Namespace     string
-	Kubeconfig    string
-	Context       string
-	As            string
+	// ConfigFlags are kubectl's flags for reaching the cluster: --kubeconfig, --context,
+	// -n/--namespace, --server, --as, --token, TLS and the rest.
+	ConfigFlags *genericclioptions.ConfigFlags
+	// Output is text, json or yaml.
 	Output        string
 	ClusterDomain string
 	// Datapath also checks this node's nftables table; NodeName picks local endpoints.
@@ -67,135 +72,161 @@ type Options struct {
 	DNSOptions DNSOptions
 }
 
-func usage(program string) string {
-	return fmt.Sprintf(`Usage: %[1]s diagnose svc/NAME [-n NAMESPACE] [flags]
+// Output formats of -o.
+var outputFormats = []string{"text", "json", "yaml"}
 
-Runs the "Service not accessible" checklist for one Service and prints a verdict with evidence:
-the Service (ClusterIP and pool, ports, DNS names, environment variables), the pods its selector
-matches and nearly matches, readiness, targetPorts, Endpoints and EndpointSlices, and with
---datapath this node's nftables table. Exit status: 0 healthy, 1 a problem was found, 2 usage or
-access error.
+// usageError is a command line diagnose cannot run: exit status 2, with a pointer to --help.
+type usageError struct{ error }
 
-Flags:
-  -n, --namespace NS      namespace of the Service (default: the kubeconfig context's)
-      --kubeconfig FILE   kubeconfig (default: $KUBECONFIG, then ~/.kube/config)
-      --context NAME      kubeconfig context to use
-      --as USER           impersonate USER
-  -o, --output FORMAT     text (default) or json
-      --cluster-domain D  the cluster's DNS domain (default cluster.local)
-      --datapath          also check this node's nftables table (run on the node, as root)
-      --node-name NAME    this node's name for --datapath (default $NODE_NAME, then the hostname)
-      --nft PATH          the nft binary --datapath runs (default nft from $PATH)
-      --dns               also ask the cluster DNS for the Service's names and compare the answers
-      --dns-service NS/N  the cluster DNS Service (default kube-system/kube-dns)
-      --dns-server H:P    ask this address instead of the DNS Service's ClusterIP:53
-      --from-namespace NS resolve the short name as a pod of NS would (default: the Service's)
-`, program)
-}
+func (e usageError) Unwrap() error { return e.error }
 
-func programName() string {
+func displayName() string {
 	if strings.TrimSuffix(filepath.Base(os.Args[0]), ".exe") == PluginName {
 		return "kubectl clusterip"
 	}
 	return "kube-clusterip"
 }
 
-// ParseArgs reads the command line after the program name: "diagnose", one svc/NAME, and flags
-// before or after it. It returns flag.ErrHelp for -h.
+// NewCommand is the command tree: the program (kubectl clusterip, or kube-clusterip) and its
+// diagnose subcommand. run is called with the parsed options.
+func NewCommand(streams genericiooptions.IOStreams, run func(*cobra.Command, *Options) error) *cobra.Command {
+	program := displayName()
+	root := &cobra.Command{
+		Use:           strings.ReplaceAll(program, " ", "-"),
+		Short:         "Explain why a ClusterIP Service does or does not work",
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: program},
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	o := &Options{ConfigFlags: genericclioptions.NewConfigFlags(true)}
+	cmd := &cobra.Command{
+		Use:   Subcommand + " svc/NAME [-n NAMESPACE] [flags]",
+		Short: `Run the "Service not accessible" checklist for one Service`,
+		Long: `Runs the "Service not accessible" checklist for one Service and prints a verdict with
+evidence: the Service (ClusterIP and pool, ports, DNS names, environment variables), the pods its
+selector matches and nearly matches, readiness, targetPorts, Endpoints and EndpointSlices, and with
+--datapath this node's nftables table, with --dns what the cluster DNS answers for its names.
+
+Exit status: 0 healthy, 1 a problem was found, 2 usage or access error.`,
+		Example: fmt.Sprintf(`  # Diagnose Service backend in namespace shop
+  %[1]s diagnose svc/backend -n shop
+
+  # The same report as YAML or JSON, for scripts
+  %[1]s diagnose svc/backend -n shop -o yaml
+
+  # On a node, as root: also compare the node's nftables table with the EndpointSlices
+  %[1]s diagnose svc/backend -n shop --datapath
+
+  # Also ask the cluster DNS (kube-system/kube-dns) for its names, as a pod of namespace web would
+  %[1]s diagnose svc/backend -n shop --dns --from-namespace web`, program),
+		Args: func(_ *cobra.Command, args []string) error {
+			name, err := serviceName(args)
+			if err != nil {
+				return usageError{err}
+			}
+			o.ServiceName = name
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !slices.Contains(outputFormats, o.Output) {
+				return usageError{fmt.Errorf("-o %s: the output is text, json or yaml", o.Output)}
+			}
+			if err := ValidateDNSOptions(o.DNSOptions); err != nil {
+				return usageError{err}
+			}
+			return run(cmd, o)
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(cmd.FlagErrorFunc())
+	o.ConfigFlags.AddFlags(cmd.Flags())
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "text", "output format: "+strings.Join(outputFormats, ", "))
+	cmd.Flags().StringVar(&o.ClusterDomain, "cluster-domain", DefaultClusterDomain, "the cluster's DNS domain")
+	cmd.Flags().BoolVar(&o.Datapath, "datapath", false, "also check this node's nftables table (run on the node, as root)")
+	cmd.Flags().StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name for --datapath (default $NODE_NAME, then the hostname)")
+	cmd.Flags().StringVar(&o.NFT, "nft", "nft", "the nft binary --datapath runs")
+	cmd.Flags().BoolVar(&o.DNS, "dns", false, "also ask the cluster DNS for the Service's names and compare the answers with the API")
+	cmd.Flags().StringVar(&o.DNSOptions.Service, "dns-service", "", "the cluster DNS Service as NAMESPACE/NAME (default "+DefaultDNSService+")")
+	cmd.Flags().StringVar(&o.DNSOptions.Server, "dns-server", "", "ask HOST:PORT instead of the DNS Service's ClusterIP:53 (e.g. through kubectl port-forward)")
+	cmd.Flags().StringVar(&o.DNSOptions.FromNamespace, "from-namespace", "", "resolve the short name as a pod of this namespace would (default: the Service's)")
+	root.AddCommand(cmd)
+	return root
+}
+
+// serviceName reads the one svc/NAME argument (a bare NAME is a Service too).
+func serviceName(args []string) (string, error) {
+	if len(args) != 1 {
+		return "", fmt.Errorf("name one Service as svc/NAME (got %d arguments)", len(args))
+	}
+	kind, name, hasKind := strings.Cut(args[0], "/")
+	if !hasKind {
+		kind, name = "svc", args[0]
+	}
+	if kind != "svc" && kind != "service" && kind != "services" || name == "" {
+		return "", fmt.Errorf("%q is not a Service: name it svc/NAME", args[0])
+	}
+	if errs := validation.IsDNS1035Label(name); len(errs) > 0 {
+		return "", fmt.Errorf("%q is not a valid Service name, so no DNS name can reach it: %s", name, strings.Join(errs, "; "))
+	}
+	return name, nil
+}
+
+// ParseArgs reads the command line after the program name ("diagnose", one svc/NAME, flags
+// before or after it) without running anything. It returns flag.ErrHelp for help.
 func ParseArgs(args []string) (*Options, error) {
 	if len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
 		return nil, flag.ErrHelp
 	}
-	if len(args) == 0 || args[0] != Subcommand {
-		return nil, fmt.Errorf("expected the subcommand %q", Subcommand)
-	}
-	o := &Options{}
-	fs := flag.NewFlagSet(Subcommand, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	for _, name := range []string{"n", "namespace"} {
-		fs.StringVar(&o.Namespace, name, "", "")
-	}
-	for _, name := range []string{"o", "output"} {
-		fs.StringVar(&o.Output, name, "text", "")
-	}
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "")
-	fs.StringVar(&o.Context, "context", "", "")
-	fs.StringVar(&o.As, "as", "", "")
-	fs.StringVar(&o.ClusterDomain, "cluster-domain", DefaultClusterDomain, "")
-	fs.BoolVar(&o.Datapath, "datapath", false, "")
-	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "")
-	fs.StringVar(&o.NFT, "nft", "nft", "")
-	fs.BoolVar(&o.DNS, "dns", false, "")
-	fs.StringVar(&o.DNSOptions.Service, "dns-service", "", "")
-	fs.StringVar(&o.DNSOptions.Server, "dns-server", "", "")
-	fs.StringVar(&o.DNSOptions.FromNamespace, "from-namespace", "", "")
-	var targets []string
-	for rest := args[1:]; ; {
-		if err := fs.Parse(rest); err != nil {
-			return nil, err
-		}
-		if rest = fs.Args(); len(rest) == 0 {
-			break
-		}
-		targets, rest = append(targets, rest[0]), rest[1:]
-	}
-	if len(targets) != 1 {
-		return nil, fmt.Errorf("name one Service as svc/NAME (got %d arguments)", len(targets))
-	}
-	kind, name, hasKind := strings.Cut(targets[0], "/")
-	if !hasKind {
-		kind, name = "svc", targets[0]
-	}
-	if kind != "svc" && kind != "service" && kind != "services" || name == "" {
-		return nil, fmt.Errorf("%q is not a Service: name it svc/NAME", targets[0])
-	}
-	if errs := validation.IsDNS1035Label(name); len(errs) > 0 {
-		return nil, fmt.Errorf("%q is not a valid Service name, so no DNS name can reach it: %s", name, strings.Join(errs, "; "))
-	}
-	if err := ValidateDNSOptions(o.DNSOptions); err != nil {
+	var parsed *Options
+	root := NewCommand(genericiooptions.NewTestIOStreamsDiscard(), func(_ *cobra.Command, o *Options) error {
+		parsed = o
+		return nil
+	})
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
 		return nil, err
 	}
-	if o.Output != "text" && o.Output != "json" {
-		return nil, fmt.Errorf("-o %s: the output is text or json", o.Output)
+	if parsed == nil {
+		return nil, fmt.Errorf("expected the subcommand %q", Subcommand)
 	}
-	o.ServiceName = name
-	return o, nil
+	return parsed, nil
 }
 
-// Main runs `diagnose` with the command line after the program name ("diagnose", svc/NAME,
-// flags), writes the verdict to stdout and errors to stderr, and returns the exit status: 0
-// healthy, 1 a problem found, 2 a usage or access error.
+// Main runs the command line after the program name ("diagnose", svc/NAME, flags), writes the
+// verdict to stdout and errors to stderr, and returns the exit status: 0 healthy, 1 a problem
+// found, 2 a usage or access error.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o, err := ParseArgs(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, usage(programName()))
-		return ExitHealthy
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "error: %v\n\n%s", err, usage(programName()))
-		return ExitError
-	}
-	report, err := Run(ctx, o)
-	if err != nil {
+	exitCode := ExitHealthy
+	root := NewCommand(genericiooptions.IOStreams{In: os.Stdin, Out: stdout, ErrOut: stderr}, func(cmd *cobra.Command, o *Options) error {
+		report, err := Run(cmd.Context(), o)
+		if err != nil {
+			return err
+		}
+		if err := Write(stdout, report, o.Output); err != nil {
+			return fmt.Errorf("write the report: %w", err)
+		}
+		exitCode = report.ExitCode()
+		return nil
+	})
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
+		if errors.As(err, new(usageError)) || strings.HasPrefix(err.Error(), "unknown command") {
+			fmt.Fprintf(stderr, "See '%s %s --help' for usage.\n", displayName(), Subcommand)
+		}
 		return ExitError
 	}
-	if o.Output == "json" {
-		err = WriteJSON(stdout, report)
-	} else {
-		err = WriteText(stdout, report)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "error: write the report: %v\n", err)
-		return ExitError
-	}
-	return report.ExitCode()
+	return exitCode
 }
 
 // Run connects through the kubeconfig the options name, reads what the diagnosis needs and
 // returns its report. Errors are usage or access errors (exit status 2).
 func Run(ctx context.Context, o *Options) (*Report, error) {
-	cfg, namespace, err := LoadKubeconfig(o)
+	cfg, namespace, err := LoadKubeconfig(o.ConfigFlags)
 	if err != nil {
 		return nil, err
 	}
@@ -254,22 +285,16 @@ func Scheme() *runtime.Scheme {
 }
 
 // LoadKubeconfig resolves the client config as kubectl does (--kubeconfig, $KUBECONFIG,
-// ~/.kube/config; --context; --as) and the namespace (-n, else the context's, else default).
-func LoadKubeconfig(o *Options) (*rest.Config, string, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = o.Kubeconfig
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: o.Context}
-	overrides.AuthInfo.Impersonate = o.As
-	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
-	cfg, err := loader.ClientConfig()
+// ~/.kube/config; --context, --server, --as and the other flags) and the namespace (-n, else the
+// context's, else default).
+func LoadKubeconfig(flags *genericclioptions.ConfigFlags) (*rest.Config, string, error) {
+	cfg, err := flags.ToRESTConfig()
 	if err != nil {
 		return nil, "", fmt.Errorf("load the kubeconfig: %w", err)
 	}
-	namespace := o.Namespace
-	if namespace == "" {
-		if namespace, _, err = loader.Namespace(); err != nil {
-			return nil, "", fmt.Errorf("read the namespace of the kubeconfig context: %w", err)
-		}
+	namespace, _, err := flags.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return nil, "", fmt.Errorf("read the namespace of the kubeconfig context: %w", err)
 	}
 	return cfg, namespace, nil
 }
@@ -384,34 +409,70 @@ func nodeName(o *Options) (string, error) {
 	return name, nil
 }
 
-// ReadNodeTable lists this node's table with `nft -j` (the nft binary given) for each IP family of
-// the Service and returns it with the families whose table does not exist. It only reads: it never
-// modifies nftables.
+// ReadNodeTable reads this node's table for each IP family of the Service, through knftables
+// running the nft binary given, and returns it with the families whose table does not exist. It
+// only reads: it never modifies nftables.
 func ReadNodeTable(ctx context.Context, nft string, svc *corev1.Service) (*NodeTable, []string, error) {
 	table := NewNodeTable()
 	var missing []string
 	families := map[string]bool{}
 	for _, ip := range clusterIPs(svc) {
-		if strings.Contains(ip, ":") {
-			families["ip6"] = true
-		} else {
-			families["ip"] = true
-		}
+		families[string(nftFamily(ip))] = true
 	}
-	for _, family := range sortedKeysOf(families) {
-		var stdout, stderr bytes.Buffer
-		cmd := exec.CommandContext(ctx, nft, "-j", "list", "table", family, NFTTableName)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			if strings.Contains(stderr.String(), "No such file or directory") {
-				missing = append(missing, family)
-				continue
-			}
-			return nil, nil, fmt.Errorf("list the nftables table %s %s (run on the node as root, with nft installed): %w: %s", family, NFTTableName, err, strings.TrimSpace(stderr.String()))
+	for _, family := range slices.Sorted(maps.Keys(families)) {
+		err := readFamily(ctx, nft, knftables.Family(family), table)
+		if knftables.IsNotFound(err) {
+			missing = append(missing, family)
+			continue
 		}
-		if err := table.AddNFTJSON(stdout.Bytes()); err != nil {
-			return nil, nil, err
+		if err != nil {
+			return nil, nil, fmt.Errorf("list the nftables table %s %s (run on the node as root, with nft installed): %w", family, NFTTableName, err)
 		}
 	}
 	return table, missing, nil
+}
+
+func nftFamily(ip string) knftables.Family {
+	if endpointrules.FamilyOf(ip) == corev1.IPv6Protocol {
+		return knftables.IPv6Family
+	}
+	return knftables.IPv4Family
+}
+
+// readFamily reads the maps through knftables, then the rules' bodies, which knftables does not
+// list, from nft's JSON.
+func readFamily(ctx context.Context, nft string, family knftables.Family, table *NodeTable) error {
+	path, err := exec.LookPath(nft)
+	if err != nil {
+		return err
+	}
+	iface, err := newKnftables(path, family)
+	if err != nil {
+		return err
+	}
+	if err := table.ReadMaps(ctx, iface); err != nil {
+		return err
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, path, "-j", "list", "table", string(family), NFTTableName)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return table.AddRulesJSON(stdout.Bytes())
+}
+
+// newKnftables opens the table through knftables with the nft binary at path. knftables runs the
+// nft it finds on $PATH, so the binary's directory goes first on $PATH while it looks; the binary
+// must be called nft.
+func newKnftables(path string, family knftables.Family) (knftables.Interface, error) {
+	if filepath.Base(path) != "nft" {
+		return nil, fmt.Errorf("--nft %s: the binary must be called nft", path)
+	}
+	saved := os.Getenv("PATH")
+	defer os.Setenv("PATH", saved)
+	if err := os.Setenv("PATH", filepath.Dir(path)+string(os.PathListSeparator)+saved); err != nil {
+		return nil, err
+	}
+	return knftables.New(family, NFTTableName)
 }

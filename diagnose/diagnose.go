@@ -2,7 +2,9 @@ package diagnose
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -202,7 +204,7 @@ func checkSelector(svc *corev1.Service, pods, selected, elsewhere []*corev1.Pod)
 		for _, pod := range elsewhere {
 			byNamespace[pod.Namespace] = append(byNamespace[pod.Namespace], pod.Name)
 		}
-		for _, ns := range sortedKeysOf(byNamespace) {
+		for _, ns := range slices.Sorted(maps.Keys(byNamespace)) {
 			out.problem(CheckSelector, fmt.Sprintf("selector %s matches %d pod(s) in namespace %s instead: %s", selector, len(byNamespace[ns]), ns, endpointrules.NameList(byNamespace[ns])),
 				fmt.Sprintf("a Service selects pods of its own namespace only: create the Service in namespace %s (or run the pods in %s)", ns, svc.Namespace))
 		}

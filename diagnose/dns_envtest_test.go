@@ -12,6 +12,7 @@ import (
 
 	"github.com/kube-clusterip/kube-clusterip/diagnose"
 	"github.com/kube-clusterip/kube-clusterip/test/clusterdns"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // The --dns specs ask a real CoreDNS on 127.0.0.1 that reads the suite's API server. Each spec
@@ -30,7 +31,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --dns, against a real CoreDNS
 	})
 	// kubeDNS creates the spec's cluster DNS Service with one CoreDNS endpoint, ready or not.
 	kubeDNS := func(ctx context.Context, ready bool) string {
-		dnsNamespace := newNamespace(ctx)
+		dnsNamespace := testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 		svc := createService(ctx, dnsNamespace, func(s *corev1.Service) {
 			s.Name = "kube-dns"
 			s.Spec.Selector = map[string]string{"k8s-app": "kube-dns"}
@@ -44,7 +45,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --dns, against a real CoreDNS
 		return dnsNamespace + "/kube-dns"
 	}
 	BeforeEach(func(ctx SpecContext) {
-		namespace = newNamespace(ctx)
+		namespace = testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 		dnsFlags = []string{"--dns", "--dns-service", kubeDNS(ctx, true), "--dns-server", coreDNS.DNSAddress}
 	})
 
@@ -130,4 +131,3 @@ func closedUDPPort() int {
 	Expect(c.Close()).To(Succeed())
 	return port
 }
-

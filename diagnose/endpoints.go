@@ -2,7 +2,8 @@ package diagnose
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,9 +59,9 @@ func sliceEndpoints(endpointSlices []*discoveryv1.EndpointSlice) map[string]slic
 	return out
 }
 
-func sliceNames(slices []*discoveryv1.EndpointSlice) string {
-	names := make([]string, 0, len(slices))
-	for _, s := range slices {
+func sliceNames(endpointSlices []*discoveryv1.EndpointSlice) string {
+	names := make([]string, 0, len(endpointSlices))
+	for _, s := range endpointSlices {
 		names = append(names, s.Name)
 	}
 	return endpointrules.NameList(names)
@@ -70,7 +71,7 @@ const fixEndpointsController = "the endpoints controller is behind or not runnin
 
 // checkSelectorEndpoints compares the Endpoints and EndpointSlices of a Service with a selector to
 // what its pods say.
-func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *corev1.Endpoints, slices []*discoveryv1.EndpointSlice) findings {
+func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *corev1.Endpoints, endpointSlices []*discoveryv1.EndpointSlice) findings {
 	var out findings
 	// Endpoints list the primary family's addresses, EndpointSlices those of every family.
 	var primary []corev1.IPFamily
@@ -78,7 +79,7 @@ func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *cor
 		primary = svc.Spec.IPFamilies[:1]
 	}
 	expected := endpointrules.ExpectedEndpoints(svc, selected, svc.Spec.IPFamilies)
-	if ep == nil && len(slices) == 0 {
+	if ep == nil && len(endpointSlices) == 0 {
 		out.problem(CheckEndpoints, fmt.Sprintf("no Endpoints and no EndpointSlices exist for the Service (kubectl get endpointslices -l %s=%s)", discoveryv1.LabelServiceName, svc.Name), fixEndpointsController)
 		return out
 	}
@@ -87,11 +88,11 @@ func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *cor
 	} else {
 		out = append(out, compareEndpoints(svc, ep, endpointsExpected(endpointrules.ExpectedEndpoints(svc, selected, primary)))...)
 	}
-	if len(slices) == 0 {
+	if len(endpointSlices) == 0 {
 		out.problem(CheckEndpointSlices, fmt.Sprintf("no EndpointSlice labeled %s=%s: the datapath has no endpoints for the Service", discoveryv1.LabelServiceName, svc.Name), fixEndpointsController)
 		return out
 	}
-	return append(out, compareSlices(slices, expected)...)
+	return append(out, compareSlices(endpointSlices, expected)...)
 }
 
 func compareEndpoints(svc *corev1.Service, ep *corev1.Endpoints, expected map[string]endpointrules.PublishedPod) findings {
@@ -111,7 +112,7 @@ func compareEndpoints(svc *corev1.Service, ep *corev1.Endpoints, expected map[st
 		}
 	}
 	if !truncated {
-		for _, ip := range sortedKeysOf(expected) {
+		for _, ip := range slices.Sorted(maps.Keys(expected)) {
 			want := expected[ip]
 			if !ready[ip] && !notReady[ip] && (want.Ready || !want.Terminating) {
 				wrong = append(wrong, fmt.Sprintf("misses pod %s (%s)", want.Pod.Name, ip))
@@ -131,12 +132,12 @@ func compareEndpoints(svc *corev1.Service, ep *corev1.Endpoints, expected map[st
 	return out
 }
 
-func compareSlices(slices []*discoveryv1.EndpointSlice, expected map[string]endpointrules.PublishedPod) findings {
+func compareSlices(endpointSlices []*discoveryv1.EndpointSlice, expected map[string]endpointrules.PublishedPod) findings {
 	var out findings
-	have := sliceEndpoints(slices)
+	have := sliceEndpoints(endpointSlices)
 	var wrong []string
 	var readyCount, servingTerminating int
-	for _, ip := range sortedKeysOf(have) {
+	for _, ip := range slices.Sorted(maps.Keys(have)) {
 		got := have[ip]
 		if got.ready {
 			readyCount++
@@ -152,7 +153,7 @@ func compareSlices(slices []*discoveryv1.EndpointSlice, expected map[string]endp
 				conditions(got.ready, got.serving, got.terminating), conditions(want.Ready, want.Serving, want.Terminating)))
 		}
 	}
-	for _, ip := range sortedKeysOf(expected) {
+	for _, ip := range slices.Sorted(maps.Keys(expected)) {
 		// A pod on which no port resolves may sit in a slice without ports, or nowhere.
 		if _, ok := have[ip]; !ok && expected[ip].ServesAnyPort {
 			wrong = append(wrong, fmt.Sprintf("no slice lists pod %s (%s)", expected[ip].Pod.Name, ip))
@@ -163,7 +164,7 @@ func compareSlices(slices []*discoveryv1.EndpointSlice, expected map[string]endp
 		return out
 	}
 	out.ok(CheckEndpointSlices, "EndpointSlice(s) %s list %d endpoint(s): %d ready, %d serving while terminating, as the pods say",
-		sliceNames(slices), len(have), readyCount, servingTerminating)
+		sliceNames(endpointSlices), len(have), readyCount, servingTerminating)
 	return out
 }
 
@@ -173,17 +174,17 @@ func conditions(ready, serving, terminating bool) string {
 
 // checkSelectorlessEndpoints checks a Service without a selector: its user-written Endpoints exist,
 // list ready addresses, and are mirrored into EndpointSlices the datapath reads.
-func checkSelectorlessEndpoints(svc *corev1.Service, ep *corev1.Endpoints, slices []*discoveryv1.EndpointSlice) findings {
+func checkSelectorlessEndpoints(svc *corev1.Service, ep *corev1.Endpoints, endpointSlices []*discoveryv1.EndpointSlice) findings {
 	var out findings
 	if ep == nil {
-		if len(slices) == 0 {
+		if len(endpointSlices) == 0 {
 			out.problem(CheckEndpoints, "the Service has no selector and no Endpoints object "+svc.Name+" exists: nothing receives its traffic",
 				fmt.Sprintf("create an Endpoints object named %s in namespace %s listing the backend addresses (or EndpointSlices labeled %s=%s), or give the Service a selector",
 					svc.Name, svc.Namespace, discoveryv1.LabelServiceName, svc.Name))
 			return out
 		}
-		have := sliceEndpoints(slices)
-		out.ok(CheckEndpointSlices, "the Service has no selector; user-managed EndpointSlice(s) %s list %d endpoint(s)", sliceNames(slices), len(have))
+		have := sliceEndpoints(endpointSlices)
+		out.ok(CheckEndpointSlices, "the Service has no selector; user-managed EndpointSlice(s) %s list %d endpoint(s)", sliceNames(endpointSlices), len(have))
 		return out
 	}
 	ready, notReady := endpointsAddresses(ep)
@@ -199,7 +200,7 @@ func checkSelectorlessEndpoints(svc *corev1.Service, ep *corev1.Endpoints, slice
 		return out
 	}
 	var mirrored []*discoveryv1.EndpointSlice
-	for _, s := range slices {
+	for _, s := range endpointSlices {
 		if m := s.Labels[discoveryv1.LabelManagedBy]; m == endpointrules.MirroringControllerName || m == endpointrules.UpstreamMirroringControllerName {
 			mirrored = append(mirrored, s)
 		}
@@ -220,7 +221,7 @@ func checkSelectorlessEndpoints(svc *corev1.Service, ep *corev1.Endpoints, slice
 			wrong = append(wrong, fmt.Sprintf("says %s is ready=%t", ip, got.ready))
 		}
 	}
-	for _, ip := range sortedKeysOf(have) {
+	for _, ip := range slices.Sorted(maps.Keys(have)) {
 		if !ready[ip] && !notReady[ip] {
 			wrong = append(wrong, "lists "+ip+" that the Endpoints do not")
 		}
@@ -240,14 +241,5 @@ func sortedIPs(sets ...map[string]bool) []string {
 			seen[ip] = true
 		}
 	}
-	return sortedKeysOf(seen)
-}
-
-func sortedKeysOf[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	return slices.Sorted(maps.Keys(seen))
 }

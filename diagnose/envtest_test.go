@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/kube-clusterip/kube-clusterip/diagnose"
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var backendLabels = map[string]string{"app": "backend"}
@@ -27,7 +29,7 @@ func httpPort(port int32) corev1.ContainerPort {
 var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 	var namespace string
 	BeforeEach(func(ctx SpecContext) {
-		namespace = newNamespace(ctx)
+		namespace = testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 	})
 
 	It("calls a Service healthy when ready pods back it and its endpoints agree (exit 0)", func(ctx SpecContext) {
@@ -74,7 +76,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 
 	It("names the namespace where the selector's pods run instead (exit 1)", func(ctx SpecContext) {
 		createService(ctx, namespace)
-		elsewhere := newNamespace(ctx)
+		elsewhere := testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 		createPod(ctx, elsewhere, podSpec{name: "backend-0", ip: "10.244.1.10", labels: backendLabels})
 
 		r := runDiagnose(ctx, namespace, "backend")
@@ -184,7 +186,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 
 	It("reports a Service that does not exist, naming the namespace that has one (exit 1)", func(ctx SpecContext) {
 		createService(ctx, namespace, func(s *corev1.Service) { s.Name = "payments" })
-		other := newNamespace(ctx)
+		other := testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 
 		r := runDiagnose(ctx, other, "payments")
 		Expect(r.exitCode).To(Equal(diagnose.ExitProblem), r.stdout)
@@ -206,9 +208,9 @@ var _ = Describe("kube-clusterip diagnose svc/NAME", func() {
 	})
 
 	It("exits 2 on a usage error", func(ctx SpecContext) {
-		r := runDiagnose(ctx, namespace, "backend", "-o", "yaml")
+		r := runDiagnose(ctx, namespace, "backend", "-o", "wide")
 		Expect(r.exitCode).To(Equal(diagnose.ExitError))
-		Expect(r.stderr).To(ContainSubstring("the output is text or json"))
+		Expect(r.stderr).To(ContainSubstring("the output is text, json or yaml"))
 	})
 })
 
@@ -239,7 +241,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --datapath", func() {
 		if _, err := exec.LookPath("nft"); err != nil {
 			Skip("--datapath specs need nft (Debian package nftables)")
 		}
-		namespace = newNamespace(ctx)
+		namespace = testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 	})
 
 	// nftInScratchNamespace writes an nft wrapper that runs in a fresh network namespace holding
@@ -252,8 +254,13 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --datapath", func() {
 			Expect(err).NotTo(HaveOccurred())
 			load = "nft -f " + abs
 		}
+		// diagnose puts the wrapper's directory first on $PATH while knftables looks for nft, so
+		// the wrapper runs the real nft by its full path.
+		nft, err := exec.LookPath("nft")
+		Expect(err).NotTo(HaveOccurred())
+		load = strings.ReplaceAll(load, "nft -f", nft+" -f")
 		wrapper := filepath.Join(GinkgoT().TempDir(), "nft")
-		script := "#!/bin/sh\nexec unshare -n sh -c '" + load + " && exec nft \"$@\"' nft \"$@\"\n"
+		script := "#!/bin/sh\nexec unshare -n sh -c '" + load + " && exec " + nft + " \"$@\"' nft \"$@\"\n"
 		Expect(os.WriteFile(wrapper, []byte(script), 0o755)).To(Succeed())
 		return wrapper
 	}

@@ -55,14 +55,6 @@ func haveFinding(severity diagnose.Severity, check, contains string) OmegaMatche
 			HaveField("Message", ContainSubstring(contains)))))
 }
 
-// newNamespace creates a namespace of the spec's own.
-func newNamespace(ctx context.Context) string {
-	GinkgoHelper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "diagnose-"}}
-	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
-	return ns.Name
-}
-
 // createService creates a ClusterIP Service "backend" selecting app=backend, port 80 -> 8080,
 // changed by mutate first.
 func createService(ctx context.Context, namespace string, mutate ...func(*corev1.Service)) *corev1.Service {

@@ -1,15 +1,19 @@
 package diagnose
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/knftables"
 
 	"github.com/kube-clusterip/kube-clusterip/datapath"
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
@@ -69,8 +73,53 @@ func NewNodeTable() *NodeTable {
 	}
 }
 
-// AddNFTJSON adds the output of `nft -j list table <family> kube-clusterip` to the table.
-func (t *NodeTable) AddNFTJSON(data []byte) error {
+// ReadMaps adds the elements of the node agent's dispatch and endpoint maps, listed through
+// knftables (the node's table, or a knftables.Fake in tests). A table that does not exist is
+// knftables' not-found error.
+func (t *NodeTable) ReadMaps(ctx context.Context, nft knftables.Interface) error {
+	maps, err := nft.List(ctx, "maps")
+	if err != nil {
+		return err
+	}
+	for _, name := range maps {
+		if name != nftServiceIPsMap && name != nftNoEndpointsMap && !strings.HasPrefix(name, nftEndpointsMapPrefix) {
+			continue
+		}
+		elements, err := nft.ListElements(ctx, "map", name)
+		if err != nil {
+			return fmt.Errorf("list the elements of map %s: %w", name, err)
+		}
+		t.addElements(name, elements)
+	}
+	return nil
+}
+
+func (t *NodeTable) addElements(mapName string, elements []*knftables.Element) {
+	for _, e := range elements {
+		if len(e.Key) != 3 {
+			continue
+		}
+		switch {
+		case mapName == nftServiceIPsMap:
+			if target := verdictTarget(e.Value); target != "" {
+				t.ServiceChains[ServicePortKey{IP: e.Key[0], Protocol: protocolName(e.Key[1]), Port: number(e.Key[2])}] = target
+			}
+		case mapName == nftNoEndpointsMap:
+			t.NoEndpoints[ServicePortKey{IP: e.Key[0], Protocol: protocolName(e.Key[1]), Port: number(e.Key[2])}] = true
+		case len(e.Value) == 2:
+			sp := ServicePortKey{IP: e.Key[0], Protocol: strings.TrimPrefix(mapName, nftEndpointsMapPrefix), Port: number(e.Key[1])}
+			if t.MapEndpoints[sp] == nil {
+				t.MapEndpoints[sp] = map[int]string{}
+			}
+			t.MapEndpoints[sp][number(e.Key[2])] = net.JoinHostPort(e.Value[0], e.Value[1])
+		}
+	}
+}
+
+// AddRulesJSON adds the rules of `nft -j list table <family> kube-clusterip`: the chains and
+// what they jump to and DNAT to. knftables lists rules without their bodies, so these are read
+// from nft's JSON.
+func (t *NodeTable) AddRulesJSON(data []byte) error {
 	var doc struct {
 		Nftables []map[string]json.RawMessage `json:"nftables"`
 	}
@@ -78,49 +127,10 @@ func (t *NodeTable) AddNFTJSON(data []byte) error {
 		return fmt.Errorf("parse nft -j output: %w", err)
 	}
 	for _, object := range doc.Nftables {
-		var err error
-		if raw, ok := object["map"]; ok {
-			err = t.addMap(raw)
-		} else if raw, ok := object["rule"]; ok {
-			err = t.addRule(raw)
-		}
-		if err != nil {
-			return fmt.Errorf("parse nft -j output: %w", err)
-		}
-	}
-	return nil
-}
-
-func (t *NodeTable) addMap(raw json.RawMessage) error {
-	var m struct {
-		Name string  `json:"name"`
-		Elem [][]any `json:"elem"`
-	}
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return err
-	}
-	for _, elem := range m.Elem {
-		if len(elem) != 2 {
-			continue
-		}
-		key, value := concat(unwrapElem(elem[0])), elem[1]
-		switch {
-		case m.Name == nftServiceIPsMap && len(key) == 3:
-			if target := verdictTarget(value); target != "" {
-				t.ServiceChains[ServicePortKey{IP: str(key[0]), Protocol: protocolName(key[1]), Port: number(key[2])}] = target
+		if raw, ok := object["rule"]; ok {
+			if err := t.addRule(raw); err != nil {
+				return fmt.Errorf("parse nft -j output: %w", err)
 			}
-		case m.Name == nftNoEndpointsMap && len(key) == 3:
-			t.NoEndpoints[ServicePortKey{IP: str(key[0]), Protocol: protocolName(key[1]), Port: number(key[2])}] = true
-		case strings.HasPrefix(m.Name, nftEndpointsMapPrefix) && len(key) == 3:
-			dest := concat(value)
-			if len(dest) != 2 {
-				continue
-			}
-			sp := ServicePortKey{IP: str(key[0]), Protocol: strings.TrimPrefix(m.Name, nftEndpointsMapPrefix), Port: number(key[1])}
-			if t.MapEndpoints[sp] == nil {
-				t.MapEndpoints[sp] = map[int]string{}
-			}
-			t.MapEndpoints[sp][number(key[2])] = net.JoinHostPort(str(dest[0]), strconv.Itoa(number(dest[1])))
 		}
 	}
 	return nil
@@ -171,7 +181,7 @@ func (t *NodeTable) Endpoints(key ServicePortKey) ([]string, bool) {
 	} else {
 		t.collectDNAT(chain, seen, map[string]bool{})
 	}
-	return sortedKeysOf(seen), true
+	return slices.Sorted(maps.Keys(seen)), true
 }
 
 // collectDNAT gathers the DNAT destinations reachable from a chain (affinity Services go through
@@ -204,27 +214,16 @@ func walkJSON(v any, visit func(key string, value any)) {
 	}
 }
 
-func unwrapElem(v any) any {
-	if inner := field(v, "elem"); inner != nil {
-		return field(inner, "val")
+// verdictTarget is the chain of a "goto CHAIN" or "jump CHAIN" map value.
+func verdictTarget(value []string) string {
+	if len(value) != 1 {
+		return ""
 	}
-	return v
-}
-
-func concat(v any) []any {
-	if parts, ok := field(v, "concat").([]any); ok {
-		return parts
+	verdict, target, _ := strings.Cut(value[0], " ")
+	if verdict != "goto" && verdict != "jump" {
+		return ""
 	}
-	return nil
-}
-
-func verdictTarget(v any) string {
-	for _, verdict := range []string{"goto", "jump"} {
-		if target := str(field(field(v, verdict), "target")); target != "" {
-			return target
-		}
-	}
-	return ""
+	return target
 }
 
 func field(v any, key string) any {
@@ -250,23 +249,17 @@ func number(v any) int {
 	return 0
 }
 
-// protocolName is an inet_proto value as nft prints it: a name, or a number for unnamed ones.
-func protocolName(v any) string {
-	switch v := v.(type) {
-	case string:
-		return strings.ToLower(v)
-	case float64:
-		switch int(v) {
-		case 6:
-			return "tcp"
-		case 17:
-			return "udp"
-		case 132:
-			return "sctp"
-		}
-		return strconv.Itoa(int(v))
+// protocolName is an inet_proto value as nft lists it: a name, or a number for some.
+func protocolName(v string) string {
+	switch strings.ToLower(v) {
+	case "6", "tcp":
+		return "tcp"
+	case "17", "udp":
+		return "udp"
+	case "132", "sctp":
+		return "sctp"
 	}
-	return ""
+	return strings.ToLower(v)
 }
 
 // UsableEndpoints are the "IP:port" endpoints a node should send a Service port to, from the
@@ -281,22 +274,6 @@ func UsableEndpoints(svc *corev1.Service, port corev1.ServicePort, slices []*dis
 	}
 	sort.Strings(out)
 	return out
-}
-
-func slicePort(s *discoveryv1.EndpointSlice, port corev1.ServicePort) (int32, bool) {
-	for _, p := range s.Ports {
-		name, proto := "", corev1.ProtocolTCP
-		if p.Name != nil {
-			name = *p.Name
-		}
-		if p.Protocol != nil {
-			proto = *p.Protocol
-		}
-		if name == port.Name && proto == endpointrules.ServicePortProtocol(&port) && p.Port != nil {
-			return *p.Port, true
-		}
-	}
-	return 0, false
 }
 
 // checkDatapath compares, for each ClusterIP and port, what the node's table does with what the

@@ -1,6 +1,7 @@
 package diagnose
 
 import (
+	"context"
 	"os"
 	"testing"
 
@@ -8,22 +9,35 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/knftables"
 
 	"github.com/kube-clusterip/kube-clusterip/datapath"
 )
 
-// testdata/nft-table.json is `nft -j list table ip kube-clusterip` (nft 1.0.6) after loading
-// testdata/nft-table.nft in a scratch network namespace: one Service through the shared
-// endpoints map (10.96.0.10), one with affinity chains (10.96.0.20), one without endpoints
-// (10.96.0.30).
+// testdata/nft-table.nft is a node's table: one Service through the shared endpoints map
+// (10.96.0.10), one with affinity chains (10.96.0.20), one without endpoints (10.96.0.30). Its
+// maps are read through a knftables.Fake holding it, its rules from testdata/nft-table.json,
+// which is `nft -j list table ip kube-clusterip` (nft 1.0.6) after loading it in a scratch
+// network namespace.
 func loadTestTable(t *testing.T) *NodeTable {
 	t.Helper()
+	dump, err := os.ReadFile("testdata/nft-table.nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := knftables.NewFake(knftables.IPv4Family, NFTTableName)
+	if err := fake.ParseDump(string(dump)); err != nil {
+		t.Fatalf("load testdata/nft-table.nft into a knftables.Fake: %v", err)
+	}
+	table := NewNodeTable()
+	if err := table.ReadMaps(context.Background(), fake); err != nil {
+		t.Fatal(err)
+	}
 	data, err := os.ReadFile("testdata/nft-table.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	table := NewNodeTable()
-	if err := table.AddNFTJSON(data); err != nil {
+	if err := table.AddRulesJSON(data); err != nil {
 		t.Fatal(err)
 	}
 	return table

@@ -6,8 +6,31 @@ import (
 	"io"
 	"strings"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
+
+// Write writes the report in the output format: text, json or yaml.
+func Write(w io.Writer, r *Report, output string) error {
+	switch output {
+	case "json":
+		return WriteJSON(w, r)
+	case "yaml":
+		return WriteYAML(w, r)
+	}
+	return WriteText(w, r)
+}
+
+// WriteYAML writes the report as YAML with the field names of the JSON output.
+func WriteYAML(w io.Writer, r *Report) error {
+	data, err := yaml.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(data)
+	return err
+}
 
 // WriteJSON writes the report as indented JSON, for scripts.
 func WriteJSON(w io.Writer, r *Report) error {

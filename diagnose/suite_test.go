@@ -1,10 +1,8 @@
 package diagnose_test
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -14,6 +12,7 @@ import (
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
@@ -31,7 +30,7 @@ func TestDiagnoseCommand(t *testing.T) {
 }
 
 var _ = BeforeSuite(func(ctx SpecContext) {
-	SetDefaultEventuallyTimeout(30 * time.Second)
+	testenv.SuiteDefaults()
 	env = testenv.New()
 	env.CRDDirectoryPaths = []string{testenv.CRDDirectory()}
 	cfg, err := env.Start()
@@ -39,12 +38,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	k8sClient, err = client.New(cfg, client.Options{Scheme: diagnose.Scheme()})
 	Expect(err).NotTo(HaveOccurred())
 
-	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "diagnose-admin", Groups: []string{"system:masters"}}, nil)
-	Expect(err).NotTo(HaveOccurred())
-	config, err := admin.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
 	kubeconfig = filepath.Join(GinkgoT().TempDir(), "kubeconfig")
-	Expect(os.WriteFile(kubeconfig, config, 0o600)).To(Succeed())
+	_, err = controlplane.WriteAdminKubeconfig(env, "diagnose-admin", kubeconfig)
+	Expect(err).NotTo(HaveOccurred())
 
 	pool := &ipamv1alpha1.ClusterIPPool{
 		ObjectMeta: metav1.ObjectMeta{Name: ipamv1alpha1.DefaultPoolName},

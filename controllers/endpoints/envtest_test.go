@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var _ = Describe("Endpoints of a Service with a selector", func() {
@@ -27,7 +28,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		backend = map[string]string{"app": "backend"}
 	})
 
@@ -111,7 +112,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 	It("moves a pod that turns NotReady to notReadyAddresses and ready: false", func() {
 		pods := publishBackend(3)
 
-		setPodStatus(ctx, k8sClient, pods[0], pods[0].Status.PodIP, false)
+		testenv.SetPodStatus(ctx, k8sClient, pods[0], pods[0].Status.PodIP, false)
 
 		Eventually(func(g Gomega) {
 			ep := getEndpoints(g, ctx, k8sClient, ns, "backend-service")
@@ -202,7 +203,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		for _, p := range pods[:4] {
 			wg.Go(func() {
 				defer GinkgoRecover()
-				setPodStatus(ctx, k8sClient, p, p.Status.PodIP, false)
+				testenv.SetPodStatus(ctx, k8sClient, p, p.Status.PodIP, false)
 			})
 		}
 		wg.Wait()
@@ -242,7 +243,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		createService(ctx, k8sClient, ns, "backend-service", backend, servicePortSpec{port: 80, targetPort: intstr.FromInt32(8080)})
 		nodeName := "late-" + ns
 		pod := createPod(ctx, k8sClient, ns, "on-late-node", nodeName, backend)
-		setPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
+		testenv.SetPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
 		Eventually(func(g Gomega) {
 			g.Expect(readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service"))).To(Equal([]string{pod.Status.PodIP}))
 		}).Should(Succeed())
@@ -280,7 +281,7 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 	})
 
 	userEndpointsFor := func(name string, ips ...string) *corev1.Endpoints {
@@ -384,7 +385,7 @@ var _ = Describe("Services we leave alone", func() {
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 	})
 
 	It("publishes nothing for an ExternalName Service, even with a selector", func() {
@@ -426,7 +427,7 @@ var _ = Describe("Services we leave alone", func() {
 var _ = Describe("Service deletion", func() {
 	It("deletes the Endpoints we wrote", func() {
 		ctx := context.Background()
-		ns := newTestNamespace(ctx, k8sClient)
+		ns := testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		svc := createService(ctx, k8sClient, ns, "short-lived", map[string]string{"app": "x"}, servicePortSpec{port: 80, targetPort: intstr.FromInt32(80)})
 		Eventually(func(g Gomega) { getEndpoints(g, ctx, k8sClient, ns, "short-lived") }).Should(Succeed())
 

@@ -9,6 +9,8 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // warnings returns the messages of the Service's Warning Events with the given reason.
@@ -32,7 +34,7 @@ var _ = Describe("Warning Events for the most common mistakes", func() {
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 	})
 
 	It("names the closest near miss when the selector matches no pod, and clears it once fixed", func() {

@@ -13,18 +13,15 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // Helpers for envtest specs. They act as a user (create Services, Pods, Endpoints) and as a
 // kubelet (patch pod status), and read back through the direct client.
 
 var nextPodIP atomic.Int64
-
-func newTestNamespace(ctx context.Context, c client.Client) string {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "endpoints-"}}
-	Expect(c.Create(ctx, ns)).To(Succeed())
-	return ns.Name
-}
 
 type servicePortSpec struct {
 	name       string
@@ -46,13 +43,7 @@ func createService(ctx context.Context, c client.Client, ns, name string, select
 
 // createPod creates a pod on node, as a Deployment's replica would be once scheduled.
 func createPod(ctx context.Context, c client.Client, ns, name, node string, labels map[string]string, ports ...corev1.ContainerPort) *corev1.Pod {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
-		Spec: corev1.PodSpec{
-			NodeName:   node,
-			Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Ports: ports}},
-		},
-	}
+	pod := kit.MakePod(name, ns).Labels(labels).Node(node).ContainerPorts(ports...).Obj()
 	Expect(c.Create(ctx, pod)).To(Succeed())
 	return pod
 }
@@ -62,31 +53,13 @@ func uniquePodIP() string {
 	return fmt.Sprintf("10.244.%d.%d", n/250, n%250+1)
 }
 
-// setPodStatus patches the status as a kubelet would: Running, the IP, the Ready condition.
-func setPodStatus(ctx context.Context, c client.Client, pod *corev1.Pod, ip string, ready bool) {
-	status := corev1.ConditionFalse
-	if ready {
-		status = corev1.ConditionTrue
-	}
-	Eventually(func(g Gomega) {
-		current := &corev1.Pod{}
-		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(pod), current)).To(Succeed())
-		current.Status.Phase = corev1.PodRunning
-		current.Status.PodIP = ip
-		current.Status.PodIPs = []corev1.PodIP{{IP: ip}}
-		current.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.Now()}}
-		g.Expect(c.Status().Update(ctx, current)).To(Succeed())
-		pod.Status = current.Status
-	}).Should(Succeed())
-}
-
 // runPods creates n pods named prefix-i spread over both nodes and marks them running and ready.
 func runPods(ctx context.Context, c client.Client, ns, prefix string, n int, labels map[string]string, ports ...corev1.ContainerPort) []*corev1.Pod {
 	pods := make([]*corev1.Pod, 0, n)
 	for i := range n {
 		node := []string{"node-a", "node-b"}[i%2]
 		p := createPod(ctx, c, ns, fmt.Sprintf("%s-%d", prefix, i), node, labels, ports...)
-		setPodStatus(ctx, c, p, uniquePodIP(), true)
+		testenv.SetPodStatus(ctx, c, p, uniquePodIP(), true)
 		pods = append(pods, p)
 	}
 	return pods

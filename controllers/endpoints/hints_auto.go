@@ -2,8 +2,9 @@ package endpoints
 
 import (
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -149,7 +150,7 @@ func hintReadyEndpoints(ready []*discoveryv1.Endpoint, cpu ZoneCPU) string {
 		if giving[from] == 0 {
 			continue
 		}
-		to := sortedKeys(receiving)[0]
+		to := slices.Sorted(maps.Keys(receiving))[0]
 		e.Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: to}}}
 		takeOne(giving, from)
 		takeOne(receiving, to)
@@ -179,7 +180,7 @@ func zoneAllocations(n int, cpu ZoneCPU) (map[string]zoneAllocation, string) {
 	}
 	allocations := map[string]zoneAllocation{}
 	remaining := n
-	for _, zone := range sortedKeys(cpu) {
+	for _, zone := range slices.Sorted(maps.Keys(cpu)) {
 		desired := float64(cpu[zone]) / float64(total) * float64(n)
 		minimum := int(math.Ceil(desired * (1 / (1 + hintsOverloadThreshold))))
 		allocations[zone] = zoneAllocation{minimum: minimum, desired: math.Max(desired, float64(minimum))}
@@ -219,19 +220,10 @@ func givingAndReceivingZones(allocations map[string]zoneAllocation, hinted map[s
 // largest returns the zone with the largest positive value (the first by name on ties).
 func largest(values map[string]float64) (string, float64) {
 	zone, most := "", 0.0
-	for _, z := range sortedKeys(values) {
+	for _, z := range slices.Sorted(maps.Keys(values)) {
 		if values[z] > most {
 			zone, most = z, values[z]
 		}
 	}
 	return zone, most
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -2,6 +2,8 @@ package endpoints
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -63,7 +65,7 @@ func TestZoneCPUOf(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cpu, refusal := ZoneCPUOf(tc.nodes)
 			var got []string
-			for _, z := range sortedKeys(cpu) {
+			for _, z := range slices.Sorted(maps.Keys(cpu)) {
 				got = append(got, fmt.Sprintf("%s=%d", z, cpu[z]))
 			}
 			if strings.Join(got, " ") != tc.want || refusal != tc.wantRefusal {

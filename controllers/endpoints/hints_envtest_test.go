@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var _ = Describe("Topology hints of a Service with trafficDistribution", func() {
@@ -26,7 +27,7 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		backend = map[string]string{"app": "backend"}
 	})
 
@@ -56,7 +57,7 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "backend-service")).To(Equal(zoneHints)) }).Should(Succeed())
 
 		// A pod that turns not ready loses its hint; the others keep theirs.
-		setPodStatus(ctx, k8sClient, pods[0], pods[0].Status.PodIP, false)
+		testenv.SetPodStatus(ctx, k8sClient, pods[0], pods[0].Status.PodIP, false)
 		zoneHints[pods[0].Status.PodIP] = "-"
 		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "backend-service")).To(Equal(zoneHints)) }).Should(Succeed())
 
@@ -76,7 +77,7 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 		}
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		pod := createPod(ctx, k8sClient, ns, "on-moving-node", nodeName, backend)
-		setPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
+		testenv.SetPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
 		hints := func(zone string) map[string]string {
 			return map[string]string{pod.Status.PodIP: hintsString(&discoveryv1.EndpointHints{
 				ForZones: []discoveryv1.ForZone{{Name: zone}}, ForNodes: []discoveryv1.ForNode{{Name: nodeName}}})}
@@ -102,7 +103,7 @@ var _ = Describe("Topology aware hints of a Service with topology-mode Auto", fu
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		ns = newTestNamespace(ctx, k8sClient)
+		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		backend = map[string]string{"app": "backend"}
 	})
 

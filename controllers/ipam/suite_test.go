@@ -139,9 +139,7 @@ func uniqueName(prefix string) string {
 
 // newNamespace creates a namespace of its own for a test, with labels.
 func newNamespace(labels map[string]string) string {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("ipam"), Labels: labels}}
-	Expect(k8sClient.Create(context.Background(), ns)).To(Succeed())
-	return ns.Name
+	return testenv.NewNamespace(context.Background(), k8sClient, "ipam", labels)
 }
 
 // createPool creates a pool for the namespaces labelled selector and waits until it hands out

@@ -13,13 +13,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-)
 
-func newNamespace(ctx context.Context) string {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "agent-"}}
-	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
-	return ns.Name
-}
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
+)
 
 func backendService(ns string) *corev1.Service {
 	return &corev1.Service{
@@ -47,7 +43,7 @@ func readySlice(ns, service string, ips ...string) *discoveryv1.EndpointSlice {
 
 var _ = Describe("the node agent", func() {
 	It("programs a Service's ClusterIP and its endpoints, and follows their changes", func(ctx context.Context) {
-		ns := newNamespace(ctx)
+		ns := testenv.NewNamespace(ctx, k8sClient, "agent", nil)
 		svc := backendService(ns)
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		slice := readySlice(ns, svc.Name, "10.244.1.10", "10.244.1.11")
@@ -65,7 +61,7 @@ var _ = Describe("the node agent", func() {
 	})
 
 	It("keeps the last good rules while nft fails, reports unhealthy, and catches up when nft recovers", func(ctx context.Context) {
-		ns := newNamespace(ctx)
+		ns := testenv.NewNamespace(ctx, k8sClient, "agent", nil)
 		svc := backendService(ns)
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		Expect(k8sClient.Create(ctx, readySlice(ns, svc.Name, "10.244.2.10"))).To(Succeed())
@@ -83,7 +79,7 @@ var _ = Describe("the node agent", func() {
 	})
 
 	It("keeps traffic to endpoints hinted for its node's zone, and follows the zone label of its Node", func(ctx context.Context) {
-		ns := newNamespace(ctx)
+		ns := testenv.NewNamespace(ctx, k8sClient, "agent", nil)
 		svc := backendService(ns)
 		svc.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferSameZone)
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())

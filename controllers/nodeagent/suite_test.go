@@ -55,7 +55,7 @@ type noConntrack struct{}
 func (noConntrack) DeleteUDPFlows([]datapath.StaleUDPFlow) (int, error) { return 0, nil }
 
 var _ = BeforeSuite(func() {
-	SetDefaultEventuallyTimeout(20 * time.Second)
+	testenv.SuiteDefaults()
 	env = testenv.New()
 	cfg, err := env.Start()
 	Expect(err).NotTo(HaveOccurred())

@@ -12,10 +12,9 @@ import (
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-)
 
-// serviceClusterIPRange is the API server's Service range, as in our envtest suites.
-const serviceClusterIPRange = "10.96.0.0/12"
+	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
+)
 
 // controlPlane is an envtest kube-apiserver and etcd, with an admin kubeconfig on disk for the
 // upstream components.
@@ -31,25 +30,13 @@ func startControlPlane(assets, workDir string) (*controlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets}
-	apiServer := env.ControlPlane.GetAPIServer()
-	apiServer.Out, apiServer.Err = log, log
-	apiServer.Configure().Set("service-cluster-ip-range", serviceClusterIPRange)
-	env.ControlPlane.Etcd = &envtest.Etcd{Out: log, Err: log}
+	env := controlplane.New(assets, log)
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", assets, err)
 	}
-	cp := &controlPlane{env: env, cfg: cfg}
-	admin, err := env.AddUser(envtest.User{Name: "bench-admin", Groups: []string{"system:masters"}}, cfg)
-	if err == nil {
-		var data []byte
-		if data, err = admin.KubeConfig(); err == nil {
-			cp.kubeconfig = filepath.Join(workDir, "kubeconfig")
-			err = os.WriteFile(cp.kubeconfig, data, 0o600)
-		}
-	}
-	if err != nil {
+	cp := &controlPlane{env: env, cfg: cfg, kubeconfig: filepath.Join(workDir, "kubeconfig")}
+	if _, err := controlplane.WriteAdminKubeconfig(env, "bench-admin", cp.kubeconfig); err != nil {
 		_ = env.Stop()
 		return nil, fmt.Errorf("write an admin kubeconfig: %w", err)
 	}

@@ -30,6 +30,8 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 )
 
 // Where the manager listens inside the demo's network namespace (a fresh namespace: no port is
@@ -54,35 +56,20 @@ func startControlPlane(repo, workDir string) (*controlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: os.Getenv("KUBEBUILDER_ASSETS"),
-		CRDDirectoryPaths:     []string{filepath.Join(repo, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		// Generous: under `make test` other suites' control planes share the 2 cores.
-		ControlPlaneStartTimeout: time.Minute,
-	}
-	apiServer := env.ControlPlane.GetAPIServer()
-	apiServer.Out, apiServer.Err = logs, logs
-	apiServer.Configure().Set("service-cluster-ip-range", serviceCIDR)
-	env.ControlPlane.Etcd = &envtest.Etcd{Out: logs, Err: logs}
-	cfg, err := env.Start()
-	if err != nil {
+	env := controlplane.New(os.Getenv("KUBEBUILDER_ASSETS"), logs)
+	env.CRDDirectoryPaths = []string{filepath.Join(repo, "config", "crd", "bases")}
+	env.ErrorIfCRDPathMissing = true
+	// Generous: under `make test` other suites' control planes share the 2 cores.
+	env.ControlPlaneStartTimeout = time.Minute
+	if _, err := env.Start(); err != nil {
 		return nil, fmt.Errorf("start etcd and kube-apiserver (logs in %s): %w", logs.Name(), err)
 	}
-	cp := &controlPlane{env: env}
-	admin, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, cfg)
+	cp := &controlPlane{env: env, kubeconfig: filepath.Join(workDir, "kubeconfig")}
+	admin, err := controlplane.WriteAdminKubeconfig(env, "demo-admin", cp.kubeconfig)
 	if err != nil {
 		return cp, err
 	}
-	kubeconfig, err := admin.KubeConfig()
-	if err != nil {
-		return cp, err
-	}
-	cp.kubeconfig = filepath.Join(workDir, "kubeconfig")
-	if err := os.WriteFile(cp.kubeconfig, kubeconfig, 0o600); err != nil {
-		return cp, err
-	}
-	cp.config = rest.CopyConfig(admin.Config())
+	cp.config = rest.CopyConfig(admin)
 	// The Endpoints API is deprecated and the API server says so on every call; the demo
 	// reads Endpoints on purpose.
 	cp.config.WarningHandler = rest.NoWarnings{}

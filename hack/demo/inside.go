@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 	"github.com/kube-clusterip/kube-clusterip/test/clusterdns"
 )
 
@@ -265,7 +266,7 @@ func (d *demo) createPods(ctx context.Context) error {
 				return false, err
 			}
 			ip = current.Status.PodIP
-			return isPodReady(current), nil
+			return endpointrules.IsPodReady(current), nil
 		})
 		if err != nil {
 			return fmt.Errorf("pod %s never became ready: %w", pod.Name, err)
@@ -274,15 +275,6 @@ func (d *demo) createPods(ctx context.Context) error {
 		fmt.Printf("    pod/%s Ready, podIP %s, network namespace %q\n", pod.Name, ip, sandboxName(pod))
 	}
 	return nil
-}
-
-func isPodReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // readyEndpointsAre reports whether the Service's EndpointSlices list exactly want ready
@@ -484,14 +476,14 @@ func (d *demo) scaleToZero(ctx context.Context) error {
 		return dialErr != nil && errors.Is(dialErr, syscall.ECONNREFUSED), nil
 	})
 	if err != nil {
-		return fmt.Errorf("no \"connection refused\" from backend-service without endpoints (last: %v): %w", dialErr, err)
+		return fmt.Errorf("no \"connection refused\" from backend-service without endpoints (last: %w): %w", dialErr, err)
 	}
 	fmt.Printf("    curl %s, %dms after the deletion:\n", d.serviceURL("backend-service"), time.Since(start).Milliseconds())
 	refusedAt := time.Now()
 	_, dialErr = d.clientSandbox().get(ctx, d.serviceURL("backend-service"))
 	fmt.Printf("      %v  (in %dms)\n", dialErr, time.Since(refusedAt).Milliseconds())
 	if !errors.Is(dialErr, syscall.ECONNREFUSED) {
-		return fmt.Errorf("want connection refused, got %v", dialErr)
+		return fmt.Errorf("want connection refused, got %w", dialErr)
 	}
 	fmt.Printf("    ✔ no endpoints: connection refused (the datapath rejects, nothing waits for a timeout)\n")
 	return nil

@@ -4,12 +4,12 @@ package config_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -36,7 +36,7 @@ func TestConfig(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	SetDefaultEventuallyTimeout(30 * time.Second)
+	testenv.SuiteDefaults()
 	repoRoot = testenv.RepoRoot()
 	env = testenv.New()
 	// Our own CRD is not preinstalled: installing it is part of what the manifests are tested for.
@@ -66,7 +66,7 @@ func kustomizeBuild(dir string) []byte {
 }
 
 func stderrOf(err error) string {
-	if exitErr, ok := err.(*exec.ExitError); ok {
+	if exitErr := (*exec.ExitError)(nil); errors.As(err, &exitErr) {
 		return string(exitErr.Stderr)
 	}
 	return ""

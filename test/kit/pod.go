@@ -3,17 +3,16 @@ package kit
 import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 )
 
 // PodWrapper builds a Pod: MakePod("backend-0", "shop").Labels(labels).IPs("10.244.1.10").Ready(true).Obj().
 type PodWrapper struct{ pod corev1.Pod }
 
-// MakePod starts a running pod with one container "app" and no IP yet; its UID is NAME-uid.
+// MakePod starts a running pod with one container "app" and no IP yet.
 func MakePod(name, namespace string) *PodWrapper {
 	return &PodWrapper{pod: corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, UID: types.UID(name + "-uid")},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
 		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
 	}}
 }

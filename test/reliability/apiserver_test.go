@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // apiServerOutage is how long the API server stays down; the manager must keep running through it.
@@ -26,7 +27,7 @@ var _ = Describe("kube-apiserver stopped and started again on the same etcd whil
 		const poolCIDR = "10.110.7.0/24"
 		labels := map[string]string{"reliability.clusterip.dev/scenario": "apiserver-restart"}
 		pool := createPool(ctx, poolCIDR, labels)
-		ns := newNamespace(ctx, labels)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", labels)
 		pid := manager.pid()
 
 		By("before the outage: a Service from the tenant pool with one ready pod")

@@ -23,6 +23,7 @@ import (
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // bystander is a Service with two ready pods that every bad-input spec checks afterwards: it keeps
@@ -36,7 +37,7 @@ var bystander struct {
 
 func ensureBystander(ctx context.Context) {
 	bystander.once.Do(func() {
-		bystander.ns = newNamespace(ctx, nil)
+		bystander.ns = testenv.NewNamespace(ctx, k8sClient, "reliability", nil)
 		labels := map[string]string{"app": "bystander"}
 		svc := newService(bystander.ns, "bystander", labels)
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
@@ -71,7 +72,7 @@ var _ = Describe("bad input is answered by a clear error or Event, and nothing e
 	})
 
 	It("a Service with 100 ports gets a ClusterIP and publishes all 100 ports", func(ctx SpecContext) {
-		ns := newNamespace(ctx, nil)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", nil)
 		labels := map[string]string{"app": "many-ports"}
 		svc := newService(ns, "many-ports", labels, func(s *corev1.Service) {
 			s.Spec.Ports = nil
@@ -96,7 +97,7 @@ var _ = Describe("bad input is answered by a clear error or Event, and nothing e
 	})
 
 	It("port names at the 63-character limit are published; one more character is refused by the API server", func(ctx SpecContext) {
-		ns := newNamespace(ctx, nil)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", nil)
 		labels := map[string]string{"app": "long-names"}
 		longName := strings.Repeat("p", 63)
 		containerPort := strings.Repeat("c", 15) // IANA service names stop at 15
@@ -127,7 +128,7 @@ var _ = Describe("bad input is answered by a clear error or Event, and nothing e
 	})
 
 	It("a selector with 40 keys at the length limits selects exactly the pods with every label", func(ctx SpecContext) {
-		ns := newNamespace(ctx, nil)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", nil)
 		selector := map[string]string{}
 		for i := range 40 {
 			key := fmt.Sprintf("k%02d.example.com/%s", i, strings.Repeat("k", 59))
@@ -170,7 +171,7 @@ var _ = Describe("bad input is answered by a clear error or Event, and nothing e
 		const cidr = "10.110.10.0/24"
 		labels := map[string]string{"reliability.clusterip.dev/scenario": "same-cidr"}
 		first := createNamedPool(ctx, "reliability-same-cidr-a", cidr, labels)
-		ns := newNamespace(ctx, labels)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", labels)
 		svc := newService(ns, "in-first-pool", nil)
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		expectIPIn(Default, svc, cidr)
@@ -204,7 +205,7 @@ var _ = Describe("bad input is answered by a clear error or Event, and nothing e
 	It("a pool shrunk below its allocated IPs keeps its Services' IPs and counts only those inside", func(ctx SpecContext) {
 		labels := map[string]string{"reliability.clusterip.dev/scenario": "shrink"}
 		pool := createNamedPool(ctx, uniqueName("reliability-shrink"), "10.110.11.0/24", labels)
-		ns := newNamespace(ctx, labels)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", labels)
 		ips := map[string]string{}
 		for i := range 6 {
 			svc := newService(ns, fmt.Sprintf("svc-%d", i), nil)
@@ -243,7 +244,7 @@ var _ = Describe("bad input is answered by a clear error or Event, and nothing e
 	})
 
 	It("Endpoints with invalid addresses are refused by the API server; duplicate addresses are mirrored once", func(ctx SpecContext) {
-		ns := newNamespace(ctx, nil)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", nil)
 		svc := newService(ns, "external-db", nil)
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		endpointsWith := func(ready ...string) *corev1.Endpoints {
@@ -292,7 +293,7 @@ var _ = Describe("bad input is answered by a clear error or Event, and nothing e
 	})
 
 	It("an EndpointSlice of another controller for our Service is neither deleted nor adopted", func(ctx SpecContext) {
-		ns := newNamespace(ctx, nil)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", nil)
 		labels := map[string]string{"app": "shared"}
 		svc := newService(ns, "shared", labels)
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
@@ -318,7 +319,7 @@ var _ = Describe("bad input is answered by a clear error or Event, and nothing e
 
 	It("thousands of Services in one namespace each get a distinct IP and the manager stays healthy", func(ctx SpecContext) {
 		n := manyServices()
-		ns := newNamespace(ctx, nil)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", nil)
 		start := time.Now()
 		var created atomic.Int64
 		var wg sync.WaitGroup

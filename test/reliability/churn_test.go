@@ -17,6 +17,8 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // Endpoint churn (issue 12, scenario 3): endpointChanges changes to the pods behind one
@@ -39,7 +41,7 @@ var _ = Describe("the datapath under 1000 endpoint changes, with the node agent 
 			Skip("needs " + missing)
 		}
 		ensureNode(ctx)
-		ns := newNamespace(ctx, nil)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", nil)
 		for i := range servedPodIPs {
 			serveWeb(servedPodIP(i))
 		}
@@ -167,7 +169,7 @@ func (c *endpointChurn) flip(ctx context.Context, slot int) bool {
 		return false
 	}
 	p.ready = !p.ready
-	setPodStatus(ctx, p.pod, servedPodIP(slot), p.ready)
+	testenv.SetPodStatus(ctx, k8sClient, p.pod, servedPodIP(slot), p.ready)
 	c.flips++
 	return true
 }

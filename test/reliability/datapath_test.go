@@ -11,6 +11,8 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // Datapath churn: churnCreates Services over the local pod are created and two of every three
@@ -29,7 +31,7 @@ var _ = Describe("the node agent killed (SIGKILL) and restarted during Service c
 			Skip("needs " + missing)
 		}
 		ensureNode(ctx)
-		ns := newNamespace(ctx, nil)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", nil)
 		web := serveLocalPod(ctx, ns)
 		Eventually(func() error { return get(web) }).Should(Succeed())
 

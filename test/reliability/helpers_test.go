@@ -21,6 +21,8 @@ import (
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // nodeName is the node every pod of the suite is scheduled to; it exists, so pods are published.
@@ -31,13 +33,6 @@ var counter atomic.Int64
 // uniqueName returns a name no other test uses.
 func uniqueName(prefix string) string {
 	return fmt.Sprintf("%s-%d", prefix, counter.Add(1))
-}
-
-// newNamespace creates a namespace of the test's own, with labels.
-func newNamespace(ctx context.Context, labels map[string]string) string {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: uniqueName("reliability"), Labels: labels}}
-	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
-	return ns.Name
 }
 
 // ensureNode creates the suite's node once.
@@ -80,34 +75,10 @@ func runPod(ctx context.Context, ns, name string, labels map[string]string, read
 
 // runPodWithIP is runPod with the pod IP of the caller's choice.
 func runPodWithIP(ctx context.Context, ns, name, ip string, labels map[string]string, ready bool, ports ...corev1.ContainerPort) *corev1.Pod {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
-		Spec: corev1.PodSpec{
-			NodeName:   nodeName,
-			Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Ports: ports}},
-		},
-	}
+	pod := kit.MakePod(name, ns).Labels(labels).Node(nodeName).ContainerPorts(ports...).Obj()
 	Expect(k8sClient.Create(ctx, pod)).To(Succeed())
-	setPodStatus(ctx, pod, ip, ready)
+	testenv.SetPodStatus(ctx, k8sClient, pod, ip, ready)
 	return pod
-}
-
-// setPodStatus writes the status a kubelet would.
-func setPodStatus(ctx context.Context, pod *corev1.Pod, ip string, ready bool) {
-	status := corev1.ConditionFalse
-	if ready {
-		status = corev1.ConditionTrue
-	}
-	Eventually(func(g Gomega) {
-		current := &corev1.Pod{}
-		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), current)).To(Succeed())
-		current.Status.Phase = corev1.PodRunning
-		current.Status.PodIP = ip
-		current.Status.PodIPs = []corev1.PodIP{{IP: ip}}
-		current.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.Now()}}
-		g.Expect(k8sClient.Status().Update(ctx, current)).To(Succeed())
-		pod.Status = current.Status
-	}).Should(Succeed())
 }
 
 // podIPs lists the pods' IPs, sorted.

@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var _ = Describe("a pool's status under quick changes", func() {
@@ -16,7 +17,7 @@ var _ = Describe("a pool's status under quick changes", func() {
 		const cidr = "10.110.12.0/24"
 		labels := map[string]string{"reliability.clusterip.dev/scenario": "create-delete"}
 		pool := createPool(ctx, cidr, labels)
-		ns := newNamespace(ctx, labels)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", labels)
 		var wg sync.WaitGroup
 		for w := range 8 {
 			wg.Go(func() {

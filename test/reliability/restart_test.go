@@ -11,6 +11,8 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // Burst shape: burstCreates Services are created and burstDeletes of them deleted again, by
@@ -27,7 +29,7 @@ const (
 var _ = Describe("the manager killed (SIGKILL) and restarted during a burst of 500 Service creates and deletes", func() {
 	It("leaves every Service a unique ClusterIP, pool counts equal to their Services, no leaked IP and no stale endpoints", func(ctx SpecContext) {
 		ensureNode(ctx)
-		ns := newNamespace(ctx, nil)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", nil)
 
 		By("four Services, each with three ready pods, published before the burst")
 		backends := map[string][]*corev1.Pod{}
@@ -78,7 +80,7 @@ var _ = Describe("the manager killed (SIGKILL) and restarted during a burst of 5
 		manager.kill()
 
 		By("while it is down: a pod of web-1 turns not ready, one of web-2 is gone, web-3 gets a fourth pod")
-		setPodStatus(ctx, backends["web-1"][0], backends["web-1"][0].Status.PodIP, false)
+		testenv.SetPodStatus(ctx, k8sClient, backends["web-1"][0], backends["web-1"][0].Status.PodIP, false)
 		// Grace period 0: as a kubelet confirms the end of its containers (envtest has none).
 		Expect(k8sClient.Delete(ctx, backends["web-2"][1], client.GracePeriodSeconds(0))).To(Succeed())
 		backends["web-3"] = append(backends["web-3"], runPod(ctx, ns, "web-3-3", map[string]string{"app": "web-3"}, true))

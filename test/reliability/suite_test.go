@@ -46,10 +46,7 @@ func TestReliability(t *testing.T) {
 var _ = BeforeSuite(func(ctx SpecContext) {
 	// Generous: the suite shares 2 cores with a control plane and the manager, and under
 	// `make test` with other suites.
-	SetDefaultEventuallyTimeout(90 * time.Second)
-	SetDefaultEventuallyPollingInterval(200 * time.Millisecond)
-	SetDefaultConsistentlyDuration(3 * time.Second)
-	SetDefaultConsistentlyPollingInterval(200 * time.Millisecond)
+	testenv.ProcessSuiteDefaults()
 
 	var err error
 	workDir, err = os.MkdirTemp("", "kube-clusterip-reliability-")

@@ -14,10 +14,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 )
 
 // ServiceClusterIPRange is the apiserver's --service-cluster-ip-range in every suite.
-const ServiceClusterIPRange = "10.96.0.0/12"
+const ServiceClusterIPRange = controlplane.ServiceClusterIPRange
 
 // New returns an envtest environment wired to the offline-built binaries. Without them it panics
 // with an actionable message (Ginkgo reports it) rather than letting envtest fail obscurely.
@@ -26,23 +28,54 @@ func New() *envtest.Environment {
 	if err != nil {
 		panic(err)
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets, ErrorIfCRDPathMissing: true}
-	apiServer := env.ControlPlane.GetAPIServer()
-	apiServer.Out = ginkgo.GinkgoWriter
-	apiServer.Err = ginkgo.GinkgoWriter
-	apiServer.Configure().Set("service-cluster-ip-range", ServiceClusterIPRange)
-	env.ControlPlane.Etcd = &envtest.Etcd{Out: ginkgo.GinkgoWriter, Err: ginkgo.GinkgoWriter}
+	env := controlplane.New(assets, ginkgo.GinkgoWriter)
+	env.ErrorIfCRDPathMissing = true
 	return env
 }
 
+// The waiting times every suite uses.
+const (
+	// EventuallyTimeout is how long a spec waits for the code under test: a sync takes
+	// milliseconds, but a loaded 2-core machine stalls for seconds.
+	EventuallyTimeout = 30 * time.Second
+	// EventuallyPollingInterval: poll often, a sync takes milliseconds.
+	EventuallyPollingInterval = 50 * time.Millisecond
+	// ConsistentlyDuration is how long a spec holds that something does not happen.
+	ConsistentlyDuration = 2 * time.Second
+	// RestartTimeout is how long a spec waits across a restart of the manager or the API server.
+	RestartTimeout = 90 * time.Second
+)
+
+// SuiteDefaults sets the waiting times above as Gomega's defaults.
+func SuiteDefaults() {
+	setWaitingTimes(EventuallyTimeout, EventuallyPollingInterval, ConsistentlyDuration)
+}
+
+func setWaitingTimes(eventually, polling, consistently time.Duration) {
+	gomega.SetDefaultEventuallyTimeout(eventually)
+	gomega.SetDefaultEventuallyPollingInterval(polling)
+	gomega.SetDefaultConsistentlyDuration(consistently)
+	gomega.SetDefaultConsistentlyPollingInterval(polling)
+}
+
+// Waiting times of the suites that run the manager as a process next to the control plane and
+// restart one or the other (test/reliability): they share 2 cores with both, so poll less often
+// and wait longer.
+const (
+	ProcessPollingInterval      = 200 * time.Millisecond
+	ProcessConsistentlyDuration = 3 * time.Second
+)
+
+// ProcessSuiteDefaults sets those waiting times (with RestartTimeout) as Gomega's defaults.
+func ProcessSuiteDefaults() {
+	setWaitingTimes(RestartTimeout, ProcessPollingInterval, ProcessConsistentlyDuration)
+}
+
 // ControllerSuiteDefaults sends controller-runtime's log to the spec's output and sets the
-// waiting times the controller suites share: a sync takes milliseconds, so poll often; allow 30 s
-// on a loaded 2-core machine; hold Consistently for 2 s.
+// suites' waiting times (SuiteDefaults).
 func ControllerSuiteDefaults() {
 	logf.SetLogger(zap.New(zap.WriteTo(ginkgo.GinkgoWriter), zap.UseDevMode(true)))
-	gomega.SetDefaultEventuallyTimeout(30 * time.Second)
-	gomega.SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
-	gomega.SetDefaultConsistentlyDuration(2 * time.Second)
+	SuiteDefaults()
 }
 
 // Assets returns the directory of the control plane binaries, or says how to get them.

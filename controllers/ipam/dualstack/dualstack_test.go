@@ -118,10 +118,7 @@ func waitReady(ctx context.Context, name string) {
 }
 
 func newNamespace(ctx context.Context, labels map[string]string) string {
-	GinkgoHelper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "dual-", Labels: labels}}
-	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
-	return ns.Name
+	return testenv.NewNamespace(ctx, k8sClient, "dual", labels)
 }
 
 func newService(ns, name string, policy corev1.IPFamilyPolicy, families ...corev1.IPFamily) *corev1.Service {

@@ -1,0 +1,44 @@
+// Package controlplane starts the control plane of the suites (through test/testenv), the
+// benchmarks and the demo: kube-apiserver and etcd built offline by hack/envtest-assets.sh, with
+// the cluster's Service range set to 10.96.0.0/12 (envtest's own default is 10.0.0.0/24). It does
+// not import Ginkgo, so that programs (hack/demo, hack/bench-compare) can use it.
+package controlplane
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// ServiceClusterIPRange is the apiserver's --service-cluster-ip-range everywhere.
+const ServiceClusterIPRange = "10.96.0.0/12"
+
+// New is the one control plane of the suites, the benchmarks and the demo: an envtest
+// environment running kube-apiserver and etcd from assets, with the suites' Service range, both
+// writing their output to out.
+func New(assets string, out io.Writer) *envtest.Environment {
+	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	apiServer := env.ControlPlane.GetAPIServer()
+	apiServer.Out, apiServer.Err = out, out
+	apiServer.Configure().Set("service-cluster-ip-range", ServiceClusterIPRange)
+	env.ControlPlane.Etcd = &envtest.Etcd{Out: out, Err: out}
+	return env
+}
+
+// WriteAdminKubeconfig writes a kubeconfig of a new user in system:masters to path, for the
+// programs a test runs as a user would (kubectl, diagnose, upstream's components), and returns
+// that user's client config.
+func WriteAdminKubeconfig(env *envtest.Environment, user, path string) (*rest.Config, error) {
+	admin, err := env.AddUser(envtest.User{Name: user, Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("add user %s: %w", user, err)
+	}
+	data, err := admin.KubeConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig of user %s: %w", user, err)
+	}
+	return admin.Config(), os.WriteFile(path, data, 0o600)
+}
