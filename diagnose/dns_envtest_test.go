@@ -48,9 +48,17 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --dns, against a real CoreDNS
 		namespace = testenv.NewNamespace(ctx, k8sClient, "diagnose", nil)
 		dnsFlags = []string{"--dns", "--dns-service", kubeDNS(ctx, true), "--dns-server", coreDNS.DNSAddress}
 	})
+	// healthyBackend is Service backend with one ready pod and its endpoints published, so that
+	// only DNS can be at fault.
+	healthyBackend := func(ctx context.Context) *corev1.Service {
+		svc := createService(ctx, namespace)
+		createPod(ctx, namespace, podSpec{name: "backend-0", ip: "10.244.1.10", labels: backendLabels, ports: []corev1.ContainerPort{httpPort(8080)}})
+		publish(ctx, svc, 8080, []string{"10.244.1.10"}, nil)
+		return svc
+	}
 
 	It("finds every name answering as the API says: FQDN, NAME.NS, short name, SRV (exit 0)", func(ctx SpecContext) {
-		svc := createService(ctx, namespace)
+		svc := healthyBackend(ctx)
 		fqdn := "backend." + namespace + ".svc.cluster.local."
 		var r result
 		// CoreDNS learns of the Service through its watch.
@@ -58,6 +66,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --dns, against a real CoreDNS
 			r = runDiagnose(ctx, namespace, "backend", dnsFlags...)
 			g.Expect(r.report).To(haveFinding(diagnose.OK, diagnose.CheckDNS, "A "+fqdn+" -> "+svc.Spec.ClusterIP+", as the API says"))
 		}).Should(Succeed())
+		Expect(r.exitCode).To(Equal(diagnose.ExitHealthy), r.stdout)
 		Expect(r.report).To(haveFinding(diagnose.OK, diagnose.CheckDNS, "backend."+namespace+" (from a pod in "+namespace+") -> "+fqdn))
 		Expect(r.report).To(haveFinding(diagnose.OK, diagnose.CheckDNS, "backend (from a pod in "+namespace+") -> "+fqdn))
 		Expect(r.report).To(haveFinding(diagnose.OK, diagnose.CheckDNS, "SRV _http._tcp."+fqdn+" -> 80 "+fqdn))
@@ -69,7 +78,7 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --dns, against a real CoreDNS
 	})
 
 	It("says the short name fails from a pod of another namespace, and what to use instead (exit 1)", func(ctx SpecContext) {
-		createService(ctx, namespace)
+		healthyBackend(ctx)
 		Eventually(func(g Gomega) {
 			r := runDiagnose(ctx, namespace, "backend", append(dnsFlags, "--from-namespace", "frontend")...)
 			g.Expect(r.exitCode).To(Equal(diagnose.ExitProblem), r.stdout)
