@@ -48,10 +48,8 @@ var _ = BeforeSuite(func() {
 	testenv.ControllerSuiteDefaults()
 
 	testEnv = testenv.New()
-	cfg, err := testEnv.Start()
-	Expect(err).NotTo(HaveOccurred())
-	k8sClient, err = client.New(cfg, client.Options{Scheme: clientgoscheme.Scheme})
-	Expect(err).NotTo(HaveOccurred())
+	var cfg *rest.Config
+	cfg, k8sClient = testenv.Start(testEnv, clientgoscheme.Scheme)
 
 	writes = newWriteCounter()
 	var mgrCtx context.Context

@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -57,10 +58,8 @@ func (noConntrack) DeleteUDPFlows([]datapath.StaleUDPFlow) (int, error) { return
 var _ = BeforeSuite(func() {
 	testenv.SuiteDefaults()
 	env = testenv.New()
-	cfg, err := env.Start()
-	Expect(err).NotTo(HaveOccurred())
-	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
-	Expect(err).NotTo(HaveOccurred())
+	var cfg *rest.Config
+	cfg, k8sClient = testenv.Start(env, scheme.Scheme)
 
 	nft = &failingFake{Fake: knftables.NewFake(knftables.IPv4Family, datapath.DefaultTableName)}
 	proxier, err := datapath.New(datapath.Config{

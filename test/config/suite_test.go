@@ -41,11 +41,7 @@ var _ = BeforeSuite(func() {
 	env = testenv.New()
 	// Our own CRD is not preinstalled: installing it is part of what the manifests are tested for.
 	env.CRDDirectoryPaths = []string{filepath.Join("testdata", "stub-crds.yaml")}
-	var err error
-	cfg, err = env.Start()
-	Expect(err).NotTo(HaveOccurred())
-	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
-	Expect(err).NotTo(HaveOccurred())
+	cfg, k8sClient = testenv.Start(env, scheme.Scheme)
 })
 
 var _ = AfterSuite(func() {

@@ -3,3 +3,9 @@
 // and the demo build them the same way. It imports Kubernetes types only, so that any package's
 // tests may use it.
 package kit
+
+func apply[T any](obj *T, edits []func(*T)) {
+	for _, edit := range edits {
+		edit(obj)
+	}
+}

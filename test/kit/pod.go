@@ -67,9 +67,7 @@ func (w *PodWrapper) Phase(phase corev1.PodPhase) *PodWrapper {
 
 // Mutate applies edits no other option covers.
 func (w *PodWrapper) Mutate(edits ...func(*corev1.Pod)) *PodWrapper {
-	for _, edit := range edits {
-		edit(&w.pod)
-	}
+	apply(&w.pod, edits)
 	return w
 }
 

@@ -75,8 +75,6 @@ func (w *ServiceWrapper) PublishNotReadyAddresses() *ServiceWrapper {
 
 // Mutate applies edits no other option covers.
 func (w *ServiceWrapper) Mutate(edits ...func(*corev1.Service)) *ServiceWrapper {
-	for _, edit := range edits {
-		edit(&w.svc)
-	}
+	apply(&w.svc, edits)
 	return w
 }

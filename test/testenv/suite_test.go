@@ -31,10 +31,7 @@ func TestControlPlane(t *testing.T) {
 var _ = BeforeSuite(func() {
 	testenv.SuiteDefaults()
 	env = testenv.New()
-	cfg, err := env.Start()
-	Expect(err).NotTo(HaveOccurred())
-	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
-	Expect(err).NotTo(HaveOccurred())
+	_, k8sClient = testenv.Start(env, scheme.Scheme)
 })
 
 var _ = AfterSuite(func() {

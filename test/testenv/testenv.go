@@ -11,6 +11,9 @@ import (
 
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -110,4 +113,15 @@ func RepoRoot() string {
 			return start
 		}
 	}
+}
+
+// Start starts the control plane and returns its admin config and a direct client (no cache)
+// for scheme, failing the suite when either does not come up.
+func Start(env *envtest.Environment, scheme *runtime.Scheme) (*rest.Config, client.Client) {
+	ginkgo.GinkgoHelper()
+	cfg, err := env.Start()
+	gomega.Expect(err).NotTo(gomega.HaveOccurred(), "start kube-apiserver and etcd")
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	gomega.Expect(err).NotTo(gomega.HaveOccurred(), "connect to kube-apiserver")
+	return cfg, c
 }
