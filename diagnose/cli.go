@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -66,6 +67,9 @@ type Options struct {
 	NodeName string
 	// NFT is the nft binary --datapath runs (default "nft" from $PATH).
 	NFT string
+	// DNS also asks the cluster DNS for the Service's names (--dns).
+	DNS        bool
+	DNSOptions DNSOptions
 }
 
 // Output formats of -o.
@@ -105,7 +109,7 @@ func NewCommand(streams genericiooptions.IOStreams, run func(*cobra.Command, *Op
 		Long: `Runs the "Service not accessible" checklist for one Service and prints a verdict with
 evidence: the Service (ClusterIP and pool, ports, DNS names, environment variables), the pods its
 selector matches and nearly matches, readiness, targetPorts, Endpoints and EndpointSlices, and with
---datapath this node's nftables table.
+--datapath this node's nftables table, with --dns what the cluster DNS answers for its names.
 
 Exit status: 0 healthy, 1 a problem was found, 2 usage or access error.`,
 		Example: fmt.Sprintf(`  # Diagnose Service backend in namespace shop
@@ -115,7 +119,10 @@ Exit status: 0 healthy, 1 a problem was found, 2 usage or access error.`,
   %[1]s diagnose svc/backend -n shop -o yaml
 
   # On a node, as root: also compare the node's nftables table with the EndpointSlices
-  %[1]s diagnose svc/backend -n shop --datapath`, program),
+  %[1]s diagnose svc/backend -n shop --datapath
+
+  # Also ask the cluster DNS (kube-system/kube-dns) for its names, as a pod of namespace web would
+  %[1]s diagnose svc/backend -n shop --dns --from-namespace web`, program),
 		Args: func(_ *cobra.Command, args []string) error {
 			name, err := serviceName(args)
 			if err != nil {
@@ -128,6 +135,9 @@ Exit status: 0 healthy, 1 a problem was found, 2 usage or access error.`,
 			if !slices.Contains(outputFormats, o.Output) {
 				return usageError{fmt.Errorf("-o %s: the output is text, json or yaml", o.Output)}
 			}
+			if err := ValidateDNSOptions(o.DNSOptions); err != nil {
+				return usageError{err}
+			}
 			return run(cmd, o)
 		},
 	}
@@ -139,6 +149,10 @@ Exit status: 0 healthy, 1 a problem was found, 2 usage or access error.`,
 	cmd.Flags().BoolVar(&o.Datapath, "datapath", false, "also check this node's nftables table (run on the node, as root)")
 	cmd.Flags().StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name for --datapath (default $NODE_NAME, then the hostname)")
 	cmd.Flags().StringVar(&o.NFT, "nft", "nft", "the nft binary --datapath runs")
+	cmd.Flags().BoolVar(&o.DNS, "dns", false, "also ask the cluster DNS for the Service's names and compare the answers with the API")
+	cmd.Flags().StringVar(&o.DNSOptions.Service, "dns-service", "", "the cluster DNS Service as NAMESPACE/NAME (default "+DefaultDNSService+")")
+	cmd.Flags().StringVar(&o.DNSOptions.Server, "dns-server", "", "ask HOST:PORT instead of the DNS Service's ClusterIP:53 (e.g. through kubectl port-forward)")
+	cmd.Flags().StringVar(&o.DNSOptions.FromNamespace, "from-namespace", "", "resolve the short name as a pod of this namespace would (default: the Service's)")
 	root.AddCommand(cmd)
 	return root
 }
@@ -154,6 +168,9 @@ func serviceName(args []string) (string, error) {
 	}
 	if kind != "svc" && kind != "service" && kind != "services" || name == "" {
 		return "", fmt.Errorf("%q is not a Service: name it svc/NAME", args[0])
+	}
+	if errs := validation.IsDNS1035Label(name); len(errs) > 0 {
+		return "", fmt.Errorf("%q is not a valid Service name, so no DNS name can reach it: %s", name, strings.Join(errs, "; "))
 	}
 	return name, nil
 }
@@ -248,7 +265,15 @@ func Run(ctx context.Context, o *Options) (*Report, error) {
 				Fix:     "run the node agent on this node (kube-clusterip --datapath, the DaemonSet in config/)"})
 		}
 	}
-	return Diagnose(*in), nil
+	report := Diagnose(*in)
+	if o.DNS {
+		dnsFindings, err := RunDNSCheck(ctx, c, in, o.DNSOptions)
+		if err != nil {
+			return nil, err
+		}
+		report = finish(report, append(report.Findings, dnsFindings...))
+	}
+	return report, nil
 }
 
 // Scheme knows the objects diagnose reads: core, discovery and ClusterIPPools.

@@ -88,6 +88,10 @@ func TestParseArgs(t *testing.T) {
 		{name: "an unknown output", args: []string{"diagnose", "svc/a", "-o", "wide"}, wantErr: true},
 		{name: "an unknown flag", args: []string{"diagnose", "svc/a", "--bogus"}, wantErr: true},
 		{name: "another subcommand", args: []string{"frobnicate"}, wantErr: true},
+		{name: "a Service name that is not a DNS label (underscore)", args: []string{"diagnose", "svc/backend_service"}, wantErr: true},
+		{name: "a Service name that is not a DNS label (upper case)", args: []string{"diagnose", "svc/Backend"}, wantErr: true},
+		{name: "a DNS Service without namespace", args: []string{"diagnose", "svc/a", "--dns", "--dns-service", "kube-dns"}, wantErr: true},
+		{name: "a DNS server without port", args: []string{"diagnose", "svc/a", "--dns", "--dns-server", "10.96.0.10"}, wantErr: true},
 	}
 	t.Setenv("NODE_NAME", "")
 	for _, tt := range tests {

@@ -38,9 +38,10 @@ func runDiagnose(ctx context.Context, namespace, name string, extra ...string) r
 }
 
 // runDiagnoseText runs the command with its default text output, as the README shows it.
-func runDiagnoseText(ctx context.Context, namespace, name string) (string, int) {
+func runDiagnoseText(ctx context.Context, namespace, name string, extra ...string) (string, int) {
 	var stdout, stderr bytes.Buffer
-	code := diagnose.Main(ctx, []string{"diagnose", "svc/" + name, "-n", namespace, "--kubeconfig", kubeconfig}, &stdout, &stderr)
+	args := append([]string{"diagnose", "svc/" + name, "-n", namespace, "--kubeconfig", kubeconfig}, extra...)
+	code := diagnose.Main(ctx, args, &stdout, &stderr)
 	return stdout.String() + stderr.String(), code
 }
 

@@ -3,10 +3,12 @@ package diagnose
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
@@ -68,6 +70,34 @@ func ServiceEnvVars(svc *corev1.Service) []corev1.EnvVar {
 	}
 	return append(vars, dockerLinkEnvVars(prefix, ip, svc.Spec.Ports)...)
 }
+
+// PodServiceEnvVars are the Service environment variables kubelet gives a pod of namespace when
+// it starts, from the Services that exist then (kubelet's getServiceEnvVarMap): those of every
+// Service with a ClusterIP in the pod's namespace when enableServiceLinks (the API's default),
+// and always those of the API server's Service "kubernetes" in "default". Sorted by name.
+func PodServiceEnvVars(namespace string, enableServiceLinks bool, services []*corev1.Service) []corev1.EnvVar {
+	byName := map[string]*corev1.Service{}
+	for _, svc := range services {
+		switch {
+		case svc.Namespace == metav1.NamespaceDefault && svc.Name == apiServerServiceName:
+			if _, taken := byName[svc.Name]; !taken {
+				byName[svc.Name] = svc
+			}
+		case svc.Namespace == namespace && enableServiceLinks:
+			byName[svc.Name] = svc
+		}
+	}
+	var vars []corev1.EnvVar
+	for _, svc := range byName {
+		vars = append(vars, ServiceEnvVars(svc)...)
+	}
+	slices.SortFunc(vars, func(a, b corev1.EnvVar) int { return strings.Compare(a.Name, b.Name) })
+	return vars
+}
+
+// apiServerServiceName is the Service of the API server in the default namespace, whose
+// variables kubelet gives every pod.
+const apiServerServiceName = "kubernetes"
 
 func dockerLinkEnvVars(prefix, ip string, ports []corev1.ServicePort) []corev1.EnvVar {
 	var vars []corev1.EnvVar

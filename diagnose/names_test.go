@@ -1,6 +1,8 @@
 package diagnose
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -125,6 +127,72 @@ func TestDNSNames(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.wantSRV, SRVNames(tt.svc, tt.clusterDomain)); diff != "" {
 				t.Errorf("SRVNames (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPodServiceEnvVarsAsKubelet(t *testing.T) {
+	inNamespace := func(ns, name, ip string) *corev1.Service {
+		return backendService(func(s *corev1.Service) {
+			s.Namespace, s.Name, s.Spec.ClusterIP, s.Spec.ClusterIPs = ns, name, ip, []string{ip}
+		})
+	}
+	kubernetes := inNamespace("default", "kubernetes", "10.96.0.1")
+	backend := inNamespace(testNamespace, "backend", "10.96.0.20")
+	elsewhere := inNamespace("other", "cache", "10.96.0.30")
+	headless := backendService(func(s *corev1.Service) {
+		s.Name, s.Spec.ClusterIP, s.Spec.ClusterIPs = "db", corev1.ClusterIPNone, []string{corev1.ClusterIPNone}
+	})
+	names := func(vars []corev1.EnvVar) []string {
+		var out []string
+		for _, v := range vars {
+			if strings.HasSuffix(v.Name, "_SERVICE_HOST") {
+				out = append(out, v.Name+"="+v.Value)
+			}
+		}
+		return out
+	}
+	tests := []struct {
+		name               string
+		namespace          string
+		enableServiceLinks bool
+		services           []*corev1.Service
+		want               []string
+	}{
+		{
+			name:      "the pod's namespace and the API server's Service; not other namespaces, not headless",
+			namespace: testNamespace, enableServiceLinks: true,
+			services: []*corev1.Service{kubernetes, backend, elsewhere, headless},
+			want:     []string{"BACKEND_SERVICE_HOST=10.96.0.20", "KUBERNETES_SERVICE_HOST=10.96.0.1"},
+		},
+		{
+			name:      "enableServiceLinks false: only the API server's Service",
+			namespace: testNamespace, enableServiceLinks: false,
+			services: []*corev1.Service{kubernetes, backend},
+			want:     []string{"KUBERNETES_SERVICE_HOST=10.96.0.1"},
+		},
+		{
+			name:      "a pod in default sees its namespace's Services as any other",
+			namespace: "default", enableServiceLinks: true,
+			services: []*corev1.Service{kubernetes, inNamespace("default", "web", "10.96.0.40"), backend},
+			want:     []string{"KUBERNETES_SERVICE_HOST=10.96.0.1", "WEB_SERVICE_HOST=10.96.0.40"},
+		},
+		{
+			name:      "a Service named kubernetes in the pod's namespace wins over the API server's",
+			namespace: testNamespace, enableServiceLinks: true,
+			services: []*corev1.Service{inNamespace(testNamespace, "kubernetes", "10.96.0.50"), kubernetes},
+			want:     []string{"KUBERNETES_SERVICE_HOST=10.96.0.50"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := PodServiceEnvVars(tt.namespace, tt.enableServiceLinks, tt.services)
+			if diff := cmp.Diff(tt.want, names(got)); diff != "" {
+				t.Errorf("PodServiceEnvVars (-want +got):\n%s", diff)
+			}
+			if !slices.IsSortedFunc(got, func(a, b corev1.EnvVar) int { return strings.Compare(a.Name, b.Name) }) {
+				t.Errorf("not sorted by name: %v", got)
 			}
 		})
 	}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prints the directory holding kube-apiserver, etcd and kubectl for envtest (KUBEBUILDER_ASSETS).
+# Prints the directory holding kube-apiserver, etcd and kubectl for envtest (KUBEBUILDER_ASSETS),
+# and CoreDNS for the DNS tests and the demo (hack/coredns-assets.sh, same directory).
 #
 # setup-envtest downloads release binaries, which our machines cannot reach, so we build both
 # from the Go module proxy (hack/tools/kube and hack/tools/etcd) into a cache directory outside
@@ -17,6 +18,7 @@ binaries=(kube-apiserver kubectl etcd)
 
 if assets_cached .stamp; then
 	echo "envtest-assets: reusing cached kube-apiserver, kubectl v$k8s_version and etcd in $dir" >&2
+	"$here/coredns-assets.sh" >/dev/null
 	echo "$dir"
 	exit 0
 fi
@@ -30,4 +32,5 @@ go build -C "$etcd" -ldflags "-s -w" -o "$dir/etcd.new" .
 mv "$dir/etcd.new" "$dir/etcd"
 echo "$stamp" > "$dir/.stamp"
 echo "envtest-assets: built in $(( $(date +%s) - start ))s into $dir" >&2
+"$here/coredns-assets.sh" >/dev/null
 echo "$dir"

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,6 +77,75 @@ func TestDemo(t *testing.T) {
 		counts := barCounts(t, section(t, output, "Readiness"))
 		if counts["backend-2"] != 0 || counts["backend-1"]+counts["backend-3"] != spreadRequests {
 			t.Errorf("want backend-1 and backend-3 to answer all %d requests, backend-2 none: %v", spreadRequests, counts)
+		}
+	})
+	t.Run("CoreDNS answers behind kube-dns and pods get kubelet's resolv.conf and variables", func(t *testing.T) {
+		if s := section(t, output, "Cluster DNS"); !strings.Contains(s, "kube-dns EndpointSlice lists it") {
+			t.Errorf("kube-dns has no CoreDNS endpoint:\n%s", s)
+		}
+		s := section(t, output, "What pod/client sees")
+		for _, want := range []string{
+			"nameserver " + clusterDNSIP,
+			"search default.svc.cluster.local svc.cluster.local cluster.local",
+			"options ndots:5",
+			"BACKEND_SERVICE_SERVICE_HOST=" + serviceIP(t, output, "backend-service"),
+			"BACKEND_SERVICE_SERVICE_PORT_HTTP=80",
+			"BACKEND_SERVICE_PORT_80_TCP_ADDR=" + serviceIP(t, output, "backend-service"),
+			"nslookup kubernetes.default -> 10.96.0.1\n",
+		} {
+			if !strings.Contains(s, want) {
+				t.Errorf("no %q in:\n%s", want, s)
+			}
+		}
+	})
+	t.Run("backend-service by short name, FQDN and environment variable", func(t *testing.T) {
+		s := section(t, output, "By name from the client pod")
+		ip := regexp.QuoteMeta(serviceIP(t, output, "backend-service"))
+		for _, want := range []string{
+			`curl http://backend-service  -> resolved ` + ip + `  -> answered backend-\d\n`,
+			`curl http://backend-service\.default\.svc\.cluster\.local  -> resolved ` + ip + `  -> answered backend-\d\n`,
+			`curl http://\$BACKEND_SERVICE_SERVICE_HOST  \(= http://` + ip + `\)  -> answered backend-\d\n`,
+		} {
+			if !regexp.MustCompile(want).MatchString(s) {
+				t.Errorf("no line matching %s in:\n%s", want, s)
+			}
+		}
+	})
+	t.Run("every port of multi-port-service by name", func(t *testing.T) {
+		s := section(t, output, "multi-port-service")
+		ip := serviceIP(t, output, "multi-port-service")
+		for port, target := range map[int]int{80: 8080, 443: 8443, 9090: 9090} {
+			want := fmt.Sprintf("curl http://multi-port-service:%d  -> resolved %s  -> answered multi-1 (port %d)\n", port, ip, target)
+			if !strings.Contains(s, want) {
+				t.Errorf("no %q in:\n%s", want, s)
+			}
+		}
+	})
+	t.Run("frontend calls backend-service by name", func(t *testing.T) {
+		s := section(t, output, "frontend -> backend")
+		want := `curl http://frontend-service  -> resolved ` + regexp.QuoteMeta(serviceIP(t, output, "frontend-service")) + `  -> answered frontend-1 -> backend-\d\n`
+		if !regexp.MustCompile(want).MatchString(s) {
+			t.Errorf("no line matching %s in:\n%s", want, s)
+		}
+	})
+	t.Run("another namespace by FQDN only; a headless Service resolves to its pods", func(t *testing.T) {
+		s := section(t, output, "Another namespace")
+		for _, want := range []string{
+			"curl http://inventory-service  -> no such host inventory-service\n",
+			"curl http://inventory-service.inventory.svc.cluster.local  -> resolved " + serviceIP(t, output, "inventory-service") + "  -> answered inventory-1\n",
+		} {
+			if !strings.Contains(s, want) {
+				t.Errorf("no %q in:\n%s", want, s)
+			}
+		}
+		var podIPs []string
+		for _, pod := range backendPodNames {
+			ip, _, _ := strings.Cut(lineValue(t, output, "    pod/"+pod+" Ready, podIP "), ",")
+			podIPs = append(podIPs, ip)
+		}
+		slices.Sort(podIPs)
+		if want := "nslookup headless-service -> " + strings.Join(podIPs, " ") + "  (pods"; !strings.Contains(s, want) {
+			t.Errorf("no %q in:\n%s", want, s)
 		}
 	})
 	t.Run("no endpoints: connection refused", func(t *testing.T) {
@@ -189,6 +259,16 @@ func barCounts(t *testing.T, section string) map[string]int {
 		t.Fatalf("no answer counts in:\n%s", section)
 	}
 	return counts
+}
+
+// serviceIP is the ClusterIP the demo printed for a Service of any namespace.
+func serviceIP(t *testing.T, output, service string) string {
+	t.Helper()
+	m := regexp.MustCompile(`service/` + regexp.QuoteMeta(service) + ` created(?: in namespace \S+)?, ClusterIP (\S+)`).FindStringSubmatch(output)
+	if m == nil {
+		t.Fatalf("no ClusterIP printed for service/%s", service)
+	}
+	return m[1]
 }
 
 func lineValue(t *testing.T, output, prefix string) string {

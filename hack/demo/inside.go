@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/clusterdns"
 )
 
 // Request counts of the walkthrough.
@@ -43,13 +44,15 @@ type demo struct {
 	kubelet      *kubelet
 	stopKubelet  context.CancelFunc
 	database     *sandbox
+	coreDNS      *clusterdns.Server
 	clusterIPs   map[string]string // Service name -> ClusterIP
+	podIPs       map[string]string // pod name -> podIP
 }
 
 // runInside runs the walkthrough in the namespaces runOutside created, then cleans up (or,
 // with --keep, waits for Ctrl-C first).
 func runInside(o options) error {
-	d := &demo{opts: o, workDir: os.Getenv(workDirEnv), started: time.Now(), clusterIPs: map[string]string{}}
+	d := &demo{opts: o, workDir: os.Getenv(workDirEnv), started: time.Now(), clusterIPs: map[string]string{}, podIPs: map[string]string{}}
 	if err := refuseHostNamespaces(); err != nil {
 		return err
 	}
@@ -117,11 +120,17 @@ func (d *demo) walkThrough(ctx context.Context) error {
 		{"Control plane: etcd and kube-apiserver", d.startControlPlane},
 		{"Manager: allocator with admission webhook, endpoints, datapath", d.startManager},
 		{"Kubelet stand-in: pods become network namespaces", d.startKubelet},
-		{"Apply the examples: 3 backend pods, a client pod, 3 Services", d.applyExamples},
+		{"Cluster DNS: CoreDNS behind Service kube-system/kube-dns (" + clusterDNSIP + ")", d.startClusterDNS},
+		{"Apply the examples: 7 Services, 3 backend pods, a client pod and 3 others", d.applyExamples},
 		{"kubectl get clusterippools,svc,endpoints,endpointslices", d.showTables},
 		{fmt.Sprintf("%d requests to backend-service from the client pod", spreadRequests), d.spreadRequests},
 		{"Session affinity: sticky-service keeps the client on one pod", d.showStickiness},
 		{"Selectorless Service: external-database reaches the database outside the cluster", d.reachDatabase},
+		{"What pod/client sees: resolv.conf and Service environment variables from its kubelet", d.showPodNames},
+		{"By name from the client pod: curl backend-service, its FQDN, $BACKEND_SERVICE_SERVICE_HOST", d.curlByName},
+		{"multi-port-service: every port by name (80, 443, 9090)", d.curlMultiPort},
+		{"frontend -> backend: frontend-1's server calls http://backend-service:80", d.curlFrontend},
+		{"Another namespace and a headless Service", d.otherNamespaceAndHeadless},
 		{"Readiness: backend-2 turns not ready and leaves the rotation", d.markNotReady},
 		{"Scale backend to zero: connection refused at once", d.scaleToZero},
 	} {
@@ -172,7 +181,7 @@ func (d *demo) startManager(ctx context.Context) error {
 }
 
 func (d *demo) startKubelet(ctx context.Context) error {
-	d.kubelet = newKubelet(d.client)
+	d.kubelet = newKubelet(d.client, d.workDir)
 	if err := d.kubelet.registerNode(ctx); err != nil {
 		return err
 	}
@@ -197,13 +206,15 @@ func (d *demo) applyExamples(ctx context.Context) error {
 	}
 	fmt.Printf("    database: network namespace \"database\" at %s:%d (outside the pod CIDR)\n", databaseIP, databasePort)
 
-	for _, svc := range []*corev1.Service{backendService(), stickyService(), externalDatabaseService()} {
-		created, err := d.client.CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("create service %s: %w", svc.Name, err)
+	other := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: otherNamespace}}
+	if _, err := d.client.CoreV1().Namespaces().Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create namespace %s: %w", otherNamespace, err)
+	}
+	for _, svc := range []*corev1.Service{backendService(), stickyService(), externalDatabaseService(),
+		multiPortService(), frontendService(), headlessService(), inventoryService()} {
+		if err := d.createService(ctx, svc); err != nil {
+			return err
 		}
-		d.clusterIPs[svc.Name] = created.Spec.ClusterIP
-		fmt.Printf("    service/%s created, ClusterIP %s\n", svc.Name, created.Spec.ClusterIP)
 	}
 	//nolint:staticcheck // users still write Endpoints for selectorless Services
 	if _, err := d.client.CoreV1().Endpoints(metav1.NamespaceDefault).Create(ctx, externalDatabaseEndpoints(), metav1.CreateOptions{}); err != nil {
@@ -222,6 +233,15 @@ func (d *demo) applyExamples(ctx context.Context) error {
 	if err := waitFor(ctx, 20*time.Second, d.readyEndpointsAre("external-database", 1)); err != nil {
 		return fmt.Errorf("external-database EndpointSlice (mirrored): %w", err)
 	}
+	for _, svc := range []*corev1.Service{multiPortService(), frontendService(), headlessService(), inventoryService()} {
+		want := 1
+		if svc.Name == "headless-service" {
+			want = backendPods
+		}
+		if err := waitFor(ctx, 20*time.Second, d.readyEndpointsIn(svc.Namespace, svc.Name, want)); err != nil {
+			return fmt.Errorf("%s endpoints: %w", svc.Name, err)
+		}
+	}
 	fmt.Printf("    every pod Running and Ready; every Service has its EndpointSlice\n")
 	return nil
 }
@@ -229,7 +249,7 @@ func (d *demo) applyExamples(ctx context.Context) error {
 // createPods creates the backend replicas and the client pod, and waits until the kubelet
 // stand-in reports them Ready.
 func (d *demo) createPods(ctx context.Context) error {
-	pods := []*corev1.Pod{clientPod()}
+	pods := []*corev1.Pod{clientPod(), multiPortPod(), frontendPod(), inventoryPod()}
 	for _, name := range backendPodNames {
 		pods = append(pods, backendPod(name))
 	}
@@ -251,7 +271,8 @@ func (d *demo) createPods(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("pod %s never became ready: %w", pod.Name, err)
 		}
-		fmt.Printf("    pod/%s Ready, podIP %s, network namespace %q\n", pod.Name, ip, pod.Name)
+		d.podIPs[pod.Name] = ip
+		fmt.Printf("    pod/%s Ready, podIP %s, network namespace %q\n", pod.Name, ip, sandboxName(pod))
 	}
 	return nil
 }
@@ -259,8 +280,13 @@ func (d *demo) createPods(ctx context.Context) error {
 // readyEndpointsAre reports whether the Service's EndpointSlices list exactly want ready
 // endpoints.
 func (d *demo) readyEndpointsAre(service string, want int) func(context.Context) (bool, error) {
+	return d.readyEndpointsIn(metav1.NamespaceDefault, service, want)
+}
+
+// readyEndpointsIn is readyEndpointsAre for a Service of any namespace.
+func (d *demo) readyEndpointsIn(namespace, service string, want int) func(context.Context) (bool, error) {
 	return func(ctx context.Context) (bool, error) {
-		slices, err := d.client.DiscoveryV1().EndpointSlices(metav1.NamespaceDefault).List(ctx,
+		slices, err := d.client.DiscoveryV1().EndpointSlices(namespace).List(ctx,
 			metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
 		if err != nil {
 			return false, err
@@ -497,6 +523,7 @@ func (d *demo) cleanUp() {
 	if d.database != nil {
 		d.database.destroy()
 	}
+	d.coreDNS.Stop()
 	d.manager.stop()
 	if err := d.controlPlane.stop(); err != nil {
 		fmt.Printf("    stop the control plane: %v\n", err)

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,22 +14,31 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/kube-clusterip/kube-clusterip/diagnose"
 )
 
 // kubelet plays the kubelet of the demo node, only as far as Services care: for each Pod bound
 // to the node it creates a network namespace with an address from the node's pod CIDR, serves
 // HTTP on the Pod's container ports answering with the Pod's name, and reports the Pod Running
 // and Ready with its podIP. A deleted Pod loses its namespace.
+//
+// Like kubelet, it gives each pod the cluster DNS in a resolv.conf (search path of the pod's
+// namespace, ndots:5) and the Service environment variables of the Services that exist when the
+// pod starts; processes of the pod (podProcess) see both. A container with the argument
+// --proxy-to=URL runs as such a process. A hostNetwork pod gets no namespace: its address is the
+// node's, and its process is the demo's business (CoreDNS).
 type kubelet struct {
-	client kubernetes.Interface
+	client  kubernetes.Interface
+	workDir string // holds each pod's resolv.conf
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox // by namespace/name
 	octets    map[string]int      // by namespace/name: the last octet of the pod's 10.244.0.x
 }
 
-func newKubelet(client kubernetes.Interface) *kubelet {
-	return &kubelet{client: client, sandboxes: map[string]*sandbox{}, octets: map[string]int{}}
+func newKubelet(client kubernetes.Interface, workDir string) *kubelet {
+	return &kubelet{client: client, workDir: workDir, sandboxes: map[string]*sandbox{}, octets: map[string]int{}}
 }
 
 // registerNode creates the Node object, as a kubelet does when it joins the cluster; the
@@ -79,17 +91,16 @@ func (k *kubelet) run(ctx context.Context) error {
 
 // startPod gives the Pod its network and servers, then reports it Running and Ready.
 func (k *kubelet) startPod(ctx context.Context, pod *corev1.Pod) error {
+	if pod.Spec.HostNetwork {
+		return k.reportStatus(ctx, pod, uplinkNodeIP)
+	}
 	key := pod.Namespace + "/" + pod.Name
 	octet, err := k.claimOctet(key)
 	if err != nil {
 		return err
 	}
 	ip := fmt.Sprintf("10.244.0.%d", octet)
-	name := pod.Name
-	if pod.Namespace != metav1.NamespaceDefault {
-		name = pod.Namespace + "_" + pod.Name
-	}
-	sb, err := newSandbox(name, ip, podGateway, fmt.Sprintf("veth%d", octet))
+	sb, err := newSandbox(sandboxName(pod), ip, podGateway, fmt.Sprintf("veth%d", octet))
 	if err != nil {
 		k.releaseOctet(key)
 		return fmt.Errorf("pod %s: %w", key, err)
@@ -97,16 +108,90 @@ func (k *kubelet) startPod(ctx context.Context, pod *corev1.Pod) error {
 	k.mu.Lock()
 	k.sandboxes[key] = sb
 	k.mu.Unlock()
+	if err := k.setUpNames(ctx, pod, sb); err != nil {
+		return fmt.Errorf("pod %s: %w", key, err)
+	}
+	if err := k.startContainers(pod, sb); err != nil {
+		return fmt.Errorf("pod %s: %w", key, err)
+	}
+	return k.reportStatus(ctx, pod, ip)
+}
+
+// startContainers serves HTTP on each TCP container port, answering with the pod's name (and
+// the port, when the pod has several), or runs a --proxy-to container as a process of the pod.
+func (k *kubelet) startContainers(pod *corev1.Pod, sb *sandbox) error {
 	for _, c := range pod.Spec.Containers {
+		var tcpPorts []int
 		for _, p := range c.Ports {
 			if p.Protocol == corev1.ProtocolTCP || p.Protocol == "" {
-				if err := sb.serveHTTP(int(p.ContainerPort), pod.Name); err != nil {
+				tcpPorts = append(tcpPorts, int(p.ContainerPort))
+			}
+		}
+		for _, port := range tcpPorts {
+			answer := pod.Name
+			if len(tcpPorts) > 1 {
+				answer = fmt.Sprintf("%s (port %d)", pod.Name, port)
+			}
+			if proxyTo, ok := proxyTarget(c); ok {
+				if err := sb.runServer(podProcess{Serve: port, Answer: answer, ProxyTo: proxyTo}); err != nil {
 					return err
 				}
+				continue
+			}
+			if err := sb.serveHTTP(port, answer); err != nil {
+				return err
 			}
 		}
 	}
-	return k.reportStatus(ctx, pod, ip)
+	return nil
+}
+
+// proxyTarget is the URL of a container's --proxy-to argument.
+func proxyTarget(c corev1.Container) (string, bool) {
+	for _, arg := range c.Args {
+		if target, ok := strings.CutPrefix(arg, proxyArg); ok {
+			return target, true
+		}
+	}
+	return "", false
+}
+
+// setUpNames writes the pod's resolv.conf and computes its Service variables, from the Services
+// that exist now.
+func (k *kubelet) setUpNames(ctx context.Context, pod *corev1.Pod, sb *sandbox) error {
+	services, err := k.client.CoreV1().Services(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list services for the pod's environment: %w", err)
+	}
+	var all []*corev1.Service
+	for i := range services.Items {
+		all = append(all, &services.Items[i])
+	}
+	links := pod.Spec.EnableServiceLinks == nil || *pod.Spec.EnableServiceLinks
+	for _, v := range diagnose.PodServiceEnvVars(pod.Namespace, links, all) {
+		sb.env = append(sb.env, v.Name+"="+v.Value)
+	}
+	sb.env = append(sb.env, "HOSTNAME="+pod.Name)
+	dir := filepath.Join(k.workDir, "pods", pod.Namespace+"_"+pod.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	sb.resolvConf = filepath.Join(dir, "resolv.conf")
+	return os.WriteFile(sb.resolvConf, []byte(resolvConf(pod.Namespace)), 0o644)
+}
+
+// resolvConf is what kubelet writes for a pod with dnsPolicy ClusterFirst.
+func resolvConf(namespace string) string {
+	return fmt.Sprintf("nameserver %s\nsearch %s.svc.%s svc.%s %s\noptions ndots:5\n",
+		clusterDNSIP, namespace, clusterDomain, clusterDomain, clusterDomain)
+}
+
+// sandboxName names a pod's network namespace: its name, prefixed by its namespace outside default.
+func sandboxName(pod *corev1.Pod) string {
+	if pod.Namespace != metav1.NamespaceDefault {
+		return pod.Namespace + "_" + pod.Name
+	}
+	return pod.Name
 }
 
 func (k *kubelet) reportStatus(ctx context.Context, pod *corev1.Pod, ip string) error {
@@ -150,6 +235,9 @@ func podConditions(ready bool) []corev1.PodCondition {
 }
 
 func (k *kubelet) stopPod(pod *corev1.Pod) {
+	if pod.Spec.HostNetwork {
+		return
+	}
 	key := pod.Namespace + "/" + pod.Name
 	k.mu.Lock()
 	sb := k.sandboxes[key]

@@ -1,7 +1,10 @@
 // Command demo runs the whole kube-clusterip stack on one machine and sends real packets through
 // a ClusterIP: an etcd and kube-apiserver, the manager with every component (admission webhook,
 // endpoints, nftables datapath), and a small stand-in for the kubelet that gives each Pod a
-// network namespace, an address and an HTTP server that answers with the Pod's name.
+// network namespace, an address and an HTTP server that answers with the Pod's name. A real
+// CoreDNS behind the kube-dns Service (10.96.0.10) answers names from our Services and
+// EndpointSlices, and each Pod's processes get kubelet's resolv.conf and Service variables, so the
+// walkthrough also reaches Services by name (curl http://backend-service).
 //
 // Everything runs inside namespaces the demo creates for itself (network, mount and PID): the
 // demo's network namespace plays the node, the manager's nftables live there, Pods are further
@@ -38,6 +41,8 @@ func main() {
 
 	var err error
 	switch {
+	case os.Getenv(podProcessEnv) != "":
+		err = runPodProcess(os.Getenv(podProcessEnv))
 	case os.Getenv(insideEnv) != "":
 		err = runInside(o)
 	case os.Geteuid() != 0:
@@ -57,9 +62,9 @@ func checkPrerequisites(o *options) error {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return fmt.Errorf("KUBEBUILDER_ASSETS is not set: run 'make demo', or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)")
 	}
-	for _, binary := range []string{"kube-apiserver", "etcd"} {
+	for _, binary := range []string{"kube-apiserver", "etcd", "coredns"} {
 		if _, err := os.Stat(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), binary)); err != nil {
-			return fmt.Errorf("%s is missing from KUBEBUILDER_ASSETS: run hack/envtest-assets.sh to build it", binary)
+			return fmt.Errorf("%s is missing from KUBEBUILDER_ASSETS: run hack/envtest-assets.sh to build it (it runs hack/coredns-assets.sh too)", binary)
 		}
 	}
 	manager, err := filepath.Abs(o.manager)

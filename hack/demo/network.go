@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"time"
@@ -75,6 +76,9 @@ func setUpNode() error {
 type sandbox struct {
 	netnstest.VethNetns
 	ip string
+	// env and resolvConf are what the kubelet stand-in gives the pod's processes.
+	env        []string
+	resolvConf string
 
 	mu      sync.Mutex
 	closers []io.Closer
@@ -95,6 +99,27 @@ func newSandbox(name, ip, gateway, hostDev string) (*sandbox, error) {
 		return nil, fmt.Errorf("create network namespace %s: %w", name, err)
 	}
 	return s, nil
+}
+
+// runServer starts a serving podProcess, stopped (by its PID) with the sandbox.
+func (s *sandbox) runServer(p podProcess) error {
+	p.ResolvConf = s.resolvConf
+	cmd, err := s.start(p, os.Stdout)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.closers = append(s.closers, processCloser{cmd})
+	s.mu.Unlock()
+	return nil
+}
+
+// processCloser kills a pod's process and reaps it.
+type processCloser struct{ cmd *exec.Cmd }
+
+func (p processCloser) Close() error {
+	_ = p.cmd.Process.Kill()
+	return p.cmd.Wait()
 }
 
 // destroy closes the servers, deletes the veth pair and the namespace's name.
@@ -175,8 +200,14 @@ func (s *sandbox) dial(ctx context.Context, network, address string) (net.Conn, 
 // get sends one HTTP request from the namespace on a new connection (no keep-alive: the
 // datapath picks an endpoint per connection) and returns the trimmed answer.
 func (s *sandbox) get(ctx context.Context, url string) (string, error) {
+	return get(ctx, url, s.dial)
+}
+
+// get fetches url on a new connection opened by dial (nil: the process's own network) and
+// returns the trimmed body.
+func get(ctx context.Context, url string, dial func(ctx context.Context, network, address string) (net.Conn, error)) (string, error) {
 	client := &http.Client{
-		Transport: &http.Transport{DialContext: s.dial, DisableKeepAlives: true},
+		Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true},
 		Timeout:   3 * time.Second,
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -20,13 +20,7 @@ var backendPodNames = []string{"backend-1", "backend-2", "backend-3"}
 
 // backendService is port 80 to the pods' 8080 over the pods labelled app=backend.
 func backendService() *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "backend-service", Namespace: metav1.NamespaceDefault},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": backendLabel},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(backendPort), Protocol: corev1.ProtocolTCP}},
-		},
-	}
+	return simpleService(metav1.NamespaceDefault, "backend-service", backendLabel)
 }
 
 // stickyService selects the same pods with ClientIP affinity: a client keeps its pod.
@@ -81,6 +75,114 @@ func demoPod(name string, labels map[string]string, ports []corev1.ContainerPort
 		Spec: corev1.PodSpec{
 			NodeName:   nodeName,
 			Containers: []corev1.Container{{Name: "app", Image: "demo/answer-with-pod-name", Ports: ports}},
+		},
+	}
+}
+
+// The cluster DNS: CoreDNS runs on the node (a hostNetwork pod, as the demo's pods cannot reach
+// the API server on the node's loopback) behind the conventional kube-system/kube-dns ClusterIP.
+const (
+	clusterDNSIP     = "10.96.0.10"
+	clusterDomain    = "cluster.local"
+	kubeDNSLabel     = "kube-dns"
+	otherNamespace   = "inventory"
+	frontendPodName  = "frontend-1"
+	multiPortPodName = "multi-1"
+	inventoryPodName = "inventory-1"
+	// proxyArg makes the kubelet stand-in run the container as a process in the pod that answers
+	// each request with what URL answered (the frontend calling the backend).
+	proxyArg = "--proxy-to="
+)
+
+// multiPortPorts are multi-port-service's ports: Service port, pod port, name.
+var multiPortPorts = []struct {
+	port, targetPort int32
+	name             string
+}{{80, 8080, "http"}, {443, 8443, "https"}, {9090, 9090, "metrics"}}
+
+// kubeDNSService is kubeadm's kube-dns Service: DNS over UDP and TCP at 10.96.0.10.
+func kubeDNSService() *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: metav1.NamespaceSystem, Labels: map[string]string{"k8s-app": kubeDNSLabel}},
+		Spec: corev1.ServiceSpec{
+			ClusterIP: clusterDNSIP,
+			Selector:  map[string]string{"k8s-app": kubeDNSLabel},
+			Ports: []corev1.ServicePort{
+				{Name: "dns", Port: 53, TargetPort: intstr.FromInt32(53), Protocol: corev1.ProtocolUDP},
+				{Name: "dns-tcp", Port: 53, TargetPort: intstr.FromInt32(53), Protocol: corev1.ProtocolTCP},
+			},
+		},
+	}
+}
+
+// coreDNSPod is the pod of the CoreDNS process the demo runs on the node.
+func coreDNSPod() *corev1.Pod {
+	pod := demoPod("coredns", map[string]string{"k8s-app": kubeDNSLabel}, []corev1.ContainerPort{
+		{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP},
+		{Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP},
+	})
+	pod.Namespace = metav1.NamespaceSystem
+	pod.Spec.HostNetwork = true
+	pod.Spec.Containers[0].Image = "coredns (hack/coredns-assets.sh)"
+	return pod
+}
+
+// multiPortService has three named ports to one pod's three ports.
+func multiPortService() *corev1.Service {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "multi-port-service", Namespace: metav1.NamespaceDefault},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "multi"}},
+	}
+	for _, p := range multiPortPorts {
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: p.name, Port: p.port, TargetPort: intstr.FromString(p.name), Protocol: corev1.ProtocolTCP})
+	}
+	return svc
+}
+
+func multiPortPod() *corev1.Pod {
+	var ports []corev1.ContainerPort
+	for _, p := range multiPortPorts {
+		ports = append(ports, corev1.ContainerPort{Name: p.name, ContainerPort: p.targetPort})
+	}
+	return demoPod(multiPortPodName, map[string]string{"app": "multi"}, ports)
+}
+
+// frontendService is the seeds' frontend: port 80 to a pod whose server calls backend-service.
+func frontendService() *corev1.Service {
+	return simpleService(metav1.NamespaceDefault, "frontend-service", "frontend")
+}
+
+func frontendPod() *corev1.Pod {
+	pod := demoPod(frontendPodName, map[string]string{"app": "frontend"}, []corev1.ContainerPort{{Name: "http", ContainerPort: backendPort}})
+	pod.Spec.Containers[0].Args = []string{proxyArg + "http://backend-service:80"}
+	return pod
+}
+
+// headlessService selects the backend pods without a ClusterIP: its name resolves to their IPs.
+func headlessService() *corev1.Service {
+	svc := simpleService(metav1.NamespaceDefault, "headless-service", backendLabel)
+	svc.Spec.ClusterIP = corev1.ClusterIPNone
+	return svc
+}
+
+// inventoryService lives in another namespace: reachable by its FQDN, not by its short name.
+func inventoryService() *corev1.Service {
+	return simpleService(otherNamespace, "inventory-service", "inventory")
+}
+
+func inventoryPod() *corev1.Pod {
+	pod := demoPod(inventoryPodName, map[string]string{"app": "inventory"}, []corev1.ContainerPort{{Name: "http", ContainerPort: backendPort}})
+	pod.Namespace = otherNamespace
+	return pod
+}
+
+// simpleService is port 80 (http) to the pods' 8080 over the pods labelled app.
+func simpleService(namespace, name, app string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": app},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(backendPort), Protocol: corev1.ProtocolTCP}},
 		},
 	}
 }
