@@ -345,7 +345,7 @@ func (r *run) selector(p *parser, evaluate bool) (string, bool, error) {
 		p.next()
 		n, err := strconv.Atoi(p.next())
 		if err != nil || n < 1 {
-			return "", false, fmt.Errorf("numgen random mod: bad modulus: %v", err)
+			return "", false, fmt.Errorf("numgen random mod: bad modulus: %w", err)
 		}
 		if !evaluate {
 			return "", false, nil
