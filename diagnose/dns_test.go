@@ -73,6 +73,7 @@ func TestSearchCandidates(t *testing.T) {
 func TestDiagnoseDNS(t *testing.T) {
 	svc := kit.MakeService("backend", testNamespace).ClusterIP("10.96.0.20").Selector(backendLabels).TCPPort("http", 80, 8080).Obj()
 	headless := kit.MakeService("db", testNamespace).Headless().Selector(backendLabels).TCPPort("pg", 5432, 5432).Obj()
+	dualStack := kit.MakeService("backend", testNamespace).ClusterIP("10.96.0.20", "fd00:10:96::20").Selector(backendLabels).TCPPort("http", 80, 8080).Obj()
 	kubeDNS := kit.MakeService("kube-dns", "kube-system").ClusterIP("10.96.0.10").Obj()
 	dnsReady := []*discoveryv1.EndpointSlice{dnsSlice(true)}
 	healthy := []string{
@@ -95,6 +96,22 @@ func TestDiagnoseDNS(t *testing.T) {
 				"backend (from a pod in shop) -> backend.shop.svc.cluster.local. through the search path",
 				"SRV _http._tcp.backend.shop.svc.cluster.local. -> 80 backend.shop.svc.cluster.local.",
 			},
+		},
+		{
+			name: "dual-stack: A and AAAA each answer the ClusterIP of their family",
+			in: DNSInputs{Service: dualStack, DNSService: kubeDNS, DNSEndpointSlice: dnsReady, Querier: fakeDNS{records: append([]string{
+				"backend.shop.svc.cluster.local. 5 IN AAAA fd00:10:96::20",
+			}, healthy...)}},
+			wantOKContain: []string{
+				"A backend.shop.svc.cluster.local. -> 10.96.0.20, as the API says",
+				"AAAA backend.shop.svc.cluster.local. -> fd00:10:96::20, as the API says",
+			},
+		},
+		{
+			name:         "dual-stack: no AAAA record for the IPv6 ClusterIP",
+			in:           DNSInputs{Service: dualStack, DNSService: kubeDNS, DNSEndpointSlice: dnsReady, Querier: fakeDNS{records: healthy}},
+			wantProblems: []string{"AAAA backend.shop.svc.cluster.local.: the DNS answers nothing, the API says fd00:10:96::20"},
+			wantFix:      "answer differs",
 		},
 		{
 			name:         "no cluster DNS Service",

@@ -15,15 +15,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var _ = Describe("CoreDNS serving our Services and EndpointSlices", func() {
 	var ns string
 
 	BeforeEach(func(ctx SpecContext) {
-		namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "dns-"}}
-		Expect(k8sClient.Create(ctx, namespace)).To(Succeed())
-		ns = namespace.Name
+		ns = testenv.NewNamespace(ctx, k8sClient, "dns", nil)
 	})
 
 	fqdn := func(service string) string { return fmt.Sprintf("%s.%s.svc.cluster.local.", service, ns) }
@@ -164,35 +165,19 @@ func headlessService(ns, name, app string) *corev1.Service {
 // createPod creates a Running pod labelled app on the suite's node, with ip and the given
 // readiness, as a kubelet would report it.
 func createPod(ctx context.Context, ns, name, app, ip string, ready bool) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": app}},
-		Spec: corev1.PodSpec{
-			NodeName:   nodeName,
-			Containers: []corev1.Container{{Name: "app", Image: "app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}},
-		},
-	}
-	ExpectWithOffset(1, k8sClient.Create(ctx, pod)).To(Succeed())
-	pod.Status = corev1.PodStatus{
-		Phase:      corev1.PodRunning,
-		PodIP:      ip,
-		PodIPs:     []corev1.PodIP{{IP: ip}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: readiness(ready)}},
-	}
-	ExpectWithOffset(1, k8sClient.Status().Update(ctx, pod)).To(Succeed())
+	GinkgoHelper()
+	pod := kit.MakePod(name, ns).Labels(map[string]string{"app": app}).Node(nodeName).
+		ContainerPorts(kit.TCPContainerPort("http", 8080)).Obj()
+	Expect(k8sClient.Create(ctx, pod)).To(Succeed())
+	testenv.SetPodStatus(ctx, k8sClient, pod, ip, ready)
 }
 
+// setReady flips a pod's readiness as its kubelet would.
 func setReady(ctx context.Context, ns, name string, ready bool) {
+	GinkgoHelper()
 	pod := &corev1.Pod{}
-	ExpectWithOffset(1, k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, pod)).To(Succeed())
-	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: readiness(ready)}}
-	ExpectWithOffset(1, k8sClient.Status().Update(ctx, pod)).To(Succeed())
-}
-
-func readiness(ready bool) corev1.ConditionStatus {
-	if ready {
-		return corev1.ConditionTrue
-	}
-	return corev1.ConditionFalse
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, pod)).To(Succeed())
+	testenv.SetPodStatus(ctx, k8sClient, pod, pod.Status.PodIP, ready)
 }
 
 // readyInSlices are the addresses the Service's EndpointSlices list as ready, sorted.

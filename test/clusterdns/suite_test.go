@@ -2,7 +2,6 @@ package clusterdns_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -11,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
 	"github.com/kube-clusterip/kube-clusterip/test/clusterdns"
+	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
@@ -45,10 +46,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	testenv.ControllerSuiteDefaults()
 	testEnv = testenv.New()
 	testEnv.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", dualStackRange)
-	cfg, err := testEnv.Start()
-	Expect(err).NotTo(HaveOccurred())
-	k8sClient, err = client.New(cfg, client.Options{Scheme: clientgoscheme.Scheme})
-	Expect(err).NotTo(HaveOccurred())
+	var cfg *rest.Config
+	cfg, k8sClient = testenv.Start(testEnv, clientgoscheme.Scheme)
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  clientgoscheme.Scheme,
@@ -64,12 +63,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	}()
 	Expect(k8sClient.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}})).To(Succeed())
 
-	admin, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "coredns", Groups: []string{"system:masters"}}, nil)
-	Expect(err).NotTo(HaveOccurred())
-	kubeconfig, err := admin.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
 	path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
-	Expect(os.WriteFile(path, kubeconfig, 0o600)).To(Succeed())
+	_, err = controlplane.WriteAdminKubeconfig(testEnv, "coredns", path)
+	Expect(err).NotTo(HaveOccurred())
 	dnsServer, err = clusterdns.Start(ctx, clusterdns.Config{Kubeconfig: path, DNSAddress: "127.0.0.1:0", Log: GinkgoWriter})
 	Expect(err).NotTo(HaveOccurred())
 	GinkgoWriter.Printf("CoreDNS pid %d on %s with Corefile:\n%s", dnsServer.Pid(), dnsServer.DNSAddress, dnsServer.Corefile)
