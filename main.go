@@ -256,11 +256,12 @@ func setupDatapath(ctx context.Context, mgr ctrl.Manager, o *options) error {
 	if o.datapath.NodeName == "" {
 		return fmt.Errorf("--datapath needs --node-name (or $NODE_NAME)")
 	}
+	log := ctrl.Log.WithName("setup")
 	nodeIPs := splitList(o.nodeIPs)
 	if len(nodeIPs) == 0 {
 		var err error
 		if nodeIPs, err = nodeAddresses(ctx, mgr.GetAPIReader(), o.datapath.NodeName); err != nil {
-			return err
+			log.Error(err, "this node's primary IPs are unknown")
 		}
 	}
 	localAddrs, err := localAddresses()
@@ -268,7 +269,11 @@ func setupDatapath(ctx context.Context, mgr ctrl.Manager, o *options) error {
 		return err
 	}
 	nodePortAddrs, err := datapath.ResolveNodePortAddresses(splitList(o.nodePortAddrs), nodeIPs, localAddrs)
-	if err != nil {
+	if err != nil && len(nodeIPs) == 0 {
+		// Rather no NodePort than a node without ClusterIPs: answer on every local address.
+		log.Error(err, "NodePorts answer on every local address (but loopback) until the agent restarts with --node-ip or a Node with addresses")
+		nodePortAddrs = nil
+	} else if err != nil {
 		return err
 	}
 	o.datapath.NodeIPs, o.datapath.NodePortAddresses = nodeIPs, nodePortAddrs

@@ -401,8 +401,21 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	if a.Health != nil && a.HealthzAddress != "" {
+		// As kube-proxy, a health server that cannot listen (port taken) is logged and retried,
+		// not a reason to stop programming the node.
 		if err := mgr.Add(nodeRunnable(func(ctx context.Context) error {
-			return serveUntilDone(ctx, a.HealthzAddress, a.Health.Handler())
+			for {
+				err := serveUntilDone(ctx, a.HealthzAddress, a.Health.Handler())
+				if err == nil || ctx.Err() != nil {
+					return nil
+				}
+				log.FromContext(ctx).Error(err, "proxy health server failed; retrying in 5s")
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(5 * time.Second):
+				}
+			}
 		})); err != nil {
 			return err
 		}
