@@ -53,6 +53,7 @@ type options struct {
 	metricsSecure    bool
 	probeAddr        string
 	leaderElect      bool
+	leaderElectionNS string
 	webhookCertDir   string
 	webhookPort      int
 	kubeAPIQPS       float64
@@ -77,6 +78,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization through the API server.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to; 0 disables them.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader among replicas, so that one runs the control loops at a time.")
+	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the Pod's own (in a cluster).")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the admission webhook server. Empty: no webhook is served, and the API server assigns ClusterIPs itself (the repair loop still mirrors them).")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the admission webhook server.")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "Queries per second to the API server, of each client: the manager's, and each endpoints writer's (Endpoints, EndpointSlices, mirrored EndpointSlices), as kube-controller-manager gives each controller its own.")
@@ -165,11 +167,12 @@ func run(o *options) error {
 		nodeCache = nodeagent.OwnNodeCache(o.datapath.NodeName)
 	}
 	mgrOpts := ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsOpts,
-		HealthProbeBindAddress: o.probeAddr,
-		LeaderElection:         o.leaderElect,
-		LeaderElectionID:       "kube-clusterip.clusterip.dev",
+		Scheme:                  scheme,
+		Metrics:                 metricsOpts,
+		HealthProbeBindAddress:  o.probeAddr,
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        "kube-clusterip.clusterip.dev",
+		LeaderElectionNamespace: o.leaderElectionNS,
 		// Only the endpoints controller reads Pods and (typed) Nodes: cache just what it
 		// computes from. (The node agent reads its Node's metadata, a cache of its own.)
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{

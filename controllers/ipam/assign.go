@@ -128,6 +128,9 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 	if res, ok := r.pending[ip]; ok && res.isFor(key) {
 		return false, nil
 	}
+	if c, ok := r.claims[ip]; ok && c.isFor(key) {
+		return false, nil
+	}
 	owner, rg := r.ownerLocked(ip)
 	if owner == nil {
 		return false, &AdmissionError{Reason: ReasonOutOfRange, Err: fmt.Errorf(
@@ -148,6 +151,11 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
 			"%w: %s in pool %s is being assigned to Service %s; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, serviceName(res.service))}
+	}
+	if c, ok := r.claims[ip]; ok {
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
+			"%w: %s in pool %s is being assigned to %s; request a different IP or leave spec.clusterIP empty to get a free one",
+			allocator.ErrAllocated, ip, owner.name, c.claimant())}
 	}
 	if rg.IsReserved(ip) {
 		return false, &AdmissionError{Reason: ReasonReserved, Pool: owner.name, Err: fmt.Errorf(
@@ -308,9 +316,8 @@ func (r *Registry) DropReservation(res Reservation) {
 	}
 	delete(r.pending, res.IP)
 	var touched []string
-	if _, held := r.holders[res.IP]; !held {
-		if p, rg := r.ownerLocked(res.IP); rg != nil {
-			_ = rg.Release(res.IP)
+	if r.releaseIfUnusedLocked(res.IP) {
+		if p, _ := r.ownerLocked(res.IP); p != nil {
 			touched = append(touched, p.name)
 		}
 	}

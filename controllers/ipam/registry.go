@@ -125,6 +125,7 @@ type Registry struct {
 	extra    map[netip.Addr][]types.NamespacedName // Services holding an address after its first holder
 	outside  map[netip.Addr][]types.NamespacedName // Services holding an address no pool owns
 	pending  map[netip.Addr]reservation
+	claims   map[netip.Addr]claim // addresses claimed through the API server (see claims.go)
 	changed  func(pool string)
 	ready    chan struct{}
 	once     sync.Once
@@ -148,6 +149,7 @@ func NewRegistry(grace time.Duration, now func() time.Time, changed func(pool st
 		extra:    map[netip.Addr][]types.NamespacedName{},
 		outside:  map[netip.Addr][]types.NamespacedName{},
 		pending:  map[netip.Addr]reservation{},
+		claims:   map[netip.Addr]claim{},
 		ready:    make(chan struct{}),
 	}
 }
@@ -322,6 +324,11 @@ func (r *Registry) replayLocked() {
 			_ = rg.Allocate(ip)
 		}
 	}
+	for _, ip := range slices.SortedFunc(maps.Keys(r.claims), netip.Addr.Compare) {
+		if _, rg := r.ownerLocked(ip); rg != nil {
+			_ = rg.Allocate(ip)
+		}
+	}
 	keys := slices.SortedFunc(maps.Keys(r.services), func(a, b types.NamespacedName) int {
 		return strings.Compare(a.String(), b.String())
 	})
@@ -457,12 +464,23 @@ func (r *Registry) releaseLocked(key types.NamespacedName, ip netip.Addr) {
 		return
 	}
 	delete(r.holders, ip)
-	if _, ok := r.pending[ip]; ok {
-		return
+	r.releaseIfUnusedLocked(ip)
+}
+
+// releaseIfUnusedLocked gives ip back to its pool unless a Service, a reservation or a claim
+// still has it.
+func (r *Registry) releaseIfUnusedLocked(ip netip.Addr) bool {
+	_, held := r.holders[ip]
+	_, reserved := r.pending[ip]
+	_, claimed := r.claims[ip]
+	if held || reserved || claimed {
+		return false
 	}
 	if _, rg := r.ownerLocked(ip); rg != nil {
 		_ = rg.Release(ip)
+		return true
 	}
+	return false
 }
 
 // Observe records the ClusterIPs a Service holds now (nil when it is gone or has none): new ones
