@@ -33,7 +33,7 @@ const (
 )
 
 // +kubebuilder:webhook:path=/mutate-v1-service-clusterip,mutating=true,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=mclusterip.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10,reinvocationPolicy=Never
-// +kubebuilder:webhook:path=/mutate-v1-service-clusterip-retry,mutating=true,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=mclusterip-retry.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10,reinvocationPolicy=Never
+// +kubebuilder:webhook:path=/mutate-v1-service-clusterip-retry,mutating=true,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=mclusterip.retry.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10,reinvocationPolicy=Never
 // +kubebuilder:webhook:path=/validate-v1-service-clusterip,mutating=false,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=vclusterip.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10
 
 // errNotReady is answered until the pools mirror the cluster; with failurePolicy Ignore the API
