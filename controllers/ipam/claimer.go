@@ -78,6 +78,7 @@ func newIdentity() string {
 // claimer creates and deletes the claim Leases of this replica, in one namespace.
 type claimer struct {
 	client    client.Client
+	apiReader client.Reader // live reads: the manager's cache does not hold the claims
 	namespace string
 	identity  string
 	lifetime  time.Duration
@@ -100,7 +101,7 @@ func (c *claimer) claim(ctx context.Context, key types.NamespacedName, ips []net
 			return nil, fmt.Errorf("claim ClusterIP %s (Lease %s/%s): %w", ip, c.namespace, lease.Name, err)
 		}
 		current := &coordinationv1.Lease{}
-		if err := c.client.Get(ctx, client.ObjectKeyFromObject(lease), current); err != nil {
+		if err := c.apiReader.Get(ctx, client.ObjectKeyFromObject(lease), current); err != nil {
 			if apierrors.IsNotFound(err) { // deleted in between: the next attempt may have it
 				return &ip, nil
 			}

@@ -137,7 +137,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 			return nil, fmt.Errorf("set up the cache of ClusterIP claims: %w", err)
 		}
 		claims = &claimWatch{cache: claimCache, every: claimSweep, kick: make(chan struct{}, 1),
-			claimer: &claimer{client: mgr.GetClient(), namespace: opts.ClaimNamespace, identity: opts.Identity,
+			claimer: &claimer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), namespace: opts.ClaimNamespace, identity: opts.Identity,
 				lifetime: opts.ReservationGracePeriod, registry: registry, poolOf: registry.PoolOf}}
 		if err := mgr.Add(claims); err != nil {
 			return nil, fmt.Errorf("add the ClusterIP claims watch: %w", err)
