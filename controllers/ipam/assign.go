@@ -143,7 +143,7 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 			allocator.ErrNotInRange, ip, owner.name, key.Namespace, poolList(cands))}
 	}
 	if holder, ok := r.holders[ip]; ok {
-		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Held: ip, Err: fmt.Errorf(
 			"%w: %s in pool %s is held by Service %s; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, holder)}
 	}
@@ -156,6 +156,11 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
 			"%w: %s in pool %s is being assigned to %s; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, c.claimant())}
+	}
+	if parent, ok := r.ipAddresses[ip]; ok {
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Held: ip, Err: fmt.Errorf(
+			"%w: %s in pool %s has an IPAddress object%s in the API server; request a different IP or leave spec.clusterIP empty to get a free one",
+			allocator.ErrAllocated, ip, owner.name, ipAddressParentText(parent))}
 	}
 	if rg.IsReserved(ip) {
 		return false, &AdmissionError{Reason: ReasonReserved, Pool: owner.name, Err: fmt.Errorf(
@@ -315,11 +320,10 @@ func (r *Registry) DropReservation(res Reservation) {
 		return
 	}
 	delete(r.pending, res.IP)
+	r.settleLocked(res.IP)
 	var touched []string
-	if r.releaseIfUnusedLocked(res.IP) {
-		if p, _ := r.ownerLocked(res.IP); p != nil {
-			touched = append(touched, p.name)
-		}
+	if p, _ := r.ownerLocked(res.IP); p != nil {
+		touched = append(touched, p.name)
 	}
 	r.mu.Unlock()
 	r.notify(touched)

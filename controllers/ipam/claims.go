@@ -96,30 +96,10 @@ func (r *Registry) ForgetClaim(ip netip.Addr, uid types.UID) {
 		return
 	}
 	delete(r.claims, ip)
+	r.settleLocked(ip)
 	var touched []string
-	if r.releaseIfUnusedLocked(ip) {
-		if p, _ := r.ownerLocked(ip); p != nil {
-			touched = append(touched, p.name)
-		}
-	}
-	r.mu.Unlock()
-	r.notify(touched)
-}
-
-// Unreserve drops the reservations of Service key on ips (an admission that could not claim
-// them all); a claim this replica made on one of them is then due for deletion.
-func (r *Registry) Unreserve(key types.NamespacedName, ips []netip.Addr) {
-	r.mu.Lock()
-	var touched []string
-	for _, ip := range ips {
-		if res, ok := r.pending[ip]; ok && res.isFor(key) {
-			delete(r.pending, ip)
-			if r.releaseIfUnusedLocked(ip) {
-				if p, _ := r.ownerLocked(ip); p != nil {
-					touched = append(touched, p.name)
-				}
-			}
-		}
+	if p, _ := r.ownerLocked(ip); p != nil {
+		touched = append(touched, p.name)
 	}
 	r.mu.Unlock()
 	r.notify(touched)

@@ -178,7 +178,7 @@ func TestClaims(t *testing.T) {
 			steps: []func(*Registry, *fakeClock) error{
 				assignToFirst(web, x),
 				func(r *Registry, _ *fakeClock) error { r.RecordClaim(x, web, "u1", true, lifetime); return nil },
-				func(r *Registry, _ *fakeClock) error { r.Unreserve(web, []netip.Addr{x}); return nil },
+				func(r *Registry, _ *fakeClock) error { r.CancelReservations(web, []netip.Addr{x}); return nil },
 			},
 			wantMine: []netip.Addr{x},
 		},

@@ -2,9 +2,9 @@ package ipam
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,56 +12,141 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
-// ipAddressRetry is how soon a deleted Service's release is retried while the API server
-// still holds its IPAddress objects (their deletion also wakes the Service up).
-const ipAddressRetry = time.Second
-
 // ipAddressesTracked says whether the API server records ClusterIPs as networking.k8s.io/v1
-// IPAddress objects (v1.33 and later). Where it does, a deleted Service's address is released
-// only once its IPAddress is gone, and a webhook reservation is dropped only while no IPAddress
-// has the address: the API server creates that object before it stores the Service (and after
-// our mutating webhook answered) and deletes it after the Service; handing the address out while
-// it exists gets the next Service refused with "provided IP is already allocated".
+// IPAddress objects (v1.33 and later). Where it does, an address is handed out only while no
+// IPAddress object exists for it: the API server creates that object before it stores a
+// Service (after our mutating webhook answered) and deletes it after the Service, and it refuses
+// a Service whose address has one ("provided IP is already allocated").
 func ipAddressesTracked(mgr ctrl.Manager) bool {
 	_, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: networkingv1.GroupName, Kind: "IPAddress"}, "v1")
 	return err == nil
 }
 
-func ipAddressParent(ip *networkingv1.IPAddress) (types.NamespacedName, bool) {
+// ipAddressParent returns the Service an IPAddress names as its parent; the zero name when it
+// names none or something else.
+func ipAddressParent(ip *networkingv1.IPAddress) types.NamespacedName {
 	ref := ip.Spec.ParentRef
 	if ref == nil || ref.Group != "" || ref.Resource != "services" {
-		return types.NamespacedName{}, false
+		return types.NamespacedName{}
 	}
-	return types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, true
+	return types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
 }
 
-// ipAddressToService wakes the Service an IPAddress belongs to, so that its deletion
-// completes a pending release.
-var ipAddressToService = handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
-	if key, ok := ipAddressParent(obj.(*networkingv1.IPAddress)); ok {
-		return []reconcile.Request{{NamespacedName: key}}
+// ipAddressParentText names an IPAddress's parent Service in a message.
+func ipAddressParentText(parent types.NamespacedName) string {
+	if parent.Name == "" {
+		return ""
 	}
-	return nil
-})
+	return " for Service " + parent.String()
+}
 
-// apiServerHolds says whether the API server has an IPAddress object for ip, read live (the
-// cache may not have seen its creation yet): while it has, handing ip out again gets the next
-// Service refused. With a non-nil parent, only an IPAddress of that Service counts.
-func apiServerHolds(ctx context.Context, c client.Reader, ip netip.Addr, parent *types.NamespacedName) (bool, error) {
+// liveIPAddress reads the API server's IPAddress object for ip, bypassing any cache (which may
+// not have seen its creation or deletion yet): whether it exists, and the Service it names.
+func liveIPAddress(ctx context.Context, c client.Reader, ip netip.Addr) (types.NamespacedName, bool, error) {
 	obj := &networkingv1.IPAddress{}
 	if err := c.Get(ctx, types.NamespacedName{Name: ip.String()}, obj); err != nil {
 		if apierrors.IsNotFound(err) {
-			return false, nil
+			return types.NamespacedName{}, false, nil
 		}
-		return false, fmt.Errorf("read IPAddress %s: %w", ip, err)
+		return types.NamespacedName{}, false, fmt.Errorf("read IPAddress %s: %w", ip, err)
 	}
-	if parent == nil {
-		return true, nil
+	return ipAddressParent(obj), true, nil
+}
+
+// ipAddressRepair mirrors the API server's IPAddress objects into the registry, whatever their
+// parent: one that kube-apiserver's repair loop re-creates for a Service already gone holds its
+// address as firmly as a live Service's.
+type ipAddressRepair struct {
+	client   client.Reader
+	registry *Registry
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (i *ipAddressRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if err := waitReady(ctx, i.registry); err != nil {
+		return ctrl.Result{}, err
 	}
-	key, ok := ipAddressParent(obj)
-	return ok && key == *parent, nil
+	ip, err := netip.ParseAddr(req.Name)
+	if err != nil {
+		return ctrl.Result{}, nil // the API server names IPAddresses by their canonical address
+	}
+	obj := &networkingv1.IPAddress{}
+	if err := i.client.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			i.registry.ObserveIPAddress(ip.Unmap(), types.NamespacedName{}, false)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	i.registry.ObserveIPAddress(ip.Unmap(), ipAddressParent(obj), true)
+	return ctrl.Result{}, nil
+}
+
+// maxTakenCandidates bounds how many dynamic addresses one admission may find taken by an
+// IPAddress object the caches have not shown yet, before it gives up (and, by failurePolicy,
+// the API server decides).
+const maxTakenCandidates = 8
+
+// maxStaleHolds bounds how many stale holds one admission forgets: one per requested address.
+const maxStaleHolds = 2
+
+// assignFree is Registry.Assign with the API server's IPAddress objects as the last word, as
+// kube-apiserver's own allocator has them: a requested address our caches still show held is
+// granted when its IPAddress is gone (read live), and a dynamic address is handed out only when
+// no IPAddress exists for it.
+func (a *serviceAdmission) assignFree(ctx context.Context, req AssignRequest) ([]netip.Addr, error) {
+	for taken := 0; ; {
+		var ips []netip.Addr
+		err := a.grantFreed(ctx, func() error {
+			var err error
+			ips, err = a.registry.Assign(req)
+			return err
+		})
+		if err != nil || !a.ipAddresses || req.DryRun {
+			return ips, err
+		}
+		dynamic := ips[len(req.Requested):]
+		free := true
+		for _, ip := range dynamic {
+			parent, exists, err := liveIPAddress(ctx, a.live, ip)
+			if err != nil {
+				a.registry.CancelReservations(req.Service, dynamic)
+				return nil, err
+			}
+			if exists {
+				a.registry.YieldReservation(req.Service, ip, parent)
+				free = false
+			}
+		}
+		if free {
+			return ips, nil
+		}
+		a.registry.CancelReservations(req.Service, dynamic)
+		if taken++; taken == maxTakenCandidates {
+			return nil, fmt.Errorf("%d free addresses in a row turned out to have IPAddress objects the cache has not shown yet; retry the create", taken)
+		}
+	}
+}
+
+// grantFreed runs try; when try is refused because a Service or an IPAddress object our caches
+// know holds a requested address, it reads that address's IPAddress live, and if the API server
+// has none (it deletes the object before a Service's delete returns), it forgets the stale hold
+// and runs try again: kube-apiserver grants the address at once too.
+func (a *serviceAdmission) grantFreed(ctx context.Context, try func() error) error {
+	for forgotten := 0; ; forgotten++ {
+		err := try()
+		var ae *AdmissionError
+		if !a.ipAddresses || !errors.As(err, &ae) || !ae.Held.IsValid() {
+			return err
+		}
+		_, exists, lerr := liveIPAddress(ctx, a.live, ae.Held)
+		if lerr != nil {
+			return errors.Join(err, lerr)
+		}
+		if exists || forgotten == maxStaleHolds || !a.registry.ForgetStaleHold(ae.Held) {
+			return err
+		}
+	}
 }

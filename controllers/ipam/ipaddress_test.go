@@ -2,15 +2,22 @@ package ipam
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/netip"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/kube-clusterip/kube-clusterip/allocator"
+	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 )
 
 // ipAddressOf is the API server's record of ip for Service parent (nil: no parent).
@@ -26,39 +33,179 @@ func service(ns, name string) *corev1.Service {
 	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 }
 
-// A deleted Service's address goes back to its pool only once the API server has no IPAddress
-// of that Service for it: its cache may not have seen the IPAddress yet, so the read is live.
-func TestDeletedServiceReleasedOnlyWithoutItsIPAddress(t *testing.T) {
-	gone := service("ns", "gone")
+// An address is never handed out while the API server has an IPAddress object for it, whatever
+// the object names as its parent, and is free again as soon as nothing holds it.
+func TestIPAddressObjectsHoldTheirAddresses(t *testing.T) {
+	gone, other := key("ns", "gone"), key("ns", "other")
 	for _, tc := range []struct {
-		name        string
-		objects     []client.Object
-		wantHeld    bool
-		wantRequeue bool
+		name string
+		// steps run on a registry where Service ns/gone holds 10.96.0.3
+		steps    func(r *Registry, ip netip.Addr)
+		wantFree bool
 	}{
-		{name: "no IPAddress: released", wantHeld: false},
-		{name: "its IPAddress still there: kept, retried", objects: []client.Object{ipAddressOf("10.96.0.3", gone)}, wantHeld: true, wantRequeue: true},
-		{name: "IPAddress of a new holder: released", objects: []client.Object{ipAddressOf("10.96.0.3", service("ns", "other"))}, wantHeld: false},
+		{name: "Service gone, its IPAddress not yet: held", steps: func(r *Registry, ip netip.Addr) {
+			r.ObserveIPAddress(ip, gone, true)
+			r.Observe(gone, nil, nil)
+		}},
+		{name: "Service and its IPAddress gone: free", wantFree: true, steps: func(r *Registry, ip netip.Addr) {
+			r.ObserveIPAddress(ip, gone, true)
+			r.Observe(gone, nil, nil)
+			r.ObserveIPAddress(ip, types.NamespacedName{}, false)
+		}},
+		{name: "IPAddress gone first, then the Service: free", wantFree: true, steps: func(r *Registry, ip netip.Addr) {
+			r.ObserveIPAddress(ip, gone, true)
+			r.ObserveIPAddress(ip, types.NamespacedName{}, false)
+			r.Observe(gone, nil, nil)
+		}},
+		{name: "IPAddress re-created for the Service after it was gone (kube-apiserver's repair loop): held", steps: func(r *Registry, ip netip.Addr) {
+			r.Observe(gone, nil, nil)
+			r.ObserveIPAddress(ip, gone, true)
+		}},
+		{name: "IPAddress naming another Service: held", steps: func(r *Registry, ip netip.Addr) {
+			r.Observe(gone, nil, nil)
+			r.ObserveIPAddress(ip, other, true)
+		}},
+		{name: "IPAddress naming no parent: held", steps: func(r *Registry, ip netip.Addr) {
+			r.Observe(gone, nil, nil)
+			r.ObserveIPAddress(ip, types.NamespacedName{}, true)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			registry, _ := newTestRegistry(t)
-			registry.MarkReady()
-			registry.Observe(key("ns", "gone"), ips("10.96.0.3"), noLabel)
-			live := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(tc.objects...).Build()
-			cache := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).Build() // has seen nothing
-			repair := &serviceRepair{client: cache, apiReader: live, registry: registry, ipAddresses: true}
-			res, err := repair.Reconcile(context.Background(), ctrl.Request{NamespacedName: key("ns", "gone")})
+			r, _ := newTestRegistry(t)
+			ip := ips("10.96.0.3")[0]
+			r.Observe(gone, []netip.Addr{ip}, noLabel)
+			tc.steps(r, ip)
+			_, err := r.Assign(AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: []netip.Addr{ip}})
+			if free := err == nil; free != tc.wantFree {
+				t.Fatalf("requested %s: err %v, want free = %v", ip, err, tc.wantFree)
+			}
 			if err != nil {
-				t.Fatal(err)
+				var ae *AdmissionError
+				if !errors.As(err, &ae) || ae.Held != ip || !errors.Is(err, allocator.ErrAllocated) {
+					t.Fatalf("refusal %v: want ErrAllocated with Held = %s, so that a live read can overrule it", err, ip)
+				}
 			}
-			if got := res.RequeueAfter > 0; got != tc.wantRequeue {
-				t.Errorf("requeue = %v, want %v", got, tc.wantRequeue)
-			}
-			if _, held := registry.HolderOf(ips("10.96.0.3")[0]); held != tc.wantHeld {
-				t.Errorf("held = %v, want %v", held, tc.wantHeld)
+			if !tc.wantFree && takesAddress(t, r, ip) {
+				t.Fatalf("a dynamic allocation got %s", ip)
 			}
 		})
 	}
+}
+
+// takesAddress fills the default pool's free addresses and says whether ip was among them.
+func takesAddress(t *testing.T, r *Registry, ip netip.Addr) bool {
+	t.Helper()
+	for i := 0; ; i++ {
+		got, err := r.Assign(AssignRequest{Service: key("fill", fmt.Sprint(i)), NamespaceLabels: noLabel})
+		if errors.Is(err, allocator.ErrFull) {
+			return false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0] == ip {
+			return true
+		}
+	}
+}
+
+// A webhook reservation ends when the IPAddress object of its Service shows up; the address is
+// free again when that object goes, even if the Service was never seen (created and deleted at
+// once), without waiting for the reservation's grace period.
+func TestReservationEndsWithItsIPAddress(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	got, err := r.Assign(AssignRequest{Service: key("ns", "short"), NamespaceLabels: noLabel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ObserveIPAddress(got[0], key("ns", "someone-else"), true)
+	if r.Pending() != 1 {
+		t.Fatalf("pending = %d after an IPAddress of another Service: want the reservation kept", r.Pending())
+	}
+	r.ObserveIPAddress(got[0], types.NamespacedName{}, false)
+	r.ObserveIPAddress(got[0], key("ns", "short"), true)
+	if r.Pending() != 0 {
+		t.Fatalf("pending = %d after the Service's own IPAddress appeared, want 0", r.Pending())
+	}
+	if _, err := r.Assign(AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: got}); err == nil {
+		t.Fatalf("%s handed out while its IPAddress exists", got[0])
+	}
+	r.ObserveIPAddress(got[0], types.NamespacedName{}, false)
+	if _, err := r.Assign(AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: got}); err != nil {
+		t.Fatalf("%s not free once its IPAddress is gone: %v", got[0], err)
+	}
+}
+
+// The pool's status counts the Services holding its addresses and the webhook's reservations,
+// not an IPAddress object alone (one that kube-apiserver keeps for a minute for a Service that
+// is gone).
+func TestStatusCountsServicesNotLeftoverIPAddresses(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	r.Observe(key("ns", "live"), ips("10.96.0.3"), noLabel)
+	r.ObserveIPAddress(ips("10.96.0.3")[0], key("ns", "live"), true)
+	r.ObserveIPAddress(ips("10.96.0.4")[0], key("ns", "gone"), true)
+	if _, err := r.Assign(AssignRequest{Service: key("ns", "new"), NamespaceLabels: noLabel}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := r.Status("default", 1, nil)
+	// 62 addresses, 8 carved for team-a, 1 reserved: 53; the leftover IPAddress is neither
+	// allocated nor free.
+	if f := st.Status.Families[0]; f.Allocated != 2 || f.Free != "50" {
+		t.Fatalf("allocated %d, free %s; want 2 (a Service and a reservation) and 50", f.Allocated, f.Free)
+	}
+}
+
+// With the caches behind, the API server has the last word: a requested address whose IPAddress
+// is gone is granted, and a free address whose IPAddress the cache has not shown is not handed out.
+func TestAdmissionReadsIPAddressesLive(t *testing.T) {
+	held := ipAddressOf("10.96.0.3", service("ns", "gone"))
+	for _, tc := range []struct {
+		name      string
+		live      []client.Object
+		requested []netip.Addr
+		want      string // the address granted, or "" for a refusal
+	}{
+		{name: "requested, Service and IPAddress deleted but still in the caches: granted", requested: ips("10.96.0.3"), want: "10.96.0.3"},
+		{name: "requested, IPAddress still there: refused", live: []client.Object{held}, requested: ips("10.96.0.3")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := newTestRegistry(t)
+			r.Observe(key("ns", "gone"), ips("10.96.0.3"), noLabel)
+			r.ObserveIPAddress(ips("10.96.0.3")[0], key("ns", "gone"), true)
+			a := &serviceAdmission{registry: r, ipAddresses: true,
+				live: fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(tc.live...).Build()}
+			got, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: tc.requested})
+			if tc.want == "" {
+				if !errors.Is(err, allocator.ErrAllocated) {
+					t.Fatalf("got %v, %v; want ErrAllocated", got, err)
+				}
+				return
+			}
+			if err != nil || len(got) != 1 || got[0].String() != tc.want {
+				t.Fatalf("got %v, %v; want %s", got, err, tc.want)
+			}
+		})
+	}
+
+	t.Run("dynamic: only the address without an IPAddress is handed out", func(t *testing.T) {
+		clock := &fakeClock{t: time.Unix(1000, 0)}
+		r := NewRegistry(time.Minute, clock.now, nil)
+		r.SetPools([]ipamv1alpha1.ClusterIPPool{testPool("default", []string{"10.96.0.0/29"}, nil)})
+		var live []client.Object
+		for _, ip := range []string{"10.96.0.1", "10.96.0.2", "10.96.0.3", "10.96.0.5", "10.96.0.6"} {
+			live = append(live, ipAddressOf(ip, service("ns", "elsewhere-"+ip)))
+		}
+		a := &serviceAdmission{registry: r, ipAddresses: true,
+			live: fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(live...).Build()}
+		got, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "new"), NamespaceLabels: noLabel})
+		if err != nil || len(got) != 1 || got[0] != ips("10.96.0.4")[0] {
+			t.Fatalf("got %v, %v; want [10.96.0.4], the one address without an IPAddress", got, err)
+		}
+		// Addresses found taken stay held until their IPAddress objects, once seen, are gone.
+		if got, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "more"), NamespaceLabels: noLabel}); !errors.Is(err, allocator.ErrFull) {
+			t.Fatalf("another create: %v, %v; want ErrFull", got, err)
+		}
+	})
 }
 
 // A webhook reservation whose Service has not appeared is kept while the API server has an

@@ -42,6 +42,9 @@ type AdmissionError struct {
 	Reason string
 	Pool   string
 	Err    error
+	// Held is the requested address refused because a Service or an IPAddress object holds it
+	// as far as the caches know; a live read of its IPAddress can show that the hold is over.
+	Held netip.Addr
 }
 
 func (e *AdmissionError) Error() string { return e.Err.Error() }
@@ -81,6 +84,7 @@ type pool struct {
 	ranges       []*allocator.Range
 	carved       []uint64 // per range: addresses reserved for nested pools
 	shadowed     []uint64 // per range: addresses of large nested pools marked lazily
+	held         []uint64 // per range: addresses a Service holds
 	selectorErr  string   // why spec.namespaceSelector does not parse
 	invalid      string   // why the pool hands out nothing; empty when Ready
 	overlaps     bool     // invalid because another pool has the same CIDR
@@ -112,9 +116,13 @@ func (p *pool) cidrs() string {
 }
 
 // Registry holds every pool's bitmaps and who holds which address. It is the pure core of
-// assignment: the webhooks ask it for addresses, the repair loop tells it what Services hold.
-// Every address lives in exactly one pool, its owner: the pool with the narrowest CIDR containing
-// it, so a tenant pool nested in the default pool is carved out of it. Safe for concurrent use.
+// assignment: the webhooks ask it for addresses, the repair loop tells it what Services hold and
+// which IPAddress objects the API server has. Every address lives in exactly one pool, its owner:
+// the pool with the narrowest CIDR containing it, so a tenant pool nested in the default pool is
+// carved out of it. An address is handed out only while nothing holds it: no Service, no
+// reservation of the webhook, and no IPAddress object, whatever that object names as its parent
+// (kube-apiserver refuses a second IPAddress for an address, and its own repair loop re-creates
+// one for a Service its cache still shows after the Service is gone). Safe for concurrent use.
 type Registry struct {
 	mu       sync.Mutex
 	now      func() time.Time
@@ -126,9 +134,12 @@ type Registry struct {
 	outside  map[netip.Addr][]types.NamespacedName // Services holding an address no pool owns
 	pending  map[netip.Addr]reservation
 	claims   map[netip.Addr]claim // addresses claimed through the API server (see claims.go)
-	changed  func(pool string)
-	ready    chan struct{}
-	once     sync.Once
+	// ipAddresses are the addresses the API server has an IPAddress object for, with the Service
+	// the object names (zero when it names none).
+	ipAddresses map[netip.Addr]types.NamespacedName
+	changed     func(pool string)
+	ready       chan struct{}
+	once        sync.Once
 }
 
 // NewRegistry returns an empty Registry. grace is how long a webhook reservation waits for its
@@ -151,6 +162,8 @@ func NewRegistry(grace time.Duration, now func() time.Time, changed func(pool st
 		pending:  map[netip.Addr]reservation{},
 		claims:   map[netip.Addr]claim{},
 		ready:    make(chan struct{}),
+
+		ipAddresses: map[netip.Addr]types.NamespacedName{},
 	}
 }
 
@@ -279,6 +292,7 @@ func (r *Registry) rebuildLocked() []string {
 		}
 		p.carved = make([]uint64, len(p.ranges))
 		p.shadowed = make([]uint64, len(p.ranges))
+		p.held = make([]uint64, len(p.ranges))
 	}
 	r.carveLocked()
 	r.replayLocked()
@@ -314,20 +328,20 @@ func prefixSize(p netip.Prefix) uint64 {
 	return 1 << host
 }
 
-// replayLocked marks the addresses of every known Service and reservation in the new ranges.
+// replayLocked marks the addresses of every known Service, reservation and IPAddress object in
+// the new ranges.
 func (r *Registry) replayLocked() {
 	r.holders = map[netip.Addr]types.NamespacedName{}
 	r.extra = map[netip.Addr][]types.NamespacedName{}
 	r.outside = map[netip.Addr][]types.NamespacedName{}
 	for _, ip := range slices.SortedFunc(maps.Keys(r.pending), netip.Addr.Compare) {
-		if _, rg := r.ownerLocked(ip); rg != nil {
-			_ = rg.Allocate(ip)
-		}
+		r.settleLocked(ip)
+	}
+	for _, ip := range slices.SortedFunc(maps.Keys(r.ipAddresses), netip.Addr.Compare) {
+		r.settleLocked(ip)
 	}
 	for _, ip := range slices.SortedFunc(maps.Keys(r.claims), netip.Addr.Compare) {
-		if _, rg := r.ownerLocked(ip); rg != nil {
-			_ = rg.Allocate(ip)
-		}
+		r.settleLocked(ip)
 	}
 	keys := slices.SortedFunc(maps.Keys(r.services), func(a, b types.NamespacedName) int {
 		return strings.Compare(a.String(), b.String())
@@ -386,7 +400,7 @@ func (r *Registry) holdLocked(key types.NamespacedName, ip netip.Addr) *Finding 
 	if _, ok := r.pending[ip]; ok {
 		delete(r.pending, ip) // the Service is the truth, whoever the reservation was for
 		if _, held := r.holders[ip]; !held {
-			r.holders[ip] = key
+			r.setHolderLocked(ip, key)
 			return nil
 		}
 	}
@@ -408,9 +422,51 @@ func (r *Registry) holdLocked(key types.NamespacedName, ip netip.Addr) *Finding 
 			"ClusterIP %s is outside every ClusterIPPool (%s); add a pool that contains it, or recreate the Service to get an IP from a pool",
 			ip, poolList(r.sortedPoolsLocked()))}
 	}
-	_ = rg.Allocate(ip) // ErrReserved: a reserved address a Service already holds stays reserved
-	r.holders[ip] = key
+	r.setHolderLocked(ip, key) // a reserved address a Service already holds stays reserved
 	return nil
+}
+
+// setHolderLocked records that key holds ip, which has an owner range, and marks it there.
+func (r *Registry) setHolderLocked(ip netip.Addr, key types.NamespacedName) {
+	if _, held := r.holders[ip]; !held {
+		if p, rg := r.ownerLocked(ip); rg != nil {
+			i, _ := p.rangeOf(rg.Family())
+			p.held[i]++
+		}
+	}
+	r.holders[ip] = key
+	r.settleLocked(ip)
+}
+
+// dropHolderLocked forgets the Service holding ip, and frees ip if nothing else holds it.
+func (r *Registry) dropHolderLocked(ip netip.Addr) {
+	if _, held := r.holders[ip]; !held {
+		return
+	}
+	delete(r.holders, ip)
+	if p, rg := r.ownerLocked(ip); rg != nil {
+		i, _ := p.rangeOf(rg.Family())
+		p.held[i]--
+	}
+	r.settleLocked(ip)
+}
+
+// settleLocked marks ip in its owner range while a Service, a reservation, an IPAddress object
+// or a claim holds it, and releases it (into quarantine, if the pool has one) once none does.
+func (r *Registry) settleLocked(ip netip.Addr) {
+	_, rg := r.ownerLocked(ip)
+	if rg == nil {
+		return
+	}
+	_, held := r.holders[ip]
+	_, pending := r.pending[ip]
+	_, recorded := r.ipAddresses[ip]
+	_, claimed := r.claims[ip]
+	if held || pending || recorded || claimed {
+		_ = rg.Allocate(ip) // ErrAllocated: marked already; ErrReserved: stays reserved
+		return
+	}
+	_ = rg.Release(ip)
 }
 
 // otherPoolLocked reports an address held in a pool that does not select the Service's
@@ -437,7 +493,7 @@ func (r *Registry) sortedPoolsLocked() []*pool {
 }
 
 // releaseLocked forgets that key holds ip; the address goes back to its pool (into quarantine if
-// the pool has one) unless another Service or a reservation still has it.
+// the pool has one) unless another Service, a reservation or an IPAddress object still has it.
 func (r *Registry) releaseLocked(key types.NamespacedName, ip netip.Addr) {
 	if i := slices.Index(r.outside[ip], key); i >= 0 {
 		r.outside[ip] = slices.Delete(r.outside[ip], i, i+1)
@@ -463,24 +519,7 @@ func (r *Registry) releaseLocked(key types.NamespacedName, ip netip.Addr) {
 		}
 		return
 	}
-	delete(r.holders, ip)
-	r.releaseIfUnusedLocked(ip)
-}
-
-// releaseIfUnusedLocked gives ip back to its pool unless a Service, a reservation or a claim
-// still has it.
-func (r *Registry) releaseIfUnusedLocked(ip netip.Addr) bool {
-	_, held := r.holders[ip]
-	_, reserved := r.pending[ip]
-	_, claimed := r.claims[ip]
-	if held || reserved || claimed {
-		return false
-	}
-	if _, rg := r.ownerLocked(ip); rg != nil {
-		_ = rg.Release(ip)
-		return true
-	}
-	return false
+	r.dropHolderLocked(ip)
 }
 
 // Observe records the ClusterIPs a Service holds now (nil when it is gone or has none): new ones
@@ -529,6 +568,87 @@ func (r *Registry) Observe(key types.NamespacedName, ips []netip.Addr, namespace
 	r.mu.Unlock()
 	r.notify(slices.Sorted(maps.Keys(touched)))
 	return findings
+}
+
+// ObserveIPAddress records whether the API server has an IPAddress object for ip, and the
+// Service it names (zero when none). While it has, ip is not handed out, whatever the parent. A
+// webhook reservation for the object's own Service ends there: the object guards the address
+// from then on, and its deletion (with the Service, or by kube-apiserver's repair loop) frees it.
+func (r *Registry) ObserveIPAddress(ip netip.Addr, parent types.NamespacedName, exists bool) {
+	r.mu.Lock()
+	if exists {
+		r.ipAddresses[ip] = parent
+		if res, ok := r.pending[ip]; ok && res.isFor(parent) {
+			delete(r.pending, ip)
+		}
+	} else {
+		delete(r.ipAddresses, ip)
+	}
+	r.settleLocked(ip)
+	p, _ := r.ownerLocked(ip)
+	r.mu.Unlock()
+	if p != nil {
+		r.changed(p.name)
+	}
+}
+
+// ForgetStaleHold is told that the API server has no IPAddress object for ip (read live):
+// kube-apiserver then grants ip to the next create that asks for it, even while our caches still
+// show the Service it deleted, or that Service's IPAddress. It forgets both and reports whether
+// it did forget something.
+func (r *Registry) ForgetStaleHold(ip netip.Addr) bool {
+	r.mu.Lock()
+	_, recorded := r.ipAddresses[ip]
+	_, held := r.holders[ip]
+	held = held && len(r.extra[ip]) == 0 // a duplicate stays known, and reported
+	delete(r.ipAddresses, ip)
+	if held {
+		// A Service still holding ip lost its IPAddress: kube-apiserver's repair loop re-creates
+		// it, and a Service granted ip meanwhile is its duplicate, as upstream.
+		r.dropHolderLocked(ip)
+	}
+	r.settleLocked(ip)
+	p, _ := r.ownerLocked(ip)
+	r.mu.Unlock()
+	if p != nil && (recorded || held) {
+		r.changed(p.name)
+	}
+	return recorded || held
+}
+
+// YieldReservation is told that the API server already has an IPAddress object, naming parent,
+// for ip, which the webhook has just reserved for key: key does not get ip after all. The address
+// stays held until that object is gone: if the registry has not seen the object yet, the
+// reservation passes to parent, and ends when the object shows up (or expires).
+func (r *Registry) YieldReservation(key types.NamespacedName, ip netip.Addr, parent types.NamespacedName) {
+	r.mu.Lock()
+	if res, ok := r.pending[ip]; ok && res.isFor(key) {
+		if _, recorded := r.ipAddresses[ip]; recorded {
+			delete(r.pending, ip)
+		} else {
+			r.pending[ip] = reservation{service: parent, deadline: res.deadline}
+		}
+		r.settleLocked(ip)
+	}
+	r.mu.Unlock()
+}
+
+// CancelReservations drops the reservations key has on ips: the webhook will not hand them out
+// after all.
+func (r *Registry) CancelReservations(key types.NamespacedName, ips []netip.Addr) {
+	r.mu.Lock()
+	var touched []string
+	for _, ip := range ips {
+		if res, ok := r.pending[ip]; ok && res.isFor(key) {
+			delete(r.pending, ip)
+			r.settleLocked(ip)
+			if p, _ := r.ownerLocked(ip); p != nil {
+				touched = append(touched, p.name)
+			}
+		}
+	}
+	r.mu.Unlock()
+	r.notify(touched)
 }
 
 // Observed returns the ClusterIPs the registry last saw Service key hold.

@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -30,8 +31,6 @@ type serviceRepair struct {
 	apiReader client.Reader // live reads of IPAddresses
 	registry  *Registry
 	events    recorder.EventRecorder
-	// ipAddresses: the API server tracks ClusterIPs as IPAddress objects (see ipAddressesTracked).
-	ipAddresses bool
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -42,17 +41,7 @@ func (s *serviceRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	svc := &corev1.Service{}
 	if err := s.client.Get(ctx, req.NamespacedName, svc); err != nil {
 		if apierrors.IsNotFound(err) {
-			if s.ipAddresses {
-				for _, ip := range s.registry.Observed(req.NamespacedName) {
-					held, err := apiServerHolds(ctx, s.apiReader, ip, &req.NamespacedName)
-					if err != nil {
-						return ctrl.Result{}, err
-					}
-					if held {
-						return ctrl.Result{RequeueAfter: ipAddressRetry}, nil
-					}
-				}
-			}
+			// Its addresses stay held while the API server's IPAddress objects for them exist.
 			s.registry.Observe(req.NamespacedName, nil, nil)
 			return ctrl.Result{}, nil
 		}
@@ -164,6 +153,7 @@ type initializer struct {
 	defaultCIDR string
 	// claimsSynced waits until the other replicas' claims are known (nil without claims).
 	claimsSynced func(context.Context) bool
+	ipAddresses  bool // see ipAddressesTracked
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica serves webhooks.
@@ -205,6 +195,17 @@ func (i *initializer) rebuild(ctx context.Context) error {
 		pools.Items = append(pools.Items, *pool)
 	}
 	i.registry.SetPools(pools.Items)
+	if i.ipAddresses {
+		records := &networkingv1.IPAddressList{}
+		if err := i.client.List(ctx, records); err != nil {
+			return fmt.Errorf("list IPAddresses: %w", err)
+		}
+		for idx := range records.Items {
+			if ip, err := netip.ParseAddr(records.Items[idx].Name); err == nil {
+				i.registry.ObserveIPAddress(ip.Unmap(), ipAddressParent(&records.Items[idx]), true)
+			}
+		}
+	}
 
 	namespaces := &corev1.NamespaceList{}
 	if err := i.client.List(ctx, namespaces); err != nil {
@@ -305,8 +306,8 @@ func (e *reservationExpiry) expire(ctx context.Context) {
 
 func (e *reservationExpiry) heldInCluster(ctx context.Context, res Reservation) (bool, error) {
 	if e.ipAddresses {
-		if held, err := apiServerHolds(ctx, e.apiReader, res.IP, nil); err != nil || held {
-			return held, err
+		if _, exists, err := liveIPAddress(ctx, e.apiReader, res.IP); err != nil || exists {
+			return exists, err
 		}
 	}
 	var candidates []corev1.Service

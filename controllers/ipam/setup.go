@@ -15,10 +15,12 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -129,8 +131,9 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	})
 	events := mgr.GetEventRecorder("clusterip-ipam")
 
+	ipAddresses := ipAddressesTracked(mgr)
 	init := &initializer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry,
-		events: events, defaultCIDR: opts.DefaultServiceCIDR}
+		events: events, defaultCIDR: opts.DefaultServiceCIDR, ipAddresses: ipAddresses}
 	if opts.ClaimNamespace != "" {
 		claimCache, err := newClaimCache(mgr, opts.ClaimNamespace)
 		if err != nil {
@@ -169,21 +172,30 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		Named("clusterip-repair").
 		For(&corev1.Service{}, builder.WithPredicates(clusterIPsChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs, NeedLeaderElection: ptr.To(false)})
-	ipAddresses := ipAddressesTracked(mgr)
 	expiry := &reservationExpiry{apiReader: mgr.GetAPIReader(), registry: registry,
 		every: max(opts.ReservationGracePeriod/4, time.Second), ipAddresses: ipAddresses}
 	if err := mgr.Add(expiry); err != nil {
 		return nil, fmt.Errorf("add the ClusterIP reservation expiry: %w", err)
 	}
-	if ipAddresses {
-		repair = repair.Watches(&networkingv1.IPAddress{}, ipAddressToService, builder.WithPredicates(predicate.Funcs{
-			CreateFunc: func(event.CreateEvent) bool { return false },
-			UpdateFunc: func(event.UpdateEvent) bool { return false },
-		}))
-	}
-	err = repair.Complete(&serviceRepair{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry, events: events, ipAddresses: ipAddresses})
+	err = repair.Complete(&serviceRepair{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry, events: events})
 	if err != nil {
 		return nil, fmt.Errorf("set up the ClusterIP repair controller: %w", err)
+	}
+	if ipAddresses {
+		err = ctrl.NewControllerManagedBy(mgr).
+			Named("clusterip-ipaddress").
+			For(&networkingv1.IPAddress{}, builder.WithPredicates(predicate.Funcs{
+				UpdateFunc: func(e event.UpdateEvent) bool { return parentChanged(e.ObjectOld, e.ObjectNew) },
+			})).
+			WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs, NeedLeaderElection: ptr.To(false)}).
+			Complete(&ipAddressRepair{client: mgr.GetClient(), registry: registry})
+		if err != nil {
+			return nil, fmt.Errorf("set up the IPAddress mirror: %w", err)
+		}
+	}
+	live, err := unthrottledReader(mgr)
+	if err != nil {
+		return nil, err
 	}
 
 	if err := mgr.AddReadyzCheck("clusterip-pools", func(*http.Request) error {
@@ -196,7 +208,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	}
 
 	shared := serviceAdmission{registry: registry, namespaces: mgr.GetClient(), apiReader: mgr.GetAPIReader(),
-		decoder: admission.NewDecoder(mgr.GetScheme()), readyWait: opts.ReadyWait}
+		live: live, ipAddresses: ipAddresses, decoder: admission.NewDecoder(mgr.GetScheme()), readyWait: opts.ReadyWait}
 	server := mgr.GetWebhookServer()
 	if claims != nil {
 		shared.claims = claims.claimer
@@ -222,6 +234,27 @@ func clusterIPsChanged() predicate.Predicate {
 				!slices.Equal(oldSvc.Spec.ClusterIPs, newSvc.Spec.ClusterIPs)
 		},
 	}
+}
+
+// parentChanged passes an IPAddress update that changes its parent (kube-apiserver's repair loop
+// deletes and re-creates instead, but another writer may update).
+func parentChanged(oldObj, newObj client.Object) bool {
+	o, okOld := oldObj.(*networkingv1.IPAddress)
+	n, okNew := newObj.(*networkingv1.IPAddress)
+	return !okOld || !okNew || ipAddressParent(o) != ipAddressParent(n)
+}
+
+// unthrottledReader reads from the API server, bypassing the cache, without the client-side rate
+// limit of the manager's clients: the webhooks read one IPAddress per admission, and a rate limit
+// shared with the controllers would queue admissions behind their writes.
+func unthrottledReader(mgr ctrl.Manager) (client.Reader, error) {
+	cfg := rest.CopyConfig(mgr.GetConfig())
+	cfg.QPS, cfg.Burst, cfg.RateLimiter = -1, 0, nil
+	c, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return nil, fmt.Errorf("create the webhooks' API reader: %w", err)
+	}
+	return c, nil
 }
 
 // poolQueue lets the registry enqueue a pool whose counts changed, once the controller runs.

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kube-clusterip/kube-clusterip/allocator"
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 )
 
@@ -43,7 +44,7 @@ func (r *Registry) Status(name string, generation int64, current []metav1.Condit
 	var full []string
 	for i, rg := range p.ranges {
 		capacity := rg.Capacity() - p.carved[i]
-		used := rg.Used() - p.shadowed[i]
+		used := p.held[i] + r.reservedOnlyLocked(rg)
 		fs := ipamv1alpha1.FamilyStatus{
 			Family:    ipFamilyOf(rg.Family()),
 			CIDR:      rg.CIDR().String(),
@@ -122,6 +123,21 @@ func (r *Registry) Status(name string, generation int64, current []metav1.Condit
 	}
 	out.Status = st
 	return out, true
+}
+
+// reservedOnlyLocked counts the addresses of rg the webhook handed out to a Service not seen yet.
+// An address only an IPAddress object holds (kube-apiserver's, for a Service that is gone or not
+// seen yet) is neither allocated nor free.
+func (r *Registry) reservedOnlyLocked(rg *allocator.Range) uint64 {
+	var n uint64
+	for ip := range r.pending {
+		if _, held := r.holders[ip]; !held && rg.CIDR().Contains(ip) {
+			if _, owner := r.ownerLocked(ip); owner == rg {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func (p *pool) reservedIn(cidr netip.Prefix) int64 {

@@ -47,8 +47,12 @@ type serviceAdmission struct {
 	// namespaces reads Namespaces (the manager's cache) for their labels; apiReader reads one
 	// the cache has not seen yet.
 	namespaces, apiReader client.Reader
-	decoder               admission.Decoder
-	readyWait             time.Duration
+	// live reads IPAddress objects without a client-side rate limit: one read per admission.
+	live client.Reader
+	// ipAddresses: the API server tracks ClusterIPs as IPAddress objects (see ipAddressesTracked).
+	ipAddresses bool
+	decoder     admission.Decoder
+	readyWait   time.Duration
 	// claims makes the addresses this replica hands out its own through the API server, so
 	// that replicas never hand out one address twice; nil with a single replica.
 	claims *claimer
@@ -198,7 +202,10 @@ func (v *ValidatingWebhook) validate(ctx context.Context, req admission.Request)
 		return admission.Allowed("")
 	}
 	for attempt := 1; ; attempt++ {
-		if err := v.registry.Validate(in.key, ips, in.previous, in.namespaceLabels, in.dryRun); err != nil {
+		err := v.grantFreed(ctx, func() error {
+			return v.registry.Validate(in.key, ips, in.previous, in.namespaceLabels, in.dryRun)
+		})
+		if err != nil {
 			return deny(err)
 		}
 		if in.dryRun {
@@ -222,12 +229,12 @@ func (v *ValidatingWebhook) validate(ctx context.Context, req admission.Request)
 // errClaimsRace is answered when claims kept changing under one admission.
 var errClaimsRace = errors.New("the ClusterIP claims of the replicas kept changing during this admission; retry")
 
-// assign is Registry.Assign with the new addresses claimed: when another replica claimed one
+// assign is assignFree with the new addresses claimed: when another replica claimed one
 // first, the registry learns of that claim and assigns again (another address, or for a
 // requested one the error users know: it is being assigned to another Service).
 func (a *serviceAdmission) assign(ctx context.Context, req AssignRequest) ([]netip.Addr, error) {
 	for attempt := 1; ; attempt++ {
-		ips, err := a.registry.Assign(req)
+		ips, err := a.assignFree(ctx, req)
 		if err != nil || req.DryRun {
 			return ips, err
 		}
@@ -255,7 +262,7 @@ func (a *serviceAdmission) claimNew(ctx context.Context, key types.NamespacedNam
 	if err == nil && lost == nil {
 		return false, nil
 	}
-	a.registry.Unreserve(key, fresh)
+	a.registry.CancelReservations(key, fresh)
 	return err == nil, err
 }
 
