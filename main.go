@@ -87,6 +87,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.ipam.DefaultServiceCIDR, "default-service-cidr", "10.96.0.0/12", "CIDR(s) of the pool \"default\", created when no ClusterIPPool exists and the cluster has no ServiceCIDR \"kubernetes\"; an IPv4 and an IPv6 CIDR separated by a comma for dual-stack.")
 	fs.DurationVar(&o.ipam.ReservationGracePeriod, "clusterip-reservation-grace-period", ipam.DefaultReservationGracePeriod, "How long an address the webhook handed out stays reserved for a Service that has not appeared (dry runs, creates rejected after admission).")
 	fs.DurationVar(&o.ipam.ReadyWait, "clusterip-webhook-ready-wait", ipam.DefaultReadyWait, "How long a webhook request waits for the initial rebuild of the pools before the API server assigns the address itself.")
+	fs.StringVar(&o.ipam.ClaimNamespace, "clusterip-claim-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the Leases through which replicas claim the ClusterIPs they hand out, so that every replica may serve the webhooks (default $POD_NAMESPACE). Empty: no claims; run a single replica.")
 	fs.IntVar(&o.ipam.ConcurrentServiceSyncs, "concurrent-clusterip-syncs", 4, "Services the ClusterIP repair loop mirrors in parallel.")
 
 	fs.DurationVar(&o.endpoints.BatchPeriod, "endpoint-updates-batch-period", 0, "Delay before a Service's endpoints are written after a pod change, so that a burst becomes one write (upstream's flag of the same name).")

@@ -157,6 +157,11 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 			"%w: %s in pool %s is being assigned to %s; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, c.claimant())}
 	}
+	if parent, ok := r.ipAddresses[ip]; ok && parent == key {
+		// The API server allocated it for this very Service (validation after a mutation
+		// another replica answered, before this one saw the claim).
+		return false, nil
+	}
 	if parent, ok := r.ipAddresses[ip]; ok {
 		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Held: ip, Err: fmt.Errorf(
 			"%w: %s in pool %s has an IPAddress object%s in the API server; request a different IP or leave spec.clusterIP empty to get a free one",

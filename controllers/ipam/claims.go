@@ -28,6 +28,9 @@ type claim struct {
 	service  types.NamespacedName
 	deadline time.Time // see DueClaims
 	uid      types.UID
+	// used: a Service or an IPAddress object has held the address since the claim was made,
+	// or the admission that made it handed the address out after all.
+	used bool
 }
 
 func (c claim) isFor(key types.NamespacedName) bool {
@@ -105,10 +108,25 @@ func (r *Registry) ForgetClaim(ip netip.Addr, uid types.UID) {
 	r.notify(touched)
 }
 
-// DueClaims returns the claims to delete now: this replica's whose address no reservation waits
-// for and that no Service holds (released, or the create never completed), or that a Service
-// has held past the claim's deadline; and other replicas' past their deadline (their owner is
-// gone).
+// AbandonClaims records that the admission which claimed ips did not hand them out (it could not
+// claim all it needed): this replica's claims on them are due once nothing else holds them.
+func (r *Registry) AbandonClaims(ips []netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ip := range ips {
+		if c, ok := r.claims[ip]; ok && c.mine {
+			c.used = true
+			r.claims[ip] = c
+		}
+	}
+}
+
+// DueClaims returns the claims to delete now: this replica's whose address was used and is free
+// again (its Service is gone), or whose deadline passed while no reservation waits for it (the
+// Service holds it by then, or its create never completed); and other replicas' past their
+// deadline (their owner is gone). A claim whose Service nobody has seen yet stays until its
+// deadline, however long the API server takes to store the Service: deleting it earlier would
+// let another replica, whose caches may lag, hand the address out again.
 func (r *Registry) DueClaims() (mine, stale []ClaimRef) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -124,7 +142,9 @@ func (r *Registry) DueClaims() (mine, stale []ClaimRef) {
 		if _, reserved := r.pending[ip]; reserved {
 			continue
 		}
-		if _, held := r.holders[ip]; !held || expired {
+		_, held := r.holders[ip]
+		_, recorded := r.ipAddresses[ip]
+		if expired || (c.used && !held && !recorded) {
 			mine = append(mine, ClaimRef{IP: ip, UID: c.uid})
 		}
 	}

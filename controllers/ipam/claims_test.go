@@ -178,7 +178,31 @@ func TestClaims(t *testing.T) {
 			steps: []func(*Registry, *fakeClock) error{
 				assignToFirst(web, x),
 				func(r *Registry, _ *fakeClock) error { r.RecordClaim(x, web, "u1", true, lifetime); return nil },
+				func(r *Registry, _ *fakeClock) error {
+					r.CancelReservations(web, []netip.Addr{x})
+					r.AbandonClaims([]netip.Addr{x})
+					return nil
+				},
+			},
+			wantMine: []netip.Addr{x},
+		},
+		{
+			name: "my claim stays while its Service is unseen, even once the reservation expired",
+			steps: []func(*Registry, *fakeClock) error{
+				assignToFirst(web, x),
+				func(r *Registry, _ *fakeClock) error { r.RecordClaim(x, web, "u1", true, lifetime); return nil },
 				func(r *Registry, _ *fakeClock) error { r.CancelReservations(web, []netip.Addr{x}); return nil },
+				assignTo(third, x),
+			},
+			wantErr: allocator.ErrAllocated,
+		},
+		{
+			name: "my claim whose Service never appeared is due at its deadline",
+			steps: []func(*Registry, *fakeClock) error{
+				assignToFirst(web, x),
+				func(r *Registry, _ *fakeClock) error { r.RecordClaim(x, web, "u1", true, lifetime); return nil },
+				func(r *Registry, _ *fakeClock) error { r.CancelReservations(web, []netip.Addr{x}); return nil },
+				func(_ *Registry, c *fakeClock) error { c.t = c.t.Add(lifetime + time.Second); return nil },
 			},
 			wantMine: []netip.Addr{x},
 		},

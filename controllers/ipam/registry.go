@@ -461,7 +461,11 @@ func (r *Registry) settleLocked(ip netip.Addr) {
 	_, held := r.holders[ip]
 	_, pending := r.pending[ip]
 	_, recorded := r.ipAddresses[ip]
-	_, claimed := r.claims[ip]
+	c, claimed := r.claims[ip]
+	if claimed && (held || recorded) && !c.used {
+		c.used = true
+		r.claims[ip] = c
+	}
 	if held || pending || recorded || claimed {
 		_ = rg.Allocate(ip) // ErrAllocated: marked already; ErrReserved: stays reserved
 		return

@@ -44,9 +44,16 @@ import (
 // Defaults of Options.
 const (
 	DefaultReservationGracePeriod = 30 * time.Second
+	DefaultReadyWait              = 5 * time.Second
+)
+
+const (
 	// claimSweep is how often due claims are deleted when no release wakes the sweep.
-	claimSweep       = time.Second
-	DefaultReadyWait = 5 * time.Second
+	claimSweep = time.Second
+	// minClaimLifetime is the shortest a claim lasts when its Service has not been seen: longer
+	// than the API server may take from our mutating webhook to storing the Service (two
+	// mutating calls and a validating one, each up to its 10 s timeout).
+	minClaimLifetime = 30 * time.Second
 )
 
 // Options configure ClusterIP assignment; the zero value means the defaults.
@@ -141,7 +148,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		}
 		claims = &claimWatch{cache: claimCache, every: claimSweep, kick: make(chan struct{}, 1),
 			claimer: &claimer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), namespace: opts.ClaimNamespace, identity: opts.Identity,
-				lifetime: opts.ReservationGracePeriod, registry: registry, poolOf: registry.PoolOf}}
+				lifetime: max(opts.ReservationGracePeriod, minClaimLifetime), registry: registry, poolOf: registry.PoolOf}}
 		if err := mgr.Add(claims); err != nil {
 			return nil, fmt.Errorf("add the ClusterIP claims watch: %w", err)
 		}

@@ -68,12 +68,27 @@ type ValidatingWebhook struct{ serviceAdmission }
 
 // Handle implements admission.Handler.
 func (m *MutatingWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
+	ctx, cancel := admissionContext(ctx)
+	defer cancel()
 	return m.timed("mutate", func() admission.Response { return m.mutate(ctx, req) })
 }
 
 // Handle implements admission.Handler.
 func (v *ValidatingWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
+	ctx, cancel := admissionContext(ctx)
+	defer cancel()
 	return v.timed("validate", func() admission.Response { return v.validate(ctx, req) })
+}
+
+// admissionTimeout bounds one admission's API calls (claims, live reads); the API server gives
+// up on the webhook after timeoutSeconds (10).
+const admissionTimeout = 9 * time.Second
+
+// admissionContext is ctx without its cancellation: a replica that shuts down cancels the
+// contexts of its requests, yet it still finishes the admissions it has begun (the API server
+// waits for their answers), so their API calls get a deadline of their own instead.
+func admissionContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), admissionTimeout)
 }
 
 func (a *serviceAdmission) timed(webhook string, handle func() admission.Response) admission.Response {
@@ -263,6 +278,7 @@ func (a *serviceAdmission) claimNew(ctx context.Context, key types.NamespacedNam
 		return false, nil
 	}
 	a.registry.CancelReservations(key, fresh)
+	a.registry.AbandonClaims(fresh)
 	return err == nil, err
 }
 
