@@ -148,12 +148,12 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 			allocator.ErrAllocated, ip, owner.name, holder)}
 	}
 	if res, ok := r.pending[ip]; ok {
-		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Contested: ip, Err: fmt.Errorf(
 			"%w: %s in pool %s is being assigned to Service %s; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, serviceName(res.service))}
 	}
 	if c, ok := r.claims[ip]; ok {
-		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Contested: ip, Err: fmt.Errorf(
 			"%w: %s in pool %s is being assigned to %s; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, c.claimant())}
 	}

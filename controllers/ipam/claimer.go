@@ -117,6 +117,27 @@ func (c *claimer) claim(ctx context.Context, key types.NamespacedName, ips []net
 	return nil, nil
 }
 
+// claimedFor reads the claim on ip live and records it: whether it exists for Service key. A
+// replica whose watch lags may still think ip is being assigned to another Service while the
+// replica that answered this Service's mutating call has claimed it for this one.
+func (c *claimer) claimedFor(ctx context.Context, key types.NamespacedName, ip netip.Addr) (bool, error) {
+	current := &coordinationv1.Lease{}
+	err := c.apiReader.Get(ctx, types.NamespacedName{Namespace: c.namespace, Name: ClaimName(ip)}, current)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the claim of ClusterIP %s: %w", ip, err)
+	}
+	_, service, holder, _ := claimOf(current)
+	c.registry.RecordClaim(ip, service, current.UID, holder == c.identity, c.lifetime)
+	if !(claim{service: service}).isFor(key) {
+		return false, nil
+	}
+	c.registry.YieldToClaim(ip, key)
+	return true, nil
+}
+
 func (c *claimer) newLease(ip netip.Addr, key types.NamespacedName) *coordinationv1.Lease {
 	now := metav1.NowMicro()
 	labels := map[string]string{ClaimLabel: "true"}

@@ -121,6 +121,17 @@ func (r *Registry) AbandonClaims(ips []netip.Addr) {
 	}
 }
 
+// YieldToClaim drops a reservation of ip for a Service other than key: the API server's claim
+// gives ip to key (the reservation was this replica's stale view).
+func (r *Registry) YieldToClaim(ip netip.Addr, key types.NamespacedName) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if res, ok := r.pending[ip]; ok && !res.isFor(key) {
+		delete(r.pending, ip)
+		r.settleLocked(ip)
+	}
+}
+
 // DueClaims returns the claims to delete now: this replica's whose address was used and is free
 // again (its Service is gone), or whose deadline passed while no reservation waits for it (the
 // Service holds it by then, or its create never completed); and other replicas' past their

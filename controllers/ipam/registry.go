@@ -45,6 +45,9 @@ type AdmissionError struct {
 	// Held is the requested address refused because a Service or an IPAddress object holds it
 	// as far as the caches know; a live read of its IPAddress can show that the hold is over.
 	Held netip.Addr
+	// Contested is the requested address refused because it is being assigned to another
+	// Service (a reservation or a claim); the claim in the API server says whether it still is.
+	Contested netip.Addr
 }
 
 func (e *AdmissionError) Error() string { return e.Err.Error() }

@@ -220,6 +220,9 @@ func (v *ValidatingWebhook) validate(ctx context.Context, req admission.Request)
 		err := v.grantFreed(ctx, func() error {
 			return v.registry.Validate(in.key, ips, in.previous, in.namespaceLabels, in.dryRun)
 		})
+		if err != nil && attempt < 2 && v.claimedForUs(ctx, in.key, err) {
+			continue
+		}
 		if err != nil {
 			return deny(err)
 		}
@@ -250,6 +253,9 @@ var errClaimsRace = errors.New("the ClusterIP claims of the replicas kept changi
 func (a *serviceAdmission) assign(ctx context.Context, req AssignRequest) ([]netip.Addr, error) {
 	for attempt := 1; ; attempt++ {
 		ips, err := a.assignFree(ctx, req)
+		if err != nil && attempt < maxClaimAttempts && a.claimedForUs(ctx, req.Service, err) {
+			continue
+		}
 		if err != nil || req.DryRun {
 			return ips, err
 		}
@@ -263,6 +269,17 @@ func (a *serviceAdmission) assign(ctx context.Context, req AssignRequest) ([]net
 			return nil, fmt.Errorf("%w (after %d addresses claimed by other replicas)", errClaimsRace, attempt)
 		}
 	}
+}
+
+// claimedForUs says whether err refuses an address as being assigned to another Service while
+// the API server's claim on it is for key after all (this replica has not seen that claim yet).
+func (a *serviceAdmission) claimedForUs(ctx context.Context, key types.NamespacedName, err error) bool {
+	var ae *AdmissionError
+	if a.claims == nil || !errors.As(err, &ae) || !ae.Contested.IsValid() {
+		return false
+	}
+	ours, lerr := a.claims.claimedFor(ctx, key, ae.Contested)
+	return lerr == nil && ours
 }
 
 // claimNew claims the addresses just reserved for key. It returns retry when another Service's
