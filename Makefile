@@ -2,6 +2,9 @@
 # Kubebuilder (go/v4) layout, maintained by hand: the kubebuilder CLI is not on the Go module proxy.
 
 IMG ?= kube-clusterip:dev
+# What deploy and build-installer render: config/default (failurePolicy Ignore), or
+# config/webhook-fail-closed (failurePolicy Fail, kube-system and the kubernetes Service exempt).
+INSTALL ?= config/default
 # Where build-installer writes install.yaml.
 DIST ?= dist
 # Fuzz time per fuzz target in `make test` (CI bound); longer runs: make fuzz FUZZTIME=10m.
@@ -123,7 +126,7 @@ deploy: manifests kustomize ## Deploy to the cluster of the current kubeconfig (
 
 .PHONY: undeploy
 undeploy: kustomize ## Remove everything deploy created.
-	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found -f -
+	$(KUSTOMIZE) build $(INSTALL) | kubectl delete --ignore-not-found -f -
 
 .PHONY: build-installer
 build-installer: manifests kustomize ## Write one install YAML to $(DIST)/install.yaml (IMG sets the image).
@@ -169,7 +172,7 @@ endef
 # bin/ so that the checked-in kustomization stays as it is.
 define render-install
 mkdir -p $(LOCALBIN)/install-overlay; \
-printf 'resources:\n- ../../config/default\n' > $(LOCALBIN)/install-overlay/kustomization.yaml; \
+printf 'resources:\n- ../../$(INSTALL)\n' > $(LOCALBIN)/install-overlay/kustomization.yaml; \
 (cd $(LOCALBIN)/install-overlay && $(KUSTOMIZE) edit set image kube-clusterip=$(IMG)); \
 $(KUSTOMIZE) build $(LOCALBIN)/install-overlay
 endef

@@ -13,6 +13,10 @@ const (
 	ConditionExhausted = "Exhausted"
 	// ConditionConflicting is True when Services hold addresses twice, or the pool overlaps another.
 	ConditionConflicting = "Conflicting"
+	// ConditionOutsideServiceCIDRs is True when a CIDR of the pool lies outside every ServiceCIDR
+	// of the cluster, or only in ones being deleted: the API server would refuse its addresses, so
+	// the pool hands out none of them.
+	ConditionOutsideServiceCIDRs = "OutsideServiceCIDRs"
 )
 
 // DefaultPoolName is the pool created at start when the cluster has none.
@@ -76,10 +80,11 @@ type ClusterIPPoolStatus struct {
 	// ObservedGeneration is the generation of the spec this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Families has the counts of each CIDR.
+	// Families has the counts of each CIDR: the pool's spec.cidrs and, for the pool "default", the
+	// CIDRs of ServiceCIDRs that extend it (so a family may appear more than once).
 	// +optional
 	// +listType=map
-	// +listMapKey=family
+	// +listMapKey=cidr
 	Families []FamilyStatus `json:"families,omitempty"`
 	// Allocated is the number of addresses held by Services, all families together.
 	// +optional
@@ -87,7 +92,7 @@ type ClusterIPPoolStatus struct {
 	// Free is the number of addresses still available, all families together.
 	// +optional
 	Free string `json:"free,omitempty"`
-	// Conditions: Ready, Exhausted, Conflicting.
+	// Conditions: Ready, Exhausted, Conflicting, OutsideServiceCIDRs.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -83,8 +83,8 @@ func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, erro
 		missing = append(missing, want[i])
 	}
 	for _, f := range missing {
-		if _, rg := chosen.rangeOf(f); rg.Free() == 0 {
-			return nil, []string{chosen.name}, r.fullError(chosen, rg)
+		if _, _, err := chosen.rangeFor(f); err != nil {
+			return nil, []string{chosen.name}, err
 		}
 	}
 	if req.DryRun {
@@ -128,6 +128,10 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 	if res, ok := r.pending[ip]; ok && res.isFor(key) {
 		return false, nil
 	}
+	if parent, ok := r.ipAddresses[ip]; ok && parent == key {
+		// kube-apiserver allocates (creates the IPAddress) before it calls the validating webhooks.
+		return false, nil
+	}
 	if c, ok := r.claims[ip]; ok && c.isFor(key) {
 		return false, nil
 	}
@@ -157,15 +161,15 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 			"%w: %s in pool %s is being assigned to %s; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, c.claimant())}
 	}
-	if parent, ok := r.ipAddresses[ip]; ok && parent == key {
-		// The API server allocated it for this very Service (validation after a mutation
-		// another replica answered, before this one saw the claim).
-		return false, nil
-	}
 	if parent, ok := r.ipAddresses[ip]; ok {
 		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Held: ip, Err: fmt.Errorf(
 			"%w: %s in pool %s has an IPAddress object%s in the API server; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, ipAddressParentText(parent))}
+	}
+	if why := owner.unusable[owner.indexOf(rg)]; why != "" {
+		return false, &AdmissionError{Reason: ReasonOutsideServiceCIDRs, Pool: owner.name, Err: fmt.Errorf(
+			"%w: %s in pool %s: %s; request a different IP or leave spec.clusterIP empty",
+			allocator.ErrNotInRange, ip, owner.name, why)}
 	}
 	if rg.IsReserved(ip) {
 		return false, &AdmissionError{Reason: ReasonReserved, Pool: owner.name, Err: fmt.Errorf(
@@ -187,7 +191,7 @@ func serviceName(key types.NamespacedName) string {
 	return key.String()
 }
 
-func (r *Registry) fullError(p *pool, rg *allocator.Range) error {
+func fullError(p *pool, rg *allocator.Range) error {
 	return &AdmissionError{Reason: ReasonFull, Pool: p.name, Err: fmt.Errorf(
 		"%w: pool %s has no free %s address in %s; grow it by adding or enlarging a CIDR in spec.cidrs "+
 			"(kubectl edit clusterippool %s), or delete Services that use it",
@@ -198,7 +202,10 @@ func (r *Registry) fullError(p *pool, rg *allocator.Range) error {
 // large nested pool (they stay marked, counted as shadowed). It gives up after maxShadowSkips
 // such addresses in one call.
 func (r *Registry) allocateNextLocked(p *pool, f allocator.Family) (netip.Addr, error) {
-	i, rg := p.rangeOf(f)
+	i, rg, err := p.rangeFor(f)
+	if err != nil {
+		return netip.Addr{}, err
+	}
 	for skipped := 0; ; skipped++ {
 		if skipped == maxShadowSkips {
 			return netip.Addr{}, &AdmissionError{Reason: ReasonFull, Pool: p.name, Err: fmt.Errorf(
@@ -208,7 +215,7 @@ func (r *Registry) allocateNextLocked(p *pool, f allocator.Family) (netip.Addr, 
 		}
 		ip, err := rg.AllocateNext()
 		if errors.Is(err, allocator.ErrFull) {
-			return netip.Addr{}, r.fullError(p, rg)
+			return netip.Addr{}, fullError(p, rg)
 		}
 		if err != nil {
 			return netip.Addr{}, err

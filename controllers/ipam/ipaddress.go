@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
+	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -113,7 +115,7 @@ func (a *serviceAdmission) assignFree(ctx context.Context, req AssignRequest) ([
 			parent, exists, err := liveIPAddress(ctx, a.live, ip)
 			if err != nil {
 				a.registry.CancelReservations(req.Service, dynamic)
-				return nil, err
+				return nil, unreachable(ip, err)
 			}
 			if exists {
 				a.registry.YieldReservation(req.Service, ip, parent)
@@ -143,10 +145,33 @@ func (a *serviceAdmission) grantFreed(ctx context.Context, try func() error) err
 		}
 		_, exists, lerr := liveIPAddress(ctx, a.live, ae.Held)
 		if lerr != nil {
-			return errors.Join(err, lerr)
+			return unreachable(ae.Held, lerr)
 		}
 		if exists || forgotten == maxStaleHolds || !a.registry.ForgetStaleHold(ae.Held) {
 			return err
 		}
 	}
 }
+
+// unreachable says that the check of ip's IPAddress failed: this replica may not reach the API
+// server, and hands out nothing it cannot check.
+func unreachable(ip netip.Addr, err error) error {
+	return fmt.Errorf("this webhook replica could not check that the API server has no IPAddress for %s (%w); "+
+		"it hands out no address it cannot check: retry the request; if it persists, check the replica's connection to the API server", ip, err)
+}
+
+// apiServerReachable is a readyz check: a replica that cannot read from the API server leaves the
+// webhook Service's endpoints, so that the API server calls the replicas that can.
+func apiServerReachable(live client.Reader) func(*http.Request) error {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), apiServerCheckTimeout)
+		defer cancel()
+		if err := live.List(ctx, &networkingv1.IPAddressList{}, client.Limit(1)); err != nil {
+			return fmt.Errorf("cannot read IPAddresses from the API server: %w", err)
+		}
+		return nil
+	}
+}
+
+// apiServerCheckTimeout bounds the readyz check's read.
+const apiServerCheckTimeout = 3 * time.Second

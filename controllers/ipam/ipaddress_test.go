@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/kube-clusterip/kube-clusterip/allocator"
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
@@ -126,6 +130,10 @@ func TestReservationEndsWithItsIPAddress(t *testing.T) {
 	r.ObserveIPAddress(got[0], key("ns", "short"), true)
 	if r.Pending() != 0 {
 		t.Fatalf("pending = %d after the Service's own IPAddress appeared, want 0", r.Pending())
+	}
+	// kube-apiserver creates the IPAddress before it calls the validating webhook.
+	if err := r.Validate(key("ns", "short"), got, nil, noLabel, false); err != nil {
+		t.Fatalf("validating the Service whose IPAddress exists: %v", err)
 	}
 	if _, err := r.Assign(AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: got}); err == nil {
 		t.Fatalf("%s handed out while its IPAddress exists", got[0])
@@ -244,5 +252,35 @@ func TestExpiredReservationKeptWhileAnIPAddressExists(t *testing.T) {
 				t.Errorf("after the drop, %v is not free: %v", got, err)
 			}
 		})
+	}
+}
+
+// A replica that cannot read from the API server says so, hands out nothing it could not check,
+// and keeps no reservation; its readiness check fails.
+func TestUnreachableAPIServer(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	broken := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+			return errors.New("dial tcp 10.0.0.1:443: connect: connection refused")
+		},
+		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+			return errors.New("dial tcp 10.0.0.1:443: connect: connection refused")
+		},
+	}).Build()
+	a := &serviceAdmission{registry: r, ipAddresses: true, live: broken}
+	got, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "new"), NamespaceLabels: noLabel})
+	if err == nil || !strings.Contains(err.Error(), "could not check that the API server has no IPAddress") ||
+		!strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("got %v, %v; want an error that says what failed", got, err)
+	}
+	if r.Pending() != 0 {
+		t.Fatalf("%d reservations left behind", r.Pending())
+	}
+	req := httptest.NewRequest(http.MethodGet, "/readyz", nil)
+	if err := apiServerReachable(broken)(req); err == nil {
+		t.Fatal("readiness passes without the API server")
+	}
+	if err := apiServerReachable(fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).Build())(req); err != nil {
+		t.Fatalf("readiness with the API server: %v", err)
 	}
 }

@@ -34,6 +34,9 @@ const (
 	ReasonFamily     = "IPFamilyUnavailable"
 	ReasonNoPool     = "NoPool"
 	ReasonOtherPool  = "ClusterIPInOtherPool"
+	// ReasonOutsideServiceCIDRs: the API server would refuse the address (no Ready ServiceCIDR
+	// that is not being deleted contains it).
+	ReasonOutsideServiceCIDRs = "OutsideServiceCIDRs"
 )
 
 // AdmissionError is why a Service cannot have the ClusterIPs it asks for. Reason is one of the
@@ -88,26 +91,61 @@ type pool struct {
 	carved       []uint64 // per range: addresses reserved for nested pools
 	shadowed     []uint64 // per range: addresses of large nested pools marked lazily
 	held         []uint64 // per range: addresses a Service holds
+	unusable     []string // per range: why the API server refuses its addresses; "" when it accepts them
 	selectorErr  string   // why spec.namespaceSelector does not parse
 	invalid      string   // why the pool hands out nothing; empty when Ready
 	overlaps     bool     // invalid because another pool has the same CIDR
 }
 
+// families returns the families of the pool's ranges, in the order of spec.cidrs.
 func (p *pool) families() []allocator.Family {
 	fs := make([]allocator.Family, 0, len(p.ranges))
 	for _, r := range p.ranges {
-		fs = append(fs, r.Family())
+		if !slices.Contains(fs, r.Family()) {
+			fs = append(fs, r.Family())
+		}
 	}
 	return fs
 }
 
-func (p *pool) rangeOf(f allocator.Family) (int, *allocator.Range) {
-	for i, r := range p.ranges {
-		if r.Family() == f {
-			return i, r
+// rangeFor returns the range of family f that hands out the next address: the first one the API
+// server accepts addresses from that has a free address.
+func (p *pool) rangeFor(f allocator.Family) (int, *allocator.Range, error) {
+	first, why := -1, ""
+	for i, rg := range p.ranges {
+		if rg.Family() != f {
+			continue
+		}
+		if p.unusable[i] != "" {
+			why = p.unusable[i]
+			continue
+		}
+		if rg.Free() > 0 {
+			return i, rg, nil
+		}
+		if first < 0 {
+			first = i
 		}
 	}
-	return -1, nil
+	if first >= 0 {
+		return -1, nil, fullError(p, p.ranges[first])
+	}
+	return -1, nil, &AdmissionError{Reason: ReasonOutsideServiceCIDRs, Pool: p.name, Err: fmt.Errorf(
+		"%w: pool %s has no %s address the API server accepts: %s", allocator.ErrNotInRange, p.name, f, why)}
+}
+
+// indexOf returns the index of rg in the pool's ranges.
+func (p *pool) indexOf(rg *allocator.Range) int { return slices.Index(p.ranges, rg) }
+
+// usableCIDRs lists the CIDRs the pool hands out addresses from.
+func (p *pool) usableCIDRs() string {
+	var s []string
+	for i, r := range p.ranges {
+		if p.unusable[i] == "" {
+			s = append(s, r.CIDR().String())
+		}
+	}
+	return strings.Join(s, ", ")
 }
 
 func (p *pool) cidrs() string {
@@ -140,9 +178,13 @@ type Registry struct {
 	// ipAddresses are the addresses the API server has an IPAddress object for, with the Service
 	// the object names (zero when it names none).
 	ipAddresses map[netip.Addr]types.NamespacedName
-	changed     func(pool string)
-	ready       chan struct{}
-	once        sync.Once
+	// serviceCIDRs are the cluster's ServiceCIDRs, by name; serviceCIDRsKnown is false until
+	// SetServiceCIDRs (or for ever, on an API server without them).
+	serviceCIDRs      []ServiceCIDR
+	serviceCIDRsKnown bool
+	changed           func(pool string)
+	ready             chan struct{}
+	once              sync.Once
 }
 
 // NewRegistry returns an empty Registry. grace is how long a webhook reservation waits for its
@@ -214,6 +256,34 @@ func (r *Registry) DeletePool(name string) {
 	r.notify(names)
 }
 
+// ServiceCIDR is a networking.k8s.io/v1 ServiceCIDR as the registry needs it.
+type ServiceCIDR struct {
+	Name  string
+	CIDRs []netip.Prefix
+	// Ready is false while the object is being deleted or says Ready=False: the API server then
+	// assigns no new address from it.
+	Ready bool
+}
+
+// SetServiceCIDRs replaces the cluster's ServiceCIDRs and rebuilds the bitmaps: the pool
+// "default" grows by the CIDRs no pool covers, and no range hands out addresses the API server
+// would refuse.
+func (r *Registry) SetServiceCIDRs(cidrs []ServiceCIDR) {
+	cidrs = slices.Clone(cidrs)
+	slices.SortFunc(cidrs, func(a, b ServiceCIDR) int { return strings.Compare(a.Name, b.Name) })
+	r.mu.Lock()
+	if r.serviceCIDRsKnown && slices.EqualFunc(r.serviceCIDRs, cidrs, func(a, b ServiceCIDR) bool {
+		return a.Name == b.Name && a.Ready == b.Ready && slices.Equal(a.CIDRs, b.CIDRs)
+	}) {
+		r.mu.Unlock()
+		return
+	}
+	r.serviceCIDRs, r.serviceCIDRsKnown = cidrs, true
+	names := r.rebuildLocked()
+	r.mu.Unlock()
+	r.notify(names)
+}
+
 // PoolNames returns the names of the pools, sorted.
 func (r *Registry) PoolNames() []string {
 	r.mu.Lock()
@@ -252,10 +322,7 @@ func (r *Registry) rebuildLocked() []string {
 		if p.invalid != "" {
 			continue
 		}
-		var opts []allocator.Option
-		if q := p.spec.QuarantineSeconds; q != nil && *q > 0 {
-			opts = append(opts, allocator.WithQuarantine(time.Duration(*q)*time.Second))
-		}
+		opts := p.rangeOptions()
 		for _, c := range p.spec.CIDRs {
 			prefix, err := netip.ParsePrefix(c)
 			if err != nil {
@@ -282,6 +349,9 @@ func (r *Registry) rebuildLocked() []string {
 		for _, rg := range p.ranges {
 			seen[rg.CIDR()] = p.name
 		}
+	}
+	r.extendDefaultLocked()
+	for _, p := range r.pools {
 		for _, s := range p.spec.Reserved {
 			ip, err := netip.ParseAddr(s)
 			if err != nil {
@@ -296,10 +366,89 @@ func (r *Registry) rebuildLocked() []string {
 		p.carved = make([]uint64, len(p.ranges))
 		p.shadowed = make([]uint64, len(p.ranges))
 		p.held = make([]uint64, len(p.ranges))
+		p.unusable = make([]string, len(p.ranges))
+		for i, rg := range p.ranges {
+			p.unusable[i] = r.unusableLocked(rg.CIDR())
+		}
 	}
 	r.carveLocked()
 	r.replayLocked()
 	return names
+}
+
+func (p *pool) rangeOptions() []allocator.Option {
+	if q := p.spec.QuarantineSeconds; q != nil && *q > 0 {
+		return []allocator.Option{allocator.WithQuarantine(time.Duration(*q) * time.Second)}
+	}
+	return nil
+}
+
+// extendDefaultLocked adds to the pool "default" the CIDRs of the cluster's ServiceCIDRs that
+// overlap no pool's CIDR, so that a ServiceCIDR an admin adds extends it at once. A ServiceCIDR
+// that overlaps a pool adds nothing: the pools' specs say who owns those addresses (a default
+// pool shrunk on purpose stays shrunk; a tenant pool keeps its own and its reserved addresses).
+// The CIDRs of a ServiceCIDR being deleted stay while it exists, so the Services still holding
+// its addresses count in the pool.
+func (r *Registry) extendDefaultLocked() {
+	def, ok := r.pools[ipamv1alpha1.DefaultPoolName]
+	if !ok || def.invalid != "" {
+		return
+	}
+	for _, sc := range r.serviceCIDRs {
+		for _, c := range sc.CIDRs {
+			if r.overlapsLocked(c) {
+				continue
+			}
+			rg, err := allocator.NewRange(c, def.rangeOptions()...)
+			if err != nil {
+				continue // an IPv6 ServiceCIDR wider than /64: not supported by the bitmaps; the pool's status shows what it has
+			}
+			def.ranges = append(def.ranges, rg)
+		}
+	}
+}
+
+// overlapsLocked says whether c overlaps a range of some pool.
+func (r *Registry) overlapsLocked(c netip.Prefix) bool {
+	for _, p := range r.pools {
+		for _, rg := range p.ranges {
+			if rg.CIDR().Overlaps(c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// unusableLocked says why the API server refuses the addresses of c, or "" when it accepts them:
+// a Ready ServiceCIDR that is not being deleted must contain c. Without ServiceCIDRs in the API
+// (before v1.33) nothing is known, and every range is used.
+func (r *Registry) unusableLocked(c netip.Prefix) string {
+	if !r.serviceCIDRsKnown {
+		return ""
+	}
+	var all, draining []string
+	for _, sc := range r.serviceCIDRs {
+		for _, sp := range sc.CIDRs {
+			all = append(all, sp.String())
+			if sp.Bits() > c.Bits() || !sp.Contains(c.Addr()) {
+				continue
+			}
+			if sc.Ready {
+				return ""
+			}
+			draining = append(draining, sc.Name)
+		}
+	}
+	if len(draining) > 0 {
+		return fmt.Sprintf("%s lies only in ServiceCIDR %s, which is being deleted or not Ready: the API server assigns no new address from it",
+			c, strings.Join(draining, ", "))
+	}
+	if len(all) == 0 {
+		return fmt.Sprintf("%s lies outside every ServiceCIDR: the cluster has none", c)
+	}
+	return fmt.Sprintf("%s lies outside every ServiceCIDR of the cluster (%s): the API server refuses its addresses; "+
+		"add a ServiceCIDR that contains it, or change the pool's spec.cidrs", c, strings.Join(all, ", "))
 }
 
 // carveLocked reserves, in each range, the addresses of the smaller ranges nested in it.
@@ -433,8 +582,7 @@ func (r *Registry) holdLocked(key types.NamespacedName, ip netip.Addr) *Finding 
 func (r *Registry) setHolderLocked(ip netip.Addr, key types.NamespacedName) {
 	if _, held := r.holders[ip]; !held {
 		if p, rg := r.ownerLocked(ip); rg != nil {
-			i, _ := p.rangeOf(rg.Family())
-			p.held[i]++
+			p.held[p.indexOf(rg)]++
 		}
 	}
 	r.holders[ip] = key
@@ -448,8 +596,7 @@ func (r *Registry) dropHolderLocked(ip netip.Addr) {
 	}
 	delete(r.holders, ip)
 	if p, rg := r.ownerLocked(ip); rg != nil {
-		i, _ := p.rangeOf(rg.Family())
-		p.held[i]--
+		p.held[p.indexOf(rg)]--
 	}
 	r.settleLocked(ip)
 }

@@ -105,6 +105,7 @@ func waitReady(ctx context.Context, registry *Registry) error {
 type poolRepair struct {
 	client   client.Client
 	registry *Registry
+	events   recorder.EventRecorder
 	elected  <-chan struct{}
 }
 
@@ -135,6 +136,10 @@ func (p *poolRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if equality.Semantic.DeepEqual(pool.Status, st.Status) || !isClosed(p.elected) {
 		return result, nil
 	}
+	if c := meta.FindStatusCondition(st.Status.Conditions, ipamv1alpha1.ConditionOutsideServiceCIDRs); c != nil &&
+		c.Status == metav1.ConditionTrue && !meta.IsStatusConditionTrue(pool.Status.Conditions, c.Type) {
+		p.events.Eventf(pool, nil, corev1.EventTypeWarning, c.Reason, "AllocateClusterIP", "%s", c.Message)
+	}
 	patch := client.MergeFrom(pool.DeepCopy())
 	pool.Status = st.Status
 	if err := p.client.Status().Patch(ctx, pool, patch); err != nil && !apierrors.IsNotFound(err) {
@@ -146,14 +151,15 @@ func (p *poolRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // initializer creates the default pool when there is none, then rebuilds every pool's bitmap
 // from the Services in the cache before the webhooks answer. It runs on every replica.
 type initializer struct {
-	client      client.Client // the manager's: reads from the cache once it has synced
-	apiReader   client.Reader
-	registry    *Registry
-	events      recorder.EventRecorder
-	defaultCIDR string
+	client       client.Client // the manager's: reads from the cache once it has synced
+	apiReader    client.Reader
+	registry     *Registry
+	events       recorder.EventRecorder
+	defaultCIDR  string
+	ipAddresses  bool // see ipAddressesTracked
+	serviceCIDRs bool // see serviceCIDRsServed
 	// claimsSynced waits until the other replicas' claims are known (nil without claims).
 	claimsSynced func(context.Context) bool
-	ipAddresses  bool // see ipAddressesTracked
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica serves webhooks.
@@ -195,6 +201,13 @@ func (i *initializer) rebuild(ctx context.Context) error {
 		pools.Items = append(pools.Items, *pool)
 	}
 	i.registry.SetPools(pools.Items)
+	if i.serviceCIDRs {
+		cidrs, err := listServiceCIDRs(ctx, i.client)
+		if err != nil {
+			return err
+		}
+		i.registry.SetServiceCIDRs(cidrs)
+	}
 	if i.ipAddresses {
 		records := &networkingv1.IPAddressList{}
 		if err := i.client.List(ctx, records); err != nil {
@@ -257,10 +270,11 @@ func (i *initializer) createDefaultPool(ctx context.Context) (*ipamv1alpha1.Clus
 
 // reservationExpiry frees webhook reservations whose Service never appeared.
 type reservationExpiry struct {
-	apiReader   client.Reader
-	registry    *Registry
-	every       time.Duration
-	ipAddresses bool // see ipAddressesTracked
+	apiReader    client.Reader
+	registry     *Registry
+	every        time.Duration
+	ipAddresses  bool // see ipAddressesTracked
+	serviceCIDRs bool // see serviceCIDRsServed
 }
 
 // Start implements manager.Runnable.

@@ -138,9 +138,9 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	})
 	events := mgr.GetEventRecorder("clusterip-ipam")
 
-	ipAddresses := ipAddressesTracked(mgr)
+	ipAddresses, serviceCIDRs := ipAddressesTracked(mgr), serviceCIDRsServed(mgr)
 	init := &initializer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry,
-		events: events, defaultCIDR: opts.DefaultServiceCIDR, ipAddresses: ipAddresses}
+		events: events, defaultCIDR: opts.DefaultServiceCIDR, ipAddresses: ipAddresses, serviceCIDRs: serviceCIDRs}
 	if opts.ClaimNamespace != "" {
 		claimCache, err := newClaimCache(mgr, opts.ClaimNamespace)
 		if err != nil {
@@ -171,7 +171,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		For(&ipamv1alpha1.ClusterIPPool{}).
 		WatchesRawSource(source.Func(queue.start)).
 		WithOptions(everyReplica).
-		Complete(&poolRepair{client: mgr.GetClient(), registry: registry, elected: mgr.Elected()})
+		Complete(&poolRepair{client: mgr.GetClient(), registry: registry, events: events, elected: mgr.Elected()})
 	if err != nil {
 		return nil, fmt.Errorf("set up the ClusterIPPool controller: %w", err)
 	}
@@ -200,6 +200,16 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 			return nil, fmt.Errorf("set up the IPAddress mirror: %w", err)
 		}
 	}
+	if serviceCIDRs {
+		err = ctrl.NewControllerManagedBy(mgr).
+			Named("clusterip-servicecidr").
+			For(&networkingv1.ServiceCIDR{}).
+			WithOptions(everyReplica).
+			Complete(&serviceCIDRRepair{client: mgr.GetClient(), registry: registry})
+		if err != nil {
+			return nil, fmt.Errorf("set up the ServiceCIDR mirror: %w", err)
+		}
+	}
 	live, err := unthrottledReader(mgr)
 	if err != nil {
 		return nil, err
@@ -212,6 +222,12 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("add the ClusterIP pools ready check: %w", err)
+	}
+
+	if ipAddresses {
+		if err := mgr.AddReadyzCheck("clusterip-apiserver", apiServerReachable(live)); err != nil {
+			return nil, fmt.Errorf("add the API server reachability check: %w", err)
+		}
 	}
 
 	shared := serviceAdmission{registry: registry, namespaces: mgr.GetClient(), apiReader: mgr.GetAPIReader(),

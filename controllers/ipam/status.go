@@ -66,10 +66,26 @@ func (r *Registry) Status(name string, generation int64, current []metav1.Condit
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: status, Reason: reason,
 			Message: msg, ObservedGeneration: generation})
 	}
-	if p.invalid != "" {
+	var refused []string
+	for _, why := range p.unusable {
+		if why != "" {
+			refused = append(refused, why)
+		}
+	}
+	switch {
+	case p.invalid != "":
 		set(ipamv1alpha1.ConditionReady, metav1.ConditionFalse, "InvalidSpec", p.invalid)
-	} else {
-		set(ipamv1alpha1.ConditionReady, metav1.ConditionTrue, "Allocating", "hands out addresses from "+p.cidrs())
+	case len(p.ranges) > 0 && len(refused) == len(p.ranges):
+		set(ipamv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonOutsideServiceCIDRs, "hands out no address: "+strings.Join(refused, "; "))
+	default:
+		set(ipamv1alpha1.ConditionReady, metav1.ConditionTrue, "Allocating", "hands out addresses from "+p.usableCIDRs())
+	}
+	switch {
+	case len(refused) > 0:
+		set(ipamv1alpha1.ConditionOutsideServiceCIDRs, metav1.ConditionTrue, ReasonOutsideServiceCIDRs, strings.Join(refused, "; "))
+	case r.serviceCIDRsKnown:
+		set(ipamv1alpha1.ConditionOutsideServiceCIDRs, metav1.ConditionFalse, "InsideServiceCIDRs",
+			"the API server accepts the addresses of every CIDR of the pool")
 	}
 	if len(full) > 0 {
 		set(ipamv1alpha1.ConditionExhausted, metav1.ConditionTrue, ReasonFull, fmt.Sprintf(
