@@ -56,6 +56,7 @@ type options struct {
 	metricsSecure    bool
 	probeAddr        string
 	leaderElect      bool
+	leaderElectionNS string
 	webhookCertDir   string
 	webhookPort      int
 	kubeAPIQPS       float64
@@ -86,6 +87,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization through the API server.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to; 0 disables them.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader among replicas, so that one runs the control loops at a time.")
+	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the Pod's own (in a cluster).")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the admission webhook server. Empty: no webhook is served, and the API server assigns ClusterIPs itself (the repair loop still mirrors them).")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the admission webhook server.")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "Queries per second to the API server, of each client: the manager's, and each endpoints writer's (Endpoints, EndpointSlices, mirrored EndpointSlices), as kube-controller-manager gives each controller its own.")
@@ -94,6 +96,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.ipam.DefaultServiceCIDR, "default-service-cidr", "10.96.0.0/12", "CIDR(s) of the pool \"default\", created when no ClusterIPPool exists and the cluster has no ServiceCIDR \"kubernetes\"; an IPv4 and an IPv6 CIDR separated by a comma for dual-stack.")
 	fs.DurationVar(&o.ipam.ReservationGracePeriod, "clusterip-reservation-grace-period", ipam.DefaultReservationGracePeriod, "How long an address the webhook handed out stays reserved for a Service that has not appeared (dry runs, creates rejected after admission).")
 	fs.DurationVar(&o.ipam.ReadyWait, "clusterip-webhook-ready-wait", ipam.DefaultReadyWait, "How long a webhook request waits for the initial rebuild of the pools before the API server assigns the address itself.")
+	fs.StringVar(&o.ipam.ClaimNamespace, "clusterip-claim-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the Leases through which replicas claim the ClusterIPs they hand out, so that every replica may serve the webhooks (default $POD_NAMESPACE). Empty: no claims; run a single replica.")
 	fs.IntVar(&o.ipam.ConcurrentServiceSyncs, "concurrent-clusterip-syncs", 4, "Services the ClusterIP repair loop mirrors in parallel.")
 
 	fs.DurationVar(&o.endpoints.BatchPeriod, "endpoint-updates-batch-period", 0, "Delay before a Service's endpoints are written after a pod change, so that a burst becomes one write (upstream's flag of the same name).")
@@ -188,11 +191,12 @@ func run(o *options) error {
 		nodeCache = nodeagent.OwnNodeCache(o.datapath.NodeName)
 	}
 	mgrOpts := ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsOpts,
-		HealthProbeBindAddress: o.probeAddr,
-		LeaderElection:         o.leaderElect,
-		LeaderElectionID:       "kube-clusterip.clusterip.dev",
+		Scheme:                  scheme,
+		Metrics:                 metricsOpts,
+		HealthProbeBindAddress:  o.probeAddr,
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        "kube-clusterip.clusterip.dev",
+		LeaderElectionNamespace: o.leaderElectionNS,
 		// Only the endpoints controller reads Pods and (typed) Nodes: cache just what it
 		// computes from. (The node agent reads its Node's metadata, a cache of its own.)
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{

@@ -132,6 +132,9 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 		// kube-apiserver allocates (creates the IPAddress) before it calls the validating webhooks.
 		return false, nil
 	}
+	if c, ok := r.claims[ip]; ok && c.isFor(key) {
+		return false, nil
+	}
 	owner, rg := r.ownerLocked(ip)
 	if owner == nil {
 		return false, &AdmissionError{Reason: ReasonOutOfRange, Err: fmt.Errorf(
@@ -149,9 +152,14 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 			allocator.ErrAllocated, ip, owner.name, holder)}
 	}
 	if res, ok := r.pending[ip]; ok {
-		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Contested: ip, Err: fmt.Errorf(
 			"%w: %s in pool %s is being assigned to Service %s; request a different IP or leave spec.clusterIP empty to get a free one",
 			allocator.ErrAllocated, ip, owner.name, serviceName(res.service))}
+	}
+	if c, ok := r.claims[ip]; ok {
+		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Contested: ip, Err: fmt.Errorf(
+			"%w: %s in pool %s is being assigned to %s; request a different IP or leave spec.clusterIP empty to get a free one",
+			allocator.ErrAllocated, ip, owner.name, c.claimant())}
 	}
 	if parent, ok := r.ipAddresses[ip]; ok {
 		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Held: ip, Err: fmt.Errorf(

@@ -42,7 +42,9 @@ const (
 // (p50/p99, the time that assigns the ClusterIP), the validating one's, how many requests failed
 // or were denied (create errors plus webhook answers with allowed=false, from
 // clusterip_webhook_duration_seconds), and how many distinct ClusterIPs from 10.96.0.0/12 the
-// Services hold (want 1000).
+// Services hold (want 1000). replicas=1 is one manager without claims (a single replica);
+// replicas=3 is three managers in this process, each with its own webhook server, behind a
+// round-robin TCP front on the webhook port, claiming every address they hand out.
 //
 //	go test ./controllers/ipam -run '^$' -bench BenchmarkAdmission -benchtime 1x
 func BenchmarkAdmission(b *testing.B) {
@@ -50,6 +52,12 @@ func BenchmarkAdmission(b *testing.B) {
 		b.Skip(err.Error())
 	}
 	ctrl.SetLogger(logr.Discard())
+	for _, replicas := range []int{1, 3} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) { benchmarkAdmission(b, replicas) })
+	}
+}
+
+func benchmarkAdmission(b *testing.B, replicas int) {
 	env := testenv.New()
 	env.ControlPlane.GetAPIServer().Out, env.ControlPlane.GetAPIServer().Err = io.Discard, io.Discard
 	env.ControlPlane.Etcd.Out, env.ControlPlane.Etcd.Err = io.Discard, io.Discard
@@ -68,32 +76,37 @@ func BenchmarkAdmission(b *testing.B) {
 	}()
 
 	wio := &env.WebhookInstallOptions
-	timing := &timingServer{Server: webhook.NewServer(webhook.Options{
-		Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir})}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:        scheme,
-		Metrics:       metricsserver.Options{BindAddress: "0"},
-		Controller:    config.Controller{SkipNameValidation: ptr.To(true)},
-		WebhookServer: timing,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	registry, err := setup(mgr, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	mgrDone := make(chan error, 1)
-	go func() { mgrDone <- mgr.Start(ctx) }()
-	defer func() {
+	var timings []*timingServer
+	var stopped []chan error
+	defer func() { // before the control plane stops
 		cancel()
-		if err := <-mgrDone; err != nil {
-			b.Errorf("manager: %v", err)
+		for _, done := range stopped {
+			if err := <-done; err != nil {
+				b.Errorf("manager: %v", err)
+			}
 		}
 	}()
-	if err := awaitWebhook(registry, net.JoinHostPort(wio.LocalServingHost, strconv.Itoa(wio.LocalServingPort))); err != nil {
-		b.Fatal(err)
+	start := func(port int, opts Options) {
+		timing, done := startBenchReplica(ctx, b, cfg, wio.LocalServingCertDir, port, opts)
+		timings, stopped = append(timings, timing), append(stopped, done)
+	}
+	if replicas == 1 {
+		start(wio.LocalServingPort, Options{})
+	} else {
+		front, err := testenv.NewRoundRobinFront(wio.LocalServingPort)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer front.Close()
+		for range replicas {
+			port, err := freeLocalPort()
+			if err != nil {
+				b.Fatal(err)
+			}
+			start(port, Options{ClaimNamespace: "kube-system"})
+			front.Add(port)
+		}
 	}
 
 	clientCfg := rest.CopyConfig(cfg)
@@ -107,13 +120,19 @@ func BenchmarkAdmission(b *testing.B) {
 		b.Fatal(err)
 	}
 	deniedBefore := deniedAdmissions(b)
-	timing.reset()
+	for _, t := range timings {
+		t.reset()
+	}
 
 	b.ResetTimer()
 	createErrors := createConcurrently(ctx, c, ns)
 	b.StopTimer()
 
-	mutate, validate := timing.durations(MutatePath), timing.durations(ValidatePath)
+	var mutate, validate []time.Duration
+	for _, t := range timings {
+		mutate = append(mutate, t.durations(MutatePath)...)
+		validate = append(validate, t.durations(ValidatePath)...)
+	}
 	errs := createErrors + deniedAdmissions(b) - deniedBefore
 	if len(mutate) < admissionServices {
 		b.Errorf("the mutating webhook answered %d of %d creates", len(mutate), admissionServices)
@@ -124,6 +143,42 @@ func BenchmarkAdmission(b *testing.B) {
 	b.ReportMetric(ms(percentile(validate, 99)), "validate-p99-ms")
 	b.ReportMetric(float64(errs), "errors")
 	b.ReportMetric(float64(distinctClusterIPs(ctx, b, c, ns)), "distinct-ips")
+}
+
+// startBenchReplica starts a manager with ClusterIP assignment whose webhook server listens on
+// port, and waits until it answers; it stops when ctx ends, then done receives.
+func startBenchReplica(ctx context.Context, b *testing.B, cfg *rest.Config, certDir string, port int, opts Options) (*timingServer, chan error) {
+	b.Helper()
+	timing := &timingServer{Server: webhook.NewServer(webhook.Options{
+		Host: "127.0.0.1", Port: port, CertDir: certDir})}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:        scheme,
+		Metrics:       metricsserver.Options{BindAddress: "0"},
+		Controller:    config.Controller{SkipNameValidation: ptr.To(true)},
+		WebhookServer: timing,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	registry, err := setup(mgr, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	if err := awaitWebhook(registry, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err != nil {
+		b.Fatal(err)
+	}
+	return timing, done
+}
+
+func freeLocalPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // awaitWebhook waits until the pools mirror the cluster and the webhook server accepts TLS.

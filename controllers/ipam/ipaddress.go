@@ -94,11 +94,11 @@ const maxTakenCandidates = 8
 // maxStaleHolds bounds how many stale holds one admission forgets: one per requested address.
 const maxStaleHolds = 2
 
-// assign is Registry.Assign with the API server's IPAddress objects as the last word, as
+// assignFree is Registry.Assign with the API server's IPAddress objects as the last word, as
 // kube-apiserver's own allocator has them: a requested address our caches still show held is
 // granted when its IPAddress is gone (read live), and a dynamic address is handed out only when
 // no IPAddress exists for it.
-func (a *serviceAdmission) assign(ctx context.Context, req AssignRequest) ([]netip.Addr, error) {
+func (a *serviceAdmission) assignFree(ctx context.Context, req AssignRequest) ([]netip.Addr, error) {
 	for taken := 0; ; {
 		var ips []netip.Addr
 		err := a.grantFreed(ctx, func() error {

@@ -48,6 +48,9 @@ type AdmissionError struct {
 	// Held is the requested address refused because a Service or an IPAddress object holds it
 	// as far as the caches know; a live read of its IPAddress can show that the hold is over.
 	Held netip.Addr
+	// Contested is the requested address refused because it is being assigned to another
+	// Service (a reservation or a claim); the claim in the API server says whether it still is.
+	Contested netip.Addr
 }
 
 func (e *AdmissionError) Error() string { return e.Err.Error() }
@@ -171,6 +174,7 @@ type Registry struct {
 	extra    map[netip.Addr][]types.NamespacedName // Services holding an address after its first holder
 	outside  map[netip.Addr][]types.NamespacedName // Services holding an address no pool owns
 	pending  map[netip.Addr]reservation
+	claims   map[netip.Addr]claim // addresses claimed through the API server (see claims.go)
 	// ipAddresses are the addresses the API server has an IPAddress object for, with the Service
 	// the object names (zero when it names none).
 	ipAddresses map[netip.Addr]types.NamespacedName
@@ -201,6 +205,7 @@ func NewRegistry(grace time.Duration, now func() time.Time, changed func(pool st
 		extra:    map[netip.Addr][]types.NamespacedName{},
 		outside:  map[netip.Addr][]types.NamespacedName{},
 		pending:  map[netip.Addr]reservation{},
+		claims:   map[netip.Addr]claim{},
 		ready:    make(chan struct{}),
 
 		ipAddresses: map[netip.Addr]types.NamespacedName{},
@@ -487,6 +492,9 @@ func (r *Registry) replayLocked() {
 	for _, ip := range slices.SortedFunc(maps.Keys(r.ipAddresses), netip.Addr.Compare) {
 		r.settleLocked(ip)
 	}
+	for _, ip := range slices.SortedFunc(maps.Keys(r.claims), netip.Addr.Compare) {
+		r.settleLocked(ip)
+	}
 	keys := slices.SortedFunc(maps.Keys(r.services), func(a, b types.NamespacedName) int {
 		return strings.Compare(a.String(), b.String())
 	})
@@ -593,8 +601,8 @@ func (r *Registry) dropHolderLocked(ip netip.Addr) {
 	r.settleLocked(ip)
 }
 
-// settleLocked marks ip in its owner range while a Service, a reservation or an IPAddress object
-// holds it, and releases it (into quarantine, if the pool has one) once none does.
+// settleLocked marks ip in its owner range while a Service, a reservation, an IPAddress object
+// or a claim holds it, and releases it (into quarantine, if the pool has one) once none does.
 func (r *Registry) settleLocked(ip netip.Addr) {
 	_, rg := r.ownerLocked(ip)
 	if rg == nil {
@@ -603,7 +611,12 @@ func (r *Registry) settleLocked(ip netip.Addr) {
 	_, held := r.holders[ip]
 	_, pending := r.pending[ip]
 	_, recorded := r.ipAddresses[ip]
-	if held || pending || recorded {
+	c, claimed := r.claims[ip]
+	if claimed && (held || recorded) && !c.used {
+		c.used = true
+		r.claims[ip] = c
+	}
+	if held || pending || recorded || claimed {
 		_ = rg.Allocate(ip) // ErrAllocated: marked already; ErrReserved: stays reserved
 		return
 	}

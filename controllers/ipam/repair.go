@@ -158,6 +158,8 @@ type initializer struct {
 	defaultCIDR  string
 	ipAddresses  bool // see ipAddressesTracked
 	serviceCIDRs bool // see serviceCIDRsServed
+	// claimsSynced waits until the other replicas' claims are known (nil without claims).
+	claimsSynced func(context.Context) bool
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every replica serves webhooks.
@@ -166,6 +168,9 @@ func (i *initializer) NeedLeaderElection() bool { return false }
 // Start implements manager.Runnable.
 func (i *initializer) Start(ctx context.Context) error {
 	log := logf.FromContext(ctx).WithName("clusterip-ipam")
+	if i.claimsSynced != nil && !i.claimsSynced(ctx) {
+		return nil // the context ended first
+	}
 	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Cap: 10 * time.Second, Steps: 1 << 30},
 		func(ctx context.Context) (bool, error) {
 			if err := i.rebuild(ctx); err != nil {
@@ -277,15 +282,22 @@ func (e *reservationExpiry) Start(ctx context.Context) error {
 	if err := waitReady(ctx, e.registry); err != nil {
 		return nil
 	}
-	ticker := time.NewTicker(e.every)
+	runEvery(ctx, e.every, nil, func() { e.expire(ctx) })
+	return nil
+}
+
+// runEvery calls fn every period, and at once when kick (may be nil) receives, until ctx ends.
+func runEvery(ctx context.Context, period time.Duration, kick <-chan struct{}, fn func()) {
+	ticker := time.NewTicker(period)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-ticker.C:
-			e.expire(ctx)
+		case <-kick:
 		}
+		fn()
 	}
 }
 

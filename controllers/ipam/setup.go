@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,15 @@ const (
 	DefaultReadyWait              = 5 * time.Second
 )
 
+const (
+	// claimSweep is how often due claims are deleted when no release wakes the sweep.
+	claimSweep = time.Second
+	// minClaimLifetime is the shortest a claim lasts when its Service has not been seen: longer
+	// than the API server may take from our mutating webhook to storing the Service (two
+	// mutating calls and a validating one, each up to its 10 s timeout).
+	minClaimLifetime = 30 * time.Second
+)
+
 // Options configure ClusterIP assignment; the zero value means the defaults.
 type Options struct {
 	// DefaultServiceCIDR is the CIDR of the pool "default", created at start when no pool exists
@@ -64,6 +74,13 @@ type Options struct {
 	// ConcurrentServiceSyncs is the number of Services the repair loop mirrors in parallel
 	// (default 4). Flag --concurrent-clusterip-syncs.
 	ConcurrentServiceSyncs int
+	// ClaimNamespace is where the replicas claim each address they hand out (a Lease per
+	// address, see claims.go), so that several replicas can serve the webhooks. Empty: no
+	// claims, and only one replica may serve the webhooks. Flag --clusterip-claim-namespace,
+	// default $POD_NAMESPACE.
+	ClaimNamespace string
+	// Identity names this replica in its claims; default the host name and a random suffix.
+	Identity string
 }
 
 // BindFlags registers the flags of Options on fs, with their defaults.
@@ -76,6 +93,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"How long a webhook request waits for the initial rebuild of the pools before the API server assigns the IP itself.")
 	fs.IntVar(&o.ConcurrentServiceSyncs, "concurrent-clusterip-syncs", 4,
 		"Number of Services the ClusterIP repair loop mirrors in parallel.")
+	fs.StringVar(&o.ClaimNamespace, "clusterip-claim-namespace", os.Getenv("POD_NAMESPACE"),
+		"Namespace of the Leases through which replicas claim the ClusterIPs they hand out (default $POD_NAMESPACE). Empty: no claims, run a single replica.")
 }
 
 func (o Options) withDefaults() Options {
@@ -90,6 +109,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ConcurrentServiceSyncs <= 0 {
 		o.ConcurrentServiceSyncs = 4
+	}
+	if o.Identity == "" {
+		o.Identity = newIdentity()
 	}
 	return o
 }
@@ -107,12 +129,32 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	opts = opts.withDefaults()
 	queue := &poolQueue{}
-	registry := NewRegistry(opts.ReservationGracePeriod, nil, queue.add)
+	var claims *claimWatch
+	registry := NewRegistry(opts.ReservationGracePeriod, nil, func(pool string) {
+		queue.add(pool)
+		if claims != nil {
+			claims.wake() // a released address may make a claim due
+		}
+	})
 	events := mgr.GetEventRecorder("clusterip-ipam")
 
 	ipAddresses, serviceCIDRs := ipAddressesTracked(mgr), serviceCIDRsServed(mgr)
-	if err := mgr.Add(&initializer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry,
-		events: events, defaultCIDR: opts.DefaultServiceCIDR, ipAddresses: ipAddresses, serviceCIDRs: serviceCIDRs}); err != nil {
+	init := &initializer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry,
+		events: events, defaultCIDR: opts.DefaultServiceCIDR, ipAddresses: ipAddresses, serviceCIDRs: serviceCIDRs}
+	if opts.ClaimNamespace != "" {
+		claimCache, err := newClaimCache(mgr, opts.ClaimNamespace)
+		if err != nil {
+			return nil, fmt.Errorf("set up the cache of ClusterIP claims: %w", err)
+		}
+		claims = &claimWatch{cache: claimCache, every: claimSweep, kick: make(chan struct{}, 1),
+			claimer: &claimer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), namespace: opts.ClaimNamespace, identity: opts.Identity,
+				lifetime: max(opts.ReservationGracePeriod, minClaimLifetime), registry: registry, poolOf: registry.PoolOf}}
+		if err := mgr.Add(claims); err != nil {
+			return nil, fmt.Errorf("add the ClusterIP claims watch: %w", err)
+		}
+		init.claimsSynced = claims.synced
+	}
+	if err := mgr.Add(init); err != nil {
 		return nil, fmt.Errorf("add the ClusterIP pool rebuild: %w", err)
 	}
 	// A replica that becomes leader writes every pool's status, even if nothing changes.
@@ -191,7 +233,11 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	shared := serviceAdmission{registry: registry, namespaces: mgr.GetClient(), apiReader: mgr.GetAPIReader(),
 		live: live, ipAddresses: ipAddresses, decoder: admission.NewDecoder(mgr.GetScheme()), readyWait: opts.ReadyWait}
 	server := mgr.GetWebhookServer()
+	if claims != nil {
+		shared.claims = claims.claimer
+	}
 	server.Register(MutatePath, &webhook.Admission{Handler: &MutatingWebhook{shared}})
+	server.Register(MutateRetryPath, &webhook.Admission{Handler: &MutatingWebhook{shared}})
 	server.Register(ValidatePath, &webhook.Admission{Handler: &ValidatingWebhook{shared}})
 	return registry, nil
 }

@@ -21,12 +21,19 @@ import (
 )
 
 // Paths of the webhooks on the manager's webhook server; they match the markers below.
+// MutateRetryPath is a second mutating webhook with the same handler: the API server never
+// retries a webhook call, so when the replica answering the first one dies mid-call (failure
+// policy Ignore lets the create go on), the second call, on a new connection to a live replica,
+// still gives the Service its address from its pool. When the first call succeeded, the second
+// finds the addresses already assigned and changes nothing.
 const (
-	MutatePath   = "/mutate-v1-service-clusterip"
-	ValidatePath = "/validate-v1-service-clusterip"
+	MutatePath      = "/mutate-v1-service-clusterip"
+	MutateRetryPath = "/mutate-v1-service-clusterip-retry"
+	ValidatePath    = "/validate-v1-service-clusterip"
 )
 
 // +kubebuilder:webhook:path=/mutate-v1-service-clusterip,mutating=true,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=mclusterip.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10,reinvocationPolicy=Never
+// +kubebuilder:webhook:path=/mutate-v1-service-clusterip-retry,mutating=true,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=mclusterip.retry.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10,reinvocationPolicy=Never
 // +kubebuilder:webhook:path=/validate-v1-service-clusterip,mutating=false,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=vclusterip.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10
 
 // errNotReady is answered until the pools mirror the cluster; with failurePolicy Ignore the API
@@ -46,6 +53,9 @@ type serviceAdmission struct {
 	ipAddresses bool
 	decoder     admission.Decoder
 	readyWait   time.Duration
+	// claims makes the addresses this replica hands out its own through the API server, so
+	// that replicas never hand out one address twice; nil with a single replica.
+	claims *claimer
 }
 
 // MutatingWebhook fills spec.clusterIP and spec.clusterIPs of Services that need ClusterIPs and
@@ -58,12 +68,27 @@ type ValidatingWebhook struct{ serviceAdmission }
 
 // Handle implements admission.Handler.
 func (m *MutatingWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
+	ctx, cancel := admissionContext(ctx)
+	defer cancel()
 	return m.timed("mutate", func() admission.Response { return m.mutate(ctx, req) })
 }
 
 // Handle implements admission.Handler.
 func (v *ValidatingWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
+	ctx, cancel := admissionContext(ctx)
+	defer cancel()
 	return v.timed("validate", func() admission.Response { return v.validate(ctx, req) })
+}
+
+// admissionTimeout bounds one admission's API calls (claims, live reads); the API server gives
+// up on the webhook after timeoutSeconds (10).
+const admissionTimeout = 9 * time.Second
+
+// admissionContext is ctx without its cancellation: a replica that shuts down cancels the
+// contexts of its requests, yet it still finishes the admissions it has begun (the API server
+// waits for their answers), so their API calls get a deadline of their own instead.
+func admissionContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), admissionTimeout)
 }
 
 func (a *serviceAdmission) timed(webhook string, handle func() admission.Response) admission.Response {
@@ -191,13 +216,87 @@ func (v *ValidatingWebhook) validate(ctx context.Context, req admission.Request)
 	if err != nil {
 		return admission.Allowed("")
 	}
-	err = v.grantFreed(ctx, func() error {
-		return v.registry.Validate(in.key, ips, in.previous, in.namespaceLabels, in.dryRun)
-	})
-	if err != nil {
-		return deny(err)
+	for attempt := 1; ; attempt++ {
+		err := v.grantFreed(ctx, func() error {
+			return v.registry.Validate(in.key, ips, in.previous, in.namespaceLabels, in.dryRun)
+		})
+		if err != nil && attempt < 2 && v.claimedForUs(ctx, in.key, err) {
+			continue
+		}
+		if err != nil {
+			return deny(err)
+		}
+		if in.dryRun {
+			return admission.Allowed("")
+		}
+		// An address the registry knew nothing of (assigned by a replica whose claim this one
+		// has not seen yet, or requested past the mutating webhook) is claimed here; when the
+		// claim is another Service's, the registry now knows it and the next Validate denies.
+		retry, err := v.claimNew(ctx, in.key, ips)
+		switch {
+		case err != nil:
+			return admission.Errored(http.StatusInternalServerError, err)
+		case !retry:
+			return admission.Allowed("")
+		case attempt == 2:
+			return admission.Errored(http.StatusInternalServerError, errClaimsRace)
+		}
 	}
-	return admission.Allowed("")
+}
+
+// errClaimsRace is answered when claims kept changing under one admission.
+var errClaimsRace = errors.New("the ClusterIP claims of the replicas kept changing during this admission; retry")
+
+// assign is assignFree with the new addresses claimed: when another replica claimed one
+// first, the registry learns of that claim and assigns again (another address, or for a
+// requested one the error users know: it is being assigned to another Service).
+func (a *serviceAdmission) assign(ctx context.Context, req AssignRequest) ([]netip.Addr, error) {
+	for attempt := 1; ; attempt++ {
+		ips, err := a.assignFree(ctx, req)
+		if err != nil && attempt < maxClaimAttempts && a.claimedForUs(ctx, req.Service, err) {
+			continue
+		}
+		if err != nil || req.DryRun {
+			return ips, err
+		}
+		retry, err := a.claimNew(ctx, req.Service, ips)
+		switch {
+		case err != nil:
+			return nil, err
+		case !retry:
+			return ips, nil
+		case attempt == maxClaimAttempts:
+			return nil, fmt.Errorf("%w (after %d addresses claimed by other replicas)", errClaimsRace, attempt)
+		}
+	}
+}
+
+// claimedForUs says whether err refuses an address as being assigned to another Service while
+// the API server's claim on it is for key after all (this replica has not seen that claim yet).
+func (a *serviceAdmission) claimedForUs(ctx context.Context, key types.NamespacedName, err error) bool {
+	var ae *AdmissionError
+	if a.claims == nil || !errors.As(err, &ae) || !ae.Contested.IsValid() {
+		return false
+	}
+	ours, lerr := a.claims.claimedFor(ctx, key, ae.Contested)
+	return lerr == nil && ours
+}
+
+// claimNew claims the addresses just reserved for key. It returns retry when another Service's
+// claim holds one of them, after dropping the reservations (the claims it did make are then
+// deleted in the background).
+func (a *serviceAdmission) claimNew(ctx context.Context, key types.NamespacedName, ips []netip.Addr) (retry bool, err error) {
+	if a.claims == nil {
+		return false, nil
+	}
+	fresh := a.registry.Unclaimed(key, ips)
+	lost, err := a.claims.claim(ctx, key, fresh)
+	if err == nil && lost == nil {
+		return false, nil
+	}
+	a.registry.CancelReservations(key, fresh)
+	a.registry.AbandonClaims(fresh)
+	return err == nil, err
 }
 
 // deny turns an assignment error into a denial users can act on, and counts it.

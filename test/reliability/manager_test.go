@@ -20,6 +20,11 @@ type managerProcess struct {
 	binary, kubeconfig, certDir string
 	webhookPort                 int
 	probeAddr                   string
+	// name marks the process's log lines; extraArgs are appended to its flags. A replica
+	// (replica true) runs no datapath: the replicas share the suite's one network namespace.
+	name      string
+	extraArgs []string
+	replica   bool
 
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the current process has exited
@@ -51,13 +56,14 @@ func (m *managerProcess) launch() {
 		// and the write) expire quickly in the tests.
 		"--clusterip-reservation-grace-period=5s",
 	}
-	if datapathMissing() == "" {
+	args = append(args, m.extraArgs...)
+	if datapathMissing() == "" && !m.replica {
 		// This node's datapath too: the suite runs in a private network namespace.
 		args = append(args, "--datapath", "--node-name="+nodeName, "--cluster-cidr=10.244.0.0/16",
 			"--service-cluster-ip-range=10.96.0.0/12")
 	}
 	m.cmd = exec.Command(m.binary, args...)
-	prefix := fmt.Sprintf("[manager #%d] ", m.starts)
+	prefix := fmt.Sprintf("[manager%s #%d] ", m.name, m.starts)
 	m.cmd.Stdout = &prefixWriter{prefix: prefix}
 	m.cmd.Stderr = m.cmd.Stdout
 	Expect(m.cmd.Start()).To(Succeed())
@@ -109,6 +115,15 @@ func (m *managerProcess) kill() {
 	}
 	_ = m.cmd.Process.Signal(syscall.SIGKILL)
 	Eventually(m.exited).WithTimeout(30 * time.Second).Should(BeClosed())
+}
+
+// stop sends SIGTERM, as a rolling update does, and waits for the exit.
+func (m *managerProcess) stop() {
+	if m.cmd == nil || m.cmd.Process == nil || !m.running() {
+		return
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	Eventually(m.exited).WithTimeout(time.Minute).Should(BeClosed())
 }
 
 // freePort returns a TCP port on 127.0.0.1 that nothing listens on now.
