@@ -67,7 +67,7 @@ var _ = Describe("three manager replicas behind a round-robin front for the webh
 		fullLabels := map[string]string{"reliability.clusterip.dev/scenario": "replicas-nearly-full"}
 		createPool(ctx, roomyCIDR, roomyLabels)
 		nearlyFull := createPool(ctx, nearlyFullCIDR, fullLabels)
-		plainNS, roomyNS, fullNS := newNamespace(ctx, nil), newNamespace(ctx, roomyLabels), newNamespace(ctx, fullLabels)
+		plainNS, roomyNS, fullNS := testenv.NewNamespace(ctx, k8sClient, "reliability", nil), testenv.NewNamespace(ctx, k8sClient, "reliability", roomyLabels), testenv.NewNamespace(ctx, k8sClient, "reliability", fullLabels)
 
 		// The nearly full pool gets as many creates as leave nearlyFullSpare addresses free
 		// (other specs' Services from the default pool may hold some of its addresses).
