@@ -44,8 +44,10 @@ type serviceAdmission struct {
 	live client.Reader
 	// ipAddresses: the API server tracks ClusterIPs as IPAddress objects (see ipAddressesTracked).
 	ipAddresses bool
-	decoder     admission.Decoder
-	readyWait   time.Duration
+	// reclaim (may be nil) drops reservations nothing holds any more, checked live.
+	reclaim   func(context.Context)
+	decoder   admission.Decoder
+	readyWait time.Duration
 }
 
 // MutatingWebhook fills spec.clusterIP and spec.clusterIPs of Services that need ClusterIPs and
