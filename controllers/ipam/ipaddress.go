@@ -117,8 +117,9 @@ func (m *ipAddressMirror) observe(obj any, exists bool) {
 // the API server decides).
 const maxTakenCandidates = 8
 
-// maxStaleHolds bounds how many stale holds one admission forgets: one per requested address.
-const maxStaleHolds = 2
+// maxStaleHolds bounds how many stale holds one admission forgets (a record, a late view of its
+// Service, for each requested address).
+const maxStaleHolds = 4
 
 // assign is Registry.Assign with the API server's IPAddress objects as the last word, as
 // kube-apiserver's own allocator has them: a requested address our caches still show held is

@@ -176,7 +176,7 @@ type Registry struct {
 	ipAddresses map[netip.Addr]types.NamespacedName
 	// evicted are Services our caches still showed holding an address after kube-apiserver had
 	// deleted its IPAddress (see ForgetStaleHold), until their deletion is seen.
-	evicted map[netip.Addr]types.NamespacedName
+	evicted map[netip.Addr]map[types.NamespacedName]bool
 	// ipAddressUIDs identify the objects of ipAddresses; goneIPAddresses are objects a live read
 	// found gone before the watch said so (see ForgetStaleHold).
 	ipAddressUIDs, goneIPAddresses map[netip.Addr]types.UID
@@ -210,7 +210,7 @@ func NewRegistry(grace time.Duration, now func() time.Time, changed func(pool st
 		ready:    make(chan struct{}),
 
 		ipAddresses: map[netip.Addr]types.NamespacedName{},
-		evicted:     map[netip.Addr]types.NamespacedName{},
+		evicted:     map[netip.Addr]map[types.NamespacedName]bool{},
 
 		ipAddressUIDs:   map[netip.Addr]types.UID{},
 		goneIPAddresses: map[netip.Addr]types.UID{},
@@ -551,7 +551,7 @@ func poolList(pools []*pool) string {
 
 // holdLocked records that key holds ip and returns what a user should hear about it.
 func (r *Registry) holdLocked(key types.NamespacedName, ip netip.Addr) *Finding {
-	if r.evicted[ip] == key {
+	if r.evicted[ip][key] {
 		return nil // a stale view of a Service the API server has deleted: see ForgetStaleHold
 	}
 	if _, ok := r.pending[ip]; ok {
@@ -696,7 +696,7 @@ func (r *Registry) Observe(key types.NamespacedName, ips []netip.Addr, namespace
 	for _, ip := range prev {
 		if !slices.Contains(ips, ip) {
 			r.releaseLocked(key, ip)
-			if r.evicted[ip] == key {
+			if delete(r.evicted[ip], key); len(r.evicted[ip]) == 0 {
 				delete(r.evicted, ip)
 			}
 			mark(ip)
@@ -793,14 +793,14 @@ func (r *Registry) ForgetStaleHold(ip netip.Addr) bool {
 	delete(r.ipAddresses, ip)
 	delete(r.ipAddressUIDs, ip)
 	if recorded && parent.Name != "" {
-		r.evicted[ip] = parent
+		r.evictLocked(ip, parent)
 	}
 	if held {
 		// Our caches show a Service kube-apiserver deleted (or, rarely, one that lost its
 		// IPAddress: its repair loop re-creates that, and a Service granted ip meanwhile is a
 		// duplicate, as upstream). A late view of that Service must not take ip back.
 		r.dropHolderLocked(ip)
-		r.evicted[ip] = holder
+		r.evictLocked(ip, holder)
 	}
 	r.settleLocked(ip)
 	p, _ := r.ownerLocked(ip)
@@ -809,6 +809,14 @@ func (r *Registry) ForgetStaleHold(ip netip.Addr) bool {
 		r.changed(p.name)
 	}
 	return recorded || held
+}
+
+// evictLocked records that key no longer holds ip, whatever a late view of it says.
+func (r *Registry) evictLocked(ip netip.Addr, key types.NamespacedName) {
+	if r.evicted[ip] == nil {
+		r.evicted[ip] = map[types.NamespacedName]bool{}
+	}
+	r.evicted[ip][key] = true
 }
 
 // YieldReservation is told that the API server already has an IPAddress object, naming parent,
