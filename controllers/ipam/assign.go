@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -305,29 +306,34 @@ func (r *Registry) Validate(key types.NamespacedName, ips, previous []netip.Addr
 type Reservation struct {
 	IP      netip.Addr
 	Service types.NamespacedName
+	made    time.Time
 }
 
 // ExpiredReservations returns the reservations whose Service has not been seen in time.
-func (r *Registry) ExpiredReservations() []Reservation {
+func (r *Registry) ExpiredReservations() []Reservation { return r.ReservationsOlderThan(r.grace) }
+
+// ReservationsOlderThan returns the reservations made at least age ago.
+func (r *Registry) ReservationsOlderThan(age time.Duration) []Reservation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
 	var out []Reservation
 	for ip, res := range r.pending {
-		if now.After(res.deadline) {
-			out = append(out, Reservation{IP: ip, Service: res.service})
+		if made := res.deadline.Add(-r.grace); !now.Before(made.Add(age)) {
+			out = append(out, Reservation{IP: ip, Service: res.service, made: made})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
 	return out
 }
 
-// DropReservation frees an expired reservation whose Service turned out not to exist (the
-// request was a failed create, or the Service was deleted before the repair loop saw it).
+// DropReservation frees a reservation whose Service turned out not to hold its address (the
+// request was a failed create, or the Service was deleted before the repair loop saw it),
+// unless the reservation changed since it was listed.
 func (r *Registry) DropReservation(res Reservation) {
 	r.mu.Lock()
 	cur, ok := r.pending[res.IP]
-	if !ok || cur.service != res.Service || !r.now().After(cur.deadline) {
+	if !ok || cur.service != res.Service || !cur.deadline.Add(-r.grace).Equal(res.made) {
 		r.mu.Unlock()
 		return
 	}

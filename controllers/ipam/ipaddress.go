@@ -12,7 +12,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/kube-clusterip/kube-clusterip/allocator"
 	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -57,33 +61,55 @@ func liveIPAddress(ctx context.Context, c client.Reader, ip netip.Addr) (types.N
 	return ipAddressParent(obj), true, nil
 }
 
-// ipAddressRepair mirrors the API server's IPAddress objects into the registry, whatever their
-// parent: one that kube-apiserver's repair loop re-creates for a Service already gone holds its
-// address as firmly as a live Service's.
-type ipAddressRepair struct {
-	client   client.Reader
-	registry *Registry
+// ipAddressMirror feeds the registry the API server's IPAddress objects, whatever their parent
+// (one that kube-apiserver's repair loop re-creates for a Service already gone holds its address
+// as firmly as a live Service's), event by event and in order: a deletion carries the object's
+// parent, which ends that Service's reservation even when the Service came and went unseen.
+type ipAddressMirror struct {
+	informers    ctrlcache.Informers
+	registry     *Registry
+	registration toolscache.ResourceEventHandlerRegistration
 }
 
-// Reconcile implements reconcile.Reconciler.
-func (i *ipAddressRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	if err := waitReady(ctx, i.registry); err != nil {
-		return ctrl.Result{}, err
-	}
-	ip, err := netip.ParseAddr(req.Name)
-	if err != nil {
-		return ctrl.Result{}, nil // the API server names IPAddresses by their canonical address
-	}
-	obj := &networkingv1.IPAddress{}
-	if err := i.client.Get(ctx, req.NamespacedName, obj); err != nil {
-		if apierrors.IsNotFound(err) {
-			i.registry.ObserveIPAddress(ip.Unmap(), types.NamespacedName{}, false)
-			return ctrl.Result{}, nil
+// sync registers the event handler (once) and waits until it has delivered every existing object.
+func (m *ipAddressMirror) sync(ctx context.Context) error {
+	if m.registration == nil {
+		informer, err := m.informers.GetInformer(ctx, &networkingv1.IPAddress{})
+		if err != nil {
+			return fmt.Errorf("watch IPAddresses: %w", err)
 		}
-		return ctrl.Result{}, err
+		m.registration, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { m.observe(obj, true) },
+			UpdateFunc: func(_, obj any) { m.observe(obj, true) },
+			DeleteFunc: func(obj any) { m.observe(obj, false) },
+		})
+		if err != nil {
+			return fmt.Errorf("watch IPAddresses: %w", err)
+		}
 	}
-	i.registry.ObserveIPAddress(ip.Unmap(), ipAddressParent(obj), true)
-	return ctrl.Result{}, nil
+	if !toolscache.WaitForCacheSync(ctx.Done(), m.registration.HasSynced) {
+		return fmt.Errorf("watch IPAddresses: %w", ctx.Err())
+	}
+	return nil
+}
+
+func (m *ipAddressMirror) observe(obj any, exists bool) {
+	if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = tombstone.Obj
+	}
+	record, ok := obj.(*networkingv1.IPAddress)
+	if !ok {
+		return
+	}
+	ip, err := netip.ParseAddr(record.Name)
+	if err != nil {
+		return // the API server names IPAddresses by their canonical address
+	}
+	if exists {
+		m.registry.ObserveIPAddress(ip.Unmap(), ipAddressParent(record), record.UID)
+	} else {
+		m.registry.IPAddressGone(ip.Unmap(), ipAddressParent(record), record.UID)
+	}
 }
 
 // maxTakenCandidates bounds how many dynamic addresses one admission may find taken by an
@@ -91,8 +117,9 @@ func (i *ipAddressRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 // the API server decides).
 const maxTakenCandidates = 8
 
-// maxStaleHolds bounds how many stale holds one admission forgets: one per requested address.
-const maxStaleHolds = 2
+// maxStaleHolds bounds how many stale holds one admission forgets (a record, a late view of its
+// Service, for each requested address).
+const maxStaleHolds = 4
 
 // assignFree is Registry.Assign with the API server's IPAddress objects as the last word, as
 // kube-apiserver's own allocator has them: a requested address our caches still show held is
@@ -104,6 +131,10 @@ func (a *serviceAdmission) assignFree(ctx context.Context, req AssignRequest) ([
 		err := a.grantFreed(ctx, func() error {
 			var err error
 			ips, err = a.registry.Assign(req)
+			if errors.Is(err, allocator.ErrFull) && a.reclaim != nil {
+				a.reclaim(ctx)
+				ips, err = a.registry.Assign(req)
+			}
 			return err
 		})
 		if err != nil || !a.ipAddresses || req.DryRun {

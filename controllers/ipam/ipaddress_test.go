@@ -48,30 +48,30 @@ func TestIPAddressObjectsHoldTheirAddresses(t *testing.T) {
 		wantFree bool
 	}{
 		{name: "Service gone, its IPAddress not yet: held", steps: func(r *Registry, ip netip.Addr) {
-			r.ObserveIPAddress(ip, gone, true)
+			r.ObserveIPAddress(ip, gone, "")
 			r.Observe(gone, nil, nil)
 		}},
 		{name: "Service and its IPAddress gone: free", wantFree: true, steps: func(r *Registry, ip netip.Addr) {
-			r.ObserveIPAddress(ip, gone, true)
+			r.ObserveIPAddress(ip, gone, "")
 			r.Observe(gone, nil, nil)
-			r.ObserveIPAddress(ip, types.NamespacedName{}, false)
+			r.IPAddressGone(ip, types.NamespacedName{}, "")
 		}},
 		{name: "IPAddress gone first, then the Service: free", wantFree: true, steps: func(r *Registry, ip netip.Addr) {
-			r.ObserveIPAddress(ip, gone, true)
-			r.ObserveIPAddress(ip, types.NamespacedName{}, false)
+			r.ObserveIPAddress(ip, gone, "")
+			r.IPAddressGone(ip, types.NamespacedName{}, "")
 			r.Observe(gone, nil, nil)
 		}},
 		{name: "IPAddress re-created for the Service after it was gone (kube-apiserver's repair loop): held", steps: func(r *Registry, ip netip.Addr) {
 			r.Observe(gone, nil, nil)
-			r.ObserveIPAddress(ip, gone, true)
+			r.ObserveIPAddress(ip, gone, "")
 		}},
 		{name: "IPAddress naming another Service: held", steps: func(r *Registry, ip netip.Addr) {
 			r.Observe(gone, nil, nil)
-			r.ObserveIPAddress(ip, other, true)
+			r.ObserveIPAddress(ip, other, "")
 		}},
 		{name: "IPAddress naming no parent: held", steps: func(r *Registry, ip netip.Addr) {
 			r.Observe(gone, nil, nil)
-			r.ObserveIPAddress(ip, types.NamespacedName{}, true)
+			r.ObserveIPAddress(ip, types.NamespacedName{}, "")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,12 +122,12 @@ func TestReservationEndsWithItsIPAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.ObserveIPAddress(got[0], key("ns", "someone-else"), true)
+	r.ObserveIPAddress(got[0], key("ns", "someone-else"), "")
 	if r.Pending() != 1 {
 		t.Fatalf("pending = %d after an IPAddress of another Service: want the reservation kept", r.Pending())
 	}
-	r.ObserveIPAddress(got[0], types.NamespacedName{}, false)
-	r.ObserveIPAddress(got[0], key("ns", "short"), true)
+	r.IPAddressGone(got[0], types.NamespacedName{}, "")
+	r.ObserveIPAddress(got[0], key("ns", "short"), "")
 	if r.Pending() != 0 {
 		t.Fatalf("pending = %d after the Service's own IPAddress appeared, want 0", r.Pending())
 	}
@@ -138,9 +138,52 @@ func TestReservationEndsWithItsIPAddress(t *testing.T) {
 	if _, err := r.Assign(AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: got}); err == nil {
 		t.Fatalf("%s handed out while its IPAddress exists", got[0])
 	}
-	r.ObserveIPAddress(got[0], types.NamespacedName{}, false)
+	r.IPAddressGone(got[0], types.NamespacedName{}, "")
 	if _, err := r.Assign(AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: got}); err != nil {
 		t.Fatalf("%s not free once its IPAddress is gone: %v", got[0], err)
+	}
+}
+
+// A Service created and deleted before the repair loop saw it: its IPAddress came and went, and
+// its address is free at once.
+func TestQuickCreateAndDeleteFreesTheAddressAtOnce(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	got, err := r.Assign(AssignRequest{Service: key("ns", "short"), NamespaceLabels: noLabel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.IPAddressGone(got[0], key("ns", "short"), "") // add and delete of the object, seen as its deletion
+	if r.Pending() != 0 {
+		t.Fatalf("pending = %d, want the reservation ended with its IPAddress", r.Pending())
+	}
+	if _, err := r.Assign(AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: got}); err != nil {
+		t.Fatalf("%s not free: %v", got[0], err)
+	}
+}
+
+// A requested address granted over a stale view stays granted when that view of the deleted
+// Service arrives late.
+func TestLateViewOfADeletedServiceTakesNothingBack(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	ip := ips("10.96.0.3")[0]
+	r.ObserveIPAddress(ip, key("ns", "gone"), "uid-1")
+	if !r.ForgetStaleHold(ip) { // the live read found no IPAddress
+		t.Fatal("nothing forgotten")
+	}
+	r.ObserveIPAddress(ip, key("ns", "gone"), "uid-1") // a late update of the deleted object
+	if _, err := r.Assign(AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: []netip.Addr{ip}}); err != nil {
+		t.Fatal(err)
+	}
+	if f := r.Observe(key("ns", "gone"), []netip.Addr{ip}, noLabel); len(f) != 0 {
+		t.Fatalf("findings %v for the late view", f)
+	}
+	if err := r.Validate(key("ns", "next"), []netip.Addr{ip}, nil, noLabel, false); err != nil {
+		t.Fatalf("the granted Service is refused after a late view of the deleted one: %v", err)
+	}
+	r.Observe(key("ns", "gone"), nil, nil)
+	r.Observe(key("ns", "next"), []netip.Addr{ip}, noLabel)
+	if h, _ := r.HolderOf(ip); h != key("ns", "next") {
+		t.Fatalf("holder %v, want ns/next", h)
 	}
 }
 
@@ -150,8 +193,8 @@ func TestReservationEndsWithItsIPAddress(t *testing.T) {
 func TestStatusCountsServicesNotLeftoverIPAddresses(t *testing.T) {
 	r, _ := newTestRegistry(t)
 	r.Observe(key("ns", "live"), ips("10.96.0.3"), noLabel)
-	r.ObserveIPAddress(ips("10.96.0.3")[0], key("ns", "live"), true)
-	r.ObserveIPAddress(ips("10.96.0.4")[0], key("ns", "gone"), true)
+	r.ObserveIPAddress(ips("10.96.0.3")[0], key("ns", "live"), "")
+	r.ObserveIPAddress(ips("10.96.0.4")[0], key("ns", "gone"), "")
 	if _, err := r.Assign(AssignRequest{Service: key("ns", "new"), NamespaceLabels: noLabel}); err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +222,7 @@ func TestAdmissionReadsIPAddressesLive(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r, _ := newTestRegistry(t)
 			r.Observe(key("ns", "gone"), ips("10.96.0.3"), noLabel)
-			r.ObserveIPAddress(ips("10.96.0.3")[0], key("ns", "gone"), true)
+			r.ObserveIPAddress(ips("10.96.0.3")[0], key("ns", "gone"), "")
 			a := &serviceAdmission{registry: r, ipAddresses: true,
 				live: fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(tc.live...).Build()}
 			got, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: tc.requested})

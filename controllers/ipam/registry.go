@@ -178,6 +178,12 @@ type Registry struct {
 	// ipAddresses are the addresses the API server has an IPAddress object for, with the Service
 	// the object names (zero when it names none).
 	ipAddresses map[netip.Addr]types.NamespacedName
+	// evicted are Services our caches still showed holding an address after kube-apiserver had
+	// deleted its IPAddress (see ForgetStaleHold), until their deletion is seen.
+	evicted map[netip.Addr]map[types.NamespacedName]bool
+	// ipAddressUIDs identify the objects of ipAddresses; goneIPAddresses are objects a live read
+	// found gone before the watch said so (see ForgetStaleHold).
+	ipAddressUIDs, goneIPAddresses map[netip.Addr]types.UID
 	// serviceCIDRs are the cluster's ServiceCIDRs, by name; serviceCIDRsKnown is false until
 	// SetServiceCIDRs (or for ever, on an API server without them).
 	serviceCIDRs      []ServiceCIDR
@@ -209,6 +215,10 @@ func NewRegistry(grace time.Duration, now func() time.Time, changed func(pool st
 		ready:    make(chan struct{}),
 
 		ipAddresses: map[netip.Addr]types.NamespacedName{},
+		evicted:     map[netip.Addr]map[types.NamespacedName]bool{},
+
+		ipAddressUIDs:   map[netip.Addr]types.UID{},
+		goneIPAddresses: map[netip.Addr]types.UID{},
 	}
 }
 
@@ -549,6 +559,9 @@ func poolList(pools []*pool) string {
 
 // holdLocked records that key holds ip and returns what a user should hear about it.
 func (r *Registry) holdLocked(key types.NamespacedName, ip netip.Addr) *Finding {
+	if r.evicted[ip][key] {
+		return nil // a stale view of a Service the API server has deleted: see ForgetStaleHold
+	}
 	if _, ok := r.pending[ip]; ok {
 		delete(r.pending, ip) // the Service is the truth, whoever the reservation was for
 		if _, held := r.holders[ip]; !held {
@@ -696,6 +709,9 @@ func (r *Registry) Observe(key types.NamespacedName, ips []netip.Addr, namespace
 	for _, ip := range prev {
 		if !slices.Contains(ips, ip) {
 			r.releaseLocked(key, ip)
+			if delete(r.evicted[ip], key); len(r.evicted[ip]) == 0 {
+				delete(r.evicted, ip)
+			}
 			mark(ip)
 		}
 	}
@@ -724,20 +740,49 @@ func (r *Registry) Observe(key types.NamespacedName, ips []netip.Addr, namespace
 	return findings
 }
 
-// ObserveIPAddress records whether the API server has an IPAddress object for ip, and the
-// Service it names (zero when none). While it has, ip is not handed out, whatever the parent. A
-// webhook reservation for the object's own Service ends there: the object guards the address
-// from then on, and its deletion (with the Service, or by kube-apiserver's repair loop) frees it.
-func (r *Registry) ObserveIPAddress(ip netip.Addr, parent types.NamespacedName, exists bool) {
+// ObserveIPAddress records that the API server has an IPAddress object for ip, naming parent
+// (zero when none). While it has, ip is not handed out, whatever the parent. A webhook
+// reservation for the object's own Service ends there: the object guards the address from then
+// on, and its deletion (with the Service, or by kube-apiserver's repair loop) frees it.
+//
+// uid identifies the object: one ForgetStaleHold was told is gone is not taken back by a late
+// event about it.
+func (r *Registry) ObserveIPAddress(ip netip.Addr, parent types.NamespacedName, uid types.UID) {
 	r.mu.Lock()
-	if exists {
-		r.ipAddresses[ip] = parent
-		if res, ok := r.pending[ip]; ok && res.isFor(parent) {
-			delete(r.pending, ip)
-		}
-	} else {
-		delete(r.ipAddresses, ip)
+	if uid != "" && r.goneIPAddresses[ip] == uid {
+		r.mu.Unlock()
+		return
 	}
+	r.ipAddresses[ip] = parent
+	r.ipAddressUIDs[ip] = uid
+	if res, ok := r.pending[ip]; ok && res.isFor(parent) {
+		delete(r.pending, ip)
+	}
+	r.settleIPAddressLocked(ip)
+}
+
+// IPAddressGone records that the IPAddress object for ip, naming parent, was deleted. A
+// reservation for parent ends with it: its create failed, or its Service was deleted before the
+// repair loop saw it.
+func (r *Registry) IPAddressGone(ip netip.Addr, parent types.NamespacedName, uid types.UID) {
+	r.mu.Lock()
+	if r.goneIPAddresses[ip] == uid {
+		delete(r.goneIPAddresses, ip)
+	}
+	if cur, ok := r.ipAddressUIDs[ip]; ok && cur != uid && uid != "" {
+		r.mu.Unlock() // a later object for ip replaced this one
+		return
+	}
+	delete(r.ipAddresses, ip)
+	delete(r.ipAddressUIDs, ip)
+	if res, ok := r.pending[ip]; ok && res.isFor(parent) {
+		delete(r.pending, ip)
+	}
+	r.settleIPAddressLocked(ip)
+}
+
+// settleIPAddressLocked settles ip, unlocks, and tells its pool.
+func (r *Registry) settleIPAddressLocked(ip netip.Addr) {
 	r.settleLocked(ip)
 	p, _ := r.ownerLocked(ip)
 	r.mu.Unlock()
@@ -752,14 +797,23 @@ func (r *Registry) ObserveIPAddress(ip netip.Addr, parent types.NamespacedName, 
 // it did forget something.
 func (r *Registry) ForgetStaleHold(ip netip.Addr) bool {
 	r.mu.Lock()
-	_, recorded := r.ipAddresses[ip]
-	_, held := r.holders[ip]
+	parent, recorded := r.ipAddresses[ip]
+	holder, held := r.holders[ip]
 	held = held && len(r.extra[ip]) == 0 // a duplicate stays known, and reported
+	if uid := r.ipAddressUIDs[ip]; recorded && uid != "" {
+		r.goneIPAddresses[ip] = uid
+	}
 	delete(r.ipAddresses, ip)
+	delete(r.ipAddressUIDs, ip)
+	if recorded && parent.Name != "" {
+		r.evictLocked(ip, parent)
+	}
 	if held {
-		// A Service still holding ip lost its IPAddress: kube-apiserver's repair loop re-creates
-		// it, and a Service granted ip meanwhile is its duplicate, as upstream.
+		// Our caches show a Service kube-apiserver deleted (or, rarely, one that lost its
+		// IPAddress: its repair loop re-creates that, and a Service granted ip meanwhile is a
+		// duplicate, as upstream). A late view of that Service must not take ip back.
 		r.dropHolderLocked(ip)
+		r.evictLocked(ip, holder)
 	}
 	r.settleLocked(ip)
 	p, _ := r.ownerLocked(ip)
@@ -768,6 +822,14 @@ func (r *Registry) ForgetStaleHold(ip netip.Addr) bool {
 		r.changed(p.name)
 	}
 	return recorded || held
+}
+
+// evictLocked records that key no longer holds ip, whatever a late view of it says.
+func (r *Registry) evictLocked(ip netip.Addr, key types.NamespacedName) {
+	if r.evicted[ip] == nil {
+		r.evicted[ip] = map[types.NamespacedName]bool{}
+	}
+	r.evicted[ip][key] = true
 }
 
 // YieldReservation is told that the API server already has an IPAddress object, naming parent,

@@ -3,9 +3,9 @@ package ipam
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -156,8 +156,8 @@ type initializer struct {
 	registry     *Registry
 	events       recorder.EventRecorder
 	defaultCIDR  string
-	ipAddresses  bool // see ipAddressesTracked
-	serviceCIDRs bool // see serviceCIDRsServed
+	ipAddresses  *ipAddressMirror // nil unless ipAddressesTracked
+	serviceCIDRs bool             // see serviceCIDRsServed
 	// claimsSynced waits until the other replicas' claims are known (nil without claims).
 	claimsSynced func(context.Context) bool
 }
@@ -208,15 +208,9 @@ func (i *initializer) rebuild(ctx context.Context) error {
 		}
 		i.registry.SetServiceCIDRs(cidrs)
 	}
-	if i.ipAddresses {
-		records := &networkingv1.IPAddressList{}
-		if err := i.client.List(ctx, records); err != nil {
-			return fmt.Errorf("list IPAddresses: %w", err)
-		}
-		for idx := range records.Items {
-			if ip, err := netip.ParseAddr(records.Items[idx].Name); err == nil {
-				i.registry.ObserveIPAddress(ip.Unmap(), ipAddressParent(&records.Items[idx]), true)
-			}
+	if i.ipAddresses != nil {
+		if err := i.ipAddresses.sync(ctx); err != nil {
+			return err
 		}
 	}
 
@@ -270,11 +264,11 @@ func (i *initializer) createDefaultPool(ctx context.Context) (*ipamv1alpha1.Clus
 
 // reservationExpiry frees webhook reservations whose Service never appeared.
 type reservationExpiry struct {
-	apiReader    client.Reader
-	registry     *Registry
-	every        time.Duration
-	ipAddresses  bool // see ipAddressesTracked
-	serviceCIDRs bool // see serviceCIDRsServed
+	apiReader   client.Reader
+	registry    *Registry
+	every       time.Duration
+	ipAddresses bool // see ipAddressesTracked
+	reclaiming  sync.Mutex
 }
 
 // Start implements manager.Runnable.
@@ -304,8 +298,26 @@ func runEvery(ctx context.Context, period time.Duration, kick <-chan struct{}, f
 // expire drops each expired reservation unless a Service does hold the address (the repair loop
 // has just not seen it yet) or the API server has an IPAddress for it (a create still in flight).
 func (e *reservationExpiry) expire(ctx context.Context) {
+	e.dropUnheld(ctx, e.registry.ExpiredReservations())
+}
+
+// reclaimAge is how old a reservation must be before a webhook that finds its pool full checks
+// it live: longer than kube-apiserver takes from our mutating webhook to creating the IPAddress.
+const reclaimAge = 2 * time.Second
+
+// reclaim checks the reservations older than reclaimAge live and drops those nothing holds. The
+// webhook calls it when a pool is full: reservations normally end when their IPAddress comes
+// and goes, but while the IPAddress watch is down (after an API server restart) they would
+// wait for the grace period, and churn would fill a half-empty pool.
+func (e *reservationExpiry) reclaim(ctx context.Context) {
+	e.reclaiming.Lock() // one pass at a time; the next finds what this one dropped gone
+	defer e.reclaiming.Unlock()
+	e.dropUnheld(ctx, e.registry.ReservationsOlderThan(reclaimAge))
+}
+
+func (e *reservationExpiry) dropUnheld(ctx context.Context, reservations []Reservation) {
 	log := logf.FromContext(ctx).WithName("clusterip-ipam")
-	for _, res := range e.registry.ExpiredReservations() {
+	for _, res := range reservations {
 		held, err := e.heldInCluster(ctx, res)
 		if err != nil {
 			log.Error(err, "Checking an expired ClusterIP reservation failed", "ip", res.IP, "service", res.Service)

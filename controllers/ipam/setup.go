@@ -139,8 +139,12 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	events := mgr.GetEventRecorder("clusterip-ipam")
 
 	ipAddresses, serviceCIDRs := ipAddressesTracked(mgr), serviceCIDRsServed(mgr)
+	var mirror *ipAddressMirror
+	if ipAddresses {
+		mirror = &ipAddressMirror{informers: mgr.GetCache(), registry: registry}
+	}
 	init := &initializer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry,
-		events: events, defaultCIDR: opts.DefaultServiceCIDR, ipAddresses: ipAddresses, serviceCIDRs: serviceCIDRs}
+		events: events, defaultCIDR: opts.DefaultServiceCIDR, ipAddresses: mirror, serviceCIDRs: serviceCIDRs}
 	if opts.ClaimNamespace != "" {
 		claimCache, err := newClaimCache(mgr, opts.ClaimNamespace)
 		if err != nil {
@@ -179,7 +183,11 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		Named("clusterip-repair").
 		For(&corev1.Service{}, builder.WithPredicates(clusterIPsChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs, NeedLeaderElection: ptr.To(false)})
-	expiry := &reservationExpiry{apiReader: mgr.GetAPIReader(), registry: registry,
+	live, err := unthrottledReader(mgr)
+	if err != nil {
+		return nil, err
+	}
+	expiry := &reservationExpiry{apiReader: live, registry: registry,
 		every: max(opts.ReservationGracePeriod/4, time.Second), ipAddresses: ipAddresses}
 	if err := mgr.Add(expiry); err != nil {
 		return nil, fmt.Errorf("add the ClusterIP reservation expiry: %w", err)
@@ -187,18 +195,6 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	err = repair.Complete(&serviceRepair{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry, events: events})
 	if err != nil {
 		return nil, fmt.Errorf("set up the ClusterIP repair controller: %w", err)
-	}
-	if ipAddresses {
-		err = ctrl.NewControllerManagedBy(mgr).
-			Named("clusterip-ipaddress").
-			For(&networkingv1.IPAddress{}, builder.WithPredicates(predicate.Funcs{
-				UpdateFunc: func(e event.UpdateEvent) bool { return parentChanged(e.ObjectOld, e.ObjectNew) },
-			})).
-			WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs, NeedLeaderElection: ptr.To(false)}).
-			Complete(&ipAddressRepair{client: mgr.GetClient(), registry: registry})
-		if err != nil {
-			return nil, fmt.Errorf("set up the IPAddress mirror: %w", err)
-		}
 	}
 	if serviceCIDRs {
 		err = ctrl.NewControllerManagedBy(mgr).
@@ -209,10 +205,6 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("set up the ServiceCIDR mirror: %w", err)
 		}
-	}
-	live, err := unthrottledReader(mgr)
-	if err != nil {
-		return nil, err
 	}
 
 	if err := mgr.AddReadyzCheck("clusterip-pools", func(*http.Request) error {
@@ -231,7 +223,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	}
 
 	shared := serviceAdmission{registry: registry, namespaces: mgr.GetClient(), apiReader: mgr.GetAPIReader(),
-		live: live, ipAddresses: ipAddresses, decoder: admission.NewDecoder(mgr.GetScheme()), readyWait: opts.ReadyWait}
+		live: live, ipAddresses: ipAddresses, reclaim: expiry.reclaim, decoder: admission.NewDecoder(mgr.GetScheme()), readyWait: opts.ReadyWait}
 	server := mgr.GetWebhookServer()
 	if claims != nil {
 		shared.claims = claims.claimer
@@ -257,14 +249,6 @@ func clusterIPsChanged() predicate.Predicate {
 				!slices.Equal(oldSvc.Spec.ClusterIPs, newSvc.Spec.ClusterIPs)
 		},
 	}
-}
-
-// parentChanged passes an IPAddress update that changes its parent (kube-apiserver's repair loop
-// deletes and re-creates instead, but another writer may update).
-func parentChanged(oldObj, newObj client.Object) bool {
-	o, okOld := oldObj.(*networkingv1.IPAddress)
-	n, okNew := newObj.(*networkingv1.IPAddress)
-	return !okOld || !okNew || ipAddressParent(o) != ipAddressParent(n)
 }
 
 // unthrottledReader reads from the API server, bypassing the cache, without the client-side rate

@@ -51,8 +51,10 @@ type serviceAdmission struct {
 	live client.Reader
 	// ipAddresses: the API server tracks ClusterIPs as IPAddress objects (see ipAddressesTracked).
 	ipAddresses bool
-	decoder     admission.Decoder
-	readyWait   time.Duration
+	// reclaim (may be nil) drops reservations nothing holds any more, checked live.
+	reclaim   func(context.Context)
+	decoder   admission.Decoder
+	readyWait time.Duration
 	// claims makes the addresses this replica hands out its own through the API server, so
 	// that replicas never hand out one address twice; nil with a single replica.
 	claims *claimer
