@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // Churn shape of issue 20: churnPairs Services each created and deleted at once, by
@@ -28,7 +29,7 @@ var _ = Describe("ClusterIP assignment under churn", func() {
 		const cidr = "10.110.13.0/24"
 		labels := map[string]string{"reliability.clusterip.dev/scenario": "restart-churn"}
 		pool := createPool(ctx, cidr, labels)
-		ns := newNamespace(ctx, labels)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", labels)
 		apiServer := testEnv.ControlPlane.GetAPIServer()
 		for restart := range 2 {
 			By(fmt.Sprintf("kube-apiserver restart %d, then at once %d create/delete pairs and another %d", restart+1, churnPairs, churnPairs))
@@ -46,7 +47,7 @@ var _ = Describe("ClusterIP assignment under churn", func() {
 		const cidr = "10.110.14.0/24"
 		labels := map[string]string{"reliability.clusterip.dev/scenario": "half-full-churn"}
 		pool := createPool(ctx, cidr, labels)
-		ns := newNamespace(ctx, labels)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", labels)
 		By("130 long-lived Services")
 		var wg sync.WaitGroup
 		for w := range churnClients {
@@ -71,7 +72,7 @@ var _ = Describe("ClusterIP assignment under churn", func() {
 		const cidr = "10.110.15.0/24"
 		labels := map[string]string{"reliability.clusterip.dev/scenario": "reuse-at-once"}
 		pool := createPool(ctx, cidr, labels)
-		ns := newNamespace(ctx, labels)
+		ns := testenv.NewNamespace(ctx, k8sClient, "reliability", labels)
 		// kube-apiserver deletes a Service's IPAddress before the delete returns, so a create that
 		// names the address next is granted; our caches may not have seen the deletion yet.
 		refusedAsUpstream := 0
