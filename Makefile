@@ -2,6 +2,12 @@
 # Kubebuilder (go/v4) layout, maintained by hand: the kubebuilder CLI is not on the Go module proxy.
 
 IMG ?= kube-clusterip:dev
+# Version stamped into the binary (kube-clusterip --version): the git description by default.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS ?= -X main.version=$(VERSION)
+# Container tool and platforms for docker-buildx.
+CONTAINER_TOOL ?= docker
+PLATFORMS ?= linux/amd64,linux/arm64
 # Where build-installer writes install.yaml.
 DIST ?= dist
 # Fuzz time per fuzz target in `make test` (CI bound); longer runs: make fuzz FUZZTIME=10m.
@@ -84,7 +90,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 
 .PHONY: build
 build: manifests generate ## Build the manager binary into bin/.
-	go build -o bin/kube-clusterip .
+	go build -ldflags "$(LDFLAGS)" -o bin/kube-clusterip .
 
 .PHONY: run
 run: manifests generate ## Run the manager against the current kubeconfig.
@@ -133,7 +139,18 @@ build-installer: manifests kustomize ## Write one install YAML to $(DIST)/instal
 
 .PHONY: docker-build
 docker-build: ## Build the image (one image for the control loops and the node agent).
-	docker build -t $(IMG) .
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image IMG to its registry.
+	$(CONTAINER_TOOL) push $(IMG)
+
+.PHONY: docker-buildx
+docker-buildx: ## Build and push the image for PLATFORMS (cross-compiled, no emulation for the Go build).
+	- $(CONTAINER_TOOL) buildx create --name kube-clusterip-builder
+	$(CONTAINER_TOOL) buildx use kube-clusterip-builder
+	$(CONTAINER_TOOL) buildx build --push --platform=$(PLATFORMS) --build-arg VERSION=$(VERSION) -t $(IMG) .
+	- $(CONTAINER_TOOL) buildx rm kube-clusterip-builder
 
 ##@ Tools
 
