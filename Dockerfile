@@ -1,7 +1,7 @@
 # One image for the control loops and the node agent. The node agent drives nftables
 # through the `nft` binary (sigs.k8s.io/knftables), so the runtime base is Debian with the
 # nftables package rather than distroless; the control loops need nothing from it.
-# (make test-e2e assembles the same image offline in hack/e2e/image.sh; it says how it differs.)
+# (make test-e2e assembles the same image offline in hack/e2e/images.sh; it says how it differs.)
 FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
 ARG TARGETOS=linux
 ARG TARGETARCH

@@ -82,6 +82,10 @@ test-reliability: ## Run the reliability suite (manager killed and restarted, AP
 	@assets=$$(hack/envtest-assets.sh); \
 	  KUBEBUILDER_ASSETS=$$assets go test ./test/reliability/... -timeout 30m $(GOTESTFLAGS)
 
+.PHONY: test-e2e
+test-e2e: manifests kustomize ## Install on a real node (kubelet, containerd, no kube-proxy) in private namespaces and run test/e2e (root).
+	@hack/test-e2e.sh $(E2EFLAGS)
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	@hack/fuzz.sh $(FUZZTIME)
