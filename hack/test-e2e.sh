@@ -11,7 +11,8 @@
 # inside its namespace and the pods' veths. When the namespace's first process exits every
 # process in it dies; what kubelet left in the host's cgroup hierarchy (cgroup v1 has no
 # namespace) is removed here afterwards.
-# Needs root. E2E_KEEP=1 keeps the work directory (logs) under bin/e2e.
+# Needs root. E2E_KEEP=1 keeps the work directory (logs) under bin/e2e, as does a failure;
+# arguments go to the spec binary (e.g. -ginkgo.focus=Ready -ginkgo.v).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ "$(id -u)" = 0 ] || { echo "test-e2e: needs root (namespaces, containerd, kubelet)" >&2; exit 1; }

@@ -172,6 +172,18 @@ images:
   newName: kube-clusterip
   newTag: e2e
 KUST
+# Negative checks of the specs' teeth (never in a normal run): E2E_AGENT_RUN_AS_USER=65532 runs the
+# agent as the image's user; E2E_APISERVER_HOST=10.96.0.1 E2E_APISERVER_PORT=443 gives it the
+# in-cluster address.
+if [ -n "${E2E_AGENT_RUN_AS_USER:-}" ]; then
+	cat >>"$overlay/kustomization.yaml" <<KUST
+patches:
+- target: {kind: DaemonSet, name: kube-clusterip-datapath}
+  patch: |-
+    - {op: replace, path: /spec/template/spec/containers/0/securityContext/runAsUser, value: $E2E_AGENT_RUN_AS_USER}
+    - {op: replace, path: /spec/template/spec/containers/0/securityContext/runAsGroup, value: $E2E_AGENT_RUN_AS_USER}
+KUST
+fi
 export E2E_OVERLAY=$overlay E2E_NODE=e2e-node E2E_WORK=$W REPO
 rc=0
 (cd "$REPO/test/e2e" && "$W/e2e.test" -test.timeout 25m "$@") || rc=$?
