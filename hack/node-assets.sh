@@ -17,7 +17,7 @@ node="$here/tools/node"
 kube_binaries=(kubelet kube-controller-manager kube-scheduler)
 # containerd without the snapshotters that need cgo or kernel modules we do not use
 # (overlayfs and native remain).
-node_tools=(containerd/v2/cmd/containerd containerd/v2/cmd/containerd-shim-runc-v2 containerd/v2/cmd/ctr
+node_tools=(containerd/containerd/v2/cmd/containerd containerd/containerd/v2/cmd/containerd-shim-runc-v2 containerd/containerd/v2/cmd/ctr
 	containernetworking/plugins/plugins/main/ptp containernetworking/plugins/plugins/main/loopback
 	containernetworking/plugins/plugins/ipam/host-local)
 # containerd, its shim and ctr live beside the kube binaries, the CNI plugins under cni/.
