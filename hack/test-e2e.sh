@@ -39,7 +39,7 @@ t "e2e specs built"
 
 cgroup_root=kube-clusterip-e2e
 rc=0
-unshare --net --mount --pid --fork --mount-proc --propagation private \
+unshare --net --mount --pid --fork --kill-child --mount-proc --propagation private \
 	env ASSETS="$assets" NODE_ASSETS="$node_assets" WORK="$work" REPO="$(pwd)" CGROUP_ROOT=$cgroup_root \
 	KUSTOMIZE="$(pwd)/bin/kustomize" hack/e2e/node.sh "$@" || rc=$?
 # Everything in the namespaces is gone now; kubelet's and runc's cgroups (children first) too.

@@ -147,6 +147,8 @@ localStorageCapacityIsolation: false
 readOnlyPort: 0
 serializeImagePulls: false
 KUBELET
+# kubelet's cgroup root must exist in every hierarchy (cgroup v1); test-e2e.sh removes it after.
+for hierarchy in /sys/fs/cgroup/*/; do [ -L "${hierarchy%/}" ] || mkdir -p "$hierarchy$CGROUP_ROOT"; done
 daemon kubelet kubelet --config "$W/kubelet.yaml" --kubeconfig "$kubeconfig" \
 	--root-dir "$W/kubelet" --cert-dir "$W/kubelet/pki" --node-ip $node_ip --hostname-override e2e-node
 t "kubelet started"

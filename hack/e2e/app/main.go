@@ -37,7 +37,9 @@ func main() {
 	case "loop":
 		err = loop(os.Args[2:])
 	case "sleep":
-		select {}
+		for {
+			time.Sleep(time.Hour)
+		}
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
