@@ -5,6 +5,12 @@ IMG ?= kube-clusterip:dev
 # What deploy and build-installer render: config/default (failurePolicy Ignore), or
 # config/webhook-fail-closed (failurePolicy Fail, kube-system and the kubernetes Service exempt).
 INSTALL ?= config/default
+# Version stamped into the binary (kube-clusterip --version): the git description by default.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS ?= -X main.version=$(VERSION)
+# Container tool and platforms for docker-buildx.
+CONTAINER_TOOL ?= docker
+PLATFORMS ?= linux/amd64,linux/arm64
 # Where build-installer writes install.yaml.
 DIST ?= dist
 # Fuzz time per fuzz target in `make test` (CI bound); longer runs: make fuzz FUZZTIME=10m.
@@ -83,6 +89,10 @@ test-reliability: ## Run the reliability suite (manager killed and restarted, AP
 	@assets=$$(hack/envtest-assets.sh); \
 	  KUBEBUILDER_ASSETS=$$assets go test ./test/reliability/... -timeout 30m $(GOTESTFLAGS)
 
+.PHONY: test-e2e
+test-e2e: manifests kustomize ## Install on a real node (kubelet, containerd, no kube-proxy) in private namespaces and run test/e2e (root).
+	@hack/test-e2e.sh $(E2EFLAGS)
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	@hack/fuzz.sh $(FUZZTIME)
@@ -91,7 +101,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 
 .PHONY: build
 build: manifests generate ## Build the manager binary into bin/.
-	go build -o bin/kube-clusterip .
+	go build -ldflags "$(LDFLAGS)" -o bin/kube-clusterip .
 
 .PHONY: run
 run: manifests generate ## Run the manager against the current kubeconfig.
@@ -140,7 +150,18 @@ build-installer: manifests kustomize ## Write one install YAML to $(DIST)/instal
 
 .PHONY: docker-build
 docker-build: ## Build the image (one image for the control loops and the node agent).
-	docker build -t $(IMG) .
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image IMG to its registry.
+	$(CONTAINER_TOOL) push $(IMG)
+
+.PHONY: docker-buildx
+docker-buildx: ## Build and push the image for PLATFORMS (cross-compiled, no emulation for the Go build).
+	- $(CONTAINER_TOOL) buildx create --name kube-clusterip-builder
+	$(CONTAINER_TOOL) buildx use kube-clusterip-builder
+	$(CONTAINER_TOOL) buildx build --push --platform=$(PLATFORMS) --build-arg VERSION=$(VERSION) -t $(IMG) .
+	- $(CONTAINER_TOOL) buildx rm kube-clusterip-builder
 
 ##@ Tools
 

@@ -4,15 +4,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -31,11 +34,16 @@ import (
 	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
 	"github.com/kube-clusterip/kube-clusterip/controllers/ipam"
 	"github.com/kube-clusterip/kube-clusterip/controllers/nodeagent"
+	"github.com/kube-clusterip/kube-clusterip/controllers/webhookcert"
 	"github.com/kube-clusterip/kube-clusterip/datapath"
 	"github.com/kube-clusterip/kube-clusterip/diagnose"
 )
 
 var scheme = runtime.NewScheme()
+
+// version is set at build time: go build -ldflags "-X main.version=v0.1.0" (make build,
+// make docker-build).
+var version = "dev"
 
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -50,6 +58,7 @@ const (
 
 // options are the command line; each component's own Options are filled in place.
 type options struct {
+	printVersion     bool
 	controllers      string
 	runDatapath      bool
 	metricsAddr      string
@@ -76,6 +85,7 @@ type options struct {
 	healthTimeout    time.Duration
 	nodePortAddrs    string
 	nodeIPs          string
+	webhookCert      webhookcert.Options
 }
 
 func bindFlags(fs *flag.FlagSet) *options {
@@ -90,6 +100,12 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the Pod's own (in a cluster).")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the admission webhook server. Empty: no webhook is served, and the API server assigns ClusterIPs itself (the repair loop still mirrors them).")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the admission webhook server.")
+	fs.BoolVar(&o.printVersion, "version", false, "Print the version and exit.")
+	fs.StringVar(&o.webhookCert.Secret.Name, "webhook-cert-secret", "", "Keep the webhook's serving certificate ourselves (no cert-manager): a self-signed CA and certificate in this Secret (it must exist; mount it at --webhook-cert-dir), renewed before expiry, the CA written into the webhook configurations. Empty: the certificate is managed outside (e.g. cert-manager).")
+	fs.StringVar(&o.webhookCert.Secret.Namespace, "webhook-cert-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of --webhook-cert-secret and --webhook-service (default $POD_NAMESPACE).")
+	fs.StringVar(&o.webhookCert.Service, "webhook-service", "kube-clusterip-webhook-service", "The webhook's Service, whose DNS name the self-managed certificate is for.")
+	fs.StringVar(&o.webhookCert.MutatingWebhookConfiguration, "mutating-webhook-configuration", "kube-clusterip-mutating-webhook-configuration", "MutatingWebhookConfiguration that receives the self-managed CA.")
+	fs.StringVar(&o.webhookCert.ValidatingWebhookConfiguration, "validating-webhook-configuration", "kube-clusterip-validating-webhook-configuration", "ValidatingWebhookConfiguration that receives the self-managed CA.")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "Queries per second to the API server, of each client: the manager's, and each endpoints writer's (Endpoints, EndpointSlices, mirrored EndpointSlices), as kube-controller-manager gives each controller its own.")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "Burst of queries to the API server, of each client (see --kube-api-qps).")
 
@@ -106,7 +122,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 
 	fs.StringVar(&o.datapath.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (default $NODE_NAME, from the downward API): picks local endpoints for internalTrafficPolicy: Local, and the Node whose topology.kubernetes.io/zone label topology hints are read against.")
 	fs.StringVar(&o.clusterCIDRs, "cluster-cidr", "", "Comma-separated pod CIDRs; connections to a ClusterIP from outside them are masqueraded.")
-	fs.StringVar(&o.serviceCIDRs, "service-cluster-ip-range", "10.96.0.0/12", "Comma-separated Service CIDRs; packets to an address in them that no Service holds are dropped.")
+	fs.StringVar(&o.serviceCIDRs, "service-cluster-ip-range", "", "Comma-separated Service CIDRs; packets to an address in them that no Service holds are dropped. Empty: the CIDRs of the cluster's ServiceCIDR objects, followed live (a range added later is protected without a restart). Set: checked against them at start; if they disagree the agent programs nothing, says why (log, Warning Event on its Node) and stays unready.")
 	fs.BoolVar(&o.datapath.MasqueradeAll, "masquerade-all", false, "Masquerade every connection to a ClusterIP.")
 	fs.IntVar(&o.datapath.MasqueradeBit, "masquerade-bit", datapath.DefaultMasqueradeBit, "Packet mark bit (0-31) that asks for masquerading.")
 	fs.DurationVar(&o.nodeAgent.MinSyncPeriod, "datapath-min-sync-period", 100*time.Millisecond, "Shortest time between two nftables syncs; changes inside it are applied together.")
@@ -143,6 +159,10 @@ func main() {
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	flag.Parse()
+	if o.printVersion {
+		fmt.Println("kube-clusterip", version)
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	if o.cleanup {
 		if err := cleanup(o); err != nil {
@@ -173,6 +193,11 @@ func run(o *options) error {
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
+		if o.runDatapath {
+			// A node without kube-proxy reaches the API server only by its real address.
+			return fmt.Errorf("find the API server: %w (the node agent needs the API server's address as nodes reach it: "+
+				"set KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT in the install's node-agent-settings)", err)
+		}
 		return fmt.Errorf("find the API server (kubeconfig or in-cluster config): %w", err)
 	}
 	cfg.QPS, cfg.Burst = float32(o.kubeAPIQPS), o.kubeAPIBurst
@@ -205,12 +230,23 @@ func run(o *options) error {
 		}},
 	}
 	mgrOpts.WebhookServer = webhook.NewServer(webhook.Options{CertDir: o.webhookCertDir, Port: o.webhookPort})
-	if !serveWebhook {
+	selfManagedCert := serveWebhook && o.webhookCert.Secret.Name != ""
+	certReady := make(chan struct{})
+	switch {
+	case !serveWebhook:
 		mgrOpts.WebhookServer = unservedWebhooks{mgrOpts.WebhookServer}
+	case selfManagedCert:
+		mgrOpts.WebhookServer = webhookcert.StartWhenReady(mgrOpts.WebhookServer, certReady)
 	}
 	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
 		return fmt.Errorf("create the manager: %w", err)
+	}
+	if selfManagedCert {
+		o.webhookCert.CertDir = o.webhookCertDir
+		if err := webhookcert.Setup(mgr, o.webhookCert, certReady); err != nil {
+			return err
+		}
 	}
 
 	if controllers[controllerAllocator] {
@@ -242,7 +278,7 @@ func run(o *options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("starting manager", "controllers", o.controllers, "datapath", o.runDatapath)
+	log.Info("starting manager", "version", version, "controllers", o.controllers, "datapath", o.runDatapath)
 	return mgr.Start(ctx)
 }
 
@@ -282,7 +318,14 @@ func setupDatapath(ctx context.Context, mgr ctrl.Manager, o *options) error {
 	}
 	o.datapath.NodeIPs, o.datapath.NodePortAddresses = nodeIPs, nodePortAddrs
 	o.datapath.ClusterCIDRs = splitList(o.clusterCIDRs)
-	o.datapath.ServiceCIDRs = splitList(o.serviceCIDRs)
+	serviceCIDRs, mismatch, err := resolveServiceCIDRs(mgr, splitList(o.serviceCIDRs))
+	if err != nil {
+		return err
+	}
+	if mismatch != "" {
+		return refuseDatapath(mgr, o.datapath.NodeName, mismatch)
+	}
+	o.datapath.ServiceCIDRs = serviceCIDRs
 	o.datapath.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
 	o.datapath.OnSync = nodeagent.RecordSync
 	proxier, err := datapath.New(o.datapath)
@@ -330,6 +373,46 @@ func localAddresses() ([]netip.Addr, error) {
 		}
 	}
 	return out, nil
+}
+
+// resolveServiceCIDRs returns the Service CIDRs the datapath uses: the configured ones, or the
+// cluster's (its ServiceCIDR objects) when none are configured. When both exist and disagree it
+// says how (mismatch).
+func resolveServiceCIDRs(mgr ctrl.Manager, configured []string) (cidrs []string, mismatch string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cluster, err := nodeagent.ClusterServiceCIDRs(ctx, mgr.GetAPIReader())
+	switch {
+	case len(configured) == 0 && err != nil:
+		return nil, "", fmt.Errorf("read the Service CIDRs from the cluster: %w (set --service-cluster-ip-range, the install's SERVICE_CIDR)", err)
+	case len(configured) == 0:
+		ctrl.Log.WithName("setup").Info("Service CIDRs read from the cluster's ServiceCIDR objects", "cidrs", cluster)
+		return cluster, "", nil
+	case err != nil:
+		// An API server without ServiceCIDRs (or RBAC to read them): nothing to check against.
+		ctrl.Log.WithName("setup").Info("cannot check --service-cluster-ip-range against the cluster", "reason", err.Error())
+		return configured, "", nil
+	}
+	mismatch, err = nodeagent.ServiceCIDRMismatch(configured, cluster)
+	return configured, mismatch, err
+}
+
+// refuseDatapath keeps the node agent from programming anything when its Service CIDRs disagree
+// with the cluster's: it logs why, records a Warning Event on its Node, and fails /readyz with
+// the reason, so that a rollout stops on the first node instead of dropping traffic on all.
+func refuseDatapath(mgr ctrl.Manager, nodeName, mismatch string) error {
+	ctrl.Log.WithName("setup").Error(errors.New(mismatch), "the node agent will not program this node")
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := mgr.GetAPIReader().Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
+		ctrl.Log.WithName("setup").Error(err, "read this node for the Event; recording it by name only")
+	}
+	mgr.GetEventRecorder("kube-clusterip-datapath").Eventf(node, nil, corev1.EventTypeWarning,
+		"ServiceCIDRMismatch", "CheckServiceCIDRs", "%s", mismatch)
+	return mgr.AddReadyzCheck("service-cidrs", func(*http.Request) error {
+		return fmt.Errorf("not programming this node: %s", mismatch)
+	})
 }
 
 // unservedWebhooks keeps the admission handlers registered but never listens: without a

@@ -19,8 +19,8 @@ assets_cached() {
 	for b in "${binaries[@]}"; do [ -x "$dir/$b" ] || return 1; done
 }
 
-# build_kube BINARY builds one binary of hack/tools/kube into dir, with upstream's version
-# stamped in as a release build would have it.
+# build_kube BINARY [GO BUILD FLAGS...] builds one binary of hack/tools/kube into dir, with
+# upstream's version stamped in as a release build would have it.
 build_kube() {
 	local minor ldflags
 	minor=$(echo "$k8s_version" | cut -d. -f2)
@@ -28,6 +28,6 @@ build_kube() {
 	ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
 	ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 	mkdir -p "$dir"
-	go build -C "$kube" -ldflags "$ldflags" -o "$dir/$1.new" "./$1"
+	go build -C "$kube" "${@:2}" -ldflags "$ldflags" -o "$dir/$1.new" "./$1"
 	mv "$dir/$1.new" "$dir/$1"
 }

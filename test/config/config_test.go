@@ -5,11 +5,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -79,7 +83,7 @@ var _ = Describe("the install manifests", Ordered, func() {
 		objects = decodeObjects(kustomizeBuild("config/default"))
 	})
 
-	It("renders the control loops, the node agent, RBAC, the webhook and its certificate", func() {
+	It("renders the control loops, the node agent, RBAC, the webhook and the Secret the manager keeps its certificate in", func() {
 		kinds := map[string]int{}
 		for _, obj := range objects {
 			kinds[obj.GetKind()]++
@@ -93,9 +97,35 @@ var _ = Describe("the install manifests", Ordered, func() {
 		Expect(kinds).To(HaveKeyWithValue("DaemonSet", 1))
 		Expect(kinds).To(HaveKeyWithValue("MutatingWebhookConfiguration", 1))
 		Expect(kinds).To(HaveKeyWithValue("ValidatingWebhookConfiguration", 1))
-		Expect(kinds).To(HaveKeyWithValue("Certificate", 1))
-		Expect(kinds).To(HaveKeyWithValue("Issuer", 1))
 		Expect(kinds).To(HaveKeyWithValue("CustomResourceDefinition", 1))
+		Expect(kinds).NotTo(HaveKey("Certificate"), "the default install needs no cert-manager")
+		secret := findObject(objects, "Secret", "kube-clusterip-webhook-server-cert")
+		Expect(secret).NotTo(BeNil())
+		manager := container(findObject(objects, "Deployment", "kube-clusterip-controller-manager"))
+		Expect(manager["args"]).To(ContainElement("--webhook-cert-secret=$(WEBHOOK_CERT_SECRET)"))
+		Expect(manager["env"]).To(ContainElement(And(HaveKeyWithValue("name", "WEBHOOK_CERT_SECRET"),
+			HaveKeyWithValue("value", secret.GetName()))))
+		Expect(manager["env"]).To(ContainElement(HaveKeyWithValue("name", "POD_NAMESPACE")))
+	})
+
+	It("has a cert-manager overlay that issues the certificate instead", func(ctx context.Context) {
+		overlay := decodeObjects(kustomizeBuild("config/cert-manager"))
+		Expect(findObject(overlay, "Secret", "kube-clusterip-webhook-server-cert")).To(BeNil(), "cert-manager writes the Secret")
+		certificate := findObject(overlay, "Certificate", "kube-clusterip-serving-cert")
+		Expect(certificate).NotTo(BeNil())
+		secretName, _, _ := unstructured.NestedString(certificate.Object, "spec", "secretName")
+		manager := findObject(overlay, "Deployment", "kube-clusterip-controller-manager")
+		volumes, _, _ := unstructured.NestedSlice(manager.Object, "spec", "template", "spec", "volumes")
+		Expect(volumes).To(ContainElement(HaveKeyWithValue("secret", HaveKeyWithValue("secretName", secretName))))
+		Expect(container(manager)["env"]).To(ContainElement(And(HaveKeyWithValue("name", "WEBHOOK_CERT_SECRET"),
+			HaveKeyWithValue("value", ""))), "the manager's own certificate keeping is off")
+		for _, kind := range []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} {
+			for _, obj := range overlay {
+				if obj.GetKind() == kind {
+					Expect(obj.GetAnnotations()).To(HaveKeyWithValue("cert-manager.io/inject-ca-from", "kube-clusterip-system/kube-clusterip-serving-cert"))
+				}
+			}
+		}
 	})
 
 	It("is accepted by the API server, object by object (server-side dry run)", func(ctx context.Context) {
@@ -104,19 +134,41 @@ var _ = Describe("the install manifests", Ordered, func() {
 		serverSideDryRun(ctx, objects)
 	})
 
-	It("runs the node agent with NET_ADMIN and NET_RAW only, not privileged, in the host network", func() {
-		for _, obj := range objects {
-			if obj.GetKind() != "DaemonSet" {
-				continue
-			}
-			hostNetwork, _, _ := unstructured.NestedBool(obj.Object, "spec", "template", "spec", "hostNetwork")
-			Expect(hostNetwork).To(BeTrue())
-			containers, _, _ := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "containers")
-			Expect(containers).To(HaveLen(1))
-			sc := containers[0].(map[string]any)["securityContext"].(map[string]any)
-			Expect(sc["privileged"]).To(BeFalse())
-			Expect(sc["capabilities"]).To(HaveKeyWithValue("add", ConsistOf("NET_ADMIN", "NET_RAW")))
-			Expect(sc["capabilities"]).To(HaveKeyWithValue("drop", ConsistOf("ALL")))
+	It("runs the node agent as root with NET_ADMIN and NET_RAW only, not privileged, in the host network", func() {
+		daemonSet := findObject(objects, "DaemonSet", "kube-clusterip-datapath")
+		Expect(daemonSet).NotTo(BeNil())
+		hostNetwork, _, _ := unstructured.NestedBool(daemonSet.Object, "spec", "template", "spec", "hostNetwork")
+		Expect(hostNetwork).To(BeTrue())
+		// The runtime grants added capabilities only to uid 0 (the image's USER is 65532):
+		// neither the pod nor the container may leave the agent non-root.
+		podSC, _, _ := unstructured.NestedMap(daemonSet.Object, "spec", "template", "spec", "securityContext")
+		Expect(podSC).NotTo(HaveKeyWithValue("runAsNonRoot", true))
+		sc := container(daemonSet)["securityContext"].(map[string]any)
+		Expect(sc["runAsUser"]).To(BeNumerically("==", 0))
+		Expect(sc["runAsNonRoot"]).NotTo(BeTrue())
+		Expect(sc["privileged"]).To(BeFalse())
+		Expect(sc["allowPrivilegeEscalation"]).To(BeFalse())
+		Expect(sc["capabilities"]).To(HaveKeyWithValue("add", ConsistOf("NET_ADMIN", "NET_RAW")))
+		Expect(sc["capabilities"]).To(HaveKeyWithValue("drop", ConsistOf("ALL")))
+	})
+
+	It("gives the node agent the API server's address and the CIDRs from one ConfigMap", func() {
+		agent := container(findObject(objects, "DaemonSet", "kube-clusterip-datapath"))
+		envFrom, _ := agent["envFrom"].([]any)
+		Expect(envFrom).To(HaveLen(1))
+		settingsName := envFrom[0].(map[string]any)["configMapRef"].(map[string]any)["name"].(string)
+		settings := findObject(objects, "ConfigMap", settingsName)
+		Expect(settings).NotTo(BeNil(), "ConfigMap %s", settingsName)
+		data, _, _ := unstructured.NestedStringMap(settings.Object, "data")
+		// KUBERNETES_SERVICE_HOST/PORT replace the `kubernetes` ClusterIP kubelet would give,
+		// which on a node without kube-proxy only the agent itself would program.
+		Expect(data).To(HaveKey("KUBERNETES_SERVICE_HOST"))
+		Expect(data).To(HaveKeyWithValue("KUBERNETES_SERVICE_PORT", Not(BeEmpty())))
+		Expect(data).To(HaveKey("CLUSTER_CIDR"))
+		Expect(data).To(HaveKey("SERVICE_CIDR"))
+		Expect(agent["args"]).To(ContainElements("--cluster-cidr=$(CLUSTER_CIDR)", "--service-cluster-ip-range=$(SERVICE_CIDR)"))
+		for _, arg := range agent["args"].([]any) {
+			Expect(arg).NotTo(MatchRegexp(`[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/`), "no CIDR hard-coded in the DaemonSet")
 		}
 	})
 
@@ -178,9 +230,37 @@ var _ = Describe("the install manifests", Ordered, func() {
 			Expect(apierrors.IsForbidden(controllerSA.Create(ctx, svc, client.DryRunAll))).To(BeTrue(), "create services")
 		})
 
-		It("lets the node agent only read Services and EndpointSlices", func(ctx context.Context) {
+		It("lets the control loops record leader election Events through both Event APIs", func(ctx context.Context) {
+			core := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "rbac-probe", Namespace: installNamespace},
+				InvolvedObject: corev1.ObjectReference{Kind: "Lease", Namespace: installNamespace, Name: "kube-clusterip.clusterip.dev"},
+				Reason:         "LeaderElection", Message: "probe", Type: corev1.EventTypeNormal}
+			Expect(controllerSA.Create(ctx, core, client.DryRunAll)).To(Succeed(), "core/v1 Events")
+			newAPI := &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Name: "rbac-probe", Namespace: installNamespace},
+				EventTime: metav1.NewMicroTime(time.Now()), ReportingController: "kube-clusterip", ReportingInstance: "probe",
+				Action: "LeaderElection", Reason: "LeaderElection", Type: corev1.EventTypeNormal,
+				Regarding: corev1.ObjectReference{Kind: "Lease", Namespace: installNamespace, Name: "kube-clusterip.clusterip.dev"}}
+			Expect(controllerSA.Create(ctx, newAPI, client.DryRunAll)).To(Succeed(), "events.k8s.io Events")
+		})
+
+		It("lets the control loops renew only their own webhook Secret and webhook configurations", func(ctx context.Context) {
+			applyForReal(ctx, objects, "Secret", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+			secret := &corev1.Secret{}
+			Expect(controllerSA.Get(ctx, client.ObjectKey{Namespace: installNamespace, Name: "kube-clusterip-webhook-server-cert"}, secret)).To(Succeed())
+			secret.StringData = map[string]string{"probe": "x"}
+			Expect(controllerSA.Update(ctx, secret, client.DryRunAll)).To(Succeed())
+			other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "rbac-probe", Namespace: installNamespace}}
+			Expect(apierrors.IsForbidden(controllerSA.Create(ctx, other, client.DryRunAll))).To(BeTrue(), "create other secrets")
+			Expect(apierrors.IsForbidden(controllerSA.List(ctx, &corev1.SecretList{}, client.InNamespace("default")))).To(BeTrue(), "secrets of other namespaces")
+			mutating := &admissionregistrationv1.MutatingWebhookConfiguration{}
+			Expect(controllerSA.Get(ctx, client.ObjectKey{Name: "kube-clusterip-mutating-webhook-configuration"}, mutating)).To(Succeed())
+			Expect(controllerSA.Update(ctx, mutating, client.DryRunAll)).To(Succeed())
+			Expect(apierrors.IsForbidden(controllerSA.Delete(ctx, mutating, client.DryRunAll))).To(BeTrue(), "delete webhook configurations")
+		})
+
+		It("lets the node agent only read Services, EndpointSlices and ServiceCIDRs, and record Events", func(ctx context.Context) {
 			Expect(datapathSA.List(ctx, &corev1.ServiceList{})).To(Succeed())
 			Expect(datapathSA.List(ctx, &discoveryv1.EndpointSliceList{})).To(Succeed())
+			Expect(datapathSA.List(ctx, &networkingv1.ServiceCIDRList{})).To(Succeed())
 			slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "rbac-probe", Namespace: "default"},
 				AddressType: discoveryv1.AddressTypeIPv4}
 			Expect(apierrors.IsForbidden(datapathSA.Create(ctx, slice, client.DryRunAll))).To(BeTrue(), "create endpointslices")
@@ -189,3 +269,22 @@ var _ = Describe("the install manifests", Ordered, func() {
 		})
 	})
 })
+
+// findObject returns the object of that kind and name, or nil.
+func findObject(objects []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, obj := range objects {
+		if obj.GetKind() == kind && obj.GetName() == name {
+			return obj
+		}
+	}
+	return nil
+}
+
+// container returns the one container of a Deployment's or DaemonSet's pod template.
+func container(workload *unstructured.Unstructured) map[string]any {
+	GinkgoHelper()
+	Expect(workload).NotTo(BeNil())
+	containers, _, _ := unstructured.NestedSlice(workload.Object, "spec", "template", "spec", "containers")
+	Expect(containers).To(HaveLen(1))
+	return containers[0].(map[string]any)
+}
