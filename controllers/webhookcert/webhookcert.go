@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 )
 
-
 // Options name what the certificate is for and where it lives.
 type Options struct {
 	// Secret holds the CA and the serving certificate; it must exist (the install ships it
