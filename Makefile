@@ -53,7 +53,7 @@ manifests: controller-gen ## Generate CRDs, RBAC roles and webhook configuration
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods (zz_generated.deepcopy.go).
-	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.
