@@ -128,7 +128,7 @@ const maxStaleHolds = 4
 func (a *serviceAdmission) assignFree(ctx context.Context, req AssignRequest) ([]netip.Addr, error) {
 	for taken := 0; ; {
 		var ips []netip.Addr
-		err := a.grantFreed(ctx, func() error {
+		err := a.grantFreed(ctx, req.Service, func() error {
 			var err error
 			ips, err = a.registry.Assign(req)
 			if errors.Is(err, allocator.ErrFull) && a.reclaim != nil {
@@ -163,22 +163,23 @@ func (a *serviceAdmission) assignFree(ctx context.Context, req AssignRequest) ([
 	}
 }
 
-// grantFreed runs try; when try is refused because a Service or an IPAddress object our caches
-// know holds a requested address, it reads that address's IPAddress live, and if the API server
-// has none (it deletes the object before a Service's delete returns), it forgets the stale hold
-// and runs try again: kube-apiserver grants the address at once too.
-func (a *serviceAdmission) grantFreed(ctx context.Context, try func() error) error {
+// grantFreed runs try for Service self; when try is refused because a Service or an IPAddress
+// object our caches know holds a requested address, it reads that address's IPAddress live, and
+// if the API server has none (it deletes the object before a Service's delete returns) or has
+// given it to self (kube-apiserver creates the IPAddress before it calls validating webhooks),
+// it forgets the stale hold and runs try again: kube-apiserver grants the address at once too.
+func (a *serviceAdmission) grantFreed(ctx context.Context, self types.NamespacedName, try func() error) error {
 	for forgotten := 0; ; forgotten++ {
 		err := try()
 		var ae *AdmissionError
 		if !a.ipAddresses || !errors.As(err, &ae) || !ae.Held.IsValid() {
 			return err
 		}
-		_, exists, lerr := liveIPAddress(ctx, a.live, ae.Held)
+		parent, exists, lerr := liveIPAddress(ctx, a.live, ae.Held)
 		if lerr != nil {
 			return unreachable(ae.Held, lerr)
 		}
-		if exists || forgotten == maxStaleHolds || !a.registry.ForgetStaleHold(ae.Held) {
+		if (exists && parent != self) || forgotten == maxStaleHolds || !a.registry.ForgetStaleHold(ae.Held) {
 			return err
 		}
 	}

@@ -259,6 +259,39 @@ func TestAdmissionReadsIPAddressesLive(t *testing.T) {
 	})
 }
 
+// The validating webhook runs after kube-apiserver created the new Service's IPAddress: an
+// address our caches still show held by a deleted Service is granted when the live IPAddress
+// names the Service being validated, and refused when it names another.
+func TestValidationOfAnAddressTheAPIServerGaveToTheServiceItself(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		parent types.NamespacedName
+		want   bool // granted
+	}{
+		{name: "live IPAddress of the Service being validated: granted", parent: key("ns", "next"), want: true},
+		{name: "live IPAddress of another Service: refused", parent: key("ns", "other")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := newTestRegistry(t)
+			ip := ips("10.96.0.3")
+			r.Observe(key("ns", "gone"), ip, noLabel)
+			r.ObserveIPAddress(ip[0], key("ns", "gone"), "")
+			live := ipAddressOf("10.96.0.3", service(tc.parent.Namespace, tc.parent.Name))
+			a := &serviceAdmission{registry: r, ipAddresses: true,
+				live: fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(live).Build()}
+			err := a.grantFreed(context.Background(), key("ns", "next"), func() error {
+				return r.Validate(key("ns", "next"), ip, nil, noLabel, false)
+			})
+			if tc.want && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tc.want && !errors.Is(err, allocator.ErrAllocated) {
+				t.Fatalf("got %v; want ErrAllocated", err)
+			}
+		})
+	}
+}
+
 // A webhook reservation whose Service has not appeared is kept while the API server has an
 // IPAddress for the address (the create is still in flight), whoever its parent is.
 func TestExpiredReservationKeptWhileAnIPAddressExists(t *testing.T) {

@@ -219,7 +219,7 @@ func (v *ValidatingWebhook) validate(ctx context.Context, req admission.Request)
 		return admission.Allowed("")
 	}
 	for attempt := 1; ; attempt++ {
-		err := v.grantFreed(ctx, func() error {
+		err := v.grantFreed(ctx, in.key, func() error {
 			return v.registry.Validate(in.key, ips, in.previous, in.namespaceLabels, in.dryRun)
 		})
 		if err != nil && attempt < 2 && v.claimedForUs(ctx, in.key, err) {
