@@ -244,6 +244,14 @@ var _ = Describe("the install manifests", Ordered, func() {
 
 		It("lets the control loops renew only their own webhook Secret and webhook configurations", func(ctx context.Context) {
 			applyForReal(ctx, objects, "Secret", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+			// The configurations are cluster-wide: other specs (the fail-closed install) create
+			// their own of the same names.
+			DeferCleanup(func(ctx context.Context) {
+				Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+					ObjectMeta: metav1.ObjectMeta{Name: "kube-clusterip-mutating-webhook-configuration"}}))).To(Succeed())
+				Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{
+					ObjectMeta: metav1.ObjectMeta{Name: "kube-clusterip-validating-webhook-configuration"}}))).To(Succeed())
+			})
 			secret := &corev1.Secret{}
 			Expect(controllerSA.Get(ctx, client.ObjectKey{Namespace: installNamespace, Name: "kube-clusterip-webhook-server-cert"}, secret)).To(Succeed())
 			secret.StringData = map[string]string{"probe": "x"}
