@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/miekg/dns"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -124,6 +125,20 @@ var _ = Describe("kube-clusterip diagnose svc/NAME --dns, against a real CoreDNS
 		Expect(time.Since(start)).To(BeNumerically("<", 2*diagnose.DNSQueryTimeout+5*time.Second), "diagnose --dns must give up on a silent DNS server")
 	})
 
+	It("says which name answers other than the API when a DNS server serves a wrong address (exit 1)", func(ctx SpecContext) {
+		svc := healthyBackend(ctx)
+		fqdn := "backend." + namespace + ".svc.cluster.local."
+		// The injected fault: a DNS server (a stale or foreign one) answering the Service's FQDN
+		// with an address the Service does not have, and NXDOMAIN for every other name.
+		wrong := staleDNS(fqdn, "10.96.255.254")
+		r := runDiagnose(ctx, namespace, "backend", "--dns", "--dns-service", dnsFlags[2], "--dns-server", wrong)
+		Expect(r.exitCode).To(Equal(diagnose.ExitProblem), r.stdout)
+		Expect(r.report).To(haveFinding(diagnose.Problem, diagnose.CheckDNS,
+			"A "+fqdn+": the DNS answers 10.96.255.254, the API says "+svc.Spec.ClusterIP))
+		text, _ := runDiagnoseText(ctx, namespace, "backend", "--dns", "--dns-service", dnsFlags[2], "--dns-server", wrong)
+		Expect(text).To(ContainSubstring("answer differs"))
+	})
+
 	It("refuses a Service name that is not a DNS label (exit 2)", func(ctx SpecContext) {
 		r := runDiagnose(ctx, namespace, "Backend_Service", dnsFlags...)
 		Expect(r.exitCode).To(Equal(diagnose.ExitError))
@@ -139,4 +154,27 @@ func closedUDPPort() int {
 	port := c.LocalAddr().(*net.UDPAddr).Port
 	Expect(c.Close()).To(Succeed())
 	return port
+}
+
+// staleDNS serves, on a loopback UDP port, one A record (name -> ip) and NXDOMAIN for anything
+// else, until the spec ends; it returns its address.
+func staleDNS(name, ip string) string {
+	GinkgoHelper()
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	server := &dns.Server{PacketConn: conn, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		reply := new(dns.Msg)
+		reply.SetReply(req)
+		q := req.Question[0]
+		switch {
+		case q.Name == name && q.Qtype == dns.TypeA:
+			reply.Answer = append(reply.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5}, A: net.ParseIP(ip)})
+		case q.Name != name:
+			reply.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(reply)
+	})}
+	go func() { _ = server.ActivateAndServe() }()
+	DeferCleanup(server.Shutdown)
+	return conn.LocalAddr().String()
 }
