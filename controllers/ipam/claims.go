@@ -51,19 +51,29 @@ type ClaimRef struct {
 }
 
 // Unclaimed returns those of ips reserved for Service key that no claim covers yet: the
-// addresses this admission must claim before it hands them out.
-func (r *Registry) Unclaimed(key types.NamespacedName, ips []netip.Addr) []netip.Addr {
+// addresses this admission must claim before it hands them out. lost is the first of them that
+// a claim for another Service covers by now: another replica claimed it while this admission was
+// choosing it (after the registry picked it as free, before the claim). The admission has lost
+// it and must not hand it out; claiming it would be refused anyway, and skipping its claim, as
+// if the recorded claim were this admission's, would hand out an address another Service is
+// being given.
+func (r *Registry) Unclaimed(key types.NamespacedName, ips []netip.Addr) (unclaimed []netip.Addr, lost netip.Addr) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []netip.Addr
 	for _, ip := range ips {
-		if res, ok := r.pending[ip]; ok && res.isFor(key) {
-			if _, claimed := r.claims[ip]; !claimed {
-				out = append(out, ip)
-			}
+		res, ok := r.pending[ip]
+		if !ok || !res.isFor(key) {
+			continue
+		}
+		c, claimed := r.claims[ip]
+		switch {
+		case !claimed:
+			unclaimed = append(unclaimed, ip)
+		case !c.isFor(key) && !lost.IsValid():
+			lost = ip
 		}
 	}
-	return out
+	return unclaimed, lost
 }
 
 // RecordClaim records a claim on ip, this replica's (mine, lasting lifetime) or another's

@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"slices"
@@ -8,9 +9,14 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/kube-clusterip/kube-clusterip/allocator"
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
@@ -251,7 +257,7 @@ func assignToFirst(svc types.NamespacedName, want netip.Addr) func(*Registry, *f
 		if err != nil {
 			return err
 		}
-		if un := r.Unclaimed(svc, got); len(un) != 1 || un[0] != want {
+		if un, lost := r.Unclaimed(svc, got); len(un) != 1 || un[0] != want || lost.IsValid() {
 			return errors.New("the new address is not listed as unclaimed")
 		}
 		return nil
@@ -264,4 +270,49 @@ func refIPs(refs []ClaimRef) []netip.Addr {
 		out = append(out, r.IP)
 	}
 	return out
+}
+
+// Two replicas pick the same free address at once (their bitmaps agree), and the other
+// replica's claim reaches this one's watch while this admission is still checking the address
+// live: this admission has lost the address and gives the Service another one. Taking the
+// recorded claim for its own would hand one address to two Services, and kube-apiserver would
+// refuse the second ("provided IP is already allocated").
+func TestAdmissionLosesAnAddressClaimedWhileItWasChosen(t *testing.T) {
+	const lifetime = 30 * time.Second
+	r, _ := newTestRegistry(t)
+	web, other := key("ns", "web"), key("ns", "other")
+	var contested netip.Addr
+	var api client.WithWatch
+	api = fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if _, live := obj.(*networkingv1.IPAddress); live && !contested.IsValid() {
+				// The other replica claims the address now; its Lease and its watch event
+				// arrive before this admission claims.
+				contested = netip.MustParseAddr(k.Name)
+				theirs := (&claimer{namespace: "kube-system", identity: "replica-b", lifetime: lifetime, poolOf: r.PoolOf}).newLease(contested, other)
+				if err := c.Create(ctx, theirs); err != nil {
+					return err
+				}
+				r.RecordClaim(contested, other, theirs.UID, false, lifetime)
+			}
+			return c.Get(ctx, k, obj, opts...)
+		},
+	}).Build()
+	a := &serviceAdmission{registry: r, ipAddresses: true, live: api,
+		claims: &claimer{client: api, apiReader: api, namespace: "kube-system", identity: "replica-a",
+			lifetime: lifetime, registry: r, poolOf: r.PoolOf}}
+	got, err := a.assign(context.Background(), AssignRequest{Service: web, NamespaceLabels: noLabel})
+	if err != nil {
+		t.Fatalf("assign: %v", err)
+	}
+	if len(got) != 1 || got[0] == contested {
+		t.Fatalf("got %v; want one address other than %s, which another replica claimed for %s", got, contested, other)
+	}
+	lease := &coordinationv1.Lease{}
+	if err := api.Get(context.Background(), types.NamespacedName{Namespace: "kube-system", Name: ClaimName(got[0])}, lease); err != nil {
+		t.Fatalf("the address handed out has no claim: %v", err)
+	}
+	if _, service, holder, _ := claimOf(lease); service != web || holder != "replica-a" {
+		t.Errorf("the claim of %s is %s's for %s; want replica-a's for %s", got[0], holder, service, web)
+	}
 }

@@ -285,13 +285,18 @@ func (a *serviceAdmission) claimedForUs(ctx context.Context, key types.Namespace
 }
 
 // claimNew claims the addresses just reserved for key. It returns retry when another Service's
-// claim holds one of them, after dropping the reservations (the claims it did make are then
-// deleted in the background).
+// claim holds one of them (seen by this replica's watch since the registry chose it, or refused
+// by the API server), after dropping the reservations (the claims it did make are then deleted
+// in the background).
 func (a *serviceAdmission) claimNew(ctx context.Context, key types.NamespacedName, ips []netip.Addr) (retry bool, err error) {
 	if a.claims == nil {
 		return false, nil
 	}
-	fresh := a.registry.Unclaimed(key, ips)
+	fresh, taken := a.registry.Unclaimed(key, ips)
+	if taken.IsValid() {
+		a.registry.CancelReservations(key, append(fresh, taken))
+		return true, nil
+	}
 	lost, err := a.claims.claim(ctx, key, fresh)
 	if err == nil && lost == nil {
 		return false, nil

@@ -12,8 +12,10 @@ import (
 
 // RoundRobinFront stands for the webhook Service in front of several manager replicas, as
 // kube-proxy makes it: each new TCP connection to its address goes to the next backend port on
-// 127.0.0.1; a backend that refuses the connection (its process is gone) is skipped, as a load
-// balancer's health check would. It never retries a connection once it is forwarded.
+// 127.0.0.1; a backend that refuses the connection (its process is gone) is skipped, as its
+// endpoint leaves the Service once its readiness check fails. Tests Add a backend only once it
+// is ready, as the endpoints list only ready Pods. It never retries a connection once it is
+// forwarded.
 type RoundRobinFront struct {
 	listener net.Listener
 	mu       sync.Mutex
