@@ -145,13 +145,19 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	}
 	init := &initializer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), registry: registry,
 		events: events, defaultCIDR: opts.DefaultServiceCIDR, ipAddresses: mirror, serviceCIDRs: serviceCIDRs}
+	// The webhooks' own API calls: a live read per admission, and with claims a claim per
+	// address handed out (and its deletion later).
+	live, err := unthrottledClient(mgr)
+	if err != nil {
+		return nil, err
+	}
 	if opts.ClaimNamespace != "" {
 		claimCache, err := newClaimCache(mgr, opts.ClaimNamespace)
 		if err != nil {
 			return nil, fmt.Errorf("set up the cache of ClusterIP claims: %w", err)
 		}
 		claims = &claimWatch{cache: claimCache, every: claimSweep, kick: make(chan struct{}, 1),
-			claimer: &claimer{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), namespace: opts.ClaimNamespace, identity: opts.Identity,
+			claimer: &claimer{client: live, apiReader: live, namespace: opts.ClaimNamespace, identity: opts.Identity,
 				lifetime: max(opts.ReservationGracePeriod, minClaimLifetime), registry: registry, poolOf: registry.PoolOf}}
 		if err := mgr.Add(claims); err != nil {
 			return nil, fmt.Errorf("add the ClusterIP claims watch: %w", err)
@@ -167,7 +173,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	})); err != nil {
 		return nil, fmt.Errorf("add the ClusterIPPool status resync: %w", err)
 	}
-	err := ctrl.NewControllerManagedBy(mgr).
+	err = ctrl.NewControllerManagedBy(mgr).
 		Named("clusterippool").
 		// Status updates reconcile too: the status we skip writing because the cache already
 		// shows it may be a stale view (right after a watch reconnect); when the cache then
@@ -183,10 +189,6 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		Named("clusterip-repair").
 		For(&corev1.Service{}, builder.WithPredicates(clusterIPsChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs, NeedLeaderElection: ptr.To(false)})
-	live, err := unthrottledReader(mgr)
-	if err != nil {
-		return nil, err
-	}
 	expiry := &reservationExpiry{apiReader: live, registry: registry,
 		every: max(opts.ReservationGracePeriod/4, time.Second), ipAddresses: ipAddresses}
 	if err := mgr.Add(expiry); err != nil {
@@ -251,15 +253,18 @@ func clusterIPsChanged() predicate.Predicate {
 	}
 }
 
-// unthrottledReader reads from the API server, bypassing the cache, without the client-side rate
-// limit of the manager's clients: the webhooks read one IPAddress per admission, and a rate limit
-// shared with the controllers would queue admissions behind their writes.
-func unthrottledReader(mgr ctrl.Manager) (client.Reader, error) {
+// unthrottledClient reads from and writes to the API server, bypassing the cache, without the
+// client-side rate limit of the manager's clients: the webhooks read one IPAddress per admission
+// and, with several replicas, create a claim per address they hand out and delete it later. A
+// rate limit shared with the controllers (or any client-side limit: a burst of creates needs as
+// many claims at once) would queue admissions behind it; kube-apiserver's own allocator writes
+// its IPAddress objects without one, and its priority and fairness still applies.
+func unthrottledClient(mgr ctrl.Manager) (client.Client, error) {
 	cfg := rest.CopyConfig(mgr.GetConfig())
 	cfg.QPS, cfg.Burst, cfg.RateLimiter = -1, 0, nil
 	c, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 	if err != nil {
-		return nil, fmt.Errorf("create the webhooks' API reader: %w", err)
+		return nil, fmt.Errorf("create the webhooks' API client: %w", err)
 	}
 	return c, nil
 }
