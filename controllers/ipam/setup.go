@@ -225,14 +225,15 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	}
 
 	shared := serviceAdmission{registry: registry, namespaces: mgr.GetClient(), apiReader: mgr.GetAPIReader(),
-		live: live, ipAddresses: ipAddresses, reclaim: expiry.reclaim, decoder: admission.NewDecoder(mgr.GetScheme()), readyWait: opts.ReadyWait}
+		live: live, ipAddresses: ipAddresses, reclaim: expiry.reclaim, decoder: admission.NewDecoder(mgr.GetScheme())}
 	server := mgr.GetWebhookServer()
 	if claims != nil {
 		shared.claims = claims.claimer
 	}
-	server.Register(MutatePath, &webhook.Admission{Handler: &MutatingWebhook{shared}})
-	server.Register(MutateRetryPath, &webhook.Admission{Handler: &MutatingWebhook{shared}})
-	server.Register(ValidatePath, &webhook.Admission{Handler: &ValidatingWebhook{shared}})
+	for path, handler := range map[string]admission.Handler{MutatePath: &MutatingWebhook{shared},
+		MutateRetryPath: &MutatingWebhook{shared}, ValidatePath: &ValidatingWebhook{shared}} {
+		server.Register(path, failWhileRebuilding(registry, opts.ReadyWait, &webhook.Admission{Handler: handler}))
+	}
 	return registry, nil
 }
 

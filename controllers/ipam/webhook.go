@@ -36,8 +36,9 @@ const (
 // +kubebuilder:webhook:path=/mutate-v1-service-clusterip-retry,mutating=true,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=mclusterip.retry.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10,reinvocationPolicy=Never
 // +kubebuilder:webhook:path=/validate-v1-service-clusterip,mutating=false,failurePolicy=ignore,sideEffects=NoneOnDryRun,groups="",resources=services,verbs=create;update,versions=v1,name=vclusterip.ipam.clusterip.dev,admissionReviewVersions=v1,timeoutSeconds=10
 
-// errNotReady is answered until the pools mirror the cluster; with failurePolicy Ignore the API
-// server then allocates the address itself and the repair loop adopts it.
+// errNotReady fails the webhook call (HTTP 503, see failWhileRebuilding) until the pools mirror
+// the cluster; with failurePolicy Ignore the API server then allocates the address itself and the
+// repair loop adopts it, with Fail it refuses the create.
 var errNotReady = errors.New("ClusterIP pools are still being rebuilt from the cluster's Services; " +
 	"the API server assigns this Service's ClusterIP and the repair loop adopts it")
 
@@ -52,9 +53,8 @@ type serviceAdmission struct {
 	// ipAddresses: the API server tracks ClusterIPs as IPAddress objects (see ipAddressesTracked).
 	ipAddresses bool
 	// reclaim (may be nil) drops reservations nothing holds any more, checked live.
-	reclaim   func(context.Context)
-	decoder   admission.Decoder
-	readyWait time.Duration
+	reclaim func(context.Context)
+	decoder admission.Decoder
 	// claims makes the addresses this replica hands out its own through the API server, so
 	// that replicas never hand out one address twice; nil with a single replica.
 	claims *claimer
@@ -110,20 +110,9 @@ type admissionInput struct {
 	dryRun          bool
 }
 
-// read waits for the registry, then decodes the request; a nil input with an Allowed response
+// read decodes the request (failWhileRebuilding has waited for the registry); a nil input with an Allowed response
 // means the Service needs no ClusterIP from us.
 func (a *serviceAdmission) read(ctx context.Context, req admission.Request) (*admissionInput, *admission.Response) {
-	wait := time.NewTimer(a.readyWait)
-	defer wait.Stop()
-	select {
-	case <-a.registry.Ready():
-	case <-wait.C:
-		resp := admission.Errored(http.StatusServiceUnavailable, errNotReady)
-		return nil, &resp
-	case <-ctx.Done():
-		resp := admission.Errored(http.StatusServiceUnavailable, ctx.Err())
-		return nil, &resp
-	}
 	svc := &corev1.Service{}
 	if err := a.decoder.Decode(req, svc); err != nil {
 		resp := admission.Errored(http.StatusBadRequest, err)
@@ -354,4 +343,24 @@ func mustParse(raw []string) []netip.Addr {
 		}
 	}
 	return ips
+}
+
+// failWhileRebuilding holds a webhook call until the registry mirrors the cluster, up to wait;
+// then it fails the call with HTTP 503 instead of answering. A failed call is what the
+// webhook's failurePolicy governs (Ignore: the API server allocates itself; Fail: the create is
+// refused), whereas an answer with allowed=false would be a denial, enforced whatever the
+// policy.
+func failWhileRebuilding(registry *Registry, wait time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		select {
+		case <-registry.Ready():
+			next.ServeHTTP(w, req)
+		case <-timer.C:
+			http.Error(w, errNotReady.Error(), http.StatusServiceUnavailable)
+		case <-req.Context().Done():
+			http.Error(w, req.Context().Err().Error(), http.StatusServiceUnavailable)
+		}
+	})
 }
