@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
@@ -37,8 +36,7 @@ func uniqueName(prefix string) string {
 
 // ensureNode creates the suite's node once.
 func ensureNode(ctx context.Context) {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName,
-		Labels: map[string]string{corev1.LabelTopologyZone: "zone-a"}}}
+	node := kit.MakeNode(nodeName).Zone("zone-a").Obj()
 	if err := k8sClient.Create(ctx, node); err != nil && !apierrors.IsAlreadyExists(err) {
 		Expect(err).NotTo(HaveOccurred())
 	}
@@ -46,17 +44,7 @@ func ensureNode(ctx context.Context) {
 
 // newService returns a ClusterIP Service with port 80 -> 8080; mutate adjusts it.
 func newService(ns, name string, selector map[string]string, mutate ...func(*corev1.Service)) *corev1.Service {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.ServiceSpec{
-			Selector: selector,
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
-		},
-	}
-	for _, m := range mutate {
-		m(svc)
-	}
-	return svc
+	return kit.MakeService(name, ns).Selector(selector).TCPPort("http", 80, 8080).Mutate(mutate...).Obj()
 }
 
 var nextPodIP atomic.Int64
