@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sort"
 	"sync/atomic"
 
@@ -291,20 +290,6 @@ func expectIPIn(g Gomega, svc *corev1.Service, cidr string) {
 	g.Expect(ips).NotTo(BeEmpty(), "Service %s/%s has no ClusterIP", svc.Namespace, svc.Name)
 	g.Expect(netip.MustParsePrefix(cidr).Contains(ips[0])).To(BeTrue(),
 		"ClusterIP %s of %s/%s is outside %s", ips[0], svc.Namespace, svc.Name, cidr)
-}
-
-// eventsFor lists the reasons and notes of the events.k8s.io Events regarding an object.
-func eventsFor(g Gomega, ctx context.Context, ns, kind, name string) []string {
-	var list corev1.EventList
-	g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
-	var out []string
-	for _, e := range list.Items {
-		if e.InvolvedObject.Kind == kind && e.InvolvedObject.Name == name {
-			out = append(out, e.Reason+": "+e.Message)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // expectManagerHealthy checks that the manager process is the one given and answers its probes.
