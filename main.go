@@ -72,12 +72,10 @@ type options struct {
 	kubeAPIBurst     int
 	clusterCIDRs     string
 	serviceCIDRs     string
-	minSyncPeriod    time.Duration
 	nodeAgent        nodeagent.Options
 	datapath         datapath.Config
 	ipam             ipam.Options
 	endpoints        endpoints.Options
-	maxSyncFailures  int
 	endpointsWorkers int
 	cleanup          bool
 	proxyName        string

@@ -58,9 +58,3 @@ func (q *quarantine) expire(now time.Time, free func(off uint64)) {
 		q.head = 0
 	}
 }
-
-// reset drops every quarantined offset.
-func (q *quarantine) reset() {
-	clear(q.until)
-	q.queue, q.head = q.queue[:0], 0
-}

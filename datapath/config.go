@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/knftables"
+
+	"github.com/kube-clusterip/kube-clusterip/proxysync"
 )
 
 // DefaultTableName is the name of the table the Proxier owns in each family.
@@ -104,26 +106,6 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// SyncResult describes one sync attempt of one family's table.
-type SyncResult struct {
-	Family corev1.IPFamily
-	// Full is true when the whole table was rewritten (first sync, period, outside
-	// change detected, or the previous attempt failed).
-	Full bool
-	// Reason says why a full sync ran ("initial", "period", "canary-missing",
-	// "previous-failure", "requested"); empty for partial syncs.
-	Reason     string
-	Duration   time.Duration
-	Operations int // nft operations in the transaction (0: nothing changed)
-	// StaleUDPFlowsDeleted counts conntrack entries removed after the sync (see UDPFrontends).
-	StaleUDPFlowsDeleted int
-	// ServicesUsingHints and ServicesIgnoringHints count, after a successful sync, the
-	// Services in the table whose topology hints steer their traffic on this node, and
-	// those whose hints this node cannot use (see HintUse).
-	ServicesUsingHints, ServicesIgnoringHints int
-	// Err is why the sync failed (the kernel kept the last good ruleset).
-	Err error
-	// ConntrackErr is why deleting stale UDP conntrack entries failed after a successful
-	// sync: logged and counted, not a failed sync.
-	ConntrackErr error
-}
+// SyncResult describes one sync attempt of one family's table (proxysync.Result, so that the
+// node agent reads it without importing this package).
+type SyncResult = proxysync.Result

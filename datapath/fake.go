@@ -111,7 +111,7 @@ func (n *failingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
 func (n *failingNFT) canaryPresent() bool {
 	n.RLock()
 	defer n.RUnlock()
-	return n.Fake.Table != nil && n.Fake.Table.Chains[canaryChain] != nil && len(n.Fake.Table.Chains[canaryChain].Rules) > 0
+	return n.Table != nil && n.Table.Chains[canaryChain] != nil && len(n.Table.Chains[canaryChain].Rules) > 0
 }
 
 // ConntrackRecorder is a ConntrackCleaner over a conntrack table of UDP flows (AddFlows

@@ -14,6 +14,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
+
+	"github.com/kube-clusterip/kube-clusterip/proxysync"
 )
 
 // Proxier keeps one nftables table per IP family in step with the Services and
@@ -63,17 +65,8 @@ func (fs *familyState) expiredLeftovers(now time.Time) bool {
 	return false
 }
 
-// Stats summarises sync attempts for metrics and health checks.
-type Stats struct {
-	LastAttempt             time.Time
-	LastSuccess             time.Time
-	LastError               error // nil after a successful sync
-	ConsecutiveFailures     int
-	FullSyncs, PartialSyncs uint64 // successful syncs, per kind, summed over families
-	FailedSyncs             uint64
-	LastFullSyncDuration    time.Duration
-	LastPartialSyncDuration time.Duration
-}
+// Stats summarises sync attempts for metrics and health checks (proxysync.Stats).
+type Stats = proxysync.Stats
 
 // New returns a Proxier for cfg. It does not touch the kernel: the first Sync writes
 // the tables.

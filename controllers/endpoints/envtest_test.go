@@ -16,21 +16,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var _ = Describe("Endpoints of a Service with a selector", func() {
 	var (
-		ctx     context.Context
+		ctx     = context.Background()
 		ns      string
-		backend map[string]string
-	)
-
-	BeforeEach(func() {
-		ctx = context.Background()
-		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		backend = map[string]string{"app": "backend"}
-	})
+	)
+	eachSpecInANewNamespace(&ns)
 
 	// publishBackend creates backend-service (80→8080) and n ready backend pods, and waits until
 	// both APIs publish all of them.
@@ -251,7 +247,7 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 			g.Expect(sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "backend-service", endpointrules.SliceControllerName))).To(BeEmpty())
 		}, "1s").Should(Succeed())
 
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{corev1.LabelTopologyZone: "zone-late"}}}
+		node := kit.MakeNode(nodeName).Zone("zone-late").Obj()
 		Expect(k8sClient.Create(ctx, node)).To(Succeed())
 		DeferCleanup(func() { Expect(k8sClient.Delete(ctx, node)).To(Succeed()) })
 
@@ -275,14 +271,10 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 
 var _ = Describe("Endpoints of a Service without a selector", func() {
 	var (
-		ctx context.Context
+		ctx = context.Background()
 		ns  string
 	)
-
-	BeforeEach(func() {
-		ctx = context.Background()
-		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
-	})
+	eachSpecInANewNamespace(&ns)
 
 	userEndpointsFor := func(name string, ips ...string) *corev1.Endpoints {
 		ep := &corev1.Endpoints{
@@ -379,21 +371,13 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 
 var _ = Describe("Services we leave alone", func() {
 	var (
-		ctx context.Context
+		ctx = context.Background()
 		ns  string
 	)
-
-	BeforeEach(func() {
-		ctx = context.Background()
-		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
-	})
+	eachSpecInANewNamespace(&ns)
 
 	It("publishes nothing for an ExternalName Service, even with a selector", func() {
-		svc := &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: "external-name", Namespace: ns},
-			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "db.example.com",
-				Selector: map[string]string{"app": "x"}},
-		}
+		svc := kit.MakeService("external-name", ns).ExternalName("db.example.com").Selector(map[string]string{"app": "x"}).Obj()
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		runPods(ctx, k8sClient, ns, "x", 1, map[string]string{"app": "x"})
 		Eventually(func() int64 { return writes.ServiceReads(ns) }).Should(BeNumerically(">", 0))

@@ -9,8 +9,6 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 // warnings returns the messages of the Service's Warning Events with the given reason.
@@ -28,14 +26,10 @@ func warnings(g Gomega, ctx context.Context, svc *corev1.Service, reason string)
 
 var _ = Describe("Warning Events for the most common mistakes", func() {
 	var (
-		ctx context.Context
+		ctx = context.Background()
 		ns  string
 	)
-
-	BeforeEach(func() {
-		ctx = context.Background()
-		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
-	})
+	eachSpecInANewNamespace(&ns)
 
 	It("names the closest near miss when the selector matches no pod, and clears it once fixed", func() {
 		svc := createService(ctx, k8sClient, ns, "backend-service", map[string]string{"app": "backend"},

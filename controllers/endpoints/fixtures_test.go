@@ -11,26 +11,19 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
 
 // Fixtures for the table tests: a Service and Pods in namespace "ns", built by options.
 
-type svcOption func(*corev1.Service)
+type svcOption = func(*corev1.Service)
 
 func service(opts ...svcOption) *corev1.Service {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", UID: "svc-uid"},
-		Spec: corev1.ServiceSpec{
-			Selector:   map[string]string{"app": "web"},
-			ClusterIP:  "10.96.0.10",
-			IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol},
-			Ports:      []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(8080)}},
-		},
-	}
-	for _, o := range opts {
-		o(svc)
-	}
-	return svc
+	return kit.MakeService("web", "ns").Selector(map[string]string{"app": "web"}).
+		Families(corev1.IPv4Protocol).TCPPort("http", 80, 8080).
+		Mutate(func(s *corev1.Service) { s.UID, s.Spec.ClusterIP = "svc-uid", "10.96.0.10" }).
+		Mutate(opts...).Obj()
 }
 
 func withPorts(ports ...corev1.ServicePort) svcOption {
@@ -115,11 +108,11 @@ func pods(ps ...*corev1.Pod) []*corev1.Pod { return ps }
 func nodes(zones map[string]string) map[string]*corev1.Node {
 	out := map[string]*corev1.Node{}
 	for name, zone := range zones {
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
+		n := kit.MakeNode(name)
 		if zone != "" {
-			n.Labels[corev1.LabelTopologyZone] = zone
+			n.Zone(zone)
 		}
-		out[name] = n
+		out[name] = n.Obj()
 	}
 	return out
 }

@@ -6,10 +6,10 @@ import (
 	"sort"
 	"sync/atomic"
 
+	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +23,11 @@ import (
 
 var nextPodIP atomic.Int64
 
+// eachSpecInANewNamespace points ns to a namespace of each spec's own.
+func eachSpecInANewNamespace(ns *string) {
+	BeforeEach(func(ctx SpecContext) { *ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil) })
+}
+
 type servicePortSpec struct {
 	name       string
 	port       int32
@@ -30,15 +35,13 @@ type servicePortSpec struct {
 }
 
 func createService(ctx context.Context, c client.Client, ns, name string, selector map[string]string, ports ...servicePortSpec) *corev1.Service {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec:       corev1.ServiceSpec{Selector: selector},
-	}
+	svc := kit.MakeService(name, ns).Selector(selector)
 	for _, p := range ports {
-		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: p.name, Port: p.port, TargetPort: p.targetPort, Protocol: corev1.ProtocolTCP})
+		svc.Port(corev1.ServicePort{Name: p.name, Port: p.port, TargetPort: p.targetPort, Protocol: corev1.ProtocolTCP})
 	}
-	Expect(c.Create(ctx, svc)).To(Succeed())
-	return svc
+	created := svc.Obj()
+	Expect(c.Create(ctx, created)).To(Succeed())
+	return created
 }
 
 // createPod creates a pod on node, as a Deployment's replica would be once scheduled.

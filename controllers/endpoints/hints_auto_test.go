@@ -9,29 +9,22 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
 
 // worker is a Ready node in zone with cpu allocatable (e.g. "4").
 func worker(name, zone, cpu string, mutate ...func(*corev1.Node)) *corev1.Node {
-	n := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}},
-		Status: corev1.NodeStatus{
-			Allocatable: corev1.ResourceList{},
-			Conditions:  []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}},
-		},
-	}
+	n := kit.MakeNode(name).Ready(true).Mutate(func(n *corev1.Node) {
+		n.Labels, n.Status.Allocatable = map[string]string{}, corev1.ResourceList{}
+	})
 	if zone != "" {
-		n.Labels[corev1.LabelTopologyZone] = zone
+		n.Zone(zone)
 	}
 	if cpu != "" {
-		n.Status.Allocatable[corev1.ResourceCPU] = resource.MustParse(cpu)
+		n.AllocatableCPU(cpu)
 	}
-	for _, m := range mutate {
-		m(n)
-	}
-	return n
+	return n.Mutate(mutate...).Obj()
 }
 
 func controlPlane(n *corev1.Node) { n.Labels["node-role.kubernetes.io/control-plane"] = "" }

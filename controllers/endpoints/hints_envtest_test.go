@@ -9,27 +9,22 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 var _ = Describe("Topology hints of a Service with trafficDistribution", func() {
 	var (
-		ctx     context.Context
+		ctx     = context.Background()
 		ns      string
-		backend map[string]string
-	)
-
-	BeforeEach(func() {
-		ctx = context.Background()
-		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		backend = map[string]string{"app": "backend"}
-	})
+	)
+	eachSpecInANewNamespace(&ns)
 
 	hintsByIP := func(g Gomega, service string) map[string]string { return hintsByIPIn(g, ctx, ns, service) }
 	setTrafficDistribution := func(name string, value *string) {
@@ -67,14 +62,11 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 
 	It("hints for the node as well under PreferSameNode, and follows a node that moves zone", func() {
 		nodeName := "moving-" + ns
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{corev1.LabelTopologyZone: "zone-x"}}}
+		node := kit.MakeNode(nodeName).Zone("zone-x").Obj()
 		Expect(k8sClient.Create(ctx, node)).To(Succeed())
 		DeferCleanup(func() { Expect(k8sClient.Delete(ctx, node)).To(Succeed()) })
-		svc := &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: "local-first", Namespace: ns},
-			Spec: corev1.ServiceSpec{Selector: backend, TrafficDistribution: ptr.To(corev1.ServiceTrafficDistributionPreferSameNode),
-				Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
-		}
+		svc := kit.MakeService("local-first", ns).Selector(backend).
+			TrafficDistribution(corev1.ServiceTrafficDistributionPreferSameNode).TCPPort("", 80, 8080).Obj()
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		pod := createPod(ctx, k8sClient, ns, "on-moving-node", nodeName, backend)
 		testenv.SetPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
@@ -96,28 +88,19 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 
 var _ = Describe("Topology aware hints of a Service with topology-mode Auto", func() {
 	var (
-		ctx     context.Context
+		ctx     = context.Background()
 		ns      string
-		backend map[string]string
-	)
-
-	BeforeEach(func() {
-		ctx = context.Background()
-		ns = testenv.NewNamespace(ctx, k8sClient, "endpoints", nil)
 		backend = map[string]string{"app": "backend"}
-	})
+	)
+	eachSpecInANewNamespace(&ns)
 
 	// setNodeStatus marks a suite node Ready (or not) with 4 CPUs allocatable.
 	setNodeStatus := func(name string, ready bool) {
-		status := corev1.ConditionFalse
-		if ready {
-			status = corev1.ConditionTrue
-		}
 		Eventually(func(g Gomega) {
 			node := &corev1.Node{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, node)).To(Succeed())
 			node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4")}
-			node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status}}
+			node.Status.Conditions = []corev1.NodeCondition{kit.NodeReadyCondition(ready)}
 			g.Expect(k8sClient.Status().Update(ctx, node)).To(Succeed())
 		}).Should(Succeed())
 	}
@@ -138,11 +121,8 @@ var _ = Describe("Topology aware hints of a Service with topology-mode Auto", fu
 		setNodeStatus("node-b", true)
 		DeferCleanup(func() { setNodeStatus("node-a", false); setNodeStatus("node-b", false) })
 
-		svc := &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: "auto", Namespace: ns, Annotations: map[string]string{corev1.AnnotationTopologyMode: "Auto"}},
-			Spec: corev1.ServiceSpec{Selector: backend, TrafficDistribution: ptr.To(corev1.ServiceTrafficDistributionPreferSameNode),
-				Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
-		}
+		svc := kit.MakeService("auto", ns).Annotations(map[string]string{corev1.AnnotationTopologyMode: "Auto"}).Selector(backend).
+			TrafficDistribution(corev1.ServiceTrafficDistributionPreferSameNode).TCPPort("", 80, 8080).Obj()
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		pods := runPods(ctx, k8sClient, ns, "backend", 4, backend) // two on node-a (zone-a), two on node-b (zone-b)
 		zoneHints, noHints := map[string]string{}, map[string]string{}

@@ -12,7 +12,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -25,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
@@ -35,8 +35,7 @@ var (
 	testEnv   *envtest.Environment
 	k8sClient client.Client // direct: reads never come from the manager's cache
 	writes    *writeCounter
-	stopMgr   context.CancelFunc
-	mgrDone   chan error
+	running   *testenv.Manager
 )
 
 func TestEnvtest(t *testing.T) {
@@ -52,29 +51,22 @@ var _ = BeforeSuite(func() {
 	cfg, k8sClient = testenv.Start(testEnv, clientgoscheme.Scheme)
 
 	writes = newWriteCounter()
-	var mgrCtx context.Context
-	mgrCtx, stopMgr = context.WithCancel(context.Background())
-	mgrDone = startManager(mgrCtx, cfg, writes, Options{BatchPeriod: suiteBatchPeriod})
+	running = startManager(cfg, writes, Options{BatchPeriod: suiteBatchPeriod})
 
 	for node, zone := range map[string]string{"node-a": "zone-a", "node-b": "zone-b"} {
-		Expect(k8sClient.Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-			Name: node, Labels: map[string]string{corev1.LabelTopologyZone: zone}}})).To(Succeed())
+		Expect(k8sClient.Create(context.Background(), kit.MakeNode(node).Zone(zone).Obj())).To(Succeed())
 	}
 })
 
 var _ = AfterSuite(func() {
-	if stopMgr != nil {
-		stopMgr()
-		Eventually(mgrDone).Should(Receive(Not(HaveOccurred())))
-	}
+	running.Stop()
 	if testEnv != nil {
 		Expect(testEnv.Stop()).To(Succeed())
 	}
 })
 
-// startManager runs a manager with our controllers whose clients count writes; the returned
-// channel yields mgr.Start's result once it has returned.
-func startManager(ctx context.Context, cfg *rest.Config, counter *writeCounter, opts Options) chan error {
+// startManager runs a manager with our controllers whose clients count writes.
+func startManager(cfg *rest.Config, counter *writeCounter, opts Options) *testenv.Manager {
 	countingClient := func(config *rest.Config, options client.Options) (client.Client, error) {
 		c, err := client.NewWithWatch(config, options)
 		if err != nil {
@@ -94,12 +86,7 @@ func startManager(ctx context.Context, cfg *rest.Config, counter *writeCounter, 
 	Expect(err).NotTo(HaveOccurred())
 	opts.NewWriterClient = countingClient // every writer's writes
 	Expect(SetupWithManager(mgr, opts)).To(Succeed())
-	done := make(chan error, 1)
-	go func() {
-		defer GinkgoRecover()
-		done <- mgr.Start(ctx)
-	}()
-	return done
+	return testenv.StartManager(mgr)
 }
 
 // writeCounter counts the API writes our controllers make, by namespace and kind, and the Service

@@ -2,13 +2,11 @@ package ipam
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -23,11 +21,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
@@ -61,10 +59,7 @@ func benchmarkAdmission(b *testing.B, replicas int) {
 	env := testenv.New()
 	env.ControlPlane.GetAPIServer().Out, env.ControlPlane.GetAPIServer().Err = io.Discard, io.Discard
 	env.ControlPlane.Etcd.Out, env.ControlPlane.Etcd.Err = io.Discard, io.Discard
-	env.CRDDirectoryPaths = []string{testenv.CRDDirectory()}
-	env.WebhookInstallOptions = envtest.WebhookInstallOptions{
-		Paths: []string{filepath.Join(filepath.Dir(filepath.Dir(testenv.CRDDirectory())), "webhook")},
-	}
+	testenv.WithWebhooks(env)
 	cfg, err := env.Start()
 	if err != nil {
 		b.Fatalf("start control plane: %v", err)
@@ -189,16 +184,7 @@ func awaitWebhook(registry *Registry, addr string) error {
 	case <-time.After(time.Until(deadline)):
 		return fmt.Errorf("ClusterIP pools not ready after a minute")
 	}
-	for {
-		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a local test server
-		if err == nil {
-			return conn.Close()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("webhook server at %s: %w", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return controlplane.AwaitTLS(addr, time.Until(deadline))
 }
 
 // createConcurrently creates admissionServices one-port Services in ns from admissionClients

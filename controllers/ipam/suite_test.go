@@ -2,11 +2,7 @@ package ipam
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"net"
-	"path/filepath"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,9 +21,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
@@ -56,74 +52,47 @@ var _ = BeforeSuite(func() {
 	testenv.ControllerSuiteDefaults()
 
 	testEnv = testenv.New()
-	testEnv.CRDDirectoryPaths = []string{testenv.CRDDirectory()}
-	testEnv.WebhookInstallOptions = envtest.WebhookInstallOptions{
-		Paths: []string{filepath.Join(filepath.Dir(filepath.Dir(testenv.CRDDirectory())), "webhook")},
-	}
-	var err error
-	restCfg, err = testEnv.Start()
-	Expect(err).NotTo(HaveOccurred())
-	k8sClient, err = client.New(restCfg, client.Options{Scheme: scheme})
-	Expect(err).NotTo(HaveOccurred())
+	testenv.WithWebhooks(testEnv)
+	restCfg, k8sClient = testenv.Start(testEnv, scheme)
 	running = startManager(suiteOptions)
 })
 
 var _ = AfterSuite(func() {
 	if running != nil {
-		running.stop()
+		running.Stop()
 	}
 	if testEnv != nil {
 		Expect(testEnv.Stop()).To(Succeed())
 	}
 })
 
-// runningManager is a started manager with our setup; stop waits for mgr.Start to return.
+// runningManager is a started manager with our setup; Stop waits for mgr.Start to return.
 type runningManager struct {
+	*testenv.Manager
 	registry *Registry
-	cancel   context.CancelFunc
-	done     chan error
 }
 
 // startManager starts a manager with ClusterIP assignment and waits until its webhooks answer.
 func startManager(opts Options) *runningManager {
-	wio := &testEnv.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
-		Scheme:     scheme,
-		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}, // one manager after another
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir}),
+		Scheme:        scheme,
+		Metrics:       metricsserver.Options{BindAddress: "0"},
+		Controller:    config.Controller{SkipNameValidation: ptr.To(true)}, // one manager after another
+		WebhookServer: testenv.WebhookServer(testEnv),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	registry, err := setup(mgr, opts)
 	Expect(err).NotTo(HaveOccurred())
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &runningManager{registry: registry, cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		defer GinkgoRecover()
-		m.done <- mgr.Start(ctx)
-	}()
+	m := &runningManager{Manager: testenv.StartManager(mgr), registry: registry}
 	Eventually(registry.Ready()).Should(BeClosed())
-	addr := net.JoinHostPort(wio.LocalServingHost, strconv.Itoa(wio.LocalServingPort))
-	Eventually(func() error {
-		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a local test server
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	}).Should(Succeed())
+	testenv.WaitForWebhookServer(testEnv)
 	return m
-}
-
-func (m *runningManager) stop() {
-	m.cancel()
-	Eventually(m.done).Should(Receive(Not(HaveOccurred())))
 }
 
 // restartManager stops the running manager, runs between (e.g. changes made while it is down),
 // and starts a new one on the same control plane.
 func restartManager(between func()) {
-	running.stop()
+	running.Stop()
 	if between != nil {
 		between()
 	}
@@ -168,14 +137,7 @@ func createPool(cidrs []string, selector map[string]string, reserved ...string) 
 
 // newService returns a ClusterIP Service with one port; mutate adjusts it before creation.
 func newService(ns, name string, mutate ...func(*corev1.Service)) *corev1.Service {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
-	}
-	for _, m := range mutate {
-		m(svc)
-	}
-	return svc
+	return kit.MakeService(name, ns).Port(corev1.ServicePort{Name: "http", Port: 80}).Mutate(mutate...).Obj()
 }
 
 func withClusterIP(ip string) func(*corev1.Service) {

@@ -1,6 +1,7 @@
 // Package nodeagent runs the datapath on a node: it records every Service and its
-// EndpointSlices in a datapath.Proxier as they change, and applies the changes to nftables
-// in batches no closer together than a minimum sync period.
+// EndpointSlices in the node's Datapath (datapath.Proxier, wired by main.go) as they change, and
+// applies the changes in batches no closer together than a minimum sync period. It does not
+// import the kernel-facing datapath package: a control loop depends on the Datapath interface.
 package nodeagent
 
 import (
@@ -28,7 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/kube-clusterip/kube-clusterip/datapath"
+	"github.com/kube-clusterip/kube-clusterip/proxysync"
 )
 
 // Options tune the agent.
@@ -40,10 +41,31 @@ type Options struct {
 	MaxConsecutiveFailures int
 }
 
+// Datapath is what the agent needs of the node's datapath (datapath.Proxier is one): it records
+// each Service with its EndpointSlices, programs them all at once or the changes since the last
+// sync, follows the node's zone, and reports how its syncs go.
+type Datapath interface {
+	// Update records a Service (nil: deleted) and its slices for the next Apply.
+	Update(key types.NamespacedName, svc *corev1.Service, slices []*discoveryv1.EndpointSlice)
+	// Sync programs exactly services and slices, replacing all recorded before.
+	Sync(ctx context.Context, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) error
+	// Apply programs the changes recorded since the last sync.
+	Apply(ctx context.Context) error
+	// Run does the datapath's own maintenance (periodic full syncs, retries) until ctx ends.
+	Run(ctx context.Context)
+	// SetZone sets the node's zone for topology hints; true when it changed.
+	SetZone(zone string) bool
+	// SetServiceCIDRs sets the ranges whose unallocated addresses are dropped; true when they
+	// changed.
+	SetServiceCIDRs(cidrs []string) bool
+	// Stats summarises the sync attempts so far.
+	Stats() proxysync.Stats
+}
+
 // Agent is the reconciler that keeps the node's nftables in step with the cluster.
 type Agent struct {
 	Client  client.Client
-	Proxier *datapath.Proxier
+	Proxier Datapath
 	Options Options
 	// NodeName is the node the agent runs on. Its Node's label topology.kubernetes.io/zone
 	// is the zone whose endpoints topology hints prefer; it is watched and followed, and so
@@ -368,7 +390,7 @@ func (a *Agent) Ready(_ *http.Request) error {
 // leader election.
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	if a.Proxier == nil {
-		return errors.New("node agent needs a datapath.Proxier")
+		return errors.New("node agent needs a Datapath (a datapath.Proxier)")
 	}
 	a.synced = make(chan struct{})
 	a.pending = make(chan struct{}, 1)

@@ -10,36 +10,24 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
 func backendService(ns string) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "backend-service", Namespace: ns},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "backend"},
-			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
-		},
-	}
+	return kit.MakeService("backend-service", ns).Selector(map[string]string{"app": "backend"}).TCPPort("", 80, 8080).Obj()
 }
 
 func readySlice(ns, service string, ips ...string) *discoveryv1.EndpointSlice {
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: service + "-", Namespace: ns,
-			Labels: map[string]string{discoveryv1.LabelServiceName: service}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP), Name: ptr.To("")}},
-	}
+	slice := kit.MakeEndpointSlice("", ns).GenerateName(service+"-").Service(service).TCPPort("", 8080)
 	for _, ip := range ips {
-		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true)}})
+		slice.Endpoints(kit.ReadyEndpoint(ip))
 	}
-	return slice
+	return slice.Obj()
 }
 
 var _ = Describe("the node agent", func() {
@@ -93,7 +81,7 @@ var _ = Describe("the node agent", func() {
 		// No Node object yet: no zone, so the hints cannot be used and both endpoints serve.
 		Eventually(nft.Dump).Should(And(ContainSubstring("10.244.3.10"), ContainSubstring("10.244.4.10")))
 
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{corev1.LabelTopologyZone: "zone-a"}}}
+		node := kit.MakeNode("node-a").Zone("zone-a").Obj()
 		Expect(k8sClient.Create(ctx, node)).To(Succeed())
 		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, node)).To(Succeed()) })
 		Eventually(nft.Dump).ShouldNot(ContainSubstring("10.244.4.10"))
@@ -106,7 +94,7 @@ var _ = Describe("the node agent", func() {
 		Expect(nft.Dump()).To(ContainSubstring("10.244.4.10"))
 
 		// The agent caches its own Node only (OwnNodeCache), not every Node of the cluster.
-		other := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-other", Labels: map[string]string{corev1.LabelTopologyZone: "zone-b"}}}
+		other := kit.MakeNode("node-other").Zone("zone-b").Obj()
 		Expect(k8sClient.Create(ctx, other)).To(Succeed())
 		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, other)).To(Succeed()) })
 		cached := func(name string) error {

@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/kube-clusterip/kube-clusterip/datapath"
+	"github.com/kube-clusterip/kube-clusterip/proxysync"
 )
 
 // The sync metrics carry kube-proxy's names and labels (ip_family), so that dashboards and
@@ -76,7 +76,7 @@ func init() {
 }
 
 // RecordSync exports one sync attempt; pass it as datapath.Config.OnSync.
-func RecordSync(result datapath.SyncResult) {
+func RecordSync(result proxysync.Result) {
 	family := string(result.Family)
 	if result.ConntrackErr != nil {
 		conntrackFailures.WithLabelValues(family).Inc()

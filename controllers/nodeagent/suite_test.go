@@ -1,7 +1,6 @@
 package nodeagent_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -34,8 +33,7 @@ var (
 	fakeNode    *datapath.Fake  // the Proxier, on knftables Fakes
 	nft         *knftables.Fake // its IPv4 table
 	agent       *nodeagent.Agent
-	cancel      context.CancelFunc
-	done        = make(chan struct{})
+	running     *testenv.Manager
 )
 
 func TestNodeAgent(t *testing.T) {
@@ -68,20 +66,11 @@ var _ = BeforeSuite(func() {
 		Health: health, ServiceHealth: &nodeagent.ServiceHealthServers{Addresses: []string{"127.0.0.1"}, ProxyHealthy: health.Healthy},
 		FallbackServiceCIDRs: []string{"10.96.0.0/12"}}
 	Expect(agent.SetupWithManager(mgr)).To(Succeed())
-	var ctx context.Context
-	ctx, cancel = context.WithCancel(context.Background())
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		Expect(mgr.Start(ctx)).To(Succeed())
-	}()
+	running = testenv.StartManager(mgr)
 })
 
 var _ = AfterSuite(func() {
-	if cancel != nil {
-		cancel()
-		<-done
-	}
+	running.Stop()
 	if env != nil {
 		Expect(env.Stop()).To(Succeed())
 	}

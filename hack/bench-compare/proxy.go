@@ -20,13 +20,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/test/published"
+
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
 
 const (
@@ -52,8 +52,9 @@ func runKubeProxy(ctx context.Context, o options, services, changes int, kind co
 		return nil, err
 	}
 	logf("kube-proxy: creating %d Services x 10 endpoints", services)
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: proxyNodeName},
-		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeIP}}}}
+	node := kit.MakeNode(proxyNodeName).Mutate(func(n *corev1.Node) {
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeIP}}
+	}).Obj()
 	if err := c.Create(ctx, node); err != nil {
 		return nil, err
 	}
@@ -137,37 +138,23 @@ func proxyService(i, perService int, kind corev1.ServiceType) (*corev1.Service, 
 	// 10.96.0.1 for the Service "kubernetes", hence the offset.
 	a := i + 2
 	ip := fmt.Sprintf("10.%d.%d.%d", 96+a/65536, (a/256)%256, a%256)
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ip, ClusterIPs: []string{ip},
-			Selector: map[string]string{"app": name},
-			Ports:    []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}}},
-	}
+	svc := kit.MakeService(name, "default").ClusterIP(ip).Selector(map[string]string{"app": name}).TCPPort("http", 80, 8080).Obj()
 	if kind == corev1.ServiceTypeNodePort {
 		svc.Spec.Type, svc.Spec.Ports[0].NodePort = kind, int32(20000+i)
 		if i%2 == 1 {
 			svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 		}
 	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name + "-1",
-			Labels: map[string]string{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: "bench-compare"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To[int32](8080)}},
-	}
+	slice := kit.MakeEndpointSlice(name+"-1", "default").Service(name).ManagedBy("bench-compare").TCPPort("http", 8080)
 	for j := range perService {
 		k := i*perService + j
 		node := fmt.Sprintf("node-%d", k%50) // one endpoint in 50 is on this node ("node-a")
 		if k%50 == 0 {
 			node = proxyNodeName
 		}
-		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{fmt.Sprintf("10.%d.%d.%d", 128+k/65536, (k/256)%256, k%256)},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
-			NodeName:   ptr.To(node),
-		})
+		slice.Endpoints(kit.OnNode(kit.ReadyEndpoint(fmt.Sprintf("10.%d.%d.%d", 128+k/65536, (k/256)%256, k%256)), node))
 	}
-	return svc, slice
+	return svc, slice.Obj()
 }
 
 // histogram is the IPv4 series of one kube-proxy histogram.

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/kube-clusterip/kube-clusterip/diagnose"
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
 
 // kubelet plays the kubelet of the demo node, only as far as Services care: for each Pod bound
@@ -44,10 +45,7 @@ func newKubelet(client kubernetes.Interface, workDir string) *kubelet {
 // registerNode creates the Node object, as a kubelet does when it joins the cluster; the
 // endpoints controllers wait for a Pod's Node before they publish its address.
 func (k *kubelet) registerNode(ctx context.Context) error {
-	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{"kubernetes.io/hostname": nodeName}},
-		Spec:       corev1.NodeSpec{PodCIDR: "10.244.0.0/24", PodCIDRs: []string{"10.244.0.0/24"}},
-	}
+	node := kit.MakeNode(nodeName).Label(corev1.LabelHostname, nodeName).PodCIDRs("10.244.0.0/24").Obj()
 	created, err := k.client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("register node %s: %w", nodeName, err)

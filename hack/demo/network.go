@@ -17,6 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kube-clusterip/kube-clusterip/test/netnstest"
+
+	"github.com/kube-clusterip/kube-clusterip/test/podhttp"
 )
 
 // Addresses of the demo's network: the node is the demo's own network namespace.
@@ -156,12 +158,7 @@ func (s *sandbox) serveHTTP(port int, answer string) error {
 	if err != nil {
 		return err
 	}
-	server := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			fmt.Fprintln(w, answer)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
+	server := &http.Server{Handler: podhttp.Answer(answer), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = server.Serve(l) }()
 	return nil
 }
@@ -200,28 +197,11 @@ func (s *sandbox) dial(ctx context.Context, network, address string) (net.Conn, 
 // get sends one HTTP request from the namespace on a new connection (no keep-alive: the
 // datapath picks an endpoint per connection) and returns the trimmed answer.
 func (s *sandbox) get(ctx context.Context, url string) (string, error) {
-	return get(ctx, url, s.dial)
+	return podhttp.Get(ctx, url, s.dial, requestTimeout)
 }
 
-// get fetches url on a new connection opened by dial (nil: the process's own network) and
-// returns the trimmed body.
-func get(ctx context.Context, url string, dial func(ctx context.Context, network, address string) (net.Conn, error)) (string, error) {
-	client := &http.Client{
-		Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true},
-		Timeout:   3 * time.Second,
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return strings.TrimSpace(string(body)), err
-}
+// requestTimeout bounds each of the demo's HTTP requests.
+const requestTimeout = 3 * time.Second
 
 // readGreeting connects to address from the namespace and returns the first line it is sent.
 func (s *sandbox) readGreeting(ctx context.Context, address string) (string, error) {

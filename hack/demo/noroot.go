@@ -7,9 +7,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube-clusterip/kube-clusterip/datapath"
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
 
 // printRulesetWithoutRoot is the demo without root: no namespaces can be created, so it shows
@@ -59,20 +59,9 @@ func exampleServicesAndSlices() ([]*corev1.Service, []*discoveryv1.EndpointSlice
 }
 
 func exampleSlice(svc *corev1.Service, ips []string, port int32) *discoveryv1.EndpointSlice {
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: svc.Name + "-example", Namespace: svc.Namespace,
-			Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: new(svc.Spec.Ports[0].Name), Port: new(port), Protocol: new(corev1.ProtocolTCP)}},
-	}
+	slice := kit.MakeEndpointSlice(svc.Name+"-example", svc.Namespace).Service(svc.Name).TCPPort(svc.Spec.Ports[0].Name, port)
 	for _, ip := range ips {
-		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{ip},
-			Conditions: discoveryv1.EndpointConditions{Ready: new(true), Serving: new(true), Terminating: new(false)},
-			NodeName:   new(nodeName),
-		})
+		slice.Endpoints(kit.OnNode(kit.ReadyEndpoint(ip), nodeName))
 	}
-	return slice
+	return slice.Obj()
 }

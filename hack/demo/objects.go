@@ -4,6 +4,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
 
 // The demo's objects: those of config/samples/services.yaml that carry traffic here, plus the
@@ -20,31 +22,19 @@ var backendPodNames = []string{"backend-1", "backend-2", "backend-3"}
 
 // backendService is port 80 to the pods' 8080 over the pods labelled app=backend.
 func backendService() *corev1.Service {
-	return simpleService(metav1.NamespaceDefault, "backend-service", backendLabel)
+	return simpleService(metav1.NamespaceDefault, "backend-service", backendLabel).Obj()
 }
 
 // stickyService selects the same pods with ClientIP affinity: a client keeps its pod.
 func stickyService() *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "sticky-service", Namespace: metav1.NamespaceDefault},
-		Spec: corev1.ServiceSpec{
-			Selector:              map[string]string{"app": backendLabel},
-			SessionAffinity:       corev1.ServiceAffinityClientIP,
-			SessionAffinityConfig: &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: new(int32(3600))}},
-			Ports:                 []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(backendPort), Protocol: corev1.ProtocolTCP}},
-		},
-	}
+	return kit.MakeService("sticky-service", metav1.NamespaceDefault).Selector(map[string]string{"app": backendLabel}).
+		ClientIPAffinity(3600).TCPPort("", 80, backendPort).Obj()
 }
 
 // externalDatabaseService has no selector: its Endpoints are written by the user and mirrored
 // into an EndpointSlice.
 func externalDatabaseService() *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "external-database", Namespace: metav1.NamespaceDefault},
-		Spec: corev1.ServiceSpec{
-			Ports: []corev1.ServicePort{{Port: databasePort, TargetPort: intstr.FromInt32(databasePort), Protocol: corev1.ProtocolTCP}},
-		},
-	}
+	return kit.MakeService("external-database", metav1.NamespaceDefault).TCPPort("", databasePort, databasePort).Obj()
 }
 
 // externalDatabaseEndpoints points the Service at the demo's "database" namespace, outside
@@ -102,17 +92,10 @@ var multiPortPorts = []struct {
 
 // kubeDNSService is kubeadm's kube-dns Service: DNS over UDP and TCP at 10.96.0.10.
 func kubeDNSService() *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: metav1.NamespaceSystem, Labels: map[string]string{"k8s-app": kubeDNSLabel}},
-		Spec: corev1.ServiceSpec{
-			ClusterIP: clusterDNSIP,
-			Selector:  map[string]string{"k8s-app": kubeDNSLabel},
-			Ports: []corev1.ServicePort{
-				{Name: "dns", Port: 53, TargetPort: intstr.FromInt32(53), Protocol: corev1.ProtocolUDP},
-				{Name: "dns-tcp", Port: 53, TargetPort: intstr.FromInt32(53), Protocol: corev1.ProtocolTCP},
-			},
-		},
-	}
+	return kit.MakeService("kube-dns", metav1.NamespaceSystem).Labels(map[string]string{"k8s-app": kubeDNSLabel}).
+		ClusterIP(clusterDNSIP).Selector(map[string]string{"k8s-app": kubeDNSLabel}).
+		Port(corev1.ServicePort{Name: "dns", Port: 53, TargetPort: intstr.FromInt32(53), Protocol: corev1.ProtocolUDP}).
+		TCPPort("dns-tcp", 53, 53).Obj()
 }
 
 // coreDNSPod is the pod of the CoreDNS process the demo runs on the node.
@@ -129,14 +112,11 @@ func coreDNSPod() *corev1.Pod {
 
 // multiPortService has three named ports to one pod's three ports.
 func multiPortService() *corev1.Service {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "multi-port-service", Namespace: metav1.NamespaceDefault},
-		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "multi"}},
-	}
+	svc := kit.MakeService("multi-port-service", metav1.NamespaceDefault).Selector(map[string]string{"app": "multi"})
 	for _, p := range multiPortPorts {
-		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: p.name, Port: p.port, TargetPort: intstr.FromString(p.name), Protocol: corev1.ProtocolTCP})
+		svc.Port(corev1.ServicePort{Name: p.name, Port: p.port, TargetPort: intstr.FromString(p.name), Protocol: corev1.ProtocolTCP})
 	}
-	return svc
+	return svc.Obj()
 }
 
 func multiPortPod() *corev1.Pod {
@@ -149,7 +129,7 @@ func multiPortPod() *corev1.Pod {
 
 // frontendService is the seeds' frontend: port 80 to a pod whose server calls backend-service.
 func frontendService() *corev1.Service {
-	return simpleService(metav1.NamespaceDefault, "frontend-service", "frontend")
+	return simpleService(metav1.NamespaceDefault, "frontend-service", "frontend").Obj()
 }
 
 func frontendPod() *corev1.Pod {
@@ -160,14 +140,12 @@ func frontendPod() *corev1.Pod {
 
 // headlessService selects the backend pods without a ClusterIP: its name resolves to their IPs.
 func headlessService() *corev1.Service {
-	svc := simpleService(metav1.NamespaceDefault, "headless-service", backendLabel)
-	svc.Spec.ClusterIP = corev1.ClusterIPNone
-	return svc
+	return simpleService(metav1.NamespaceDefault, "headless-service", backendLabel).Headless().Obj()
 }
 
 // inventoryService lives in another namespace: reachable by its FQDN, not by its short name.
 func inventoryService() *corev1.Service {
-	return simpleService(otherNamespace, "inventory-service", "inventory")
+	return simpleService(otherNamespace, "inventory-service", "inventory").Obj()
 }
 
 func inventoryPod() *corev1.Pod {
@@ -177,12 +155,6 @@ func inventoryPod() *corev1.Pod {
 }
 
 // simpleService is port 80 (http) to the pods' 8080 over the pods labelled app.
-func simpleService(namespace, name, app string) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": app},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(backendPort), Protocol: corev1.ProtocolTCP}},
-		},
-	}
+func simpleService(namespace, name, app string) *kit.ServiceWrapper {
+	return kit.MakeService(name, namespace).Selector(map[string]string{"app": app}).TCPPort("http", 80, backendPort)
 }

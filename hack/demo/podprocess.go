@@ -19,6 +19,8 @@ import (
 
 	"github.com/kube-clusterip/kube-clusterip/diagnose"
 	"github.com/kube-clusterip/kube-clusterip/test/netnstest"
+
+	"github.com/kube-clusterip/kube-clusterip/test/podhttp"
 )
 
 // podProcessEnv carries a podProcess to the demo binary re-executed inside a pod.
@@ -153,7 +155,7 @@ func fetch(u string) podResult {
 		}
 		r.Addresses = diagnose.SortAddresses(addrs)
 	}
-	r.Answer, err = get(ctx, r.Expanded, nil)
+	r.Answer, err = podhttp.Get(ctx, r.Expanded, nil, requestTimeout)
 	r.Error = errorText(err)
 	return r
 }
@@ -168,7 +170,7 @@ func serveProxy(p podProcess) error {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 			defer cancel()
-			answer, err := get(ctx, p.ProxyTo, nil)
+			answer, err := podhttp.Get(ctx, p.ProxyTo, nil, requestTimeout)
 			if err != nil {
 				http.Error(w, fmt.Sprintf("%s -> %s: %v", p.Answer, p.ProxyTo, err), http.StatusBadGateway)
 				return

@@ -12,8 +12,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/test/kit"
@@ -145,13 +143,7 @@ func addresses(g Gomega, name string, qtype uint16) []string {
 func compareIPs(a, b net.IP) int { return slices.Compare(a.To16(), b.To16()) }
 
 func clusterIPService(ns, name string) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": name},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
-		},
-	}
+	return kit.MakeService(name, ns).Selector(map[string]string{"app": name}).TCPPort("http", 80, 8080).Obj()
 }
 
 // headlessService is a Service without ClusterIP over the pods labelled app.

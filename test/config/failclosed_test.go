@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
 
 var _ = Describe("the fail-closed install (config/webhook-fail-closed)", Ordered, func() {
@@ -87,8 +89,5 @@ var _ = Describe("the fail-closed install (config/webhook-fail-closed)", Ordered
 })
 
 func service(ns, name string) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
-	}
+	return kit.MakeService(name, ns).Port(corev1.ServicePort{Port: 80}).Obj()
 }

@@ -5,9 +5,11 @@
 package controlplane
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -41,4 +43,20 @@ func WriteAdminKubeconfig(env *envtest.Environment, user, path string) (*rest.Co
 		return nil, fmt.Errorf("kubeconfig of user %s: %w", user, err)
 	}
 	return admin.Config(), os.WriteFile(path, data, 0o600)
+}
+
+// AwaitTLS waits until a TLS server accepts connections at addr (a webhook server that has
+// loaded its certificate), polling until timeout.
+func AwaitTLS(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a local test server, no secret crosses it
+		if err == nil {
+			return conn.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("TLS server at %s not answering after %s: %w", addr, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

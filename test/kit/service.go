@@ -78,3 +78,34 @@ func (w *ServiceWrapper) Mutate(edits ...func(*corev1.Service)) *ServiceWrapper 
 	apply(&w.svc, edits)
 	return w
 }
+
+// IPFamilyPolicy sets spec.ipFamilyPolicy.
+func (w *ServiceWrapper) IPFamilyPolicy(policy corev1.IPFamilyPolicy) *ServiceWrapper {
+	w.svc.Spec.IPFamilyPolicy = &policy
+	return w
+}
+
+// ExternalName makes it an ExternalName Service that resolves to name.
+func (w *ServiceWrapper) ExternalName(name string) *ServiceWrapper {
+	w.svc.Spec.Type, w.svc.Spec.ExternalName = corev1.ServiceTypeExternalName, name
+	return w
+}
+
+// ClientIPAffinity sets ClientIP session affinity with its timeout.
+func (w *ServiceWrapper) ClientIPAffinity(timeoutSeconds int32) *ServiceWrapper {
+	w.svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+	w.svc.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: &timeoutSeconds}}
+	return w
+}
+
+// TrafficDistribution sets spec.trafficDistribution.
+func (w *ServiceWrapper) TrafficDistribution(value string) *ServiceWrapper {
+	w.svc.Spec.TrafficDistribution = &value
+	return w
+}
+
+// Annotations sets the Service's annotations.
+func (w *ServiceWrapper) Annotations(annotations map[string]string) *ServiceWrapper {
+	w.svc.Annotations = annotations
+	return w
+}

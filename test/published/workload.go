@@ -11,10 +11,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 )
 
 const (
@@ -106,7 +107,7 @@ func (w Workload) createFixtures(ctx context.Context, c client.Client) ([]*corev
 		return nil, err
 	}
 	for node, zone := range map[string]string{"node-a": "zone-a", "node-b": "zone-b"} {
-		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{corev1.LabelTopologyZone: zone}}}); err != nil {
+		if err := c.Create(ctx, kit.MakeNode(node).Zone(zone).Obj()); err != nil {
 			return nil, err
 		}
 	}
@@ -117,11 +118,7 @@ func (w Workload) createFixtures(ctx context.Context, c client.Client) ([]*corev
 
 func (w Workload) createService(ctx context.Context, c client.Client, i int, pods []*corev1.Pod) error {
 	selector := map[string]string{"svc": ServiceName(i)}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: ServiceName(i), Namespace: workloadNamespace},
-		Spec: corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{
-			{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}},
-	}
+	svc := kit.MakeService(ServiceName(i), workloadNamespace).Selector(selector).TCPPort("http", 80, 8080).Obj()
 	if err := c.Create(ctx, svc); err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sort"
 	"sync/atomic"
 
@@ -16,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
@@ -37,8 +35,7 @@ func uniqueName(prefix string) string {
 
 // ensureNode creates the suite's node once.
 func ensureNode(ctx context.Context) {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName,
-		Labels: map[string]string{corev1.LabelTopologyZone: "zone-a"}}}
+	node := kit.MakeNode(nodeName).Zone("zone-a").Obj()
 	if err := k8sClient.Create(ctx, node); err != nil && !apierrors.IsAlreadyExists(err) {
 		Expect(err).NotTo(HaveOccurred())
 	}
@@ -46,17 +43,7 @@ func ensureNode(ctx context.Context) {
 
 // newService returns a ClusterIP Service with port 80 -> 8080; mutate adjusts it.
 func newService(ns, name string, selector map[string]string, mutate ...func(*corev1.Service)) *corev1.Service {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.ServiceSpec{
-			Selector: selector,
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
-		},
-	}
-	for _, m := range mutate {
-		m(svc)
-	}
-	return svc
+	return kit.MakeService(name, ns).Selector(selector).TCPPort("http", 80, 8080).Mutate(mutate...).Obj()
 }
 
 var nextPodIP atomic.Int64
@@ -303,20 +290,6 @@ func expectIPIn(g Gomega, svc *corev1.Service, cidr string) {
 	g.Expect(ips).NotTo(BeEmpty(), "Service %s/%s has no ClusterIP", svc.Namespace, svc.Name)
 	g.Expect(netip.MustParsePrefix(cidr).Contains(ips[0])).To(BeTrue(),
 		"ClusterIP %s of %s/%s is outside %s", ips[0], svc.Namespace, svc.Name, cidr)
-}
-
-// eventsFor lists the reasons and notes of the events.k8s.io Events regarding an object.
-func eventsFor(g Gomega, ctx context.Context, ns, kind, name string) []string {
-	var list corev1.EventList
-	g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
-	var out []string
-	for _, e := range list.Items {
-		if e.InvolvedObject.Kind == kind && e.InvolvedObject.Name == name {
-			out = append(out, e.Reason+": "+e.Message)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // expectManagerHealthy checks that the manager process is the one given and answers its probes.

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
@@ -55,14 +56,11 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	binary := buildManager(ctx)
 
 	testEnv = testenv.New()
-	testEnv.CRDDirectoryPaths = []string{testenv.CRDDirectory()}
+	testenv.WithWebhooks(testEnv)
 	testEnv.ControlPlaneStartTimeout = 2 * time.Minute
 	// kube-apiserver stops listening at once on SIGTERM but, while the manager's watches are
 	// open, may take a minute to exit; envtest sends SIGKILL after this.
 	testEnv.ControlPlaneStopTimeout = apiServerStopTimeout
-	testEnv.WebhookInstallOptions = envtest.WebhookInstallOptions{
-		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook")},
-	}
 	// A certificate directory of our own survives APIServer.Stop (envtest removes and
 	// regenerates a temporary one), so a restarted API server keeps its serving certificate,
 	// its client CA and its port, and the manager's kubeconfig stays valid.
@@ -71,20 +69,14 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(os.Mkdir(apiServer.CertDir, 0o700)).To(Succeed())
 	apiServer.StartTimeout = 2 * time.Minute
 
-	cfg, err := testEnv.Start()
-	Expect(err).NotTo(HaveOccurred())
-	cfg = rest.CopyConfig(cfg)
-	cfg.WarningHandler = rest.NoWarnings{} // we read Endpoints on purpose
-	cfg.QPS, cfg.Burst = 500, 1000
-	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
-	Expect(err).NotTo(HaveOccurred())
+	_, k8sClient = testenv.Start(testEnv, scheme, func(cfg *rest.Config) {
+		cfg.WarningHandler = rest.NoWarnings{} // we read Endpoints on purpose
+		cfg.QPS, cfg.Burst = 500, 1000
+	})
 
-	admin, err := testEnv.AddUser(envtest.User{Name: "kube-clusterip", Groups: []string{"system:masters"}}, cfg)
-	Expect(err).NotTo(HaveOccurred())
-	kubeconfig, err := admin.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
 	kubeconfigPath := filepath.Join(workDir, "kubeconfig")
-	Expect(os.WriteFile(kubeconfigPath, kubeconfig, 0o600)).To(Succeed())
+	_, err = controlplane.WriteAdminKubeconfig(testEnv, "kube-clusterip", kubeconfigPath)
+	Expect(err).NotTo(HaveOccurred())
 
 	wio := &testEnv.WebhookInstallOptions
 	manager = newManagerProcess(binary, kubeconfigPath, wio.LocalServingCertDir, wio.LocalServingPort)

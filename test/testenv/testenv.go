@@ -116,11 +116,18 @@ func RepoRoot() string {
 }
 
 // Start starts the control plane and returns its admin config and a direct client (no cache)
-// for scheme, failing the suite when either does not come up.
-func Start(env *envtest.Environment, scheme *runtime.Scheme) (*rest.Config, client.Client) {
+// for scheme, failing the suite when either does not come up. edits adjust a copy of the config
+// before the client is made from it (the returned config is that copy).
+func Start(env *envtest.Environment, scheme *runtime.Scheme, edits ...func(*rest.Config)) (*rest.Config, client.Client) {
 	ginkgo.GinkgoHelper()
 	cfg, err := env.Start()
 	gomega.Expect(err).NotTo(gomega.HaveOccurred(), "start kube-apiserver and etcd")
+	if len(edits) > 0 {
+		cfg = rest.CopyConfig(cfg)
+		for _, edit := range edits {
+			edit(cfg)
+		}
+	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	gomega.Expect(err).NotTo(gomega.HaveOccurred(), "connect to kube-apiserver")
 	return cfg, c

@@ -4,10 +4,7 @@ package dualstack_test
 
 import (
 	"context"
-	"crypto/tls"
-	"net"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -21,15 +18,16 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 	"github.com/kube-clusterip/kube-clusterip/controllers/ipam"
+	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
 
@@ -38,8 +36,7 @@ const dualStackRange = "10.96.0.0/12,fd00:10:96::/108"
 var (
 	testEnv   *envtest.Environment
 	k8sClient client.Client
-	stopMgr   context.CancelFunc
-	mgrDone   = make(chan error, 1)
+	running   *testenv.Manager
 	scheme    = runtime.NewScheme()
 )
 
@@ -55,50 +52,28 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 
 	testEnv = testenv.New()
 	testEnv.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", dualStackRange)
-	testEnv.CRDDirectoryPaths = []string{testenv.CRDDirectory()}
-	testEnv.WebhookInstallOptions = envtest.WebhookInstallOptions{
-		Paths: []string{filepath.Join(filepath.Dir(filepath.Dir(testenv.CRDDirectory())), "webhook")},
-	}
-	cfg, err := testEnv.Start()
-	Expect(err).NotTo(HaveOccurred())
-	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
-	Expect(err).NotTo(HaveOccurred())
+	testenv.WithWebhooks(testEnv)
+	var cfg *rest.Config
+	cfg, k8sClient = testenv.Start(testEnv, scheme)
 	// The API server publishes its range as the ServiceCIDR "kubernetes"; the default pool copies it.
 	Eventually(func() error {
 		return k8sClient.Get(ctx, types.NamespacedName{Name: "kubernetes"}, &networkingv1.ServiceCIDR{})
 	}).Should(Succeed())
 
-	wio := &testEnv.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:  scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir}),
+		Scheme:        scheme,
+		Metrics:       metricsserver.Options{BindAddress: "0"},
+		WebhookServer: testenv.WebhookServer(testEnv),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(ipam.SetupWithManager(mgr, ipam.Options{})).To(Succeed())
-	var mgrCtx context.Context
-	mgrCtx, stopMgr = context.WithCancel(context.Background())
-	go func() {
-		defer GinkgoRecover()
-		mgrDone <- mgr.Start(mgrCtx)
-	}()
-	addr := net.JoinHostPort(wio.LocalServingHost, strconv.Itoa(wio.LocalServingPort))
-	Eventually(func() error {
-		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a local test server
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	}).Should(Succeed())
+	running = testenv.StartManager(mgr)
+	testenv.WaitForWebhookServer(testEnv)
 	waitReady(ctx, ipamv1alpha1.DefaultPoolName)
 })
 
 var _ = AfterSuite(func() {
-	if stopMgr != nil {
-		stopMgr()
-		Eventually(mgrDone).Should(Receive(Not(HaveOccurred())))
-	}
+	running.Stop()
 	if testEnv != nil {
 		Expect(testEnv.Stop()).To(Succeed())
 	}
@@ -122,11 +97,7 @@ func newNamespace(ctx context.Context, labels map[string]string) string {
 }
 
 func newService(ns, name string, policy corev1.IPFamilyPolicy, families ...corev1.IPFamily) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}},
-			IPFamilyPolicy: ptr.To(policy), IPFamilies: families},
-	}
+	return kit.MakeService(name, ns).Port(corev1.ServicePort{Name: "http", Port: 80}).IPFamilyPolicy(policy).Families(families...).Obj()
 }
 
 func within(cidr string) func(string) bool {
@@ -194,8 +165,7 @@ var _ = Describe("ClusterIP assignment on a dual-stack cluster", func() {
 	})
 
 	It("gives an ExternalName Service that turns into a ClusterIP Service an address of the pool", func(ctx SpecContext) {
-		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "was-external"},
-			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"}}
+		svc := kit.MakeService("was-external", ns).ExternalName("example.com").Obj()
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
 		Expect(svc.Spec.ClusterIP).To(BeEmpty())
 		svc.Spec.Type, svc.Spec.ExternalName = corev1.ServiceTypeClusterIP, ""

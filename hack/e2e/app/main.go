@@ -11,12 +11,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kube-clusterip/kube-clusterip/test/podhttp"
 )
 
 const unreadyFile = "/tmp/unready"
@@ -59,7 +60,7 @@ func serve() error {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, name) })
+	mux.Handle("/", podhttp.Answer(name))
 	ports := os.Getenv("PORTS")
 	if ports == "" {
 		ports = "8080"
@@ -71,28 +72,11 @@ func serve() error {
 	return <-errs
 }
 
-// client opens a new connection per request, so that each one meets the datapath's choice of
-// endpoint anew.
-var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+// requestTimeout bounds each request: a longer wait counts as a failure.
+const requestTimeout = 2 * time.Second
 
 func fetch(ctx context.Context, url string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return strings.TrimSpace(string(body)), nil
+	return podhttp.Get(ctx, url, nil, requestTimeout)
 }
 
 func get(args []string) error {
