@@ -25,6 +25,8 @@ const (
 	nodePortEndpointsCheckChain = "nodeport-endpoints-check"
 	firewallCheckChain          = "firewall-check"
 	serviceNodePortsMap         = "service-nodeports"
+	nodePortClusterIPsMap       = "nodeport-cluster-ips"
+	nodePortServicePortsMap     = "nodeport-service-ports"
 	noEndpointNodePortsMap      = "no-endpoint-nodeports"
 	firewallIPsMap              = "firewall-ips"
 	nodePortIPsSet              = "nodeport-ips"

@@ -165,6 +165,13 @@ func packetScenarios() []packetScenario {
 		{name: "NodePort, externalTrafficPolicy Local, no local endpoint: dropped from outside", pods: localAndRemote[1:],
 			services: nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote[1:]...),
 			from:     fromOutside, to: nodeIP + ":30080", want: scenarioWant{dropped: true}},
+		{name: "NodePort of a Service with internalTrafficPolicy Local: every endpoint from outside", pods: localAndRemote,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...)(ip)
+				svcs[0].Spec.InternalTrafficPolicy = knftables.PtrTo(corev1.ServiceInternalTrafficPolicyLocal)
+				return svcs, slices
+			},
+			from: fromOutside, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
 		{name: "NodePort without endpoints refuses", pods: nil, services: nodePort(corev1.ServiceExternalTrafficPolicyCluster),
 			from: fromOutside, to: nodeIP + ":30080", want: scenarioWant{refused: true}},
 		{name: "an external IP from outside: masqueraded", pods: localAndRemote,

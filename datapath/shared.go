@@ -17,6 +17,13 @@ type sharedChain struct {
 	n int
 	// local is the count of this node's endpoints, for the Local policy steps.
 	local int
+	// toClusterIP, for the NodePort steps, says that the Service's NodePort traffic goes to
+	// the endpoints of its ClusterIP: the DNAT step first rewrites the destination to the
+	// ClusterIP and port (@nodeport-cluster-ips, @nodeport-service-ports), then DNATs
+	// through @service-endpoints-<proto>, so a NodePort adds two elements, not one per
+	// endpoint. It needs the ClusterIP's endpoints to be the NodePort's (not so with
+	// internalTrafficPolicy Local); otherwise the steps use @nodeport-endpoints-<proto>.
+	toClusterIP bool
 }
 
 type sharedKind int
@@ -48,21 +55,25 @@ const (
 
 // name is the chain's name in the table.
 func (c sharedChain) name() string {
+	nodePort := "nodeport"
+	if c.toClusterIP {
+		nodePort = "cluster-ip-nodeport"
+	}
 	switch c.kind {
 	case dnatLocalByAddress:
 		return fmt.Sprintf("dnat-local-mod-%d", c.n)
 	case dnatByNodePort:
-		return fmt.Sprintf("dnat-nodeport-mod-%d", c.n)
+		return fmt.Sprintf("dnat-%s-mod-%d", nodePort, c.n)
 	case dnatLocalByNodePort:
 		return fmt.Sprintf("dnat-nodeport-local-mod-%d", c.n)
 	case masqueradeByAddress:
 		return fmt.Sprintf("masquerade-dnat-mod-%d", c.n)
 	case masqueradeByNodePort:
-		return fmt.Sprintf("masquerade-dnat-nodeport-mod-%d", c.n)
+		return fmt.Sprintf("masquerade-dnat-%s-mod-%d", nodePort, c.n)
 	case localPolicyByAddress:
 		return fmt.Sprintf("local-policy-%d-%d", c.n, c.local)
 	case localPolicyByNodePort:
-		return fmt.Sprintf("local-policy-nodeport-%d-%d", c.n, c.local)
+		return fmt.Sprintf("local-policy-%s-%d-%d", nodePort, c.n, c.local)
 	}
 	return DNATChainName(c.n)
 }
@@ -87,13 +98,13 @@ func (c sharedChain) uses() []sharedChain {
 	case masqueradeByAddress:
 		return []sharedChain{c, {kind: dnatByAddress, n: c.n}}
 	case masqueradeByNodePort:
-		return []sharedChain{c, {kind: dnatByNodePort, n: c.n}}
+		return []sharedChain{c, {kind: dnatByNodePort, n: c.n, toClusterIP: c.toClusterIP}}
 	case localPolicyByAddress, localPolicyByNodePort:
 		cluster, local := dnatByAddress, dnatLocalByAddress
 		if c.kind == localPolicyByNodePort {
 			cluster, local = dnatByNodePort, dnatLocalByNodePort
 		}
-		out := []sharedChain{c, {kind: cluster, n: c.n}}
+		out := []sharedChain{c, {kind: cluster, n: c.n, toClusterIP: c.toClusterIP}}
 		if c.local > 0 {
 			out = append(out, sharedChain{kind: local, n: c.local})
 		}
@@ -165,7 +176,16 @@ func (c sharedChain) render(fi familyInfo, cfg Config) Chain {
 		dnat(clusterByAddress, c.n)
 	case dnatByNodePort:
 		ch.Rules = []string{"jump " + masqueradeCheckChain}
-		dnat(clusterByNodePort, c.n)
+		if !c.toClusterIP {
+			dnat(clusterByNodePort, c.n)
+			break
+		}
+		for _, proto := range dnatProtocols {
+			ch.Rules = append(ch.Rules, fmt.Sprintf(
+				"meta l4proto %[1]s %[2]s daddr set meta l4proto . th dport map @%[3]s %[1]s dport set meta l4proto . th dport map @%[4]s",
+				proto, fi.ipKeyword, nodePortClusterIPsMap, nodePortServicePortsMap))
+		}
+		dnat(clusterByAddress, c.n)
 	case dnatLocalByAddress:
 		dnat(localByAddress, c.n)
 	case dnatLocalByNodePort:
