@@ -75,6 +75,7 @@ func baseSets(cfg Config, fi familyInfo) []SetDecl {
 		// whose typeof has "th dport" in its value (see dnatProtocols).
 		{Name: nodePortClusterIPsMap, Map: true, Type: "inet_proto . inet_service : " + fi.addrType},
 		{Name: nodePortServicePortsMap, Map: true, Type: "inet_proto . inet_service : inet_service"},
+		{Name: externalClusterIPsMap, Map: true, Type: fi.addrType + " . inet_proto . inet_service : " + fi.addrType},
 		{Name: noEndpointNodePortsMap, Map: true, Type: nodePortDispatch},
 		{Name: firewallIPsMap, Map: true, Type: dispatch},
 		{Name: clusterIPsSet, Type: fi.addrType},

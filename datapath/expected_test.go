@@ -26,6 +26,7 @@ add chain ip kube-clusterip service-endpoints-check
 add chain ip kube-clusterip services
 add set ip kube-clusterip cluster-ips { type ipv4_addr ; }
 add set ip kube-clusterip hairpin-endpoints { type ipv4_addr . ipv4_addr ; }
+add map ip kube-clusterip external-cluster-ips { type ipv4_addr . inet_proto . inet_service : ipv4_addr ; }
 add map ip kube-clusterip firewall-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }
 add map ip kube-clusterip local-endpoints-sctp { typeof ip daddr . sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
 add map ip kube-clusterip local-endpoints-tcp { typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }

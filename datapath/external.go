@@ -138,7 +138,12 @@ func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint,
 			e.frag.shared = append(e.frag.shared, byNodePort.uses()...)
 		}
 		for _, ip := range addresses {
-			addEndpointElements(clusterByAddress, proto, ip, portNum, clusterEps, e.frag)
+			if byAddress.toClusterIP {
+				e.frag.Elements = append(e.frag.Elements,
+					Element{Set: externalClusterIPsMap, Key: []string{ip, proto, portNum}, Value: []string{e.clusterIP}})
+			} else {
+				addEndpointElements(clusterByAddress, proto, ip, portNum, clusterEps, e.frag)
+			}
 			addEndpointElements(localByAddress, proto, ip, portNum, localEps, e.frag)
 		}
 		switch {
@@ -156,15 +161,16 @@ func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint,
 }
 
 // policyChains are the shared chains external traffic goes to, by address and by NodePort.
-// NodePort traffic goes to the ClusterIP's endpoints when they are the same as its own,
+// External traffic goes to the ClusterIP's endpoints when they are the same as its own,
 // that is unless internalTrafficPolicy Local narrows the ClusterIP's to this node.
 func (e *externalFrontends) policyChains(n, local int) (sharedChain, sharedChain) {
 	toClusterIP := e.svc.Spec.InternalTrafficPolicy == nil || *e.svc.Spec.InternalTrafficPolicy != corev1.ServiceInternalTrafficPolicyLocal
 	if e.local {
-		return sharedChain{kind: localPolicyByAddress, n: n, local: local},
+		return sharedChain{kind: localPolicyByAddress, n: n, local: local, toClusterIP: toClusterIP},
 			sharedChain{kind: localPolicyByNodePort, n: n, local: local, toClusterIP: toClusterIP}
 	}
-	return sharedChain{kind: masqueradeByAddress, n: n}, sharedChain{kind: masqueradeByNodePort, n: n, toClusterIP: toClusterIP}
+	return sharedChain{kind: masqueradeByAddress, n: n, toClusterIP: toClusterIP},
+		sharedChain{kind: masqueradeByNodePort, n: n, toClusterIP: toClusterIP}
 }
 
 // renderStickyPolicy adds the per-port chains of external traffic to a Service with

@@ -26,6 +26,7 @@ const (
 	firewallCheckChain          = "firewall-check"
 	serviceNodePortsMap         = "service-nodeports"
 	nodePortClusterIPsMap       = "nodeport-cluster-ips"
+	externalClusterIPsMap       = "external-cluster-ips"
 	nodePortServicePortsMap     = "nodeport-service-ports"
 	noEndpointNodePortsMap      = "no-endpoint-nodeports"
 	firewallIPsMap              = "firewall-ips"

@@ -17,12 +17,13 @@ type sharedChain struct {
 	n int
 	// local is the count of this node's endpoints, for the Local policy steps.
 	local int
-	// toClusterIP, for the NodePort steps, says that the Service's NodePort traffic goes to
-	// the endpoints of its ClusterIP: the DNAT step first rewrites the destination to the
-	// ClusterIP and port (@nodeport-cluster-ips, @nodeport-service-ports), then DNATs
-	// through @service-endpoints-<proto>, so a NodePort adds two elements, not one per
-	// endpoint. It needs the ClusterIP's endpoints to be the NodePort's (not so with
-	// internalTrafficPolicy Local); otherwise the steps use @nodeport-endpoints-<proto>.
+	// toClusterIP, for the steps of external traffic, says that it goes to the endpoints of
+	// the Service's ClusterIP: the DNAT step first rewrites the destination to the ClusterIP
+	// (@external-cluster-ips; for NodePorts also the port, @nodeport-cluster-ips and
+	// @nodeport-service-ports), then DNATs through @service-endpoints-<proto>, so an external
+	// IP or NodePort adds one or two elements, not one per endpoint. It needs the ClusterIP's
+	// endpoints to be the external ones (not so with internalTrafficPolicy Local); otherwise
+	// the steps use endpoint lists of their own.
 	toClusterIP bool
 }
 
@@ -55,25 +56,28 @@ const (
 
 // name is the chain's name in the table.
 func (c sharedChain) name() string {
-	nodePort := "nodeport"
+	byAddress, byNodePort := "", "nodeport-"
 	if c.toClusterIP {
-		nodePort = "cluster-ip-nodeport"
+		byAddress, byNodePort = "cluster-ip-external-", "cluster-ip-nodeport-"
 	}
 	switch c.kind {
 	case dnatLocalByAddress:
 		return fmt.Sprintf("dnat-local-mod-%d", c.n)
 	case dnatByNodePort:
-		return fmt.Sprintf("dnat-%s-mod-%d", nodePort, c.n)
+		return fmt.Sprintf("dnat-%smod-%d", byNodePort, c.n)
 	case dnatLocalByNodePort:
 		return fmt.Sprintf("dnat-nodeport-local-mod-%d", c.n)
 	case masqueradeByAddress:
-		return fmt.Sprintf("masquerade-dnat-mod-%d", c.n)
+		return fmt.Sprintf("masquerade-dnat-%smod-%d", byAddress, c.n)
 	case masqueradeByNodePort:
-		return fmt.Sprintf("masquerade-dnat-%s-mod-%d", nodePort, c.n)
+		return fmt.Sprintf("masquerade-dnat-%smod-%d", byNodePort, c.n)
 	case localPolicyByAddress:
-		return fmt.Sprintf("local-policy-%d-%d", c.n, c.local)
+		return fmt.Sprintf("local-policy-%s%d-%d", byAddress, c.n, c.local)
 	case localPolicyByNodePort:
-		return fmt.Sprintf("local-policy-%s-%d-%d", nodePort, c.n, c.local)
+		return fmt.Sprintf("local-policy-%s%d-%d", byNodePort, c.n, c.local)
+	}
+	if c.toClusterIP {
+		return fmt.Sprintf("dnat-%smod-%d", byAddress, c.n)
 	}
 	return DNATChainName(c.n)
 }
@@ -96,7 +100,7 @@ func isSharedChain(name string) bool {
 func (c sharedChain) uses() []sharedChain {
 	switch c.kind {
 	case masqueradeByAddress:
-		return []sharedChain{c, {kind: dnatByAddress, n: c.n}}
+		return []sharedChain{c, {kind: dnatByAddress, n: c.n, toClusterIP: c.toClusterIP}}
 	case masqueradeByNodePort:
 		return []sharedChain{c, {kind: dnatByNodePort, n: c.n, toClusterIP: c.toClusterIP}}
 	case localPolicyByAddress, localPolicyByNodePort:
@@ -173,6 +177,10 @@ func (c sharedChain) render(fi familyInfo, cfg Config) Chain {
 	switch c.kind {
 	case dnatByAddress:
 		ch.Rules = []string{"jump " + masqueradeCheckChain}
+		if c.toClusterIP {
+			ch.Rules = append(ch.Rules, fmt.Sprintf("%[1]s daddr set %[1]s daddr . meta l4proto . th dport map @%[2]s",
+				fi.ipKeyword, externalClusterIPsMap))
+		}
 		dnat(clusterByAddress, c.n)
 	case dnatByNodePort:
 		ch.Rules = []string{"jump " + masqueradeCheckChain}
