@@ -131,7 +131,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.proxyName, "service-proxy-name", "", "Serve only the Services (and EndpointSlices) labelled service.kubernetes.io/service-proxy-name with this value, beside kube-proxy serving the unlabelled ones. Empty: serve the unlabelled ones, replacing kube-proxy.")
 	fs.StringVar(&o.healthzAddr, "healthz-bind-address", "0.0.0.0:10256", "Address of the proxy health server (/healthz for load balancers, /livez), kube-proxy's; empty disables it.")
 	fs.DurationVar(&o.healthTimeout, "proxy-health-timeout", nodeagent.DefaultProxyHealthTimeout, "How long a queued Service or endpoint change may wait for a successful sync before /healthz and /livez fail.")
-	fs.StringVar(&o.nodePortAddrs, "nodeport-addresses", datapath.NodePortAddressesPrimary, "Comma-separated CIDRs of the local addresses that accept NodePort traffic (and serve healthCheckNodePorts), or \"primary\" for the node's primary IPs (kube-proxy's default); 0.0.0.0/0 for every local address.")
+	fs.StringVar(&o.nodePortAddrs, "nodeport-addresses", datapath.NodePortAddressesPrimary, "Comma-separated CIDRs of the local addresses that accept NodePort traffic (and serve healthCheckNodePorts), and kube-proxy's keywords: \"primary\" for the node's primary IPs (the default), \"all\" (or 0.0.0.0/0) for every local address, \"localhost\" for none: loopback addresses never serve NodePorts, as in kube-proxy's nftables mode.")
 	fs.StringVar(&o.nodeIPs, "node-ip", "", "Comma-separated primary IPs of this node. Empty: the InternalIPs (else ExternalIPs) of its Node.")
 	return o
 }

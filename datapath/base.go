@@ -39,7 +39,7 @@ func sortedSharedChains(refs map[sharedChain]int) []sharedChain {
 		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b sharedChain) int {
-		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.n, b.n), cmp.Compare(a.local, b.local))
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.n, b.n), cmp.Compare(a.local, b.local), cmp.Compare(a.name(), b.name()))
 	})
 	return out
 }
@@ -71,6 +71,11 @@ func baseSets(cfg Config, fi familyInfo) []SetDecl {
 		{Name: serviceIPsMap, Map: true, Type: dispatch},
 		{Name: noEndpointServicesMap, Map: true, Type: dispatch},
 		{Name: serviceNodePortsMap, Map: true, Type: nodePortDispatch},
+		// Declared by type, not typeof: nft 1.0.6 refuses rules that use a map from the kernel
+		// whose typeof has "th dport" in its value (see dnatProtocols).
+		{Name: nodePortClusterIPsMap, Map: true, Type: "inet_proto . inet_service : " + fi.addrType},
+		{Name: nodePortServicePortsMap, Map: true, Type: "inet_proto . inet_service : inet_service"},
+		{Name: externalClusterIPsMap, Map: true, Type: fi.addrType + " . inet_proto . inet_service : " + fi.addrType},
 		{Name: noEndpointNodePortsMap, Map: true, Type: nodePortDispatch},
 		{Name: firewallIPsMap, Map: true, Type: dispatch},
 		{Name: clusterIPsSet, Type: fi.addrType},

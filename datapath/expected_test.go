@@ -26,18 +26,21 @@ add chain ip kube-clusterip service-endpoints-check
 add chain ip kube-clusterip services
 add set ip kube-clusterip cluster-ips { type ipv4_addr ; }
 add set ip kube-clusterip hairpin-endpoints { type ipv4_addr . ipv4_addr ; }
+add map ip kube-clusterip external-cluster-ips { type ipv4_addr . inet_proto . inet_service : ipv4_addr ; }
 add map ip kube-clusterip firewall-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }
 add map ip kube-clusterip local-endpoints-sctp { typeof ip daddr . sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
 add map ip kube-clusterip local-endpoints-tcp { typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
 add map ip kube-clusterip local-endpoints-udp { typeof ip daddr . udp dport . numgen random mod 1 : ip daddr . udp dport ; }
 add map ip kube-clusterip no-endpoint-nodeports { type inet_proto . inet_service : verdict ; }
 add map ip kube-clusterip no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; }
+add map ip kube-clusterip nodeport-cluster-ips { type inet_proto . inet_service : ipv4_addr ; }
 add map ip kube-clusterip nodeport-endpoints-sctp { typeof sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
 add map ip kube-clusterip nodeport-endpoints-tcp { typeof tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
 add map ip kube-clusterip nodeport-endpoints-udp { typeof udp dport . numgen random mod 1 : ip daddr . udp dport ; }
 add map ip kube-clusterip nodeport-local-endpoints-sctp { typeof sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
 add map ip kube-clusterip nodeport-local-endpoints-tcp { typeof tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
 add map ip kube-clusterip nodeport-local-endpoints-udp { typeof udp dport . numgen random mod 1 : ip daddr . udp dport ; }
+add map ip kube-clusterip nodeport-service-ports { type inet_proto . inet_service : inet_service ; }
 add map ip kube-clusterip service-endpoints-sctp { typeof ip daddr . sctp dport . numgen random mod 1 : ip daddr . sctp dport ; }
 add map ip kube-clusterip service-endpoints-tcp { typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }
 add map ip kube-clusterip service-endpoints-udp { typeof ip daddr . udp dport . numgen random mod 1 : ip daddr . udp dport ; }

@@ -20,6 +20,7 @@ type externalFrontends struct {
 	cfg       Config
 	fi        familyInfo
 	svc       *corev1.Service
+	clusterIP string
 	frag      *Fragment
 	addresses []string // external IPs and load balancer IPs of the family, canonical, without duplicates
 	lbIPs     []string // the load balancer IPs among them
@@ -28,7 +29,7 @@ type externalFrontends struct {
 }
 
 func newExternalFrontends(cfg Config, fi familyInfo, svc *corev1.Service, clusterIP string, frag *Fragment) *externalFrontends {
-	e := &externalFrontends{cfg: cfg, fi: fi, svc: svc, frag: frag,
+	e := &externalFrontends{cfg: cfg, fi: fi, svc: svc, clusterIP: clusterIP, frag: frag,
 		local: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal}
 	add := func(s string) string {
 		ip := canonicalIP(strings.TrimSpace(s), fi.ipFamily)
@@ -137,22 +138,39 @@ func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint,
 			e.frag.shared = append(e.frag.shared, byNodePort.uses()...)
 		}
 		for _, ip := range addresses {
-			addEndpointElements(clusterByAddress, proto, ip, portNum, clusterEps, e.frag)
+			if byAddress.toClusterIP {
+				e.frag.Elements = append(e.frag.Elements,
+					Element{Set: externalClusterIPsMap, Key: []string{ip, proto, portNum}, Value: []string{e.clusterIP}})
+			} else {
+				addEndpointElements(clusterByAddress, proto, ip, portNum, clusterEps, e.frag)
+			}
 			addEndpointElements(localByAddress, proto, ip, portNum, localEps, e.frag)
 		}
-		if nodePort != "" {
+		switch {
+		case nodePort != "" && byNodePort.toClusterIP:
+			e.frag.Elements = append(e.frag.Elements,
+				Element{Set: nodePortClusterIPsMap, Key: []string{proto, nodePort}, Value: []string{e.clusterIP}},
+				Element{Set: nodePortServicePortsMap, Key: []string{proto, nodePort}, Value: []string{portNum}})
+		case nodePort != "":
 			addEndpointElements(clusterByNodePort, proto, "", nodePort, clusterEps, e.frag)
+		}
+		if nodePort != "" {
 			addEndpointElements(localByNodePort, proto, "", nodePort, localEps, e.frag)
 		}
 	}
 }
 
 // policyChains are the shared chains external traffic goes to, by address and by NodePort.
+// External traffic goes to the ClusterIP's endpoints when they are the same as its own,
+// that is unless internalTrafficPolicy Local narrows the ClusterIP's to this node.
 func (e *externalFrontends) policyChains(n, local int) (sharedChain, sharedChain) {
+	toClusterIP := e.svc.Spec.InternalTrafficPolicy == nil || *e.svc.Spec.InternalTrafficPolicy != corev1.ServiceInternalTrafficPolicyLocal
 	if e.local {
-		return sharedChain{kind: localPolicyByAddress, n: n, local: local}, sharedChain{kind: localPolicyByNodePort, n: n, local: local}
+		return sharedChain{kind: localPolicyByAddress, n: n, local: local, toClusterIP: toClusterIP},
+			sharedChain{kind: localPolicyByNodePort, n: n, local: local, toClusterIP: toClusterIP}
 	}
-	return sharedChain{kind: masqueradeByAddress, n: n}, sharedChain{kind: masqueradeByNodePort, n: n}
+	return sharedChain{kind: masqueradeByAddress, n: n, toClusterIP: toClusterIP},
+		sharedChain{kind: masqueradeByNodePort, n: n, toClusterIP: toClusterIP}
 }
 
 // renderStickyPolicy adds the per-port chains of external traffic to a Service with

@@ -22,6 +22,9 @@ func TestResolveNodePortAddresses(t *testing.T) {
 		{name: "loopback is never a NodePort address", spec: []string{"127.0.0.0/8", "10.0.0.0/8"}, want: []string{"10.0.0.7"}},
 		{name: "primary and a CIDR", spec: []string{"primary", "10.0.0.0/8"}, want: []string{"192.168.1.5", "fd00::5", "10.0.0.7"}},
 		{name: "0.0.0.0/0: every local address", spec: []string{"0.0.0.0/0"}, want: nil},
+		{name: "all: every local address", spec: []string{"all"}, want: nil},
+		{name: "localhost adds no address", spec: []string{"localhost", "10.0.0.0/8"}, want: []string{"10.0.0.7"}},
+		{name: "localhost alone answers nowhere", spec: []string{"localhost"}, wantErr: true},
 		{name: "no address matches", spec: []string{"172.16.0.0/12"}, wantErr: true},
 		{name: "not a CIDR", spec: []string{"eth0"}, wantErr: true},
 	}

@@ -165,11 +165,31 @@ func packetScenarios() []packetScenario {
 		{name: "NodePort, externalTrafficPolicy Local, no local endpoint: dropped from outside", pods: localAndRemote[1:],
 			services: nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote[1:]...),
 			from:     fromOutside, to: nodeIP + ":30080", want: scenarioWant{dropped: true}},
+		{name: "NodePort of a Service with internalTrafficPolicy Local: every endpoint from outside", pods: localAndRemote,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...)(ip)
+				svcs[0].Spec.InternalTrafficPolicy = knftables.PtrTo(corev1.ServiceInternalTrafficPolicyLocal)
+				return svcs, slices
+			},
+			from: fromOutside, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
 		{name: "NodePort without endpoints refuses", pods: nil, services: nodePort(corev1.ServiceExternalTrafficPolicyCluster),
 			from: fromOutside, to: nodeIP + ":30080", want: scenarioWant{refused: true}},
 		{name: "an external IP from outside: masqueraded", pods: localAndRemote,
 			services: nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...),
 			from:     fromOutside, to: "203.0.113.80:80", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
+		{name: "an external IP, externalTrafficPolicy Local, from outside: this node's endpoints, source kept", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote...),
+			from:     fromOutside, to: "203.0.113.80:80", want: scenarioWant{reach: []string{"local"}}},
+		{name: "an external IP, externalTrafficPolicy Local, from a pod: every endpoint", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote...),
+			from:     fromClient, to: "203.0.113.80:80", want: scenarioWant{reach: []string{"local", "remote"}}},
+		{name: "an external IP of a Service with internalTrafficPolicy Local: every endpoint from outside", pods: localAndRemote,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...)(ip)
+				svcs[0].Spec.InternalTrafficPolicy = knftables.PtrTo(corev1.ServiceInternalTrafficPolicyLocal)
+				return svcs, slices
+			},
+			from: fromOutside, to: "203.0.113.80:80", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
 		{name: "a load balancer IP from outside its source ranges: dropped", pods: localAndRemote,
 			services: loadBalancer("10.244.0.0/16"), from: fromOutside, to: "198.51.100.80:80", want: scenarioWant{dropped: true}},
 		{name: "a load balancer IP from inside its source ranges", pods: localAndRemote,

@@ -17,6 +17,14 @@ type sharedChain struct {
 	n int
 	// local is the count of this node's endpoints, for the Local policy steps.
 	local int
+	// toClusterIP, for the steps of external traffic, says that it goes to the endpoints of
+	// the Service's ClusterIP: the DNAT step first rewrites the destination to the ClusterIP
+	// (@external-cluster-ips; for NodePorts also the port, @nodeport-cluster-ips and
+	// @nodeport-service-ports), then DNATs through @service-endpoints-<proto>, so an external
+	// IP or NodePort adds one or two elements, not one per endpoint. It needs the ClusterIP's
+	// endpoints to be the external ones (not so with internalTrafficPolicy Local); otherwise
+	// the steps use endpoint lists of their own.
+	toClusterIP bool
 }
 
 type sharedKind int
@@ -48,21 +56,28 @@ const (
 
 // name is the chain's name in the table.
 func (c sharedChain) name() string {
+	byAddress, byNodePort := "", "nodeport-"
+	if c.toClusterIP {
+		byAddress, byNodePort = "cluster-ip-external-", "cluster-ip-nodeport-"
+	}
 	switch c.kind {
 	case dnatLocalByAddress:
 		return fmt.Sprintf("dnat-local-mod-%d", c.n)
 	case dnatByNodePort:
-		return fmt.Sprintf("dnat-nodeport-mod-%d", c.n)
+		return fmt.Sprintf("dnat-%smod-%d", byNodePort, c.n)
 	case dnatLocalByNodePort:
 		return fmt.Sprintf("dnat-nodeport-local-mod-%d", c.n)
 	case masqueradeByAddress:
-		return fmt.Sprintf("masquerade-dnat-mod-%d", c.n)
+		return fmt.Sprintf("masquerade-dnat-%smod-%d", byAddress, c.n)
 	case masqueradeByNodePort:
-		return fmt.Sprintf("masquerade-dnat-nodeport-mod-%d", c.n)
+		return fmt.Sprintf("masquerade-dnat-%smod-%d", byNodePort, c.n)
 	case localPolicyByAddress:
-		return fmt.Sprintf("local-policy-%d-%d", c.n, c.local)
+		return fmt.Sprintf("local-policy-%s%d-%d", byAddress, c.n, c.local)
 	case localPolicyByNodePort:
-		return fmt.Sprintf("local-policy-nodeport-%d-%d", c.n, c.local)
+		return fmt.Sprintf("local-policy-%s%d-%d", byNodePort, c.n, c.local)
+	}
+	if c.toClusterIP {
+		return fmt.Sprintf("dnat-%smod-%d", byAddress, c.n)
 	}
 	return DNATChainName(c.n)
 }
@@ -85,15 +100,15 @@ func isSharedChain(name string) bool {
 func (c sharedChain) uses() []sharedChain {
 	switch c.kind {
 	case masqueradeByAddress:
-		return []sharedChain{c, {kind: dnatByAddress, n: c.n}}
+		return []sharedChain{c, {kind: dnatByAddress, n: c.n, toClusterIP: c.toClusterIP}}
 	case masqueradeByNodePort:
-		return []sharedChain{c, {kind: dnatByNodePort, n: c.n}}
+		return []sharedChain{c, {kind: dnatByNodePort, n: c.n, toClusterIP: c.toClusterIP}}
 	case localPolicyByAddress, localPolicyByNodePort:
 		cluster, local := dnatByAddress, dnatLocalByAddress
 		if c.kind == localPolicyByNodePort {
 			cluster, local = dnatByNodePort, dnatLocalByNodePort
 		}
-		out := []sharedChain{c, {kind: cluster, n: c.n}}
+		out := []sharedChain{c, {kind: cluster, n: c.n, toClusterIP: c.toClusterIP}}
 		if c.local > 0 {
 			out = append(out, sharedChain{kind: local, n: c.local})
 		}
@@ -162,10 +177,23 @@ func (c sharedChain) render(fi familyInfo, cfg Config) Chain {
 	switch c.kind {
 	case dnatByAddress:
 		ch.Rules = []string{"jump " + masqueradeCheckChain}
+		if c.toClusterIP {
+			ch.Rules = append(ch.Rules, fmt.Sprintf("%[1]s daddr set %[1]s daddr . meta l4proto . th dport map @%[2]s",
+				fi.ipKeyword, externalClusterIPsMap))
+		}
 		dnat(clusterByAddress, c.n)
 	case dnatByNodePort:
 		ch.Rules = []string{"jump " + masqueradeCheckChain}
-		dnat(clusterByNodePort, c.n)
+		if !c.toClusterIP {
+			dnat(clusterByNodePort, c.n)
+			break
+		}
+		for _, proto := range dnatProtocols {
+			ch.Rules = append(ch.Rules, fmt.Sprintf(
+				"meta l4proto %[1]s %[2]s daddr set meta l4proto . th dport map @%[3]s %[1]s dport set meta l4proto . th dport map @%[4]s",
+				proto, fi.ipKeyword, nodePortClusterIPsMap, nodePortServicePortsMap))
+		}
+		dnat(clusterByAddress, c.n)
 	case dnatLocalByAddress:
 		dnat(localByAddress, c.n)
 	case dnatLocalByNodePort:

@@ -192,6 +192,12 @@ func (r *run) rule(chain, text string, depth int) (verdict, error) {
 			if err := r.updateStatement(p); err != nil {
 				return next, err
 			}
+		case isRewrite(tok, p.at(1), p.at(2)):
+			ok, err := r.rewrite(p)
+			if err != nil || !ok {
+				return next, err
+			}
+			note()
 		case tok == "meta" && p.at(1) == "mark" && p.at(2) == "set":
 			note()
 			if err := r.setMark(p); err != nil {
@@ -445,14 +451,7 @@ func (r *run) dnatStatement(p *parser) (bool, error) {
 	}
 	var ip, port string
 	if isSelector(p.peek()) {
-		key, applies, err := r.expression(p)
-		if err != nil || !applies {
-			return false, err
-		}
-		if p.next() != "map" {
-			return false, errors.New("dnat to an expression without a map")
-		}
-		data, found, err := r.lookup(p, key)
+		data, found, err := r.mapped(p, "dnat")
 		if err != nil || !found {
 			return false, err
 		}
@@ -477,6 +476,64 @@ func (r *run) dnatStatement(p *parser) (bool, error) {
 		r.dport = n
 	}
 	r.dnat = net.JoinHostPort(r.daddr, strconv.Itoa(r.dport))
+	return true, nil
+}
+
+// mapped reads "EXPR map @m" (or an anonymous map) and returns the data for the packet;
+// false when a part of EXPR is not in the packet or the map has no element for it.
+func (r *run) mapped(p *parser, statement string) ([]string, bool, error) {
+	key, applies, err := r.expression(p)
+	if err != nil || !applies {
+		return nil, false, err
+	}
+	if p.next() != "map" {
+		return nil, false, fmt.Errorf("%s to an expression without a map", statement)
+	}
+	return r.lookup(p, key)
+}
+
+// isRewrite tells whether a statement rewrites the destination address or port
+// ("ip daddr set ...", "tcp dport set ...").
+func isRewrite(first, second, third string) bool {
+	switch {
+	case third != "set":
+		return false
+	case first == "ip" || first == "ip6":
+		return second == "daddr"
+	case first == "th" || first == "tcp" || first == "udp" || first == "sctp":
+		return second == "dport"
+	}
+	return false
+}
+
+// rewrite reads "FIELD set VALUE" or "FIELD set EXPR map @m" for the destination address
+// or port and rewrites the packet; false when the field is not in this packet (another
+// family or protocol) or the map has no element for it, which breaks off the rule.
+func (r *run) rewrite(p *parser) (bool, error) {
+	isAddress := p.at(1) == "daddr"
+	if _, applies, err := r.selector(p, true); err != nil || !applies {
+		return false, err
+	}
+	p.next() // "set"
+	var value string
+	if isSelector(p.peek()) {
+		data, found, err := r.mapped(p, "rewrite")
+		if err != nil || !found {
+			return false, err
+		}
+		value = strings.Join(data, "")
+	} else {
+		value = p.next()
+	}
+	if isAddress {
+		r.daddr = canonical(value)
+		return true, nil
+	}
+	port, err := strconv.Atoi(value)
+	if err != nil || port < 0 || port > 65535 {
+		return false, fmt.Errorf("rewrite to port %q", value)
+	}
+	r.dport = port
 	return true, nil
 }
 

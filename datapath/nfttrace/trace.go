@@ -1,9 +1,9 @@
 // Package nfttrace follows the first packet of a connection through an nftables table
 // held by a knftables Fake, as the kernel would run it: the base chains of each hook on
 // the packet's way in priority order, jumps and gotos, verdict maps, set lookups,
-// dnat, reject and drop, the packet mark and masquerade. Where the kernel picks at random
-// (numgen random mod N), the tracer follows every pick, so a trace lists every outcome
-// a connection can meet.
+// rewrites of the destination address and port, dnat, reject and drop, the packet mark
+// and masquerade. Where the kernel picks at random (numgen random mod N), the tracer
+// follows every pick, so a trace lists every outcome a connection can meet.
 //
 // It knows the rule vocabulary the datapath writes, not all of nft: a rule it cannot
 // read is an error, never skipped.

@@ -34,12 +34,30 @@ func table(t *testing.T, lines ...string) *knftables.Fake {
 
 const nodeIP = "192.168.0.1"
 
+// rewriteToClusterIP rewrites the destination of NodePort 30080 to 10.96.0.1:80, whose
+// endpoints are in @eps, in the way external frontends can share a ClusterIP's endpoints.
+func rewriteToClusterIP() []string {
+	return []string{
+		"map ips { typeof meta l4proto . th dport : ip daddr ; }",
+		"map ports { typeof meta l4proto . th dport : th dport ; }",
+		"map eps { typeof ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }",
+		"element ips { tcp . 30080 : 10.96.0.1 }",
+		"element ports { tcp . 30080 : 80 }",
+		"element eps { 10.96.0.1 . 80 . 0 : 10.0.2.1 . 8080 }",
+		"element eps { 10.96.0.1 . 80 . 1 : 10.0.2.2 . 8080 }",
+		"rule pre ip daddr set meta l4proto . th dport map @ips tcp dport set meta l4proto . th dport map @ports",
+	}
+}
+
 func TestTrace(t *testing.T) {
 	pod := Packet{SourceIP: "10.0.1.2", Protocol: "tcp", DestIP: "10.96.0.1", DestPort: 80}
 	udp := pod
 	udp.Protocol = "udp"
 	fromNode := pod
 	fromNode.SourceIP = nodeIP
+	nodePort := Packet{SourceIP: "203.0.113.9", Protocol: "tcp", DestIP: nodeIP, DestPort: 30080}
+	otherNodePort := nodePort
+	otherNodePort.DestPort = 30081
 	cases := []struct {
 		name   string
 		rules  []string
@@ -82,6 +100,15 @@ func TestTrace(t *testing.T) {
 			"element eps { 10.96.0.1 . 80 . 0 : 10.0.2.1 . 8080 }",
 			"rule pre dnat to ip daddr . tcp dport . numgen random mod 3 map @eps",
 		}, packet: udp, want: Summary{Verdicts: []Verdict{Accept}}},
+		{name: "a destination rewritten before DNAT keys the endpoint map", rules: append(rewriteToClusterIP(),
+			"rule pre dnat to ip daddr . tcp dport . numgen random mod 2 map @eps",
+		), packet: nodePort, count: 2, want: Summary{Verdicts: []Verdict{Accept}, DNAT: []string{"10.0.2.1:8080", "10.0.2.2:8080"}}},
+		{name: "a rewrite whose map misses breaks off its rule", rules: append(rewriteToClusterIP(),
+			"rule pre dnat to ip daddr . tcp dport . numgen random mod 2 map @eps",
+		), packet: otherNodePort, count: 2, want: Summary{Verdicts: []Verdict{Accept}}},
+		{name: "a rewrite of another protocol's port breaks off its rule", rules: []string{
+			"rule pre udp dport set 80 dnat to 10.0.2.9:8080", "rule pre dnat to 10.0.2.8:8080",
+		}, packet: nodePort, want: Summary{Verdicts: []Verdict{Accept}, DNAT: []string{"10.0.2.8:8080"}}},
 		{name: "nested numgen picks multiply", rules: []string{
 			"chain a", "chain b", "chain c",
 			"rule pre numgen random mod 2 vmap { 0 : goto a , 1 : goto b }",
