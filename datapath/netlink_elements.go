@@ -89,7 +89,7 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 		return nil, fmt.Errorf("open netlink connection: %w", err)
 	}
 	batch.conn = conn
-	var run []nftables.SetElement
+	run := make([]nftables.SetElement, 0, 1024)
 	var runSet *nftables.Set
 	var runVerb opVerb
 	runBytes := 0
@@ -105,16 +105,17 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 		}
 		batch.count++
 		batch.size += runBytes + 64
-		run, runBytes = nil, 0
+		// The connection holds the encoded message; run's array can be used again.
+		run, runBytes = run[:0], 0
 		return err
 	}
-	for _, op := range ops {
+	for _, op := range groupBySet(ops) {
 		switch obj := op.obj.(type) {
 		case *knftables.Set, *knftables.Map:
 			if err := flushRun(); err != nil {
 				return nil, err
 			}
-			name := setObjectName(obj)
+			name := opSetName(obj)
 			if _, err := encoderFor(name); err != nil {
 				return nil, err
 			}
@@ -122,10 +123,7 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 			batch.count++
 			batch.size += 64
 		case *knftables.Element:
-			name := obj.Set
-			if obj.Map != "" {
-				name = obj.Map
-			}
+			name := opSetName(obj)
 			enc, err := encoderFor(name)
 			if err != nil {
 				return nil, err
@@ -150,6 +148,53 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 		return nil, err
 	}
 	return batch, nil
+}
+
+// groupBySet orders ops set by set, each set's in their order, so that the runs of
+// element operations on one set, and so the messages, are long (a Service's elements
+// alternate between several maps). Only the order within a set matters in one
+// transaction: a flush before the adds, a delete before an add of the same key.
+func groupBySet(ops []loggedOp) []loggedOp {
+	// Two passes, so that every slice is allocated once at its size: a full sync has
+	// a hundred thousand operations.
+	start := map[string]int{}
+	var names []string
+	for _, op := range ops {
+		name := opSetName(op.obj)
+		if _, seen := start[name]; !seen {
+			names = append(names, name)
+		}
+		start[name]++
+	}
+	next := 0
+	for _, name := range names {
+		count := start[name]
+		start[name] = next
+		next += count
+	}
+	out := make([]loggedOp, len(ops))
+	for _, op := range ops {
+		name := opSetName(op.obj)
+		out[start[name]] = op
+		start[name]++
+	}
+	return out
+}
+
+// opSetName names the set or map an element operation works on.
+func opSetName(obj knftables.Object) string {
+	switch obj := obj.(type) {
+	case *knftables.Element:
+		if obj.Map != "" {
+			return obj.Map
+		}
+		return obj.Set
+	case *knftables.Map:
+		return obj.Name
+	case *knftables.Set:
+		return obj.Name
+	}
+	return ""
 }
 
 // maxElementListBytes bounds the encoded elements of one message: the list is one
@@ -189,13 +234,6 @@ func (b *elementBatch) sizeBuffers(c *netlink.Conn) error {
 		}
 	})
 	return errors.Join(err, sockErr)
-}
-
-func setObjectName(obj knftables.Object) string {
-	if m, ok := obj.(*knftables.Map); ok {
-		return m.Name
-	}
-	return obj.(*knftables.Set).Name
 }
 
 // fieldKind is one component of a set's key or a map's value.

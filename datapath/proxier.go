@@ -378,7 +378,8 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 // writeFull commits a full sync in the three steps of planFullSteps and returns the
 // number of operations.
 func writeFull(ctx context.Context, fs *familyState, want *Ruleset, existing existingObjects) (int, error) {
-	prepare, commit, elements := fs.nft.NewTransaction(), fs.nft.NewTransaction(), &opLog{}
+	prepare, commit := fs.nft.NewTransaction(), fs.nft.NewTransaction()
+	elements := &opLog{ops: make([]loggedOp, 0, countElements(want))}
 	planFullSteps(prepare, elements, commit, want, existing)
 	ops := prepare.NumOperations() + len(elements.ops) + commit.NumOperations()
 	if err := fs.nft.Run(ctx, prepare); err != nil {
@@ -391,6 +392,15 @@ func writeFull(ctx context.Context, fs *familyState, want *Ruleset, existing exi
 		return ops, fmt.Errorf("write base chains and remove stale objects: %w", err)
 	}
 	return ops, nil
+}
+
+// countElements counts the elements of rs, to size a full sync's log at once.
+func countElements(rs *Ruleset) int {
+	n := len(rs.Base.Elements) + len(rs.refs.hairpin)
+	for _, f := range rs.Services {
+		n += len(f.Elements)
+	}
+	return n
 }
 
 // writeIncremental commits an incremental sync in one transaction: through the element
