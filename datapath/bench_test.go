@@ -3,7 +3,9 @@ package datapath
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -58,12 +60,15 @@ func BenchmarkFullSync(b *testing.B) {
 	})
 }
 
-// forEachFullSyncCase runs bench as sub-benchmarks over the full sync cases: 1k and 10k
-// Services of 10 endpoints, of each of benchServiceTypes.
+// forEachFullSyncCase runs bench as sub-benchmarks over the full sync cases: benchSizes
+// Services of 10 endpoints, of each of benchServiceTypes (NodePort only up to 10k).
 func forEachFullSyncCase(b *testing.B, bench func(b *testing.B, services []*corev1.Service, slices []*discoveryv1.EndpointSlice)) {
 	requireDatapath(b)
-	for _, n := range []int{1000, 10000} {
+	for _, n := range benchSizes() {
 		for _, kind := range benchServiceTypes {
+			if n > 10000 && kind == corev1.ServiceTypeNodePort {
+				continue // NodePorts 20000+i run out at 45k
+			}
 			b.Run(fmt.Sprintf("services=%d/type=%s", n, kind), func(b *testing.B) {
 				services, slices := manyServicesOfType(kind, n, 10)
 				bench(b, services, slices)
@@ -78,8 +83,11 @@ func forEachFullSyncCase(b *testing.B, bench func(b *testing.B, services []*core
 // lists each time.
 func BenchmarkEndpointChange(b *testing.B) {
 	requireDatapath(b)
-	for _, n := range []int{1000, 10000} {
+	for _, n := range benchSizes() {
 		for _, kind := range benchServiceTypes {
+			if n > 10000 && kind == corev1.ServiceTypeNodePort {
+				continue // NodePorts 20000+i run out at 45k
+			}
 			for _, api := range []string{"update", "sync"} {
 				b.Run(fmt.Sprintf("services=%d/type=%s/api=%s", n, kind, api), func(b *testing.B) {
 					services, slices := manyServicesOfType(kind, n, 10)
@@ -108,10 +116,36 @@ func BenchmarkEndpointChange(b *testing.B) {
 					}
 					b.StopTimer()
 					cpu.report(b)
+					reportPeakRSS(b)
 					if s := p.Stats(); s.FullSyncs != 1 {
 						b.Errorf("want only partial syncs after the first, got %+v", s)
 					}
 				})
+			}
+		}
+	}
+}
+
+// benchSizes are the Service counts of the full sync and endpoint change benchmarks;
+// KUBE_CLUSTERIP_BENCH_100K=1 adds 100k (minutes, and about a GiB of memory).
+func benchSizes() []int {
+	if os.Getenv("KUBE_CLUSTERIP_BENCH_100K") == "1" {
+		return []int{1000, 10000, 100000}
+	}
+	return []int{1000, 10000}
+}
+
+// reportPeakRSS reports the test process's peak resident memory (VmHWM): an upper bound
+// for the Proxier's, since the fixtures live in the same process.
+func reportPeakRSS(b *testing.B) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if fields := strings.Fields(line); len(fields) >= 2 && fields[0] == "VmHWM:" {
+			if kib, err := strconv.Atoi(fields[1]); err == nil {
+				b.ReportMetric(float64(kib)/1024, "peak-rss-MiB")
 			}
 		}
 	}
