@@ -53,6 +53,7 @@ func BenchmarkFullSync(b *testing.B) {
 				}
 				b.ReportMetric(float64(cpuTotal.Milliseconds())/float64(b.N), "cpu-ms/op")
 				b.ReportMetric(float64(nftTotal.Milliseconds())/float64(b.N), "nft-cpu-ms/op")
+				reportPeakRSS(b)
 			}
 			if err := p.Cleanup(context.Background()); err != nil {
 				b.Fatal(err)
