@@ -38,11 +38,13 @@ func FuzzRender(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, first, second []byte) {
 		var full, incremental strings.Builder
+		wants := map[corev1.IPFamily]*Ruleset{}
 		for _, family := range families {
 			svcs1, slices1 := fuzzObjects(first)
 			svcs2, slices2 := fuzzObjects(second)
 			have := Render(cfg, family, svcs1, slices1)
 			want := Render(cfg, family, svcs2, slices2)
+			wants[family] = want
 			fake := knftables.NewFake(NFTFamily(family), table)
 			full.WriteString(runOnFake(t, fake, "full sync", func(tx *knftables.Transaction) {
 				planFull(tx, have, existingObjects{})
@@ -54,6 +56,7 @@ func FuzzRender(f *testing.F) {
 		}
 		if nft != nil {
 			nft.commitSyncs(t, full.String(), incremental.String(), empty)
+			nft.netlinkMatchesText(t, wants)
 		}
 	})
 }

@@ -56,49 +56,93 @@ func elementID(e *Element) string {
 	return e.Set + " " + strings.Join(e.Key, " . ")
 }
 
-// planFull writes a transaction that makes the table exactly want, whatever it holds
-// now: it empties every chain and every static set, re-adds everything, and deletes the
-// chains and sets named in existing that want lacks. Chains are flushed one by one
-// rather than with `flush table` (whose meaning differs between nft and knftables'
-// Fake). Dynamic (affinity) sets keep their content, so clients keep their endpoint
-// across a resync.
-func planFull(tx *knftables.Transaction, want *Ruleset, existing existingObjects) {
+// planWriter receives a plan's operations: a knftables Transaction, or an opLog that
+// sorts them for the netlink element writer.
+type planWriter interface {
+	Add(knftables.Object)
+	Flush(knftables.Object)
+	Delete(knftables.Object)
+}
+
+// planFull writes one transaction that makes the table exactly want, whatever it holds
+// now (planFullSteps with the three steps in one transaction).
+func planFull(tx planWriter, want *Ruleset, existing existingObjects) {
+	planFullSteps(tx, tx, tx, want, existing)
+}
+
+// planFullSteps plans a full sync as three transactions that can be committed one
+// after the other (elements through netlink, see netlinkElements) without an instant
+// where the kernel serves a half-written Service:
+//
+//   - prepare adds the table, every set and map (adding an existing one changes
+//     nothing) and the regular chains the kernel lacks, with their rules. Nothing the
+//     kernel's hooks reach refers to them yet.
+//   - elements empties every static set and map and fills it again, in one
+//     transaction: each Service switches from its old elements to its new ones at once,
+//     and the chains they jump to are all in place.
+//   - commit writes the base chains and rewrites the regular chains that were already
+//     there, then deletes the chains and sets that want lacks. Chains are flushed one by
+//     one rather than with `flush table` (whose meaning differs between nft and
+//     knftables' Fake).
+//
+// Dynamic (affinity) sets keep their content, so clients keep their endpoint across a
+// resync. If a later step fails, the earlier ones left only unreferenced additions
+// (prepare) or the new elements under the old rules (elements); the Proxier forgets its
+// model and the retry is a full sync again.
+func planFullSteps(prepare, elements, commit planWriter, want *Ruleset, existing existingObjects) {
 	idx := indexChainsAndSets(allFragments(want)...)
-	tx.Add(&knftables.Table{})
+	inKernel := make(map[string]bool, len(existing.chains))
 	for _, name := range existing.chains {
-		if idx.chains[name] == nil {
-			tx.Flush(&knftables.Chain{Name: name})
-		}
+		inKernel[name] = true
 	}
+	prepare.Add(&knftables.Table{})
 	for _, name := range sortedKeys(idx.sets) {
-		addSet(tx, idx.sets[name])
-		if !idx.sets[name].dynamic() {
-			flushSet(tx, idx.sets[name])
+		addSet(prepare, idx.sets[name])
+	}
+	var fresh, rewritten []string
+	for _, name := range sortedKeys(idx.chains) {
+		if inKernel[name] || idx.chains[name].IsBase() {
+			rewritten = append(rewritten, name)
+		} else {
+			fresh = append(fresh, name)
 		}
 	}
-	names := sortedKeys(idx.chains)
-	addChainsWithRules(tx, idx.chains, nil, names)
+	addChainsWithRules(prepare, idx.chains, fresh, nil)
+
+	for _, name := range sortedKeys(idx.sets) {
+		if !idx.sets[name].dynamic() {
+			flushSet(elements, idx.sets[name])
+		}
+	}
 	for _, f := range allFragments(want) {
 		for i := range f.Elements {
-			addElement(tx, &f.Elements[i])
+			addElement(elements, &f.Elements[i])
 		}
 	}
 	for _, e := range hairpinElements(want.refs.hairpin) {
-		addElement(tx, &e)
+		addElement(elements, &e)
 	}
+
 	for _, name := range existing.chains {
 		if idx.chains[name] == nil {
-			tx.Delete(&knftables.Chain{Name: name})
+			commit.Flush(&knftables.Chain{Name: name})
+		}
+	}
+	// A base chain the kernel lacks is added here, flushed (a no-op) and filled.
+	addChainsWithRules(commit, idx.chains, nil, rewritten)
+	for _, name := range existing.chains {
+		if idx.chains[name] == nil {
+			commit.Delete(&knftables.Chain{Name: name})
 		}
 	}
 	for _, name := range existing.sets {
 		if idx.sets[name] == nil {
-			tx.Delete(&knftables.Set{Name: name})
+			commit.Delete(&knftables.Set{Name: name})
 		}
 	}
 	for _, name := range existing.maps {
 		if idx.sets[name] == nil {
-			tx.Delete(&knftables.Map{Name: name})
+			commit.Delete(&knftables.Map{Name: name})
 		}
 	}
 }
@@ -117,7 +161,7 @@ type existingObjects struct {
 // old dispatch verdict ("mod 3") and then the new endpoint map, and index 2 must still
 // be there for it. Index N and above are unreachable under the new verdicts, so keeping
 // them a while is harmless; a leftover whose index comes back is replaced in place.
-func planIncremental(tx *knftables.Transaction, have, want *Ruleset, changed []types.NamespacedName, leftovers []heldElement, now time.Time) []heldElement {
+func planIncremental(tx planWriter, have, want *Ruleset, changed []types.NamespacedName, leftovers []heldElement, now time.Time) []heldElement {
 	oldFrags, newFrags := []*Fragment{have.Base}, []*Fragment{want.Base}
 	for _, key := range changed {
 		if f := have.Services[key]; f != nil && f != want.Services[key] {
@@ -146,7 +190,7 @@ func planIncremental(tx *knftables.Transaction, have, want *Ruleset, changed []t
 
 // writeHairpinDiff adds and deletes the hairpin pairs whose use count went from zero
 // or to zero, looking only at the IPs of the changed Services.
-func writeHairpinDiff(tx *knftables.Transaction, have, want *Ruleset, changed []types.NamespacedName) {
+func writeHairpinDiff(tx planWriter, have, want *Ruleset, changed []types.NamespacedName) {
 	seen := map[string]bool{}
 	for _, key := range changed {
 		for _, f := range []*Fragment{have.Services[key], want.Services[key]} {
@@ -172,7 +216,7 @@ func writeHairpinDiff(tx *knftables.Transaction, have, want *Ruleset, changed []
 
 // writeDiff orders the operations so that every reference is valid at each step:
 // new sets and chains first, then rules, then elements, and removals last.
-func writeDiff(tx *knftables.Transaction, old, want objectIndex) []Element {
+func writeDiff(tx planWriter, old, want objectIndex) []Element {
 	for _, name := range sortedKeys(want.sets) {
 		if old.sets[name] == nil {
 			addSet(tx, want.sets[name])
@@ -193,7 +237,7 @@ func writeDiff(tx *knftables.Transaction, old, want objectIndex) []Element {
 	return leftovers
 }
 
-func writeElementDiff(tx *knftables.Transaction, old, want objectIndex) (leftovers []Element) {
+func writeElementDiff(tx planWriter, old, want objectIndex) (leftovers []Element) {
 	for _, id := range sortedKeys(old.elements) {
 		prev, next := old.elements[id], want.elements[id]
 		switch {
@@ -223,7 +267,7 @@ func setRemoved(old, want objectIndex, name string) bool {
 // ("goto dnat-mod-3") may enter the chain after the commit, and an emptied chain would
 // let it through un-NATed, to be refused. Unused ones cost nothing and go at the next
 // full sync; one that comes back is rewritten in place (see addChainsWithRules).
-func removeStale(tx *knftables.Transaction, old, want objectIndex) {
+func removeStale(tx planWriter, old, want objectIndex) {
 	var gone []string
 	for _, name := range sortedKeys(old.chains) {
 		if want.chains[name] == nil && !isSharedChain(name) {
@@ -246,7 +290,7 @@ func removeStale(tx *knftables.Transaction, old, want objectIndex) {
 //
 // An added shared chain may still be in the kernel with its rules (removeStale keeps
 // them), so it is flushed and rewritten like a changed one, in the same transaction.
-func addChainsWithRules(tx *knftables.Transaction, chains map[string]*Chain, added, changed []string) {
+func addChainsWithRules(tx planWriter, chains map[string]*Chain, added, changed []string) {
 	for _, name := range added {
 		tx.Add(chainObject(chains[name]))
 		if isSharedChain(name) {
@@ -283,7 +327,7 @@ func (s *SetDecl) dynamic() bool {
 	return false
 }
 
-func addSet(tx *knftables.Transaction, s *SetDecl) {
+func addSet(tx planWriter, s *SetDecl) {
 	var timeout *time.Duration
 	if s.Timeout > 0 {
 		timeout = knftables.PtrTo(s.Timeout)
@@ -295,7 +339,7 @@ func addSet(tx *knftables.Transaction, s *SetDecl) {
 	tx.Add(&knftables.Set{Name: s.Name, Type: s.Type, TypeOf: s.TypeOf, Flags: s.Flags, Timeout: timeout})
 }
 
-func flushSet(tx *knftables.Transaction, s *SetDecl) {
+func flushSet(tx planWriter, s *SetDecl) {
 	if s.Map {
 		tx.Flush(&knftables.Map{Name: s.Name})
 		return
@@ -303,7 +347,7 @@ func flushSet(tx *knftables.Transaction, s *SetDecl) {
 	tx.Flush(&knftables.Set{Name: s.Name})
 }
 
-func deleteSet(tx *knftables.Transaction, s *SetDecl) {
+func deleteSet(tx planWriter, s *SetDecl) {
 	if s.Map {
 		tx.Delete(&knftables.Map{Name: s.Name})
 		return
@@ -311,11 +355,11 @@ func deleteSet(tx *knftables.Transaction, s *SetDecl) {
 	tx.Delete(&knftables.Set{Name: s.Name})
 }
 
-func addElement(tx *knftables.Transaction, e *Element) {
+func addElement(tx planWriter, e *Element) {
 	tx.Add(elementObject(e))
 }
 
-func deleteElement(tx *knftables.Transaction, e *Element) {
+func deleteElement(tx planWriter, e *Element) {
 	obj := elementObject(e)
 	obj.Value = nil
 	tx.Delete(obj)

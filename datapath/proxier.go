@@ -35,6 +35,8 @@ type Proxier struct {
 type familyState struct {
 	family corev1.IPFamily
 	nft    knftables.Interface
+	// elements writes the element operations of syncs (netlink to the kernel, else nft).
+	elements elementWriter
 	// committed is the ruleset the kernel holds since the last successful transaction;
 	// nil when unknown (never synced, or the last attempt failed).
 	committed *Ruleset
@@ -72,6 +74,9 @@ type Stats = proxysync.Stats
 // the tables.
 func New(cfg Config) (*Proxier, error) {
 	cfg = cfg.withDefaults()
+	// Elements go to the kernel through netlink, unless the caller brought its own nft
+	// interface (a Fake): then they go through it too.
+	elementsByNetlink := cfg.NewInterface == nil
 	if cfg.NewInterface == nil {
 		cfg.NewInterface = func(family knftables.Family, table string) (knftables.Interface, error) {
 			return knftables.New(family, table, knftables.UseNetlink)
@@ -92,7 +97,11 @@ func New(cfg Config) (*Proxier, error) {
 		if err != nil {
 			return nil, fmt.Errorf("set up nftables for %s (is the nft binary installed?): %w", family, err)
 		}
-		p.families = append(p.families, &familyState{family: family, nft: nft})
+		var elements elementWriter = nftElements{nft}
+		if elementsByNetlink {
+			elements = newNetlinkElements(NFTFamily(family), cfg.TableName, elements)
+		}
+		p.families = append(p.families, &familyState{family: family, nft: nft, elements: elements})
 	}
 	return p, nil
 }
@@ -318,28 +327,28 @@ func (p *Proxier) fullSyncReason(ctx context.Context, fs *familyState, force str
 // and on success commits the model and cleans up stale UDP flows.
 func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason string) error {
 	start := p.cfg.Clock.Now()
-	tx := fs.nft.NewTransaction()
 	var err error
 	var want *Ruleset
 	var changed []types.NamespacedName
 	var leftovers []heldElement
+	var ops int
 	if fullReason != "" {
 		want = p.renderAll(fs)
 		var existing existingObjects
 		if existing, err = listExisting(ctx, fs.nft); err == nil {
-			planFull(tx, want, existing)
+			ops, err = writeFull(ctx, fs, want, existing)
 		}
 	} else {
 		want, changed = p.renderChanges(fs)
-		leftovers = planIncremental(tx, fs.committed, want, changed, fs.leftovers, start)
+		log := &opLog{}
+		leftovers = planIncremental(log, fs.committed, want, changed, fs.leftovers, start)
+		ops, err = len(log.ops), writeIncremental(ctx, fs, log, fs.committed, want, changed)
 	}
-	if err == nil && tx.NumOperations() > 0 {
-		err = fs.nft.Run(ctx, tx)
-	}
-	result := SyncResult{Family: fs.family, Full: fullReason != "", Reason: fullReason, Operations: tx.NumOperations()}
+	result := SyncResult{Family: fs.family, Full: fullReason != "", Reason: fullReason, Operations: ops}
 	if err != nil {
-		// The transaction is atomic, so the kernel still holds the last good ruleset;
-		// forgetting the model makes the retry a full sync that also repairs drift.
+		// Each transaction is atomic, and a full sync's steps are ordered so that the
+		// kernel serves whole Services after any of them (see planFullSteps); forgetting
+		// the model makes the retry a full sync that also repairs drift.
 		fs.committed = nil
 		result.Err = fmt.Errorf("sync %s table %s (%s): %w", fs.family, p.cfg.TableName, syncKind(fullReason), err)
 	} else {
@@ -357,6 +366,62 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 		p.cfg.OnSync(result)
 	}
 	return result.Err
+}
+
+// writeFull commits a full sync in the three steps of planFullSteps and returns the
+// number of operations.
+func writeFull(ctx context.Context, fs *familyState, want *Ruleset, existing existingObjects) (int, error) {
+	prepare, commit := fs.nft.NewTransaction(), fs.nft.NewTransaction()
+	elements := &opLog{ops: make([]loggedOp, 0, countElements(want))}
+	planFullSteps(prepare, elements, commit, want, existing)
+	ops := prepare.NumOperations() + len(elements.ops) + commit.NumOperations()
+	if err := fs.nft.Run(ctx, prepare); err != nil {
+		return ops, fmt.Errorf("add sets and new chains: %w", err)
+	}
+	if err := fs.elements.write(ctx, elements.ops, indexChainsAndSets(allFragments(want)...).sets); err != nil {
+		return ops, fmt.Errorf("write elements: %w", err)
+	}
+	if err := fs.nft.Run(ctx, commit); err != nil {
+		return ops, fmt.Errorf("write base chains and remove stale objects: %w", err)
+	}
+	return ops, nil
+}
+
+// countElements counts the elements of rs, to size a full sync's log at once.
+func countElements(rs *Ruleset) int {
+	n := len(rs.Base.Elements) + len(rs.refs.hairpin)
+	for _, f := range rs.Services {
+		n += len(f.Elements)
+	}
+	return n
+}
+
+// writeIncremental commits an incremental sync in one transaction: through the element
+// writer when it only changes elements (the usual endpoint change), else through nft.
+func writeIncremental(ctx context.Context, fs *familyState, log *opLog, have, want *Ruleset, changed []types.NamespacedName) error {
+	switch {
+	case len(log.ops) == 0:
+		return nil
+	case log.onlyElements():
+		return fs.elements.write(ctx, log.ops, declsOf(have, want, changed))
+	}
+	tx := fs.nft.NewTransaction()
+	replay(tx, log.ops)
+	return fs.nft.Run(ctx, tx)
+}
+
+// declsOf declares the sets an incremental sync can touch: the base's and those of the
+// changed Services.
+func declsOf(have, want *Ruleset, changed []types.NamespacedName) map[string]*SetDecl {
+	frags := []*Fragment{have.Base, want.Base}
+	for _, key := range changed {
+		for _, f := range []*Fragment{have.Services[key], want.Services[key]} {
+			if f != nil {
+				frags = append(frags, f)
+			}
+		}
+	}
+	return indexChainsAndSets(frags...).sets
 }
 
 func syncKind(fullReason string) string {

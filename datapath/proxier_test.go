@@ -139,34 +139,51 @@ func TestProxierEndpointChangeWritesOnlyThatService(t *testing.T) {
 }
 
 func TestProxierFailedSyncKeepsLastGoodRulesetAndRetriesInFull(t *testing.T) {
-	var results []SyncResult
-	p, fake, _ := fakeProxier(t, Config{OnSync: func(r SyncResult) { results = append(results, r) }})
-	svc, slice := seedBackend()
-	ctx := context.Background()
-	if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
-		t.Fatal(err)
-	}
-	good := fake.Dump()
-	p.FailTransactions(errors.New("transaction rejected"))
-	err := p.Sync(ctx, nil, nil)
-	if err == nil || !strings.Contains(err.Error(), "transaction rejected") {
-		t.Fatalf("want the nft error back, got %v", err)
-	}
-	if fake.Dump() != good {
-		t.Errorf("a failed sync changed the table")
-	}
-	if s := p.Stats(); s.ConsecutiveFailures != 1 || s.FailedSyncs != 1 || s.LastError == nil {
-		t.Errorf("stats do not show the failure: %+v", s)
-	}
-	p.FailTransactions(nil)
-	if err := p.Sync(ctx, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	if last := results[len(results)-1]; !last.Full || last.Reason != "previous-failure" {
-		t.Errorf("want a full sync after a failure, got %+v", last)
-	}
-	if strings.Contains(fake.Dump(), "10.96.0.10") {
-		t.Errorf("the retry did not remove the deleted Service")
+	for _, tc := range []struct {
+		name string
+		fail func(p *Fake, err error) (restore func())
+	}{
+		{"nft transaction", func(p *Fake, err error) func() {
+			p.FailTransactions(err)
+			return func() { p.FailTransactions(nil) }
+		}},
+		// Deleting the Service only deletes elements: one element batch, which fails.
+		{"element batch", func(p *Fake, err error) func() {
+			w := failElements(p, err)
+			return func() { w.failure = nil }
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var results []SyncResult
+			p, fake, _ := fakeProxier(t, Config{OnSync: func(r SyncResult) { results = append(results, r) }})
+			svc, slice := seedBackend()
+			ctx := context.Background()
+			if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+				t.Fatal(err)
+			}
+			good := fake.Dump()
+			restore := tc.fail(p, errors.New("transaction rejected"))
+			err := p.Sync(ctx, nil, nil)
+			if err == nil || !strings.Contains(err.Error(), "transaction rejected") {
+				t.Fatalf("want the error back, got %v", err)
+			}
+			if fake.Dump() != good {
+				t.Errorf("a failed sync changed the table")
+			}
+			if s := p.Stats(); s.ConsecutiveFailures != 1 || s.FailedSyncs != 1 || s.LastError == nil {
+				t.Errorf("stats do not show the failure: %+v", s)
+			}
+			restore()
+			if err := p.Sync(ctx, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			if last := results[len(results)-1]; !last.Full || last.Reason != "previous-failure" {
+				t.Errorf("want a full sync after a failure, got %+v", last)
+			}
+			if strings.Contains(fake.Dump(), "10.96.0.10") {
+				t.Errorf("the retry did not remove the deleted Service")
+			}
+		})
 	}
 }
 

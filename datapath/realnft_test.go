@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"sigs.k8s.io/knftables"
 )
 
@@ -173,4 +176,97 @@ func (n *realNFT) run(script string) error {
 		return fmt.Errorf("nft %s: %w: %s", strings.Join(cmd.Args[1:], " "), err, stderr.String())
 	}
 	return nil
+}
+
+// netlinkMatchesText has the kernel commit a full sync to each family's ruleset twice,
+// into fresh tables of their own: once as one nft transaction, once as the Proxier
+// writes it (three steps, the elements through netlink). It fails t unless nft lists the
+// same table both times, or if the netlink writer had to fall back to nft.
+func (n *realNFT) netlinkMatchesText(t *testing.T, rulesets map[corev1.IPFamily]*Ruleset) {
+	t.Helper()
+	ctx := context.Background()
+	for _, family := range n.families {
+		var listings [2]string
+		for i, how := range []string{"text", "netlink"} {
+			table := n.table + "-" + how
+			nft, err := knftables.New(NFTFamily(family), table, knftables.UseNetlink)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if how == "text" {
+				tx := nft.NewTransaction()
+				planFull(tx, rulesets[family], existingObjects{})
+				err = nft.Run(ctx, tx)
+			} else {
+				fs := &familyState{family: family, nft: nft, elements: newNetlinkElements(NFTFamily(family), table, refuseFallback{})}
+				_, err = writeFull(ctx, fs, rulesets[family], existingObjects{})
+			}
+			if err != nil {
+				t.Fatalf("%s full sync of %s table: %v", how, family, err)
+			}
+			out, err := exec.Command(n.path, "list", "table", string(NFTFamily(family)), table).CombinedOutput()
+			if err != nil {
+				t.Fatalf("nft list table %s: %v: %s", table, err, out)
+			}
+			listings[i] = sortedElements(strings.ReplaceAll(string(out), table, "TABLE"))
+			if err := n.run(fmt.Sprintf("delete table %s %s\n", NFTFamily(family), table)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if listings[0] != listings[1] {
+			t.Fatalf("%s: the table written through netlink differs from the one nft wrote\n--- nft:\n%s\n--- netlink:\n%s", family, listings[0], listings[1])
+		}
+	}
+}
+
+// refuseFallback fails the netlink writer's fallback to nft, to show it was needed.
+type refuseFallback struct{}
+
+func (refuseFallback) write(context.Context, []loggedOp, map[string]*SetDecl) error {
+	return errors.New("the netlink writer fell back to nft")
+}
+
+// elementsBlock matches the elements of a set or map in nft's listing.
+var elementsBlock = regexp.MustCompile(`elements = \{[^}]*\}`)
+
+// sortedElements sorts the elements of every set and map in an nft listing: the kernel
+// lists a hash set in the order of its buckets, which differs between two tables.
+func sortedElements(listing string) string {
+	return elementsBlock.ReplaceAllStringFunc(listing, func(block string) string {
+		inner := strings.TrimSuffix(strings.TrimPrefix(block, "elements = {"), "}")
+		elems := strings.Split(inner, ",")
+		for i := range elems {
+			elems[i] = strings.Join(strings.Fields(elems[i]), " ")
+		}
+		sort.Strings(elems)
+		return "elements = { " + strings.Join(elems, ", ") + " }"
+	})
+}
+
+// TestNetlinkElementsMatchNFT has the kernel hold the same table whether the elements
+// went through netlink or through nft, for every kind of set and map the renderer
+// declares: ClusterIPs and NodePorts (both traffic policies), several ports, UDP,
+// affinity, external IPs, Services without endpoints, IPv6.
+func TestNetlinkElementsMatchNFT(t *testing.T) {
+	requireDatapath(t)
+	families := []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+	n, err := newRealNFT(families)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.table = "netlink-check"
+	services, slices := manyServicesOfType(corev1.ServiceTypeNodePort, 20, 12)
+	for _, seed := range []func() (*corev1.Service, *discoveryv1.EndpointSlice){
+		seedMultiPort, seedSticky, seedExternalDatabase, seedNoEndpoints, seedLocalElsewhere, seedTerminating, seedUDP, seedIPv6,
+	} {
+		svc, slice := seed()
+		services, slices = append(services, svc), append(slices, slice)
+	}
+	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4, clusterCIDRv6}, ServiceCIDRs: []string{serviceCIDRv4, serviceCIDRv6},
+		NodePortAddresses: []string{nodeIP, "fd00:50::1"}, NodeIPs: []string{nodeIP}}
+	rulesets := map[corev1.IPFamily]*Ruleset{}
+	for _, family := range families {
+		rulesets[family] = Render(cfg, family, services, slices)
+	}
+	n.netlinkMatchesText(t, rulesets)
 }

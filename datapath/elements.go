@@ -1,0 +1,86 @@
+package datapath
+
+import (
+	"context"
+
+	"sigs.k8s.io/knftables"
+)
+
+// elementWriter commits set and map element operations (adds, deletes, set flushes) in
+// one transaction: all of them or none. The bulk of every sync is elements, and writing
+// them through nft's text parser is what a full sync spent most of its time on.
+type elementWriter interface {
+	// write commits ops; decls declares the sets and maps they touch.
+	write(ctx context.Context, ops []loggedOp, decls map[string]*SetDecl) error
+}
+
+// nftElements writes elements as an nft transaction through knftables: the fallback of
+// netlinkElements, and the writer over knftables' Fake.
+type nftElements struct{ nft knftables.Interface }
+
+func (w nftElements) write(ctx context.Context, ops []loggedOp, _ map[string]*SetDecl) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	tx := w.nft.NewTransaction()
+	replay(tx, ops)
+	return w.nft.Run(ctx, tx)
+}
+
+// opVerb is what a logged operation does to its object.
+type opVerb int
+
+const (
+	opAdd opVerb = iota
+	opFlush
+	opDelete
+)
+
+// loggedOp is one operation of a plan.
+type loggedOp struct {
+	verb opVerb
+	obj  knftables.Object
+}
+
+// opLog records a plan's operations in order, so that the Proxier can send a plan made
+// only of element operations through its elementWriter and any other as one nft
+// transaction.
+type opLog struct{ ops []loggedOp }
+
+func (l *opLog) Add(obj knftables.Object)    { l.ops = append(l.ops, loggedOp{opAdd, obj}) }
+func (l *opLog) Flush(obj knftables.Object)  { l.ops = append(l.ops, loggedOp{opFlush, obj}) }
+func (l *opLog) Delete(obj knftables.Object) { l.ops = append(l.ops, loggedOp{opDelete, obj}) }
+
+// onlyElements tells whether every operation adds or deletes an element or flushes a
+// set or map.
+func (l *opLog) onlyElements() bool {
+	for _, op := range l.ops {
+		switch op.obj.(type) {
+		case *knftables.Element:
+			if op.verb == opFlush {
+				return false
+			}
+		case *knftables.Set, *knftables.Map:
+			if op.verb != opFlush {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// replay writes ops, in order, to tx.
+func replay(tx planWriter, ops []loggedOp) {
+	for _, op := range ops {
+		switch op.verb {
+		case opAdd:
+			tx.Add(op.obj)
+		case opFlush:
+			tx.Flush(op.obj)
+		case opDelete:
+			tx.Delete(op.obj)
+		}
+	}
+}
