@@ -18,9 +18,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -145,7 +147,27 @@ func reexecInPrivateNetns() int {
 	cmd := exec.Command("unshare", append([]string{"--net", "--mount", "--fork", "--", self}, os.Args[1:]...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), inNetnsEnv+"="+outer)
-	if err := cmd.Run(); err != nil {
+	// Pass a signal on to our child inside the namespace (unshare itself ignores SIGTERM while
+	// it waits), so that the child stops what it started.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-compare: unshare:", err)
+		return 1
+	}
+	go func() {
+		for sig := range signals {
+			pid := cmd.Process.Pid
+			children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+			for _, child := range strings.Fields(string(children)) {
+				if n, err := strconv.Atoi(child); err == nil {
+					_ = syscall.Kill(n, sig.(syscall.Signal))
+				}
+			}
+		}
+	}()
+	if err := cmd.Wait(); err != nil {
 		var exitErr *exec.ExitError
 		if errors.As(err, &exitErr) {
 			return exitErr.ExitCode()
@@ -216,7 +238,10 @@ func run(o options) error {
 	}
 	logf("logs of the control planes and upstream components in %s", o.workDir)
 	ctrl.SetLogger(logr.Discard())
-	ctx := context.Background()
+	// A signal cancels the workloads, whose deferred stops then end the control planes and
+	// upstream components (kube-apiserver and etcd do not die with us by themselves).
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 
 	rep := report{Machine: benchreport.ThisMachine(), QPS: o.qps}
 	fail := func(err error) {

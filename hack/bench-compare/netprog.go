@@ -324,9 +324,9 @@ func startProgrammers(o options, cp *controlPlane, side string) ([]*process, err
 }
 
 // buildManager builds our manager binary into dir (from this checkout, as `make build`).
-func buildManager(dir string) (string, error) {
+func buildManager(ctx context.Context, dir string) (string, error) {
 	bin := filepath.Join(dir, "manager")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("go build the manager (run from the repository's root): %w", err)
@@ -361,12 +361,16 @@ func deleteProxyTables() error {
 func compareProgramming(ctx context.Context, o options, fail func(error)) []figure {
 	sides := map[string]map[string][]float64{"ours": {}, "upstream": {}}
 	var err error
-	if o.manager, err = buildManager(o.workDir); err != nil {
+	if o.manager, err = buildManager(ctx, o.workDir); err != nil {
 		fail(err)
 		return nil
 	}
 	for range o.runs {
 		for _, side := range []string{"ours", "upstream"} {
+			if ctx.Err() != nil {
+				fail(ctx.Err())
+				return nil
+			}
 			if side == "ours" && o.upstreamOnly {
 				continue
 			}
