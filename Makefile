@@ -119,7 +119,7 @@ bench: ## Run every benchmark (root for the datapath ones); medians vs targets, 
 	  KUBEBUILDER_ASSETS=$$assets go run ./hack/bench $(BENCHFLAGS)
 
 .PHONY: bench-compare
-bench-compare: ## Endpoints and datapath workloads vs upstream kube-controller-manager and kube-proxy (root; private netns).
+bench-compare: ## Endpoints, datapath and network programming workloads vs upstream kube-controller-manager and kube-proxy, with the floors (root; private netns).
 	@assets=$$(hack/envtest-assets.sh); upstream=$$(hack/upstream-assets.sh); \
 	  go build -o bin/bench-compare ./hack/bench-compare; \
 	  KUBEBUILDER_ASSETS=$$assets bin/bench-compare --upstream $$upstream $(COMPAREFLAGS)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/test/published"
@@ -51,4 +52,34 @@ func runKubeControllerManager(ctx context.Context, o options, workload published
 	figures := result.Metrics()
 	figures["client-qps"] = float64(o.qps)
 	return figures, nil
+}
+
+// runFloorWriter measures the endpoints floor (published.FloorWriter) on a fresh control plane
+// at the same client QPS: what any controller needs at least on this API server.
+func runFloorWriter(ctx context.Context, o options, workload published.Workload) (map[string]float64, error) {
+	cp, err := startControlPlane(o.assets, o.workDir)
+	if err != nil {
+		return nil, err
+	}
+	defer cp.stop()
+	fixtures, err := client.NewWithWatch(cp.unthrottled(), client.Options{Scheme: clientgoscheme.Scheme})
+	if err != nil {
+		return nil, err
+	}
+	throttled := rest.CopyConfig(cp.cfg)
+	throttled.QPS, throttled.Burst = float32(o.qps), 2*o.qps
+	writerClient, err := client.NewWithWatch(throttled, client.Options{Scheme: clientgoscheme.Scheme})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	floor := &published.FloorWriter{Client: writerClient}
+	workload.Logf = func(format string, args ...any) { logf("floor: "+format, args...) }
+	workload.BeforeStart = floor.Prepare
+	result, err := workload.Run(ctx, fixtures, func() error { return floor.Start(ctx) })
+	if err != nil {
+		return nil, err
+	}
+	return result.Metrics(), nil
 }

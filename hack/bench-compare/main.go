@@ -19,9 +19,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -37,14 +39,23 @@ type options struct {
 	proxyType                               string
 	qps, services, podsPerService, flips    int
 	proxyServices, changes, runs            int
+	programmingFlips                        int
+	manager                                 string
 	upstreamOnly, keep                      bool
 }
 
 // figure is one line of the comparison.
 type figure struct {
-	Label            string  `json:"label"`
-	Ours             float64 `json:"ours"`
-	Upstream         float64 `json:"upstream"`
+	Label    string  `json:"label"`
+	Ours     float64 `json:"ours"`
+	Upstream float64 `json:"upstream"`
+	// Floor is what the API server or the kernel allows: a minimal writer (endpoints) or a
+	// netlink commit of the same table (datapath), measured in the same run.
+	Floor            float64 `json:"floor,omitempty"`
+	FloorRatio       float64 `json:"floorRatio,omitempty"`
+	FloorTarget      float64 `json:"floorTarget,omitempty"` // ours ÷ floor at most
+	FloorMeasured    bool    `json:"floorMeasured"`
+	FloorMet         bool    `json:"floorMet"`
 	Unit             string  `json:"unit"`
 	Ratio            float64 `json:"ratio"`
 	Target           float64 `json:"target"` // ratio at most
@@ -67,7 +78,7 @@ func main() {
 	flag.StringVar(&o.assets, "assets", os.Getenv("KUBEBUILDER_ASSETS"), "directory of kube-apiserver and etcd (hack/envtest-assets.sh)")
 	flag.StringVar(&o.upstream, "upstream", "", "directory of kube-controller-manager and kube-proxy (hack/upstream-assets.sh); default: --assets")
 	flag.StringVar(&o.outDir, "out", "bench/results", "directory for the JSON report")
-	flag.StringVar(&o.only, "only", "", "run only one side of the comparison: endpoints or datapath")
+	flag.StringVar(&o.only, "only", "", "run only one part of the comparison: endpoints, datapath or programming (network programming latency)")
 	flag.IntVar(&o.qps, "qps", 1000, "client QPS of our manager and of the upstream components (burst: twice that)")
 	flag.IntVar(&o.services, "services", 1000, "Services of the endpoints workload (ours: fixed at 1000 by BenchmarkConverge)")
 	flag.IntVar(&o.podsPerService, "pods", 10, "ready pods per Service of the endpoints workload")
@@ -75,6 +86,7 @@ func main() {
 	flag.IntVar(&o.proxyServices, "proxy-services", 10000, "Services (x 10 endpoints) of the datapath workload: 1000 or 10000")
 	flag.StringVar(&o.proxyType, "proxy-type", "NodePort", "Service type of the datapath workload: ClusterIP, or NodePort (nodePort 20000+i, every other Service externalTrafficPolicy Local)")
 	flag.IntVar(&o.changes, "changes", 10, "single-endpoint changes measured on kube-proxy")
+	flag.IntVar(&o.programmingFlips, "programming-changes", 30, "readiness changes each way of the network programming workload (at --proxy-services ClusterIP Services)")
 	flag.IntVar(&o.runs, "runs", 1, "runs of each workload on each side (medians)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the logs of the control planes and upstream components")
 	flag.BoolVar(&o.upstreamOnly, "upstream-only", false, "skip our benchmarks (to try the upstream side at small sizes)")
@@ -101,8 +113,8 @@ func (o options) validate() error {
 	if o.proxyType != string(corev1.ServiceTypeClusterIP) && o.proxyType != string(corev1.ServiceTypeNodePort) {
 		return fmt.Errorf("--proxy-type %q: want ClusterIP or NodePort", o.proxyType)
 	}
-	if o.only != "" && o.only != "endpoints" && o.only != "datapath" {
-		return fmt.Errorf("--only %q: want endpoints or datapath", o.only)
+	if o.only != "" && o.only != "endpoints" && o.only != "datapath" && o.only != "programming" {
+		return fmt.Errorf("--only %q: want endpoints, datapath or programming", o.only)
 	}
 	if o.upstreamOnly {
 		return nil
@@ -136,7 +148,27 @@ func reexecInPrivateNetns() int {
 	cmd := exec.Command("unshare", append([]string{"--net", "--mount", "--fork", "--", self}, os.Args[1:]...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), inNetnsEnv+"="+outer)
-	if err := cmd.Run(); err != nil {
+	// Pass a signal on to our child inside the namespace (unshare itself ignores SIGTERM while
+	// it waits), so that the child stops what it started.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-compare: unshare:", err)
+		return 1
+	}
+	go func() {
+		for sig := range signals {
+			pid := cmd.Process.Pid
+			children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+			for _, child := range strings.Fields(string(children)) {
+				if n, err := strconv.Atoi(child); err == nil {
+					_ = syscall.Kill(n, sig.(syscall.Signal))
+				}
+			}
+		}
+	}()
+	if err := cmd.Wait(); err != nil {
 		var exitErr *exec.ExitError
 		if errors.As(err, &exitErr) {
 			return exitErr.ExitCode()
@@ -207,7 +239,10 @@ func run(o options) error {
 	}
 	logf("logs of the control planes and upstream components in %s", o.workDir)
 	ctrl.SetLogger(logr.Discard())
-	ctx := context.Background()
+	// A signal cancels the workloads, whose deferred stops then end the control planes and
+	// upstream components (kube-apiserver and etcd do not die with us by themselves).
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 
 	rep := report{Machine: benchreport.ThisMachine(), QPS: o.qps}
 	fail := func(err error) {
@@ -234,13 +269,29 @@ func run(o options) error {
 				upstream[k] = append(upstream[k], v)
 			}
 		}
+		floor := map[string][]float64{}
+		for range o.runs {
+			figures, err := runFloorWriter(ctx, o, published.Workload{Services: o.services, PodsPerService: o.podsPerService, Flips: o.flips})
+			if err != nil {
+				fail(fmt.Errorf("floor writer: %w", err))
+				break
+			}
+			for k, v := range figures {
+				floor[k] = append(floor[k], v)
+			}
+		}
 		converge := ours["BenchmarkConverge"]
+		endpointsFigure := func(label, unit, key string, floorTarget float64) figure {
+			f := compare(label, unit, converge[key], upstream[key], 1, 0.5)
+			return f.withFloor(floor[key], floorTarget)
+		}
 		rep.Figures = append(rep.Figures,
-			compare(fmt.Sprintf("endpoints: converge from empty, %d Services x %d pods", o.services, o.podsPerService), "s", converge["converge-s"], upstream["converge-s"], 1, 0.5),
-			compare("endpoints: readiness flip -> EndpointSlice, p50", "ms", converge["slice-p50-ms"], upstream["slice-p50-ms"], 1, 0.5),
-			compare("endpoints: readiness flip -> EndpointSlice, p99", "ms", converge["slice-p99-ms"], upstream["slice-p99-ms"], 1, 0.5),
-			compare("endpoints: readiness flip -> Endpoints, p50", "ms", converge["endpoints-p50-ms"], upstream["endpoints-p50-ms"], 1, 0.5),
-			compare("endpoints: readiness flip -> Endpoints, p99", "ms", converge["endpoints-p99-ms"], upstream["endpoints-p99-ms"], 1, 0.5),
+			endpointsFigure(fmt.Sprintf("endpoints: converge from empty, %d Services x %d pods", o.services, o.podsPerService), "s", "converge-s", 1.25),
+			endpointsFigure("endpoints: readiness flip -> EndpointSlice, p50", "ms", "slice-p50-ms", 1.25),
+			endpointsFigure("endpoints: readiness flip -> EndpointSlice, p99", "ms", "slice-p99-ms", 0),
+			endpointsFigure("endpoints: readiness flip -> Endpoints, p50", "ms", "endpoints-p50-ms", 1.25),
+			endpointsFigure("endpoints: readiness flip -> Endpoints, p99", "ms", "endpoints-p99-ms", 0),
+			endpointsFigure("endpoints: readiness flip -> both, p50", "ms", "flip-p50-ms", 1.25),
 		)
 	}
 
@@ -289,6 +340,10 @@ func run(o options) error {
 		)
 	}
 
+	if o.only == "" || o.only == "programming" {
+		rep.Figures = append(rep.Figures, compareProgramming(ctx, o, fail)...)
+	}
+
 	printMarkdown(os.Stdout, rep)
 	path, err := benchreport.WriteJSON(o.outDir, "compare-", rep.Commit, rep)
 	if err != nil {
@@ -321,13 +376,28 @@ func compare(label, unit string, ours, upstream []float64, scale, target float64
 	return f
 }
 
+// withFloor adds the floor's runs to f; target 0 means the floor is shown without a target.
+func (f figure) withFloor(floor []float64, target float64) figure {
+	f.FloorTarget, f.FloorMeasured = target, len(floor) > 0
+	if !f.FloorMeasured {
+		return f
+	}
+	f.Floor = benchreport.Median(floor)
+	if f.OursMeasured && f.Floor > 0 {
+		f.FloorRatio = f.Ours / f.Floor
+		f.FloorMet = target == 0 || f.FloorRatio <= target
+	}
+	return f
+}
+
 func printMarkdown(w io.Writer, rep report) {
 	fmt.Fprintf(w, "\nOurs vs upstream v1.37.2 at client QPS %d: %s, commit %s, %d CPUs (%s), kernel %s\n\n",
 		rep.QPS, rep.Date, rep.Commit, rep.CPUs, rep.CPU, rep.Kernel)
-	fmt.Fprintln(w, "| figure | ours | upstream | ours ÷ upstream | target | met |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| figure | ours | upstream | ours ÷ upstream | target | met | floor | ours ÷ floor | target | met |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, f := range rep.Figures {
 		ours, upstream, ratio, met := "not measured", "not measured", "-", "-"
+		floor, floorRatio, floorTarget, floorMet := "-", "-", "-", "-"
 		if f.OursMeasured {
 			ours = num(f.Ours) + " " + f.Unit
 		}
@@ -337,7 +407,20 @@ func printMarkdown(w io.Writer, rep report) {
 		if f.OursMeasured && f.UpstreamMeasured {
 			ratio, met = strconv.FormatFloat(f.Ratio, 'f', 3, 64), benchreport.Verdict(f.Met)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | <= %.2g | %s |\n", f.Label, ours, upstream, ratio, f.Target, met)
+		if f.FloorMeasured {
+			floor = num(f.Floor) + " " + f.Unit
+			if f.OursMeasured {
+				floorRatio = strconv.FormatFloat(f.FloorRatio, 'f', 3, 64)
+			}
+			if f.FloorTarget > 0 {
+				floorTarget = fmt.Sprintf("<= %.3g", f.FloorTarget)
+				if f.OursMeasured {
+					floorMet = benchreport.Verdict(f.FloorMet)
+				}
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | <= %.2g | %s | %s | %s | %s | %s |\n", f.Label, ours, upstream, ratio, f.Target, met,
+			floor, floorRatio, floorTarget, floorMet)
 	}
 	for _, e := range rep.Errors {
 		fmt.Fprintf(w, "\nfailed: %s\n", e)

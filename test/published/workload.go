@@ -33,6 +33,9 @@ type Workload struct {
 	Services, PodsPerService, Flips int
 	// Logf, if set, reports progress.
 	Logf func(format string, args ...any)
+	// BeforeStart, if set, is called with the pods once the fixtures exist, before the clock
+	// starts (FloorWriter.Prepare).
+	BeforeStart func(ctx context.Context, pods []*corev1.Pod) error
 }
 
 // Result is what one run of the Workload measured.
@@ -64,6 +67,11 @@ func (w Workload) Run(ctx context.Context, c client.WithWatch, startControllers 
 	pods, err := w.createFixtures(ctx, c)
 	if err != nil {
 		return Result{}, fmt.Errorf("fixtures: %w", err)
+	}
+	if w.BeforeStart != nil {
+		if err := w.BeforeStart(ctx, pods); err != nil {
+			return Result{}, err
+		}
 	}
 	obs := NewObserver()
 	for _, list := range []client.ObjectList{&corev1.EndpointsList{}, &discoveryv1.EndpointSliceList{}} {
@@ -97,6 +105,9 @@ func (w Workload) logf(format string, args ...any) {
 	}
 }
 
+// nodeZones are the Workload's nodes and their zones.
+var nodeZones = map[string]string{"node-a": "zone-a", "node-b": "zone-b"}
+
 // ServiceName names the Workload's i-th Service.
 func ServiceName(i int) string { return fmt.Sprintf("svc-%04d", i) }
 
@@ -106,7 +117,7 @@ func (w Workload) createFixtures(ctx context.Context, c client.Client) ([]*corev
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: workloadNamespace}}); err != nil {
 		return nil, err
 	}
-	for node, zone := range map[string]string{"node-a": "zone-a", "node-b": "zone-b"} {
+	for node, zone := range nodeZones {
 		if err := c.Create(ctx, kit.MakeNode(node).Zone(zone).Obj()); err != nil {
 			return nil, err
 		}

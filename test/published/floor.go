@@ -1,0 +1,210 @@
+package published
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+)
+
+// FloorWriter is the floor of the endpoints benchmarks: the least any controller can do on the
+// same API server. Before the clock starts it computes, from the Workload's fixtures, the
+// Endpoints and the EndpointSlice of every Service (the same objects a controller publishes);
+// when started it creates them all, and then answers each pod event with one precomputed write
+// per object and no read. What a controller takes beyond it is its own cost.
+type FloorWriter struct {
+	// Client writes; give it the client QPS the controllers under comparison get.
+	Client client.WithWatch
+
+	mu       sync.Mutex
+	services map[string]*floorService // by Service name
+	podIP    map[string]string        // pod name → IP
+	podsRV   string                   // where the pod watch starts: no initial events
+	started  chan struct{}
+}
+
+// floorService holds one Service's published objects as last written (their resourceVersion
+// lets the next update go through without a read).
+type floorService struct {
+	mu        sync.Mutex
+	endpoints *corev1.Endpoints
+	slice     *discoveryv1.EndpointSlice
+}
+
+// Prepare computes the objects to publish from the Workload's pods and Services; call it from
+// Workload.BeforeStart (untimed).
+func (f *FloorWriter) Prepare(ctx context.Context, pods []*corev1.Pod) error {
+	var services corev1.ServiceList
+	if err := f.Client.List(ctx, &services, client.InNamespace(workloadNamespace)); err != nil {
+		return err
+	}
+	bySelector := map[string][]*corev1.Pod{}
+	f.podIP = map[string]string{}
+	for _, p := range pods {
+		bySelector[p.Labels["svc"]] = append(bySelector[p.Labels["svc"]], p)
+		f.podIP[p.Name] = p.Status.PodIP
+	}
+	f.services = map[string]*floorService{}
+	for i := range services.Items {
+		svc := &services.Items[i]
+		f.services[svc.Name] = &floorService{
+			endpoints: floorEndpoints(svc, bySelector[svc.Name]),
+			slice:     floorSlice(svc, bySelector[svc.Name]),
+		}
+	}
+	// A watch from "now" without a version would first replay every pod as ADDED, which
+	// costs the API server more than the writes being measured.
+	var head corev1.PodList
+	if err := f.Client.List(ctx, &head, client.InNamespace(workloadNamespace), client.Limit(1)); err != nil {
+		return err
+	}
+	f.podsRV = head.ResourceVersion
+	f.started = make(chan struct{})
+	return nil
+}
+
+// Start begins the timed part: it watches pods, creates every object, and returns; pod events
+// are answered until ctx ends.
+func (f *FloorWriter) Start(ctx context.Context) error {
+	w, err := f.Client.Watch(ctx, &corev1.PodList{}, client.InNamespace(workloadNamespace),
+		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: f.podsRV}})
+	if err != nil {
+		return err
+	}
+	go f.follow(ctx, w)
+	names := make([]string, 0, len(f.services))
+	for name := range f.services {
+		names = append(names, name)
+	}
+	go func() {
+		defer close(f.started)
+		err := Parallel(len(names), func(i int) error {
+			s := f.services[names[i]]
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return parallel2(
+				func() error { return f.Client.Create(ctx, s.endpoints) },
+				func() error { return f.Client.Create(ctx, s.slice) })
+		})
+		if err != nil && ctx.Err() == nil {
+			fmt.Printf("floor writer: create: %v\n", err)
+		}
+	}()
+	return nil
+}
+
+// follow answers each pod readiness change with one update of the Service's Endpoints and one
+// of its slice, both written from memory.
+func (f *FloorWriter) follow(ctx context.Context, w watch.Interface) {
+	defer w.Stop()
+	select {
+	case <-f.started:
+	case <-ctx.Done():
+		return
+	}
+	for ev := range w.ResultChan() {
+		pod, ok := ev.Object.(*corev1.Pod)
+		if !ok || ev.Type != watch.Modified {
+			continue
+		}
+		s := f.services[pod.Labels["svc"]]
+		if s == nil {
+			continue
+		}
+		go f.publish(ctx, s, f.podIP[pod.Name], endpointrules.IsPodReady(pod))
+	}
+}
+
+func (f *FloorWriter) publish(ctx context.Context, s *floorService, ip string, ready bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !setFloorReadiness(s, ip, ready) {
+		return
+	}
+	err := parallel2(
+		func() error { return f.Client.Update(ctx, s.endpoints) },
+		func() error { return f.Client.Update(ctx, s.slice) })
+	if err != nil && ctx.Err() == nil {
+		fmt.Printf("floor writer: update: %v\n", err)
+	}
+}
+
+// setFloorReadiness moves ip between ready and not-ready in both objects; false if nothing
+// changed (a status write that did not flip readiness).
+func setFloorReadiness(s *floorService, ip string, ready bool) bool {
+	changed := false
+	for i := range s.slice.Endpoints {
+		e := &s.slice.Endpoints[i]
+		if e.Addresses[0] == ip && ptr.Deref(e.Conditions.Ready, false) != ready {
+			e.Conditions.Ready, e.Conditions.Serving = ptr.To(ready), ptr.To(ready)
+			changed = true
+		}
+	}
+	if !changed {
+		return false
+	}
+	subset := &s.endpoints.Subsets[0]
+	from, to := &subset.NotReadyAddresses, &subset.Addresses
+	if !ready {
+		from, to = to, from
+	}
+	for i, a := range *from {
+		if a.IP == ip {
+			*to = append(*to, a)
+			*from = append((*from)[:i], (*from)[i+1:]...)
+			break
+		}
+	}
+	return true
+}
+
+func parallel2(a, b func() error) error {
+	errs := make(chan error, 1)
+	go func() { errs <- a() }()
+	errB := b()
+	if errA := <-errs; errA != nil {
+		return errA
+	}
+	return errB
+}
+
+func floorEndpoints(svc *corev1.Service, pods []*corev1.Pod) *corev1.Endpoints {
+	subset := corev1.EndpointSubset{Ports: []corev1.EndpointPort{{Name: "http", Port: 8080, Protocol: corev1.ProtocolTCP}}}
+	for _, p := range pods {
+		subset.Addresses = append(subset.Addresses, corev1.EndpointAddress{IP: p.Status.PodIP, NodeName: ptr.To(p.Spec.NodeName),
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: p.UID}})
+	}
+	return &corev1.Endpoints{
+		ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace,
+			Labels: map[string]string{discoveryv1.LabelSkipMirror: "true", endpointrules.LabelEndpointsManagedBy: endpointrules.EndpointsControllerName}},
+		Subsets: []corev1.EndpointSubset{subset},
+	}
+}
+
+func floorSlice(svc *corev1.Service, pods []*corev1.Pod) *discoveryv1.EndpointSlice {
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: svc.Name + "-floor", Namespace: svc.Namespace,
+			Labels:          map[string]string{discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: endpointrules.SliceControllerName},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(svc, corev1.SchemeGroupVersion.WithKind("Service"))}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	for _, p := range pods {
+		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{p.Status.PodIP},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+			NodeName:   ptr.To(p.Spec.NodeName),
+			Zone:       ptr.To(nodeZones[p.Spec.NodeName]),
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: p.UID},
+		})
+	}
+	return slice
+}
