@@ -259,6 +259,29 @@ func TestAdmissionReadsIPAddressesLive(t *testing.T) {
 	})
 }
 
+// A requested address refused over a stale hold is granted when the repair loop sees the
+// deleted Service and its IPAddress go while the webhook reads the IPAddress live (the
+// deletions arrive just then): nothing is left to forget, and the address is free.
+func TestStaleHoldReleasedDuringTheLiveRead(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	ip := ips("10.96.0.3")
+	gone := key("ns", "gone")
+	r.Observe(gone, ip, noLabel)
+	r.ObserveIPAddress(ip[0], gone, "uid-1")
+	live := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			r.IPAddressGone(ip[0], gone, "uid-1")
+			r.Observe(gone, nil, nil)
+			return c.Get(ctx, k, obj, opts...)
+		},
+	}).Build()
+	a := &serviceAdmission{registry: r, ipAddresses: true, live: live}
+	got, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: ip})
+	if err != nil || len(got) != 1 || got[0] != ip[0] {
+		t.Fatalf("got %v, %v; want %v granted", got, err, ip)
+	}
+}
+
 // The validating webhook runs after kube-apiserver created the new Service's IPAddress: an
 // address our caches still show held by a deleted Service is granted when the live IPAddress
 // names the Service being validated, and refused when it names another.
