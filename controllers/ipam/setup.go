@@ -187,8 +187,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	expiry := &reservationExpiry{apiReader: live, registry: registry,
-		every: max(opts.ReservationGracePeriod/4, time.Second), ipAddresses: ipAddresses}
+	expiry := newReservationExpiry(live, registry, max(opts.ReservationGracePeriod/4, time.Second), ipAddresses)
 	if err := mgr.Add(expiry); err != nil {
 		return nil, fmt.Errorf("add the ClusterIP reservation expiry: %w", err)
 	}
