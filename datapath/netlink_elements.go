@@ -48,7 +48,7 @@ func (w *netlinkElements) write(ctx context.Context, ops []loggedOp, decls map[s
 	if err != nil {
 		// Whatever this encoder does not know, nft does, or says clearly why not.
 		if ferr := w.fallback.write(ctx, ops, decls); ferr != nil {
-			return fmt.Errorf("%w (written through nft, since netlink could not encode: %v)", ferr, err)
+			return fmt.Errorf("%w (written through nft, since netlink could not encode: %w)", ferr, err)
 		}
 		return nil
 	}

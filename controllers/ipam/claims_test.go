@@ -282,8 +282,7 @@ func TestAdmissionLosesAnAddressClaimedWhileItWasChosen(t *testing.T) {
 	r, _ := newTestRegistry(t)
 	web, other := key("ns", "web"), key("ns", "other")
 	var contested netip.Addr
-	var api client.WithWatch
-	api = fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+	api := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			if _, live := obj.(*networkingv1.IPAddress); live && !contested.IsValid() {
 				// The other replica claims the address now; its Lease and its watch event

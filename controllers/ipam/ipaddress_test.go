@@ -259,6 +259,29 @@ func TestAdmissionReadsIPAddressesLive(t *testing.T) {
 	})
 }
 
+// A requested address refused over a stale hold is granted when the repair loop sees the
+// deleted Service and its IPAddress go while the webhook reads the IPAddress live (the
+// deletions arrive just then): nothing is left to forget, and the address is free.
+func TestStaleHoldReleasedDuringTheLiveRead(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	ip := ips("10.96.0.3")
+	gone := key("ns", "gone")
+	r.Observe(gone, ip, noLabel)
+	r.ObserveIPAddress(ip[0], gone, "uid-1")
+	live := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			r.IPAddressGone(ip[0], gone, "uid-1")
+			r.Observe(gone, nil, nil)
+			return c.Get(ctx, k, obj, opts...)
+		},
+	}).Build()
+	a := &serviceAdmission{registry: r, ipAddresses: true, live: live}
+	got, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel, Requested: ip})
+	if err != nil || len(got) != 1 || got[0] != ip[0] {
+		t.Fatalf("got %v, %v; want %v granted", got, err, ip)
+	}
+}
+
 // The validating webhook runs after kube-apiserver created the new Service's IPAddress: an
 // address our caches still show held by a deleted Service is granted when the live IPAddress
 // names the Service being validated, and refused when it names another.
@@ -316,7 +339,7 @@ func TestExpiredReservationKeptWhileAnIPAddressExists(t *testing.T) {
 			if !tc.noRecord {
 				builder = builder.WithObjects(ipAddressOf(got[0].String(), tc.parent))
 			}
-			expiry := &reservationExpiry{apiReader: builder.Build(), registry: registry, ipAddresses: true}
+			expiry := newReservationExpiry(builder.Build(), registry, time.Second, true)
 			expiry.expire(context.Background())
 			if kept := registry.Pending() == 1; kept != tc.wantKept {
 				t.Errorf("reservation of %v kept = %v, want %v", got, kept, tc.wantKept)
@@ -328,6 +351,87 @@ func TestExpiredReservationKeptWhileAnIPAddressExists(t *testing.T) {
 				t.Errorf("after the drop, %v is not free: %v", got, err)
 			}
 		})
+	}
+}
+
+// After an API server restart the watches stay down for many seconds, and Services created and
+// deleted meanwhile leave their reservations behind: a create that finds the pool full of them
+// drops those nothing holds and is granted, and the check reads the cluster in a few lists, not
+// an object per reservation (hundreds of them would outlast the admission's deadline).
+func TestFullPoolReclaimsReservationsOfServicesGoneUnseen(t *testing.T) {
+	r, clock := newTestRegistry(t)
+	var reserved []netip.Addr
+	for i := 0; ; i++ {
+		got, err := r.Assign(AssignRequest{Service: key("ns", fmt.Sprintf("gone-%d", i)), NamespaceLabels: noLabel})
+		if errors.Is(err, allocator.ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		reserved = append(reserved, got[0])
+	}
+	clock.t = clock.t.Add(reclaimAge)
+	// Still held in the cluster: a create in flight (its IPAddress exists) and a Service.
+	inFlight := ipAddressOf(reserved[0].String(), service("ns", "gone-0"))
+	live := service("ns", "gone-1")
+	live.Spec.ClusterIP = reserved[1].String()
+	reads := 0
+	reader := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(inFlight, live).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			reads++
+			return c.Get(ctx, k, obj, opts...)
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			reads++
+			return c.List(ctx, list, opts...)
+		},
+	}).Build()
+	expiry := newReservationExpiry(reader, r, time.Second, true)
+	a := &serviceAdmission{registry: r, ipAddresses: true, live: reader, reclaim: expiry.reclaim}
+	got, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel})
+	if err != nil {
+		t.Fatalf("a pool full of %d reservations of Services gone unseen refused a create: %v", len(reserved), err)
+	}
+	if got[0] == reserved[0] || got[0] == reserved[1] {
+		t.Fatalf("got %v, which is still held in the cluster", got)
+	}
+	// The reclaim pass: the IPAddresses, the Services of the one namespace; then the live check
+	// of the address handed out.
+	if reads > 3 {
+		t.Errorf("%d reads of the API server for %d reservations, want at most 3", reads, len(reserved))
+	}
+	if want := 3; r.Pending() != want { // the two held, and the new one
+		t.Errorf("%d reservations left, want %d", r.Pending(), want)
+	}
+}
+
+// An admission that waits for another's reclaim pass gives up when its own deadline ends.
+func TestReclaimWaitEndsWithTheAdmission(t *testing.T) {
+	r, clock := newTestRegistry(t)
+	if _, err := r.Assign(AssignRequest{Service: key("ns", "gone"), NamespaceLabels: noLabel}); err != nil {
+		t.Fatal(err)
+	}
+	clock.t = clock.t.Add(reclaimAge)
+	noRead := func() error {
+		t.Error("the API server was read after the admission's deadline")
+		return errors.New("late")
+	}
+	reader := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+			return noRead()
+		},
+		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+			return noRead()
+		},
+	}).Build()
+	expiry := newReservationExpiry(reader, r, time.Second, true)
+	expiry.reclaiming <- struct{}{} // another admission's pass runs
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	expiry.reclaim(ctx) // returns at once
+	if r.Pending() != 1 {
+		t.Fatalf("%d reservations, want the one left for the running pass", r.Pending())
 	}
 }
 

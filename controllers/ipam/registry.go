@@ -794,7 +794,9 @@ func (r *Registry) settleIPAddressLocked(ip netip.Addr) {
 // ForgetStaleHold is told that the API server has no IPAddress object for ip (read live):
 // kube-apiserver then grants ip to the next create that asks for it, even while our caches still
 // show the Service it deleted, or that Service's IPAddress. It forgets both and reports whether
-// it did forget something.
+// ip is free of such holds now, so that the refused request is worth trying again: also when the
+// repair loop released them itself between the refusal and the live read (the deletions arrive
+// just then), and not when another Service holds ip too (a duplicate stays known, and reported).
 func (r *Registry) ForgetStaleHold(ip netip.Addr) bool {
 	r.mu.Lock()
 	parent, recorded := r.ipAddresses[ip]
@@ -816,12 +818,13 @@ func (r *Registry) ForgetStaleHold(ip netip.Addr) bool {
 		r.evictLocked(ip, holder)
 	}
 	r.settleLocked(ip)
+	_, stillHeld := r.holders[ip]
 	p, _ := r.ownerLocked(ip)
 	r.mu.Unlock()
 	if p != nil && (recorded || held) {
 		r.changed(p.name)
 	}
-	return recorded || held
+	return !stillHeld
 }
 
 // evictLocked records that key no longer holds ip, whatever a late view of it says.

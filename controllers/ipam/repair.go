@@ -3,9 +3,11 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/netip"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -268,7 +270,15 @@ type reservationExpiry struct {
 	registry    *Registry
 	every       time.Duration
 	ipAddresses bool // see ipAddressesTracked
-	reclaiming  sync.Mutex
+	// reclaiming admits one reclaim pass at a time; passes counts the passes done, so that a
+	// webhook that waited for one does not start another over what it just checked.
+	reclaiming chan struct{}
+	passes     atomic.Uint64
+}
+
+func newReservationExpiry(apiReader client.Reader, registry *Registry, every time.Duration, ipAddresses bool) *reservationExpiry {
+	return &reservationExpiry{apiReader: apiReader, registry: registry, every: every, ipAddresses: ipAddresses,
+		reclaiming: make(chan struct{}, 1)}
 }
 
 // Start implements manager.Runnable.
@@ -307,53 +317,85 @@ const reclaimAge = 2 * time.Second
 
 // reclaim checks the reservations older than reclaimAge live and drops those nothing holds. The
 // webhook calls it when a pool is full: reservations normally end when their IPAddress comes
-// and goes, but while the IPAddress watch is down (after an API server restart) they would
-// wait for the grace period, and churn would fill a half-empty pool.
+// and goes, but while the watches are down (for many seconds after an API server restart, in
+// their reconnect backoff) the objects of Services created and deleted meanwhile are never seen,
+// and their reservations would wait for the grace period, so that churn fills a half-empty pool.
+// Many admissions find the pool full at once: one pass runs at a time, and an admission that
+// waited for a pass only retries its assignment; the wait ends with ctx.
 func (e *reservationExpiry) reclaim(ctx context.Context) {
-	e.reclaiming.Lock() // one pass at a time; the next finds what this one dropped gone
-	defer e.reclaiming.Unlock()
+	before := e.passes.Load()
+	select {
+	case e.reclaiming <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-e.reclaiming }()
+	if e.passes.Load() != before {
+		return // a pass ended while we waited: it dropped what ours would drop
+	}
 	e.dropUnheld(ctx, e.registry.ReservationsOlderThan(reclaimAge))
+	e.passes.Add(1)
 }
 
+// dropUnheld drops those of reservations nothing in the cluster holds. It reads the cluster in
+// a few lists, not an object per reservation: after an API server restart there are hundreds,
+// and an admission waits for the check.
 func (e *reservationExpiry) dropUnheld(ctx context.Context, reservations []Reservation) {
+	if len(reservations) == 0 {
+		return
+	}
 	log := logf.FromContext(ctx).WithName("clusterip-ipam")
+	held, err := e.heldInCluster(ctx, reservations)
+	if err != nil {
+		log.Error(err, "Checking old ClusterIP reservations failed; they stay until the next check", "reservations", len(reservations))
+		return
+	}
 	for _, res := range reservations {
-		held, err := e.heldInCluster(ctx, res)
-		if err != nil {
-			log.Error(err, "Checking an expired ClusterIP reservation failed", "ip", res.IP, "service", res.Service)
-			continue
-		}
-		if !held {
+		if !held[res.IP] {
 			log.V(1).Info("Freeing a ClusterIP reserved for a Service that never appeared", "ip", res.IP, "service", res.Service)
 			e.registry.DropReservation(res)
 		}
 	}
 }
 
-func (e *reservationExpiry) heldInCluster(ctx context.Context, res Reservation) (bool, error) {
+// heldInCluster returns the addresses of reservations that the API server has an IPAddress
+// object for (a create still in flight, or any other holder), or that their Service holds.
+func (e *reservationExpiry) heldInCluster(ctx context.Context, reservations []Reservation) (map[netip.Addr]bool, error) {
+	held := map[netip.Addr]bool{}
 	if e.ipAddresses {
-		if _, exists, err := liveIPAddress(ctx, e.apiReader, res.IP); err != nil || exists {
-			return exists, err
+		records := &networkingv1.IPAddressList{}
+		if err := e.apiReader.List(ctx, records); err != nil {
+			return nil, fmt.Errorf("list IPAddresses: %w", err)
+		}
+		for _, r := range records.Items {
+			if ip, err := netip.ParseAddr(r.Name); err == nil {
+				held[ip.Unmap()] = true
+			}
 		}
 	}
-	var candidates []corev1.Service
-	if res.Service.Name != "" {
-		svc := &corev1.Service{}
-		if err := e.apiReader.Get(ctx, res.Service, svc); err != nil {
-			return false, client.IgnoreNotFound(err)
-		}
-		candidates = append(candidates, *svc)
-	} else {
-		list := &corev1.ServiceList{}
-		if err := e.apiReader.List(ctx, list, client.InNamespace(res.Service.Namespace)); err != nil {
-			return false, err
-		}
-		candidates = list.Items
-	}
-	for idx := range candidates {
-		if ips, _ := clusterIPsOf(&candidates[idx]); slices.Contains(ips, res.IP) {
-			return true, nil
+	namespaces := map[string]bool{}
+	for _, res := range reservations {
+		if !held[res.IP] {
+			namespaces[res.Service.Namespace] = true
 		}
 	}
-	return false, nil
+	for _, ns := range slices.Sorted(maps.Keys(namespaces)) {
+		services := &corev1.ServiceList{}
+		if err := e.apiReader.List(ctx, services, client.InNamespace(ns)); err != nil {
+			return nil, fmt.Errorf("list the Services of namespace %s: %w", ns, err)
+		}
+		holders := map[netip.Addr][]types.NamespacedName{}
+		for idx := range services.Items {
+			ips, _ := clusterIPsOf(&services.Items[idx])
+			for _, ip := range ips {
+				holders[ip] = append(holders[ip], client.ObjectKeyFromObject(&services.Items[idx]))
+			}
+		}
+		for _, res := range reservations {
+			if res.Service.Namespace == ns && slices.ContainsFunc(holders[res.IP], reservation{service: res.Service}.isFor) {
+				held[res.IP] = true
+			}
+		}
+	}
+	return held, nil
 }

@@ -189,8 +189,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 		Named("clusterip-repair").
 		For(&corev1.Service{}, builder.WithPredicates(clusterIPsChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentServiceSyncs, NeedLeaderElection: ptr.To(false)})
-	expiry := &reservationExpiry{apiReader: live, registry: registry,
-		every: max(opts.ReservationGracePeriod/4, time.Second), ipAddresses: ipAddresses}
+	expiry := newReservationExpiry(live, registry, max(opts.ReservationGracePeriod/4, time.Second), ipAddresses)
 	if err := mgr.Add(expiry); err != nil {
 		return nil, fmt.Errorf("add the ClusterIP reservation expiry: %w", err)
 	}

@@ -24,7 +24,6 @@ type FloorWriter struct {
 	// Client writes; give it the client QPS the controllers under comparison get.
 	Client client.WithWatch
 
-	mu       sync.Mutex
 	services map[string]*floorService // by Service name
 	podIP    map[string]string        // pod name → IP
 	podsRV   string                   // where the pod watch starts: no initial events

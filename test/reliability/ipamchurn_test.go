@@ -25,9 +25,7 @@ const (
 )
 
 var _ = Describe("ClusterIP assignment under churn", func() {
-	// Pending: an open bug (README, Known issues): right after a kube-apiserver SIGKILL, 146 of 200
-	// creates were once refused "range is full" while the pool held 46 Services.
-	It("refuses no create when 200 Services are created and deleted at once by 8 clients right after each of two kube-apiserver restarts", Pending, func(ctx SpecContext) {
+	It("refuses no create when 200 Services are created and deleted at once by 8 clients right after each of two kube-apiserver restarts", func(ctx SpecContext) {
 		const cidr = "10.110.13.0/24"
 		labels := map[string]string{"reliability.clusterip.dev/scenario": "restart-churn"}
 		pool := createPool(ctx, cidr, labels)
