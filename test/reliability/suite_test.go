@@ -81,7 +81,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	wio := &testEnv.WebhookInstallOptions
 	manager = newManagerProcess(binary, kubeconfigPath, wio.LocalServingCertDir, wio.LocalServingPort)
 	manager.start()
-}, NodeTimeout(5*time.Minute))
+	// Generous: building the manager alone took over 4 minutes on a 2-core machine busy with
+	// other builds.
+}, NodeTimeout(10*time.Minute))
 
 var _ = AfterSuite(func() {
 	if manager != nil {
