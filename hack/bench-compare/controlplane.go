@@ -10,7 +10,9 @@ import (
 	"syscall"
 	"time"
 
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
@@ -22,6 +24,8 @@ type controlPlane struct {
 	env        *envtest.Environment
 	cfg        *rest.Config
 	kubeconfig string
+	// client has no client-side rate limit: the fixtures are not what we measure.
+	client client.WithWatch
 }
 
 // startControlPlane starts kube-apiserver and etcd from assets, logging into workDir.
@@ -38,6 +42,10 @@ func startControlPlane(assets, workDir string) (*controlPlane, error) {
 		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", assets, err)
 	}
 	cp := &controlPlane{env: env, cfg: cfg, kubeconfig: filepath.Join(workDir, "kubeconfig")}
+	if cp.client, err = client.NewWithWatch(cp.unthrottled(), client.Options{Scheme: clientgoscheme.Scheme}); err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
 	if _, err := controlplane.WriteAdminKubeconfig(env, "bench-admin", cp.kubeconfig); err != nil {
 		_ = env.Stop()
 		return nil, fmt.Errorf("write an admin kubeconfig: %w", err)

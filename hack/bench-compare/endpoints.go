@@ -23,10 +23,7 @@ func runKubeControllerManager(ctx context.Context, o options, workload published
 		return nil, err
 	}
 	defer cp.stop()
-	c, err := client.NewWithWatch(cp.unthrottled(), client.Options{Scheme: clientgoscheme.Scheme})
-	if err != nil {
-		return nil, err
-	}
+	c := cp.client
 	workload.Logf = func(format string, args ...any) { logf("kube-controller-manager: "+format, args...) }
 	var kcm *process
 	result, err := workload.Run(ctx, c, func() (err error) {
@@ -62,10 +59,7 @@ func runFloorWriter(ctx context.Context, o options, workload published.Workload)
 		return nil, err
 	}
 	defer cp.stop()
-	fixtures, err := client.NewWithWatch(cp.unthrottled(), client.Options{Scheme: clientgoscheme.Scheme})
-	if err != nil {
-		return nil, err
-	}
+	fixtures := cp.client
 	throttled := rest.CopyConfig(cp.cfg)
 	throttled.QPS, throttled.Burst = float32(o.qps), 2*o.qps
 	writerClient, err := client.NewWithWatch(throttled, client.Options{Scheme: clientgoscheme.Scheme})

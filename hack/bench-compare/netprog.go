@@ -23,7 +23,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/test/published"
@@ -141,10 +140,7 @@ func runNetworkProgramming(ctx context.Context, o options, side string) (map[str
 		return nil, err
 	}
 	defer cp.stop()
-	c, err := client.New(cp.unthrottled(), client.Options{Scheme: clientgoscheme.Scheme})
-	if err != nil {
-		return nil, err
-	}
+	c := cp.client
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	logf("%s: network programming: %d Services x 10 endpoints, then the probe Service", side, o.proxyServices)

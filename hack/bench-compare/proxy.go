@@ -20,9 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/test/published"
 
@@ -47,10 +45,7 @@ func runKubeProxy(ctx context.Context, o options, services, changes int, kind co
 		return nil, err
 	}
 	defer cp.stop()
-	c, err := client.New(cp.unthrottled(), client.Options{Scheme: clientgoscheme.Scheme})
-	if err != nil {
-		return nil, err
-	}
+	c := cp.client
 	logf("kube-proxy: creating %d Services x 10 endpoints", services)
 	node := kit.MakeNode(proxyNodeName).Mutate(func(n *corev1.Node) {
 		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeIP}}
