@@ -37,6 +37,10 @@ const wholeRangeCheckCost = 32
 // fuzzQuarantine is the hold time when a fuzz input turns quarantine on.
 const fuzzQuarantine = time.Minute
 
+// fuzzCooling is the cooling time of released addresses when quarantine is
+// off and the seed is even.
+const fuzzCooling = 30 * time.Second
+
 // addrState is the model's state of one address; free addresses are absent.
 type addrState int
 
@@ -49,22 +53,29 @@ const (
 // rangeModel is the obvious implementation the Range must agree with: a map
 // of the addresses that are not free.
 type rangeModel struct {
-	prefix      netip.Prefix
-	capacity    uint64
-	bandLast    netip.Addr // last static-band address; invalid when no band
-	bandSize    uint64
-	broadcast   netip.Addr // IPv4 only
-	state       map[netip.Addr]addrState
-	until       map[netip.Addr]time.Time
-	quarantine  time.Duration
+	prefix     netip.Prefix
+	capacity   uint64
+	bandLast   netip.Addr // last static-band address; invalid when no band
+	bandSize   uint64
+	broadcast  netip.Addr // IPv4 only
+	state      map[netip.Addr]addrState
+	until      map[netip.Addr]time.Time
+	quarantine time.Duration
+	// cooling holds the free addresses released less than coolFor ago, with
+	// their release number: AllocateNext takes them last, lowest number first.
+	cooling     map[netip.Addr]uint64
+	coolUntil   map[netip.Addr]time.Time
+	coolFor     time.Duration
+	releases    uint64
 	now         time.Time
 	dynamicUsed uint64    // occupied addresses above the static band
 	counts      [4]uint64 // addresses per addrState
 }
 
-func newRangeModel(prefix netip.Prefix, quarantine time.Duration, now time.Time) *rangeModel {
+func newRangeModel(prefix netip.Prefix, quarantine, cooling time.Duration, now time.Time) *rangeModel {
 	hostBits := uint(prefix.Addr().BitLen() - prefix.Bits())
-	m := &rangeModel{prefix: prefix, state: map[netip.Addr]addrState{}, until: map[netip.Addr]time.Time{}, quarantine: quarantine, now: now}
+	m := &rangeModel{prefix: prefix, state: map[netip.Addr]addrState{}, until: map[netip.Addr]time.Time{}, quarantine: quarantine,
+		cooling: map[netip.Addr]uint64{}, coolUntil: map[netip.Addr]time.Time{}, coolFor: cooling, now: now}
 	if prefix.Addr().Is4() {
 		m.capacity = 1<<hostBits - 2
 		m.broadcast = addrAdd(prefix.Addr(), 1<<hostBits-1)
@@ -132,6 +143,23 @@ func (m *rangeModel) expire() {
 			m.setState(a, 0)
 		}
 	}
+	for a, until := range m.coolUntil {
+		if !until.After(m.now) {
+			delete(m.cooling, a)
+			delete(m.coolUntil, a)
+		}
+	}
+}
+
+// coolest returns the cooling address released first.
+func (m *rangeModel) coolest() (netip.Addr, bool) {
+	var best netip.Addr
+	for a, n := range m.cooling {
+		if !best.IsValid() || n < m.cooling[best] {
+			best = a
+		}
+	}
+	return best, best.IsValid()
 }
 
 // setState moves a to s (0 = free), keeping the counters right.
@@ -147,6 +175,8 @@ func (m *rangeModel) setState(a netip.Addr, s addrState) {
 	m.counts[old]--
 	m.counts[s]++
 	delete(m.until, a)
+	delete(m.cooling, a)
+	delete(m.coolUntil, a)
 	if s == 0 {
 		delete(m.state, a)
 		return
@@ -205,15 +235,17 @@ func fuzzOne(t *testing.T, cidrSel byte, withQuarantine bool, seed uint64, ops [
 	}
 	prefix := netip.MustParsePrefix(fuzzCIDRs[int(cidrSel)%len(fuzzCIDRs)])
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
-	var hold time.Duration
+	var hold, cool time.Duration
 	if withQuarantine {
 		hold = fuzzQuarantine
+	} else if seed%2 == 0 {
+		cool = fuzzCooling
 	}
-	r, err := NewRange(prefix, WithRandom(rand.New(rand.NewPCG(seed, seed))), WithQuarantine(hold), WithClock(clock.Now))
+	r, err := NewRange(prefix, WithRandom(rand.New(rand.NewPCG(seed, seed))), WithQuarantine(hold), WithCooling(cool), WithClock(clock.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newRangeModel(prefix, hold, clock.now)
+	m := newRangeModel(prefix, hold, cool, clock.now)
 	budget := wholeRangeBudget
 	for i := 0; i+3 <= len(ops); i += 3 {
 		op, arg := ops[i], binary.BigEndian.Uint16(ops[i+1:])
@@ -293,8 +325,21 @@ func checkAllocateNext(t *testing.T, r *Range, m *rangeModel) {
 	if !m.assignable(got) || m.state[got] != 0 {
 		t.Fatalf("AllocateNext = %s, which is not assignable or not free (state %d)", got, m.state[got])
 	}
-	if m.dynamicUsed < m.capacity-m.bandSize && m.inStaticBand(got) {
+	coolingDynamic := uint64(0)
+	for a := range m.cooling {
+		if !m.inStaticBand(a) {
+			coolingDynamic++
+		}
+	}
+	if m.dynamicUsed+coolingDynamic < m.capacity-m.bandSize && m.inStaticBand(got) {
 		t.Fatalf("AllocateNext = %s from the static band while the dynamic band has room", got)
+	}
+	if occupied+uint64(len(m.cooling)) < m.capacity {
+		if _, cooling := m.cooling[got]; cooling {
+			t.Fatalf("AllocateNext = %s, which is cooling, while %d other addresses are free", got, m.capacity-occupied-uint64(len(m.cooling)))
+		}
+	} else if want, _ := m.coolest(); got != want {
+		t.Fatalf("AllocateNext = %s with only cooling addresses free, want %s, the one released first", got, want)
 	}
 	m.setState(got, stateAllocated)
 }
@@ -315,6 +360,11 @@ func checkRelease(t *testing.T, r *Range, m *rangeModel, a netip.Addr) {
 		return
 	}
 	m.setState(a, 0)
+	if m.coolFor > 0 {
+		m.releases++
+		m.cooling[a] = m.releases
+		m.coolUntil[a] = m.now.Add(m.coolFor)
+	}
 }
 
 func checkReserve(t *testing.T, r *Range, m *rangeModel, a netip.Addr) {

@@ -35,6 +35,19 @@ func (q *quarantine) remove(off uint64) bool {
 	return true
 }
 
+// takeOldest ends the hold of the offset released longest ago and returns it.
+func (q *quarantine) takeOldest() (uint64, bool) {
+	for q.head < len(q.queue) {
+		h := q.queue[q.head]
+		q.head++
+		if until, ok := q.until[h.off]; ok && until.Equal(h.until) {
+			delete(q.until, h.off)
+			return h.off, true
+		}
+	}
+	return 0, false
+}
+
 // pending returns the number of queue entries not yet processed.
 func (q *quarantine) pending() int { return len(q.queue) - q.head }
 

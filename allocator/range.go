@@ -18,6 +18,7 @@ const DefaultCIDR = "10.96.0.0/12"
 // options collects what Option values configure.
 type options struct {
 	quarantine time.Duration
+	cooling    time.Duration
 	now        func() time.Time
 	rand       *rand.Rand
 }
@@ -30,6 +31,17 @@ type Option func(*options)
 // new Service. Allocate of a quarantined address still succeeds.
 func WithQuarantine(d time.Duration) Option {
 	return func(o *options) { o.quarantine = d }
+}
+
+// WithCooling lets released addresses cool for d: AllocateNext hands out every
+// other free address first, and an address that is still cooling only when no
+// other is free, the one released longest ago first. Unlike WithQuarantine it
+// never makes the range full. An address released a moment ago is the one most
+// likely to be claimed again by a late view of its old owner (kube-apiserver's
+// repair loop re-creates the IPAddress of a Service its cache still shows).
+// With a quarantine, released addresses go there instead.
+func WithCooling(d time.Duration) Option {
+	return func(o *options) { o.cooling = d }
 }
 
 // WithClock sets the clock used for quarantine; it must not go backwards.
@@ -52,7 +64,8 @@ func WithRandom(r *rand.Rand) Option {
 //
 // Every address is in exactly one state: free, allocated, reserved or in
 // quarantine. The bitmap marks the last three as occupied, so AllocateNext
-// skips them all with one search.
+// skips them all with one search. A free address that is cooling is marked
+// too, so that the search skips it; it counts as free everywhere else.
 type Range struct {
 	cidr     netip.Prefix
 	is4      bool
@@ -66,6 +79,7 @@ type Range struct {
 	used       uint64
 	reserved   map[uint64]struct{}
 	quarantine quarantine
+	cooling    quarantine // free addresses AllocateNext hands out last
 	opts       options
 }
 
@@ -114,6 +128,7 @@ func NewRange(cidr netip.Prefix, opts ...Option) (*Range, error) {
 	}
 	r.occupied = newBitmap(hostBits, r.capacity)
 	r.quarantine.until = make(map[uint64]time.Time)
+	r.cooling.until = make(map[uint64]time.Time)
 	return r, nil
 }
 
@@ -183,8 +198,8 @@ func (r *Range) Allocate(ip netip.Addr) error {
 	switch {
 	case r.isReserved(off):
 		return errReserved(ip, r.cidr)
-	case r.quarantine.remove(off):
-		// The bit stays set: the address goes from quarantined to allocated.
+	case r.quarantine.remove(off), r.cooling.remove(off):
+		// The bit stays set: the address goes from quarantined or cooling to allocated.
 	case !r.occupied.set(off):
 		return errAllocated(ip, r.cidr)
 	}
@@ -195,23 +210,25 @@ func (r *Range) Allocate(ip netip.Addr) error {
 // AllocateNext allocates a free address and returns it, or fails with ErrFull.
 // It starts at a random position in the dynamic band (everything above the
 // static band) and takes the next free address there; only when the dynamic
-// band is full does it look in the static band the same way.
+// band is full does it look in the static band the same way, and only when
+// both are full does it take the address that has been cooling longest.
 func (r *Range) AllocateNext() (netip.Addr, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.expireQuarantine()
 	off, ok := r.findFree()
-	if !ok {
+	if ok {
+		r.occupied.setAt(0, off) // known clear: skip set's check
+	} else if off, ok = r.cooling.takeOldest(); !ok {
 		return netip.Addr{}, errFull(r.cidr, r.capacity)
-	}
-	r.occupied.setAt(0, off) // known clear: skip set's check
+	} // a cooling address's bit is set already
 	r.used++
 	return r.addrAt(off), nil
 }
 
-// findFree returns a free offset, preferring the dynamic band.
+// findFree returns a free offset that is not cooling, preferring the dynamic band.
 func (r *Range) findFree() (uint64, bool) {
-	if r.used+uint64(len(r.reserved))+uint64(len(r.quarantine.until)) >= r.capacity {
+	if r.used+uint64(len(r.reserved))+uint64(len(r.quarantine.until))+uint64(len(r.cooling.until)) >= r.capacity {
 		return 0, false
 	}
 	if off, ok := r.findFreeIn(r.band, r.capacity); ok {
@@ -250,11 +267,14 @@ func (r *Range) Release(ip netip.Addr) error {
 		return nil
 	}
 	r.used--
-	if r.opts.quarantine > 0 {
+	switch {
+	case r.opts.quarantine > 0:
 		r.quarantine.add(off, r.opts.now().Add(r.opts.quarantine))
-		return nil
+	case r.opts.cooling > 0:
+		r.cooling.add(off, r.opts.now().Add(r.opts.cooling)) // the bit stays set
+	default:
+		r.occupied.clear(off)
 	}
-	r.occupied.clear(off)
 	return nil
 }
 
@@ -286,8 +306,8 @@ func (r *Range) Reserve(ip netip.Addr) error {
 	switch {
 	case r.isReserved(off):
 		return nil
-	case r.quarantine.remove(off):
-		// The bit stays set: the address goes from quarantined to reserved.
+	case r.quarantine.remove(off), r.cooling.remove(off):
+		// The bit stays set: the address goes from quarantined or cooling to reserved.
 	case !r.occupied.set(off):
 		return fmt.Errorf("reserve %s in %s: %w; release it (delete the Service that holds it) before reserving it", ip, r.cidr, ErrAllocated)
 	}
@@ -348,7 +368,7 @@ func (r *Range) Quarantined() uint64 {
 }
 
 // Free returns how many addresses AllocateNext can hand out now:
-// Capacity - Used - Reserved - Quarantined.
+// Capacity - Used - Reserved - Quarantined (cooling addresses are free).
 func (r *Range) Free() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -374,11 +394,11 @@ func forEachBit(words []indexedWord, fn func(uint64)) {
 	}
 }
 
-// allocatedWords returns the occupied words without reserved and quarantined
-// addresses: the allocated set, in ascending order. The caller holds r.mu.
+// allocatedWords returns the occupied words without reserved, quarantined and
+// cooling addresses: the allocated set, in ascending order. The caller holds r.mu.
 func (r *Range) allocatedWords() []indexedWord {
 	words := r.occupied.setWords()
-	if len(r.reserved) == 0 && len(r.quarantine.until) == 0 {
+	if len(r.reserved) == 0 && len(r.quarantine.until) == 0 && len(r.cooling.until) == 0 {
 		return words
 	}
 	unset := func(off uint64) {
@@ -390,6 +410,9 @@ func (r *Range) allocatedWords() []indexedWord {
 		unset(off)
 	}
 	for off := range r.quarantine.until {
+		unset(off)
+	}
+	for off := range r.cooling.until {
 		unset(off)
 	}
 	out := words[:0]
@@ -407,7 +430,8 @@ func (r *Range) isAllocated(off uint64) bool {
 		return false
 	}
 	_, q := r.quarantine.until[off]
-	return !q
+	_, c := r.cooling.until[off]
+	return !q && !c
 }
 
 // isReserved reports whether off is reserved. The caller holds r.mu.
@@ -419,13 +443,16 @@ func (r *Range) isReserved(off uint64) bool {
 	return ok
 }
 
-// expireQuarantine frees the addresses whose quarantine is over. The caller
-// holds r.mu.
+// expireQuarantine frees the addresses whose quarantine is over, and ends the
+// cooling of those that have cooled long enough. The caller holds r.mu.
 func (r *Range) expireQuarantine() {
-	if r.quarantine.pending() == 0 {
+	if r.quarantine.pending() == 0 && r.cooling.pending() == 0 {
 		return
 	}
-	r.quarantine.expire(r.opts.now(), func(off uint64) { r.occupied.clear(off) })
+	now := r.opts.now()
+	clear := func(off uint64) { r.occupied.clear(off) }
+	r.quarantine.expire(now, clear)
+	r.cooling.expire(now, clear)
 }
 
 // offsetOf returns the offset of ip, or false when ip is not an assignable

@@ -457,6 +457,95 @@ func TestQuarantine(t *testing.T) {
 	}
 }
 
+func TestCooling(t *testing.T) {
+	// 10.0.0.0/29: six addresses, no static band.
+	tests := []struct {
+		name string
+		run  func(t *testing.T, r *Range, clock *fakeClock)
+	}{
+		{name: "a released address is handed out after every other free one", run: func(t *testing.T, r *Range, clock *fakeClock) {
+			r.Allocate(ip("10.0.0.3"))
+			r.Release(ip("10.0.0.3"))
+			if r.Free() != 6 || r.Used() != 0 || r.Has(ip("10.0.0.3")) || r.IsQuarantined(ip("10.0.0.3")) {
+				t.Fatalf("a cooling address is not plain free: Free = %d, Used = %d", r.Free(), r.Used())
+			}
+			for range 5 {
+				if got, err := r.AllocateNext(); err != nil || got == ip("10.0.0.3") {
+					t.Fatalf("AllocateNext = %s, %v while other addresses are free", got, err)
+				}
+			}
+			if got, err := r.AllocateNext(); err != nil || got != ip("10.0.0.3") {
+				t.Fatalf("AllocateNext = %s, %v; want the cooling 10.0.0.3, the only one left", got, err)
+			}
+			if _, err := r.AllocateNext(); !errors.Is(err, ErrFull) {
+				t.Fatalf("AllocateNext of a full range = %v, want ErrFull", err)
+			}
+		}},
+		{name: "the address released first is handed out first", run: func(t *testing.T, r *Range, clock *fakeClock) {
+			for _, a := range []string{"10.0.0.5", "10.0.0.2", "10.0.0.4"} {
+				r.Allocate(ip(a))
+				r.Release(ip(a))
+			}
+			for _, a := range []string{"10.0.0.1", "10.0.0.3", "10.0.0.6"} {
+				r.Allocate(ip(a))
+			}
+			for _, want := range []string{"10.0.0.5", "10.0.0.2", "10.0.0.4"} {
+				if got, err := r.AllocateNext(); err != nil || got != ip(want) {
+					t.Fatalf("AllocateNext = %s, %v; want %s", got, err, want)
+				}
+			}
+		}},
+		{name: "cooling ends after its time", run: func(t *testing.T, r *Range, clock *fakeClock) {
+			for _, a := range []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"} {
+				r.Allocate(ip(a))
+			}
+			r.Release(ip("10.0.0.5"))
+			clock.Advance(time.Minute)
+			r.Release(ip("10.0.0.4")) // cooling from now on
+			// 10.0.0.5 and 10.0.0.6 are plain free; AllocateNext starts at a random
+			// position, so over many tries it hands out both, and never 10.0.0.4.
+			seen := map[netip.Addr]bool{}
+			for range 64 {
+				got, err := r.AllocateNext()
+				if err != nil || got == ip("10.0.0.4") {
+					t.Fatalf("AllocateNext = %s, %v; want the cooled-down 10.0.0.5 or the never used 10.0.0.6", got, err)
+				}
+				seen[got] = true
+				r.Release(got)
+				clock.Advance(time.Minute) // got cools down; 10.0.0.4 too, after the first round
+				r.Allocate(ip("10.0.0.4"))
+				r.Release(ip("10.0.0.4"))
+			}
+			if !seen[ip("10.0.0.5")] || !seen[ip("10.0.0.6")] {
+				t.Fatalf("AllocateNext handed out only %v of the two free addresses", seen)
+			}
+		}},
+		{name: "allocating or reserving a cooling address ends its cooling", run: func(t *testing.T, r *Range, clock *fakeClock) {
+			r.Allocate(ip("10.0.0.1"))
+			r.Allocate(ip("10.0.0.2"))
+			r.Release(ip("10.0.0.1"))
+			r.Release(ip("10.0.0.2"))
+			if err := r.Allocate(ip("10.0.0.1")); err != nil || !r.Has(ip("10.0.0.1")) {
+				t.Fatalf("Allocate of a cooling address = %v", err)
+			}
+			if err := r.Reserve(ip("10.0.0.2")); err != nil || !r.IsReserved(ip("10.0.0.2")) {
+				t.Fatalf("Reserve of a cooling address = %v", err)
+			}
+			clock.Advance(time.Hour) // stale cooling entries must free nothing
+			if !r.Has(ip("10.0.0.1")) || !r.IsReserved(ip("10.0.0.2")) || r.Free() != 4 {
+				t.Fatalf("Has = %v, IsReserved = %v, Free = %d", r.Has(ip("10.0.0.1")), r.IsReserved(ip("10.0.0.2")), r.Free())
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			r := mustRange(t, "10.0.0.0/29", WithCooling(time.Minute), WithClock(clock.Now))
+			tt.run(t, r, clock)
+		})
+	}
+}
+
 func TestForEachIsAscendingAndSkipsReservedAndQuarantined(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(0, 0)}
 	r := mustRange(t, "fd00::/64", WithQuarantine(time.Minute), WithClock(clock.Now))

@@ -95,6 +95,11 @@ func (r *Range) Restore(data []byte) error {
 			delete(r.quarantine.until, off) // allocated in the snapshot
 		}
 	}
+	for off := range r.cooling.until {
+		if !r.occupied.set(off) {
+			delete(r.cooling.until, off) // allocated in the snapshot
+		}
+	}
 	return nil
 }
 

@@ -386,11 +386,18 @@ func (r *Registry) rebuildLocked() []string {
 	return names
 }
 
+// releasedAddressCooling is how long a released address is handed out only when its pool has no
+// other free address. kube-apiserver's repair loop re-creates the IPAddress of a Service its
+// cache still shows (for seconds after an API server restart, for a Service deleted a moment
+// before), and removes it as leaked about a minute later: an address handed out in between is
+// refused ("provided IP is already allocated"), even though we read its IPAddress live first.
+const releasedAddressCooling = time.Minute
+
 func (p *pool) rangeOptions() []allocator.Option {
 	if q := p.spec.QuarantineSeconds; q != nil && *q > 0 {
 		return []allocator.Option{allocator.WithQuarantine(time.Duration(*q) * time.Second)}
 	}
-	return nil
+	return []allocator.Option{allocator.WithCooling(releasedAddressCooling)}
 }
 
 // extendDefaultLocked adds to the pool "default" the CIDRs of the cluster's ServiceCIDRs that
