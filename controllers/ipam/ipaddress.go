@@ -132,7 +132,9 @@ func (a *serviceAdmission) assignFree(ctx context.Context, req AssignRequest) ([
 			var err error
 			ips, err = a.registry.Assign(req)
 			if errors.Is(err, allocator.ErrFull) && a.reclaim != nil {
-				a.reclaim(ctx)
+				if rerr := a.reclaim(ctx); rerr != nil {
+					return fmt.Errorf("%w. It may only look full: %w; retry the create", err, rerr)
+				}
 				ips, err = a.registry.Assign(req)
 			}
 			return err

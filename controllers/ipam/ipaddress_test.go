@@ -406,6 +406,34 @@ func TestFullPoolReclaimsReservationsOfServicesGoneUnseen(t *testing.T) {
 	}
 }
 
+// When the check of old reservations fails, a full pool is refused with the reason it may only
+// look full.
+func TestFullPoolSaysWhenReservationsCouldNotBeChecked(t *testing.T) {
+	r, clock := newTestRegistry(t)
+	for i := 0; ; i++ {
+		_, err := r.Assign(AssignRequest{Service: key("ns", fmt.Sprintf("gone-%d", i)), NamespaceLabels: noLabel})
+		if errors.Is(err, allocator.ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.t = clock.t.Add(reclaimAge)
+	broken := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+			return errors.New("dial tcp 10.0.0.1:443: connect: connection refused")
+		},
+	}).Build()
+	expiry := newReservationExpiry(broken, r, time.Second, true)
+	a := &serviceAdmission{registry: r, ipAddresses: true, live: broken, reclaim: expiry.reclaim}
+	_, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel})
+	if !errors.Is(err, allocator.ErrFull) || !strings.Contains(err.Error(), "may only look full") ||
+		!strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("got %v; want range is full, with why it may only look so", err)
+	}
+}
+
 // An admission that waits for another's reclaim pass gives up when its own deadline ends.
 func TestReclaimWaitEndsWithTheAdmission(t *testing.T) {
 	r, clock := newTestRegistry(t)

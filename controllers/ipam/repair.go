@@ -274,6 +274,7 @@ type reservationExpiry struct {
 	// webhook that waited for one does not start another over what it just checked.
 	reclaiming chan struct{}
 	passes     atomic.Uint64
+	lastErr    error // of the last reclaim pass; read and written holding reclaiming
 }
 
 func newReservationExpiry(apiReader client.Reader, registry *Registry, every time.Duration, ipAddresses bool) *reservationExpiry {
@@ -308,7 +309,7 @@ func runEvery(ctx context.Context, period time.Duration, kick <-chan struct{}, f
 // expire drops each expired reservation unless a Service does hold the address (the repair loop
 // has just not seen it yet) or the API server has an IPAddress for it (a create still in flight).
 func (e *reservationExpiry) expire(ctx context.Context) {
-	e.dropUnheld(ctx, e.registry.ExpiredReservations())
+	_ = e.dropUnheld(ctx, e.registry.ExpiredReservations()) // logged; the next tick tries again
 }
 
 // reclaimAge is how old a reservation must be before a webhook that finds its pool full checks
@@ -321,34 +322,36 @@ const reclaimAge = 2 * time.Second
 // their reconnect backoff) the objects of Services created and deleted meanwhile are never seen,
 // and their reservations would wait for the grace period, so that churn fills a half-empty pool.
 // Many admissions find the pool full at once: one pass runs at a time, and an admission that
-// waited for a pass only retries its assignment; the wait ends with ctx.
-func (e *reservationExpiry) reclaim(ctx context.Context) {
+// waited for a pass only retries its assignment; the wait ends with ctx. It returns why the
+// pass could not check the reservations, if it could not: the pool may then only look full.
+func (e *reservationExpiry) reclaim(ctx context.Context) error {
 	before := e.passes.Load()
 	select {
 	case e.reclaiming <- struct{}{}:
 	case <-ctx.Done():
-		return
+		return nil
 	}
 	defer func() { <-e.reclaiming }()
 	if e.passes.Load() != before {
-		return // a pass ended while we waited: it dropped what ours would drop
+		return e.lastErr // a pass ended while we waited: it dropped what ours would drop
 	}
-	e.dropUnheld(ctx, e.registry.ReservationsOlderThan(reclaimAge))
+	e.lastErr = e.dropUnheld(ctx, e.registry.ReservationsOlderThan(reclaimAge))
 	e.passes.Add(1)
+	return e.lastErr
 }
 
 // dropUnheld drops those of reservations nothing in the cluster holds. It reads the cluster in
 // a few lists, not an object per reservation: after an API server restart there are hundreds,
-// and an admission waits for the check.
-func (e *reservationExpiry) dropUnheld(ctx context.Context, reservations []Reservation) {
+// and an admission waits for the check. It returns why the check failed, if it did.
+func (e *reservationExpiry) dropUnheld(ctx context.Context, reservations []Reservation) error {
 	if len(reservations) == 0 {
-		return
+		return nil
 	}
 	log := logf.FromContext(ctx).WithName("clusterip-ipam")
 	held, err := e.heldInCluster(ctx, reservations)
 	if err != nil {
 		log.Error(err, "Checking old ClusterIP reservations failed; they stay until the next check", "reservations", len(reservations))
-		return
+		return fmt.Errorf("%d addresses reserved for creates that may never have completed could not be checked against the API server (%w)", len(reservations), err)
 	}
 	for _, res := range reservations {
 		if !held[res.IP] {
@@ -356,6 +359,7 @@ func (e *reservationExpiry) dropUnheld(ctx context.Context, reservations []Reser
 			e.registry.DropReservation(res)
 		}
 	}
+	return nil
 }
 
 // heldInCluster returns the addresses of reservations that the API server has an IPAddress

@@ -52,8 +52,9 @@ type serviceAdmission struct {
 	live client.Reader
 	// ipAddresses: the API server tracks ClusterIPs as IPAddress objects (see ipAddressesTracked).
 	ipAddresses bool
-	// reclaim (may be nil) drops reservations nothing holds any more, checked live.
-	reclaim func(context.Context)
+	// reclaim (may be nil) drops reservations nothing holds any more, checked live; it
+	// returns why it could not check them.
+	reclaim func(context.Context) error
 	decoder admission.Decoder
 	// claims makes the addresses this replica hands out its own through the API server, so
 	// that replicas never hand out one address twice; nil with a single replica.
