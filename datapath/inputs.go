@@ -162,10 +162,11 @@ func (r fragmentRefs) remove(key types.NamespacedName, f *Fragment) {
 	if r.hints[f.Hints]--; r.hints[f.Hints] <= 0 {
 		delete(r.hints, f.Hints)
 	}
+	// A shared chain no Service uses any more stays (count 0) until the next full sync: the
+	// kernel keeps it anyway (see removeStale), and a Service whose endpoint count flips back
+	// then changes map elements only, a netlink batch instead of an nft run.
 	for _, c := range f.shared {
-		if r.shared[c]--; r.shared[c] <= 0 {
-			delete(r.shared, c)
-		}
+		r.shared[c]--
 	}
 	for _, k := range f.frontends {
 		if r.frontendOwners[k] == key {

@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/knftables"
 )
@@ -474,5 +475,36 @@ func TestProxierResyncsInFullOncePerFullSyncPeriod(t *testing.T) {
 	}
 	if len(results) != 2 || !results[1].Full || results[1].Reason != "period" {
 		t.Errorf("want one full sync for the period, got %+v", results[1:])
+	}
+}
+
+// An endpoint count that flips back and forth (a pod turning NotReady and Ready again) changes
+// map elements only, once each dnat-mod-N chain exists: the chains of counts no Service uses
+// stay until the next full sync, so the partial syncs need no nft run (in the kernel, a
+// netlink element batch).
+func TestEndpointCountFlipsChangeElementsOnly(t *testing.T) {
+	p, nft, _ := fakeProxier(t, Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4}})
+	svc := makeService("probe", "10.96.0.20", tcp("", 80, 8080))
+	key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+	both := makeSlice(svc, "probe-1", readyEP("10.244.1.10", "node-a"), readyEP("10.244.1.11", "node-a"))
+	one := makeSlice(svc, "probe-1", readyEP("10.244.1.10", "node-a"), ep{ip: "10.244.1.11", node: "node-a"})
+	ctx := context.Background()
+	if err := p.Sync(ctx, []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{both}); err != nil {
+		t.Fatal(err)
+	}
+	for i, slice := range []*discoveryv1.EndpointSlice{one, both, one, both} {
+		p.Update(key, svc, []*discoveryv1.EndpointSlice{slice})
+		if err := p.Apply(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			continue // the first flip to one endpoint adds dnat-mod-1
+		}
+		if tx := nft.LastTransaction.String(); strings.Contains(tx, " chain ") || strings.Contains(tx, " rule ") {
+			t.Fatalf("flip %d changed chains or rules:\n%s", i+1, tx)
+		}
+	}
+	if s := p.Stats(); s.FullSyncs != 1 {
+		t.Fatalf("want one full sync, then partial ones: %+v", s)
 	}
 }
