@@ -1,8 +1,6 @@
 package datapath
 
 import (
-	"maps"
-
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -74,13 +72,19 @@ func (fs *familyState) committedFragment(key types.NamespacedName) *Fragment {
 	return fs.committed.Services[key]
 }
 
-// renderChanges renders only the updated Services on top of the committed ruleset and
-// returns the new ruleset and the Services whose fragment changed. A ClusterIP already
-// held by another Service stays with it until the next full sync.
-func (p *Proxier) renderChanges(fs *familyState) (*Ruleset, []types.NamespacedName) {
-	have := fs.committed
-	want := &Ruleset{Family: fs.family, Services: maps.Clone(have.Services), refs: have.refs.clone()}
-	var changed []types.NamespacedName
+// renderChanges renders the updated Services into the committed ruleset and returns
+// what the incremental sync needs: before, the part of the committed ruleset the change
+// touches (the base, the old fragments of the changed Services and the use counts of
+// their hairpin IPs); want, the new ruleset; and the Services whose fragment changed.
+// A ClusterIP already held by another Service stays with it until the next full sync.
+//
+// The committed ruleset becomes want in place: copying its maps would make every
+// change cost O(Services). That is safe because a sync that fails forgets the
+// committed ruleset (see syncFamily).
+func (p *Proxier) renderChanges(fs *familyState) (before, want *Ruleset, changed []types.NamespacedName) {
+	want = fs.committed
+	before = &Ruleset{Family: fs.family, Base: want.Base, Services: map[types.NamespacedName]*Fragment{},
+		refs: fragmentRefs{hairpin: map[string]int{}}}
 	for key := range p.dirty {
 		old := want.Services[key]
 		var next *Fragment
@@ -98,6 +102,12 @@ func (p *Proxier) renderChanges(fs *familyState) (*Ruleset, []types.NamespacedNa
 			continue
 		}
 		changed = append(changed, key)
+		if old != nil {
+			before.Services[key] = old
+		}
+		for _, f := range []*Fragment{old, next} {
+			keepHairpinCounts(before.refs.hairpin, want.refs.hairpin, f)
+		}
 		want.refs.remove(key, old)
 		want.refs.add(key, next)
 		if next == nil {
@@ -107,7 +117,20 @@ func (p *Proxier) renderChanges(fs *familyState) (*Ruleset, []types.NamespacedNa
 		}
 	}
 	want.Base = renderBase(p.cfg, fs.family, want.refs)
-	return want, changed
+	return before, want, changed
+}
+
+// keepHairpinCounts copies into kept the current use counts of f's hairpin IPs, unless
+// kept has them already (from before an earlier change of this sync).
+func keepHairpinCounts(kept, current map[string]int, f *Fragment) {
+	if f == nil {
+		return
+	}
+	for _, ip := range f.HairpinIPs {
+		if _, ok := kept[ip]; !ok {
+			kept[ip] = current[ip]
+		}
+	}
 }
 
 // fragmentRefs counts what the base renders from the Services: which dnat-mod-N chains
@@ -128,11 +151,6 @@ func countRefs(services map[types.NamespacedName]*Fragment) fragmentRefs {
 		r.add(key, f)
 	}
 	return r
-}
-
-func (r fragmentRefs) clone() fragmentRefs {
-	return fragmentRefs{shared: maps.Clone(r.shared), hairpin: maps.Clone(r.hairpin), owners: maps.Clone(r.owners),
-		frontendOwners: maps.Clone(r.frontendOwners), hints: maps.Clone(r.hints)}
 }
 
 func (r fragmentRefs) add(key types.NamespacedName, f *Fragment) {

@@ -153,7 +153,9 @@ type existingObjects struct {
 }
 
 // planIncremental writes the operations that turn have into want, looking only at the
-// base and at the changed Services (whose fragment pointers differ).
+// base and at the changed Services (whose fragment pointers differ). Of have it reads
+// only those and the hairpin use counts of the changed Services' IPs, so have may hold
+// just that part (see renderChanges).
 //
 // Endpoint-map elements that go away are not deleted in the same transaction but
 // returned as leftovers, to be deleted by a later sync once held for leftoverHold. The

@@ -328,7 +328,9 @@ func (p *Proxier) fullSyncReason(ctx context.Context, fs *familyState, force str
 func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason string) error {
 	start := p.cfg.Clock.Now()
 	var err error
-	var want *Ruleset
+	// have is what the kernel holds before the sync: all of it for a full sync, the part
+	// the change touches for an incremental one (see renderChanges).
+	have, want := fs.committed, (*Ruleset)(nil)
 	var changed []types.NamespacedName
 	var leftovers []heldElement
 	var ops int
@@ -339,10 +341,10 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 			ops, err = writeFull(ctx, fs, want, existing)
 		}
 	} else {
-		want, changed = p.renderChanges(fs)
+		have, want, changed = p.renderChanges(fs)
 		log := &opLog{}
-		leftovers = planIncremental(log, fs.committed, want, changed, fs.leftovers, start)
-		ops, err = len(log.ops), writeIncremental(ctx, fs, log, fs.committed, want, changed)
+		leftovers = planIncremental(log, have, want, changed, fs.leftovers, start)
+		ops, err = len(log.ops), writeIncremental(ctx, fs, log, have, want, changed)
 	}
 	result := SyncResult{Family: fs.family, Full: fullReason != "", Reason: fullReason, Operations: ops}
 	if err != nil {
@@ -352,13 +354,12 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 		fs.committed = nil
 		result.Err = fmt.Errorf("sync %s table %s (%s): %w", fs.family, p.cfg.TableName, syncKind(fullReason), err)
 	} else {
-		old := fs.committed
 		fs.committed, fs.leftovers = want, leftovers
 		if fullReason != "" {
 			fs.lastFull = start
 		}
 		result.ServicesUsingHints, result.ServicesIgnoringHints = want.refs.hints[HintsUsed], want.refs.hints[HintsIgnored]
-		result.StaleUDPFlowsDeleted, result.ConntrackErr = p.deleteStaleUDPFlows(fs.family, old, want, changed, fullReason != "")
+		result.StaleUDPFlowsDeleted, result.ConntrackErr = p.deleteStaleUDPFlows(fs.family, have, want, changed, fullReason != "")
 	}
 	result.Duration = p.cfg.Clock.Since(start)
 	p.count(result)
