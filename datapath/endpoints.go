@@ -1,10 +1,11 @@
 package datapath
 
 import (
+	"cmp"
 	"net"
 	"slices"
-	"sort"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -159,15 +160,10 @@ func anyReadyHinted(all []Endpoint) bool {
 
 // slicePortEndpoints lists every endpoint of the slices' port matching port by name and
 // protocol, deduplicated by ip:port and sorted.
-func slicePortEndpoints(port *corev1.ServicePort, slices []*discoveryv1.EndpointSlice,
+func slicePortEndpoints(port *corev1.ServicePort, endpointSlices []*discoveryv1.EndpointSlice,
 	addressType discoveryv1.AddressType) []Endpoint {
-	type ipPort struct {
-		ip   string
-		port int32
-	}
-	seen := map[ipPort]int{} // index in out
 	var out []Endpoint
-	for _, slice := range slices {
+	for _, slice := range endpointSlices {
 		if slice.AddressType != addressType {
 			continue
 		}
@@ -175,27 +171,31 @@ func slicePortEndpoints(port *corev1.ServicePort, slices []*discoveryv1.Endpoint
 		if !ok {
 			continue
 		}
+		out = slices.Grow(out, len(slice.Endpoints))
 		for i := range slice.Endpoints {
-			for _, ep := range endpointsOf(&slice.Endpoints[i], targetPort, addressType) {
-				// An address in two slices (one being replaced by the other) counts once; the
-				// copy that is not terminating wins, as in kube-proxy.
-				key := ipPort{ep.IP, ep.Port}
-				if at, dup := seen[key]; !dup {
-					seen[key] = len(out)
-					out = append(out, ep)
-				} else if out[at].Terminating && !ep.Terminating {
-					out[at] = ep
-				}
-			}
+			out = appendEndpoints(out, &slice.Endpoints[i], targetPort, addressType)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].IP != out[j].IP {
-			return out[i].IP < out[j].IP
-		}
-		return out[i].Port < out[j].Port
+	// An address in two slices (one being replaced by the other) counts once; the copy
+	// that is not terminating wins, else the first, as in kube-proxy. The stable sort keeps
+	// the copies in the order they came.
+	slices.SortStableFunc(out, func(a, b Endpoint) int {
+		return cmp.Or(strings.Compare(a.IP, b.IP), cmp.Compare(a.Port, b.Port))
 	})
-	return out
+	kept := out[:0]
+	for _, ep := range out {
+		if last := len(kept) - 1; last >= 0 && kept[last].IP == ep.IP && kept[last].Port == ep.Port {
+			if kept[last].Terminating && !ep.Terminating {
+				kept[last] = ep
+			}
+			continue
+		}
+		kept = append(kept, ep)
+	}
+	if len(kept) == 0 {
+		return nil // as without addresses: no endpoints, whatever was allocated for them
+	}
+	return kept
 }
 
 // matchingSlicePort finds the slice port for a Service port: same name (both may be
@@ -216,8 +216,8 @@ func matchingSlicePort(port *corev1.ServicePort, ports []discoveryv1.EndpointPor
 	return 0, false
 }
 
-// endpointsOf expands one slice endpoint into one Endpoint per valid address.
-func endpointsOf(ep *discoveryv1.Endpoint, port int32, addressType discoveryv1.AddressType) []Endpoint {
+// appendEndpoints appends to out one Endpoint per valid address of a slice endpoint.
+func appendEndpoints(out []Endpoint, ep *discoveryv1.Endpoint, port int32, addressType discoveryv1.AddressType) []Endpoint {
 	ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
 	serving := ready
 	if ep.Conditions.Serving != nil {
@@ -241,7 +241,6 @@ func endpointsOf(ep *discoveryv1.Endpoint, port int32, addressType discoveryv1.A
 	if addressType == discoveryv1.AddressTypeIPv6 {
 		family = corev1.IPv6Protocol
 	}
-	out := make([]Endpoint, 0, len(ep.Addresses))
 	for _, addr := range ep.Addresses {
 		if ip := canonicalIP(addr, family); ip != "" {
 			out = append(out, Endpoint{IP: ip, Port: port, NodeName: node, ZoneHints: zoneHints, NodeHints: nodeHints,
@@ -251,12 +250,26 @@ func endpointsOf(ep *discoveryv1.Endpoint, port int32, addressType discoveryv1.A
 	return out
 }
 
+// filterEndpoints returns the endpoints keep accepts: eps itself when it accepts them all
+// (the usual case, so no copy), nil when none.
 func filterEndpoints(eps []Endpoint, keep func(Endpoint) bool) []Endpoint {
-	var out []Endpoint
-	for _, e := range eps {
-		if keep(e) {
-			out = append(out, e)
+	for i := range eps {
+		if keep(eps[i]) {
+			continue
 		}
+		var out []Endpoint
+		if i > 0 {
+			out = append(make([]Endpoint, 0, len(eps)-1), eps[:i]...)
+		}
+		for _, e := range eps[i+1:] {
+			if keep(e) {
+				out = append(out, e)
+			}
+		}
+		return out
 	}
-	return out
+	if len(eps) == 0 {
+		return nil
+	}
+	return eps
 }

@@ -81,8 +81,31 @@ func sortedNames[V any](m map[types.NamespacedName]V) []types.NamespacedName {
 	for key := range m {
 		keys = append(keys, key)
 	}
-	slices.SortFunc(keys, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
+	slices.SortFunc(keys, compareNames)
 	return keys
+}
+
+// compareNames orders Services as their "namespace/name" strings do, without building
+// them (sorting 100k Services would build millions).
+func compareNames(a, b types.NamespacedName) int {
+	if a.Namespace == b.Namespace {
+		return strings.Compare(a.Name, b.Name)
+	}
+	shorter, longer, sign := a.Namespace, b.Namespace, 1
+	if len(shorter) > len(longer) {
+		shorter, longer, sign = longer, shorter, -1
+	}
+	if !strings.HasPrefix(longer, shorter) {
+		return strings.Compare(a.Namespace, b.Namespace)
+	}
+	// The shorter namespace's "/" meets a byte of the longer one.
+	switch c := longer[len(shorter)]; {
+	case c > '/':
+		return -sign
+	case c < '/':
+		return sign
+	}
+	return strings.Compare(a.String(), b.String()) // a namespace with a "/": not valid, but ordered all the same
 }
 
 func takenIn(held map[string]bool) func(string) bool { return func(k string) bool { return held[k] } }
@@ -162,24 +185,32 @@ func renderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 	frag := &Fragment{clusterIP: clusterIP}
 	frag.Elements = append(frag.Elements, Element{Set: clusterIPsSet, Key: []string{clusterIP}})
 	ext := newExternalFrontends(cfg, fi, svc, clusterIP, frag)
-	// The API server refuses two ports with one protocol and number; should a Service have them
-	// anyway, the first one wins (a second dispatch element for the key fails the whole sync).
-	rendered := map[corev1.ServicePort]bool{}
 	for i := range svc.Spec.Ports {
 		port := &svc.Spec.Ports[i]
 		if !supportedProtocol(port.Protocol) || port.Port <= 0 || port.Port > 65535 {
 			continue
 		}
-		key := corev1.ServicePort{Protocol: port.Protocol, Port: port.Port}
-		if rendered[key] {
+		// The API server refuses two ports with one protocol and number; should a Service
+		// have them anyway, the first one wins (a second dispatch element for the key fails
+		// the whole sync).
+		if repeatsEarlierPort(svc.Spec.Ports, i) {
 			continue
 		}
-		rendered[key] = true
 		all := slicePortEndpoints(port, slices, fi.addressType)
 		renderServicePort(cfg, fi, svc, port, clusterIP, all, frag)
 		ext.renderPort(port, all, taken)
 	}
 	return frag
+}
+
+// repeatsEarlierPort tells whether a port before ports[i] has its protocol and number.
+func repeatsEarlierPort(ports []corev1.ServicePort, i int) bool {
+	for j := range i {
+		if ports[j].Protocol == ports[i].Protocol && ports[j].Port == ports[i].Port {
+			return true
+		}
+	}
+	return false
 }
 
 func supportedProtocol(p corev1.Protocol) bool {
@@ -220,12 +251,27 @@ func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *cor
 // addEndpointElements adds eps to the endpoint map m of proto under address . port
 // (address "" for the maps keyed by NodePort).
 func addEndpointElements(m endpointMap, proto, address, port string, eps []Endpoint, frag *Fragment) {
+	if len(eps) == 0 {
+		return
+	}
+	set, keyPrefix := m.mapName(proto), []string{port}
+	if address != "" {
+		keyPrefix = []string{address, port}
+	}
+	// The keys share one array, and so do the values: a full sync renders a million of
+	// them. Each is capped to its own part.
+	keys := make([]string, 0, (len(keyPrefix)+1)*len(eps))
+	values := make([]string, 0, 2*len(eps))
+	frag.Elements = slices.Grow(frag.Elements, len(eps))
+	targetPort := ""
 	for i, ep := range eps {
-		key := []string{port, strconv.Itoa(i)}
-		if address != "" {
-			key = append([]string{address}, key...)
+		if i == 0 || ep.Port != eps[i-1].Port {
+			targetPort = strconv.Itoa(int(ep.Port))
 		}
-		frag.Elements = append(frag.Elements, Element{Set: m.mapName(proto), Key: key, Value: []string{ep.IP, strconv.Itoa(int(ep.Port))}})
+		k, v := len(keys), len(values)
+		keys = append(append(keys, keyPrefix...), strconv.Itoa(i))
+		values = append(values, ep.IP, targetPort)
+		frag.Elements = append(frag.Elements, Element{Set: set, Key: keys[k:len(keys):len(keys)], Value: values[v:len(values):len(values)]})
 	}
 }
 

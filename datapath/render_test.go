@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/knftables"
 )
@@ -108,5 +109,22 @@ func TestRenderSeedServices(t *testing.T) {
 				t.Errorf("ruleset mismatch\n--- got ---\n%s\n--- want ---\n%s", got, want)
 			}
 		})
+	}
+}
+
+func TestCompareNamesOrdersLikeNamespaceSlashName(t *testing.T) {
+	names := []types.NamespacedName{
+		{Namespace: "a", Name: "x"}, {Namespace: "a", Name: "y"}, {Namespace: "a-b", Name: "x"},
+		{Namespace: "a.b", Name: "x"}, {Namespace: "ab", Name: "a"}, {Namespace: "b", Name: "a"},
+		{Namespace: "", Name: "z"}, {Namespace: "a/b", Name: "c"}, {Namespace: "a", Name: "b/c"},
+		{Namespace: "a0", Name: ""}, {Namespace: "a", Name: ""},
+	}
+	sign := func(n int) int { return max(-1, min(1, n)) }
+	for _, a := range names {
+		for _, b := range names {
+			if got, want := sign(compareNames(a, b)), sign(strings.Compare(a.String(), b.String())); got != want {
+				t.Errorf("compareNames(%q, %q) = %d, want %d", a, b, got, want)
+			}
+		}
 	}
 }
