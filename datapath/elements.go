@@ -36,10 +36,40 @@ const (
 	opDelete
 )
 
-// loggedOp is one operation of a plan.
+// loggedOp is one operation of a plan: on obj, or the addition of the rendered element
+// elem (obj nil), which spares a knftables object per element.
 type loggedOp struct {
 	verb opVerb
 	obj  knftables.Object
+	elem *Element
+}
+
+// object is the knftables object the operation works on.
+func (op loggedOp) object() knftables.Object {
+	if op.elem != nil {
+		return elementObject(op.elem)
+	}
+	return op.obj
+}
+
+// element returns the set, key and value of an element operation; ok is false for
+// other operations.
+func (op loggedOp) element() (set string, key, value []string, ok bool) {
+	if op.elem != nil {
+		return op.elem.Set, op.elem.Key, op.elem.Value, true
+	}
+	if e, isElement := op.obj.(*knftables.Element); isElement {
+		return opSetName(e), e.Key, e.Value, true
+	}
+	return "", nil, nil, false
+}
+
+// setName names the set or map an element operation works on.
+func (op loggedOp) setName() string {
+	if op.elem != nil {
+		return op.elem.Set
+	}
+	return opSetName(op.obj)
 }
 
 // opLog records a plan's operations in order, so that the Proxier can send a plan made
@@ -47,14 +77,20 @@ type loggedOp struct {
 // transaction.
 type opLog struct{ ops []loggedOp }
 
-func (l *opLog) Add(obj knftables.Object)    { l.ops = append(l.ops, loggedOp{opAdd, obj}) }
-func (l *opLog) Flush(obj knftables.Object)  { l.ops = append(l.ops, loggedOp{opFlush, obj}) }
-func (l *opLog) Delete(obj knftables.Object) { l.ops = append(l.ops, loggedOp{opDelete, obj}) }
+func (l *opLog) Add(obj knftables.Object)    { l.ops = append(l.ops, loggedOp{opAdd, obj, nil}) }
+func (l *opLog) Flush(obj knftables.Object)  { l.ops = append(l.ops, loggedOp{opFlush, obj, nil}) }
+func (l *opLog) Delete(obj knftables.Object) { l.ops = append(l.ops, loggedOp{opDelete, obj, nil}) }
+
+// addRendered logs the addition of e as it is (see addElement).
+func (l *opLog) addRendered(e *Element) { l.ops = append(l.ops, loggedOp{verb: opAdd, elem: e}) }
 
 // onlyElements tells whether every operation adds or deletes an element or flushes a
 // set or map.
 func (l *opLog) onlyElements() bool {
 	for _, op := range l.ops {
+		if op.elem != nil {
+			continue
+		}
 		switch op.obj.(type) {
 		case *knftables.Element:
 			if op.verb == opFlush {
@@ -76,11 +112,11 @@ func replay(tx planWriter, ops []loggedOp) {
 	for _, op := range ops {
 		switch op.verb {
 		case opAdd:
-			tx.Add(op.obj)
+			tx.Add(op.object())
 		case opFlush:
-			tx.Flush(op.obj)
+			tx.Flush(op.object())
 		case opDelete:
-			tx.Delete(op.obj)
+			tx.Delete(op.object())
 		}
 	}
 }

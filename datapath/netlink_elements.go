@@ -110,27 +110,30 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 		return err
 	}
 	for _, op := range groupBySet(ops) {
-		switch obj := op.obj.(type) {
+		name, key, value, isElement := op.element()
+		switch op.obj.(type) {
 		case *knftables.Set, *knftables.Map:
 			if err := flushRun(); err != nil {
 				return nil, err
 			}
-			name := opSetName(obj)
+			name := op.setName()
 			if _, err := encoderFor(name); err != nil {
 				return nil, err
 			}
 			conn.FlushSet(&nftables.Set{Table: table, Name: name})
 			batch.count++
 			batch.size += 64
-		case *knftables.Element:
-			name := opSetName(obj)
+		default:
+			if !isElement {
+				return nil, fmt.Errorf("%w: %T is not an element operation", errNoEncoding, op.obj)
+			}
 			enc, err := encoderFor(name)
 			if err != nil {
 				return nil, err
 			}
-			elem, n, err := enc.element(obj, op.verb == opDelete)
+			elem, n, err := enc.element(key, value, op.verb == opDelete)
 			if err != nil {
-				return nil, fmt.Errorf("element %s of %s: %w", strings.Join(obj.Key, " . "), name, err)
+				return nil, fmt.Errorf("element %s of %s: %w", strings.Join(key, " . "), name, err)
 			}
 			if runSet == nil || runSet.Name != name || runVerb != op.verb || runBytes+n > maxElementListBytes {
 				if err := flushRun(); err != nil {
@@ -140,8 +143,6 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 			}
 			run = append(run, elem)
 			runBytes += n
-		default:
-			return nil, fmt.Errorf("%w: %T is not an element operation", errNoEncoding, op.obj)
 		}
 	}
 	if err := flushRun(); err != nil {
@@ -160,7 +161,7 @@ func groupBySet(ops []loggedOp) []loggedOp {
 	start := map[string]int{}
 	var names []string
 	for _, op := range ops {
-		name := opSetName(op.obj)
+		name := op.setName()
 		if _, seen := start[name]; !seen {
 			names = append(names, name)
 		}
@@ -174,7 +175,7 @@ func groupBySet(ops []loggedOp) []loggedOp {
 	}
 	out := make([]loggedOp, len(ops))
 	for _, op := range ops {
-		name := opSetName(op.obj)
+		name := op.setName()
 		out[start[name]] = op
 		start[name]++
 	}
@@ -330,11 +331,12 @@ func typeofField(s string) (fieldKind, bool) {
 	return 0, false
 }
 
-// element encodes e; n is roughly its size in the message. Deletions need the key only.
-func (enc *elementEncoder) element(e *knftables.Element, keyOnly bool) (nftables.SetElement, int, error) {
+// element encodes the element key : value; n is roughly its size in the message.
+// Deletions need the key only.
+func (enc *elementEncoder) element(key, value []string, keyOnly bool) (nftables.SetElement, int, error) {
 	var out nftables.SetElement
 	var err error
-	if out.Key, err = encodeFields(enc.key, e.Key); err != nil {
+	if out.Key, err = encodeFields(enc.key, key); err != nil {
 		return out, 0, fmt.Errorf("key: %w", err)
 	}
 	n := len(out.Key) + 24
@@ -342,15 +344,15 @@ func (enc *elementEncoder) element(e *knftables.Element, keyOnly bool) (nftables
 		return out, n, nil
 	}
 	if enc.verdict {
-		if len(e.Value) != 1 {
-			return out, 0, fmt.Errorf("verdict %q", e.Value)
+		if len(value) != 1 {
+			return out, 0, fmt.Errorf("verdict %q", value)
 		}
-		if out.VerdictData, err = parseVerdict(e.Value[0]); err != nil {
+		if out.VerdictData, err = parseVerdict(value[0]); err != nil {
 			return out, 0, err
 		}
 		return out, n + len(out.VerdictData.Chain) + 32, nil
 	}
-	if out.Val, err = encodeFields(enc.value, e.Value); err != nil {
+	if out.Val, err = encodeFields(enc.value, value); err != nil {
 		return out, 0, fmt.Errorf("value: %w", err)
 	}
 	return out, n + len(out.Val) + 12, nil

@@ -76,7 +76,7 @@ func TestElementEncoder(t *testing.T) {
 			if err != nil {
 				return
 			}
-			got, _, err := enc.element(&tc.elem, false)
+			got, _, err := enc.element(tc.elem.Key, tc.elem.Value, false)
 			if (err != nil) != tc.elemErr {
 				t.Fatalf("element: err %v, want error %v", err, tc.elemErr)
 			}
