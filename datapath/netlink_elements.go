@@ -253,6 +253,10 @@ const (
 type elementEncoder struct {
 	key, value []fieldKind
 	verdict    bool // the value is a verdict
+	// buf is where encoded keys and values are carved from: one allocation per chunk
+	// rather than several per element (a full sync encodes a million of them). Each chunk
+	// is garbage once the netlink library has copied its elements into a message.
+	buf []byte
 }
 
 func newElementEncoder(decl *SetDecl) (*elementEncoder, error) {
@@ -331,12 +335,12 @@ func typeofField(s string) (fieldKind, bool) {
 	return 0, false
 }
 
-// element encodes the element key : value; n is roughly its size in the message.
-// Deletions need the key only.
+// element encodes the element key : value into enc's buffer; n is roughly its size in
+// the message. Deletions need the key only.
 func (enc *elementEncoder) element(key, value []string, keyOnly bool) (nftables.SetElement, int, error) {
 	var out nftables.SetElement
 	var err error
-	if out.Key, err = encodeFields(enc.key, key); err != nil {
+	if out.Key, err = enc.encodeFields(enc.key, key); err != nil {
 		return out, 0, fmt.Errorf("key: %w", err)
 	}
 	n := len(out.Key) + 24
@@ -352,73 +356,94 @@ func (enc *elementEncoder) element(key, value []string, keyOnly bool) (nftables.
 		}
 		return out, n + len(out.VerdictData.Chain) + 32, nil
 	}
-	if out.Val, err = encodeFields(enc.value, value); err != nil {
+	if out.Val, err = enc.encodeFields(enc.value, value); err != nil {
 		return out, 0, fmt.Errorf("value: %w", err)
 	}
 	return out, n + len(out.Val) + 12, nil
 }
 
-func encodeFields(kinds []fieldKind, values []string) ([]byte, error) {
+// encodeFields appends the fields to enc's buffer and returns them. The fields of a
+// concatenation each take a whole number of 4-byte registers.
+func (enc *elementEncoder) encodeFields(kinds []fieldKind, values []string) ([]byte, error) {
 	if len(values) != len(kinds) {
 		return nil, fmt.Errorf("%d fields, want %d", len(values), len(kinds))
 	}
-	var out []byte
+	if cap(enc.buf)-len(enc.buf) < maxFieldsBytes {
+		// Chunks grow from small, for the few elements of an incremental sync.
+		enc.buf = make([]byte, 0, min(max(2*cap(enc.buf), 4*maxFieldsBytes), maxEncodeChunkBytes))
+	}
+	start := len(enc.buf)
 	for i, kind := range kinds {
-		field, err := encodeField(kind, values[i])
-		if err != nil {
+		var err error
+		if enc.buf, err = appendField(enc.buf, kind, values[i]); err != nil {
 			return nil, err
 		}
-		out = append(out, field...)
 		if len(kinds) > 1 {
-			for len(out)%4 != 0 {
-				out = append(out, 0)
+			for (len(enc.buf)-start)%4 != 0 {
+				enc.buf = append(enc.buf, 0)
 			}
 		}
 	}
-	return out, nil
+	return enc.buf[start:len(enc.buf):len(enc.buf)], nil
 }
+
+// maxFieldsBytes bounds the encoding of a key or a value (five IPv6 addresses), so that a
+// chunk with that much room left holds it without growing; were it to grow, the fields
+// carved before would still keep the old array.
+const (
+	maxFieldsBytes      = 80
+	maxEncodeChunkBytes = 32 << 10
+)
 
 // protocolNumbers are the protocol names the rules use.
 var protocolNumbers = map[string]uint8{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}
 
-func encodeField(kind fieldKind, s string) ([]byte, error) {
+// appendField appends the encoding of one field to dst.
+func appendField(dst []byte, kind fieldKind, s string) ([]byte, error) {
 	switch kind {
 	case ipv4Field, ipv6Field:
 		addr, err := netip.ParseAddr(s)
 		if err != nil || addr.Zone() != "" || addr.Is4() != (kind == ipv4Field) || addr.Is4In6() {
 			return nil, fmt.Errorf("address %q does not fit the set's family", s)
 		}
-		return addr.AsSlice(), nil
+		if kind == ipv4Field {
+			a := addr.As4()
+			return append(dst, a[:]...), nil
+		}
+		a := addr.As16()
+		return append(dst, a[:]...), nil
 	case protoField:
 		if n, ok := protocolNumbers[s]; ok {
-			return []byte{n}, nil
+			return append(dst, n), nil
 		}
 		n, err := strconv.ParseUint(s, 10, 8)
 		if err != nil {
 			return nil, fmt.Errorf("protocol %q", s)
 		}
-		return []byte{byte(n)}, nil
+		return append(dst, byte(n)), nil
 	case serviceField:
 		n, err := strconv.ParseUint(s, 10, 16)
 		if err != nil {
 			return nil, fmt.Errorf("port %q", s)
 		}
-		return binary.BigEndian.AppendUint16(nil, uint16(n)), nil
+		return binary.BigEndian.AppendUint16(dst, uint16(n)), nil
 	case numgenField:
 		n, err := strconv.ParseUint(s, 10, 32)
 		if err != nil {
 			return nil, fmt.Errorf("integer %q", s)
 		}
-		return binary.NativeEndian.AppendUint32(nil, uint32(n)), nil
+		return binary.NativeEndian.AppendUint32(dst, uint32(n)), nil
 	}
 	return nil, fmt.Errorf("field kind %d", kind)
 }
 
+// verdictKinds are the verdicts of verdict maps, by their nft keyword.
+var verdictKinds = map[string]expr.VerdictKind{"goto": expr.VerdictGoto, "jump": expr.VerdictJump,
+	"drop": expr.VerdictDrop, "accept": expr.VerdictAccept, "return": expr.VerdictReturn, "continue": expr.VerdictContinue}
+
 func parseVerdict(s string) (*expr.Verdict, error) {
 	word, chain, _ := strings.Cut(s, " ")
-	kinds := map[string]expr.VerdictKind{"goto": expr.VerdictGoto, "jump": expr.VerdictJump,
-		"drop": expr.VerdictDrop, "accept": expr.VerdictAccept, "return": expr.VerdictReturn, "continue": expr.VerdictContinue}
-	kind, ok := kinds[word]
+	kind, ok := verdictKinds[word]
 	if !ok || (chain != "") != (kind == expr.VerdictGoto || kind == expr.VerdictJump) {
 		return nil, fmt.Errorf("verdict %q", s)
 	}
