@@ -104,10 +104,15 @@ func nftTables() string {
 	return out
 }
 
+// rolledOut checks that a workload of the install has rolled out; a failure lists the install's
+// pods, so that it says which one is not Ready and why (restarts, CrashLoopBackOff).
 func rolledOut(workload string) func(g Gomega) {
 	return func(g Gomega) {
 		_, err := kubectl("rollout", "status", "-n", installNamespace, workload, "--timeout=5s")
-		g.Expect(err).NotTo(HaveOccurred())
+		if err != nil {
+			pods, _ := kubectl("get", "pods", "-n", installNamespace, "-o", "wide")
+			g.Expect(err).NotTo(HaveOccurred(), pods)
+		}
 	}
 }
 
@@ -118,8 +123,10 @@ var _ = Describe("kube-clusterip installed with kustomize on a node without kube
 	})
 
 	It("runs the Deployment and the DaemonSet to Ready, the agent as root programming the node", func() {
-		Eventually(rolledOut(manager)).Should(Succeed())
+		// The agent first: the manager reaches the API server through the kubernetes ClusterIP,
+		// which only the agent programs here, so a broken agent would fail the manager's wait.
 		Eventually(rolledOut(agent)).Should(Succeed())
+		Eventually(rolledOut(manager)).Should(Succeed())
 		Expect(mustKubectl("exec", "-n", installNamespace, agent, "--", "/kube-clusterip", "--version")).To(Equal("kube-clusterip e2e\n"))
 		// The agent's process, seen from the node: root, with exactly NET_ADMIN (bit 12) and
 		// NET_RAW (bit 13) effective.
