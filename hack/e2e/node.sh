@@ -169,6 +169,7 @@ configMapGenerator:
   - KUBERNETES_SERVICE_HOST=${E2E_APISERVER_HOST:-$node_ip}
   - KUBERNETES_SERVICE_PORT=${E2E_APISERVER_PORT:-6443}
   - CLUSTER_CIDR=$pod_cidr
+${E2E_SERVICE_CIDR:+  - SERVICE_CIDR=$E2E_SERVICE_CIDR}
 images:
 - name: kube-clusterip
   newName: kube-clusterip
@@ -176,7 +177,8 @@ images:
 KUST
 # Negative checks of the specs' teeth (never in a normal run): E2E_AGENT_RUN_AS_USER=65532 runs the
 # agent as the image's user; E2E_APISERVER_HOST=10.96.0.1 E2E_APISERVER_PORT=443 gives it the
-# in-cluster address.
+# in-cluster address; E2E_SERVICE_CIDR (e.g. 10.97.0.0/16) sets a SERVICE_CIDR other than the API
+# server's --service-cluster-ip-range, and the specs then check that the agent refuses it instead.
 if [ -n "${E2E_AGENT_RUN_AS_USER:-}" ]; then
 	cat >>"$overlay/kustomization.yaml" <<KUST
 patches:

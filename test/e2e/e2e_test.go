@@ -104,22 +104,42 @@ func nftTables() string {
 	return out
 }
 
+// rolledOut checks that a workload of the install has rolled out; a failure lists the install's
+// pods, so that it says which one is not Ready and why (restarts, CrashLoopBackOff).
 func rolledOut(workload string) func(g Gomega) {
 	return func(g Gomega) {
 		_, err := kubectl("rollout", "status", "-n", installNamespace, workload, "--timeout=5s")
-		g.Expect(err).NotTo(HaveOccurred())
+		if err != nil {
+			pods, _ := kubectl("get", "pods", "-n", installNamespace, "-o", "wide")
+			g.Expect(err).NotTo(HaveOccurred(), pods)
+		}
 	}
 }
 
+// install applies the overlay hack/e2e/node.sh wrote, as the README's install section does.
+func install() {
+	GinkgoHelper()
+	out, err := shell(fmt.Sprintf("%s build %s | kubectl apply --server-side -f -", os.Getenv("KUSTOMIZE"), os.Getenv("E2E_OVERLAY")))
+	Expect(err).NotTo(HaveOccurred(), out)
+}
+
+// badServiceCIDR is the SERVICE_CIDR of the negative check E2E_SERVICE_CIDR (hack/e2e/node.sh):
+// empty in a normal run.
+var badServiceCIDR = os.Getenv("E2E_SERVICE_CIDR")
+
 var _ = Describe("kube-clusterip installed with kustomize on a node without kube-proxy", Ordered, func() {
 	BeforeAll(func() {
-		out, err := shell(fmt.Sprintf("%s build %s | kubectl apply --server-side -f -", os.Getenv("KUSTOMIZE"), os.Getenv("E2E_OVERLAY")))
-		Expect(err).NotTo(HaveOccurred(), out)
+		if badServiceCIDR != "" {
+			Skip("E2E_SERVICE_CIDR is set: only the check of a disagreeing SERVICE_CIDR runs")
+		}
+		install()
 	})
 
 	It("runs the Deployment and the DaemonSet to Ready, the agent as root programming the node", func() {
-		Eventually(rolledOut(manager)).Should(Succeed())
+		// The agent first: the manager reaches the API server through the kubernetes ClusterIP,
+		// which only the agent programs here, so a broken agent would fail the manager's wait.
 		Eventually(rolledOut(agent)).Should(Succeed())
+		Eventually(rolledOut(manager)).Should(Succeed())
 		Expect(mustKubectl("exec", "-n", installNamespace, agent, "--", "/kube-clusterip", "--version")).To(Equal("kube-clusterip e2e\n"))
 		// The agent's process, seen from the node: root, with exactly NET_ADMIN (bit 12) and
 		// NET_RAW (bit 13) effective.
@@ -242,5 +262,39 @@ var _ = Describe("kube-clusterip installed with kustomize on a node without kube
 			}
 		}
 		Expect(nftTables()).NotTo(ContainSubstring("kube-clusterip"))
+	})
+})
+
+var _ = Describe("kube-clusterip installed with a SERVICE_CIDR that disagrees with the API server's", func() {
+	It("says so at start: the agent logs why, records a Warning Event ServiceCIDRMismatch on its Node, programs nothing and stays unready", func() {
+		if badServiceCIDR == "" {
+			Skip("a negative check: only with E2E_SERVICE_CIDR (make test-e2e E2E_SERVICE_CIDR=10.97.0.0/16)")
+		}
+		install()
+		node := os.Getenv("E2E_NODE")
+		Eventually(func(g Gomega) {
+			messages, err := kubectl("get", "events", "-A", "--field-selector",
+				"type=Warning,reason=ServiceCIDRMismatch,involvedObject.kind=Node,involvedObject.name="+node,
+				"-o", "jsonpath={.items[*].message}")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(messages).To(ContainSubstring("the configured Service CIDRs %s disagree with the cluster's ServiceCIDR objects", badServiceCIDR))
+			GinkgoWriter.Println("Event ServiceCIDRMismatch:", messages)
+		}).Should(Succeed())
+		logs := mustKubectl("logs", "-n", installNamespace, agent)
+		Expect(logs).To(ContainSubstring("the node agent will not program this node"))
+		pod := mustKubectl("get", "pods", "-n", installNamespace, "-l", "app.kubernetes.io/component=datapath",
+			"-o", "jsonpath={.items[0].metadata.name}")
+		// Running, never Ready (the readiness probe runs every 10 s), and no table on the node.
+		Consistently(func(g Gomega) {
+			status, err := kubectl("get", "pod", "-n", installNamespace, pod, "-o",
+				`jsonpath={.status.containerStatuses[0].started} {.status.conditions[?(@.type=="Ready")].status}`)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(status).To(Equal("true False"))
+		}, 30*time.Second, time.Second).Should(Succeed())
+		Expect(nftTables()).NotTo(ContainSubstring("kube-clusterip"))
+		Eventually(func(g Gomega) {
+			g.Expect(kubectl("get", "events", "-n", installNamespace, "--field-selector",
+				"reason=Unhealthy,involvedObject.name="+pod, "-o", "jsonpath={.items[*].message}")).To(ContainSubstring("Readiness probe failed"))
+		}).Should(Succeed())
 	})
 })
