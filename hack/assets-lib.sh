@@ -28,6 +28,6 @@ build_kube() {
 	ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
 	ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 	mkdir -p "$dir"
-	go build -C "$kube" "${@:2}" -ldflags "$ldflags" -o "$dir/$1.new" "./$1"
-	mv "$dir/$1.new" "$dir/$1"
+	go build -C "$kube" "${@:2}" -ldflags "$ldflags" -o "$dir/$1.new.$$" "./$1"
+	mv "$dir/$1.new.$$" "$dir/$1"
 }

@@ -24,8 +24,8 @@ fi
 start=$(date +%s)
 echo "coredns-assets: building CoreDNS $coredns_version from the Go module proxy (a few minutes on 2 cores the first time)" >&2
 mkdir -p "$dir"
-go build -C "$coredns" -ldflags "-s -w" -o "$dir/coredns.new" .
-mv "$dir/coredns.new" "$dir/coredns"
+go build -C "$coredns" -ldflags "-s -w" -o "$dir/coredns.new.$$" .
+mv "$dir/coredns.new.$$" "$dir/coredns"
 echo "$stamp" > "$dir/.coredns-stamp"
 echo "coredns-assets: built in $(( $(date +%s) - start ))s into $dir" >&2
 echo "$dir"

@@ -28,8 +28,8 @@ echo "envtest-assets: building kube-apiserver v$k8s_version from the Go module p
 build_kube kube-apiserver
 build_kube kubectl
 echo "envtest-assets: building etcd" >&2
-go build -C "$etcd" -ldflags "-s -w" -o "$dir/etcd.new" .
-mv "$dir/etcd.new" "$dir/etcd"
+go build -C "$etcd" -ldflags "-s -w" -o "$dir/etcd.new.$$" .
+mv "$dir/etcd.new.$$" "$dir/etcd"
 echo "$stamp" > "$dir/.stamp"
 echo "envtest-assets: built in $(( $(date +%s) - start ))s into $dir" >&2
 "$here/coredns-assets.sh" >/dev/null

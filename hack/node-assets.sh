@@ -48,8 +48,8 @@ for t in "${node_tools[@]}"; do
 	t0=$(date +%s)
 	out="$dir/${t##*/}"
 	case $t in containernetworking/*) out="$dir/cni/${t##*/}" ;; esac
-	CGO_ENABLED=0 go build -C "$node" -tags "no_btrfs no_devmapper no_zfs" -ldflags "-s -w" -o "$out.new" "github.com/$t"
-	mv "$out.new" "$out"
+	CGO_ENABLED=0 go build -C "$node" -tags "no_btrfs no_devmapper no_zfs" -ldflags "-s -w" -o "$out.new.$$" "github.com/$t"
+	mv "$out.new.$$" "$out"
 	echo "node-assets: built ${t##*/} in $(( $(date +%s) - t0 ))s" >&2
 done
 echo "$stamp" > "$dir/.node-stamp"
