@@ -360,17 +360,7 @@ func TestExpiredReservationKeptWhileAnIPAddressExists(t *testing.T) {
 // an object per reservation (hundreds of them would outlast the admission's deadline).
 func TestFullPoolReclaimsReservationsOfServicesGoneUnseen(t *testing.T) {
 	r, clock := newTestRegistry(t)
-	var reserved []netip.Addr
-	for i := 0; ; i++ {
-		got, err := r.Assign(AssignRequest{Service: key("ns", fmt.Sprintf("gone-%d", i)), NamespaceLabels: noLabel})
-		if errors.Is(err, allocator.ErrFull) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		reserved = append(reserved, got[0])
-	}
+	reserved := fillWithReservations(t, r)
 	clock.t = clock.t.Add(reclaimAge)
 	// Still held in the cluster: a create in flight (its IPAddress exists) and a Service.
 	inFlight := ipAddressOf(reserved[0].String(), service("ns", "gone-0"))
@@ -406,19 +396,28 @@ func TestFullPoolReclaimsReservationsOfServicesGoneUnseen(t *testing.T) {
 	}
 }
 
-// When the check of old reservations fails, a full pool is refused with the reason it may only
-// look full.
-func TestFullPoolSaysWhenReservationsCouldNotBeChecked(t *testing.T) {
-	r, clock := newTestRegistry(t)
+// fillWithReservations assigns addresses to Services "ns/gone-N" until the pool is full, as
+// admissions whose Services were never seen leave it, and returns the addresses.
+func fillWithReservations(t *testing.T, r *Registry) []netip.Addr {
+	t.Helper()
+	var reserved []netip.Addr
 	for i := 0; ; i++ {
-		_, err := r.Assign(AssignRequest{Service: key("ns", fmt.Sprintf("gone-%d", i)), NamespaceLabels: noLabel})
+		got, err := r.Assign(AssignRequest{Service: key("ns", fmt.Sprintf("gone-%d", i)), NamespaceLabels: noLabel})
 		if errors.Is(err, allocator.ErrFull) {
-			break
+			return reserved
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
+		reserved = append(reserved, got[0])
 	}
+}
+
+// When the check of old reservations fails, a full pool is refused with the reason it may only
+// look full.
+func TestFullPoolSaysWhenReservationsCouldNotBeChecked(t *testing.T) {
+	r, clock := newTestRegistry(t)
+	fillWithReservations(t, r)
 	clock.t = clock.t.Add(reclaimAge)
 	broken := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
 		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
