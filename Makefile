@@ -63,8 +63,10 @@ fmt: ## Run gofmt on the code.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## Run go vet.
+vet: ## Run go vet, on the e2e specs too (build tag e2e), and check the shell scripts' syntax.
 	go vet ./...
+	go vet -tags e2e ./test/e2e/
+	@for f in hack/*.sh hack/e2e/*.sh .ci/run; do bash -n "$$f" || exit 1; done
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint (import direction enforced by depguard).
