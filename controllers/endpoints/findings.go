@@ -37,8 +37,7 @@ type findingReporter struct {
 }
 
 // finding is one problem of a Service. related is the object it is about, if any (the pod
-// one label away from the selector); it also keeps the Events of different near misses
-// apart, since the events.k8s.io recorder folds Events that differ only in their note.
+// one label away from the selector).
 type finding struct {
 	message string
 	related *corev1.Pod

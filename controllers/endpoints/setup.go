@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/kube-clusterip/kube-clusterip/controllers/eventwriter"
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
@@ -131,7 +132,10 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	if err != nil {
 		return err
 	}
-	recorder := mgr.GetEventRecorder("endpoint-controller.clusterip.dev")
+	recorder := mgr.GetEventRecorder(endpointrules.EndpointsControllerName)
+	// Findings and hint outcomes are recorded when they change, each change as an Event of its
+	// own: client-go's recorder would fold a new note into the first Event's series.
+	findingEvents := eventwriter.New(mgr.GetClient(), mgr.GetScheme(), endpointrules.EndpointsControllerName)
 	r := &serviceReconciler{
 		Reader:               mgr.GetClient(),
 		EndpointsWriter:      endpointsWriter,
@@ -140,8 +144,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		MaxEndpointsPerSlice: opts.MaxEndpointsPerSlice,
 		expectations:         newWriteExpectations(),
 		triggerTimes:         newTriggerTimes(),
-		findings:             newFindingReporter(recorder, mgr.GetAPIReader(), endpointsWriter),
-		hintEvents:           newHintEventReporter(recorder),
+		findings:             newFindingReporter(findingEvents, mgr.GetAPIReader(), endpointsWriter),
+		hintEvents:           newHintEventReporter(findingEvents),
 	}
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("endpoints").
