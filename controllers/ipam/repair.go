@@ -19,10 +19,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 )
@@ -32,7 +32,7 @@ type serviceRepair struct {
 	client    client.Client
 	apiReader client.Reader // live reads of IPAddresses
 	registry  *Registry
-	events    recorder.EventRecorder
+	events    events.EventRecorder
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -58,11 +58,11 @@ func (s *serviceRepair) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 }
 
 // adopt records a Service's ClusterIPs and tells the user what is wrong with them.
-func adopt(registry *Registry, events recorder.EventRecorder, svc *corev1.Service, nsLabels labels.Set) {
+func adopt(registry *Registry, recorder events.EventRecorder, svc *corev1.Service, nsLabels labels.Set) {
 	ips, _ := clusterIPsOf(svc) // a malformed IP never passes the API server's validation
 	for _, f := range registry.Observe(client.ObjectKeyFromObject(svc), ips, nsLabels) {
 		allocationErrors.WithLabelValues(f.Pool, f.Reason).Inc()
-		events.Eventf(svc, nil, corev1.EventTypeWarning, f.Reason, "AdoptClusterIP", "%s", f.Message)
+		recorder.Eventf(svc, nil, corev1.EventTypeWarning, f.Reason, "AdoptClusterIP", "%s", f.Message)
 	}
 }
 
@@ -107,7 +107,7 @@ func waitReady(ctx context.Context, registry *Registry) error {
 type poolRepair struct {
 	client   client.Client
 	registry *Registry
-	events   recorder.EventRecorder
+	events   events.EventRecorder
 	elected  <-chan struct{}
 }
 
@@ -156,7 +156,7 @@ type initializer struct {
 	client       client.Client // the manager's: reads from the cache once it has synced
 	apiReader    client.Reader
 	registry     *Registry
-	events       recorder.EventRecorder
+	events       events.EventRecorder
 	defaultCIDR  string
 	ipAddresses  *ipAddressMirror // nil unless ipAddressesTracked
 	serviceCIDRs bool             // see serviceCIDRsServed

@@ -32,6 +32,7 @@ import (
 
 	"github.com/kube-clusterip/kube-clusterip/allocator"
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/controllers/eventwriter"
 )
 
 // +kubebuilder:rbac:groups=ipam.clusterip.dev,resources=clusterippools,verbs=get;list;watch;create
@@ -136,7 +137,8 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 			claims.wake() // a released address may make a claim due
 		}
 	})
-	events := mgr.GetEventRecorder("clusterip-ipam")
+	// Findings are recorded when they change, each as an Event of its own (see eventwriter).
+	events := eventwriter.New(mgr.GetClient(), mgr.GetScheme(), "clusterip-ipam")
 
 	ipAddresses, serviceCIDRs := ipAddressesTracked(mgr), serviceCIDRsServed(mgr)
 	var mirror *ipAddressMirror
