@@ -172,6 +172,26 @@ var _ = Describe("the install manifests", Ordered, func() {
 		}
 	})
 
+	It("limits both workloads' memory, with the Go runtime told the limit (GOMEMLIMIT)", func() {
+		for _, workload := range []*unstructured.Unstructured{
+			findObject(objects, "DaemonSet", "kube-clusterip-datapath"),
+			findObject(objects, "Deployment", "kube-clusterip-controller-manager"),
+		} {
+			Expect(workload).NotTo(BeNil())
+			c := container(workload)
+			limit, _, _ := unstructured.NestedString(c, "resources", "limits", "memory")
+			Expect(limit).NotTo(BeEmpty(), "%s: a memory limit", workload.GetName())
+			env, _ := c["env"].([]any)
+			Expect(env).To(ContainElement(HaveKeyWithValue("valueFrom",
+				HaveKeyWithValue("resourceFieldRef", HaveKeyWithValue("resource", "limits.memory")))), "%s: GOMEMLIMIT", workload.GetName())
+			for _, e := range env {
+				if ref, found, _ := unstructured.NestedString(e.(map[string]any), "valueFrom", "resourceFieldRef", "resource"); found && ref == "limits.memory" {
+					Expect(e).To(HaveKeyWithValue("name", "GOMEMLIMIT"))
+				}
+			}
+		}
+	})
+
 	It("keeps the samples and the ServiceMonitor acceptable too", func(ctx context.Context) {
 		applyForReal(ctx, objects, "CustomResourceDefinition")
 		Eventually(func() error { return k8sClient.List(ctx, &ipamv1alpha1.ClusterIPPoolList{}) }).Should(Succeed())
