@@ -3,9 +3,11 @@ package datapath
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,10 +24,9 @@ func Render(cfg Config, family corev1.IPFamily, services []*corev1.Service, slic
 	rs := &Ruleset{Family: family, Services: map[types.NamespacedName]*Fragment{}}
 	slicesByService := GroupSlices(slices)
 	unique := UniqueClusterIPServices(services, family)
-	frontends := map[string]bool{}
-	for _, key := range sortedNames(unique) {
-		rs.Services[key] = claimFrontends(renderService(cfg, family, unique[key], slicesByService[key], takenIn(frontends)), frontends)
-	}
+	renderServices(cfg, family, sortedNames(unique), unique, func(key types.NamespacedName) []*discoveryv1.EndpointSlice {
+		return slicesByService[key]
+	}, map[string]bool{}, rs.Services)
 	rs.refs = countRefs(rs.Services)
 	rs.Base = renderBase(cfg, family, rs.refs)
 	return rs
@@ -106,6 +107,60 @@ func compareNames(a, b types.NamespacedName) int {
 		return sign
 	}
 	return strings.Compare(a.String(), b.String()) // a namespace with a "/": not valid, but ordered all the same
+}
+
+// renderServices renders the Services keys names (in namespace/name order) into out,
+// each claiming the external frontends it names that held leaves it, in that order.
+// services and slicesOf give each Service and its EndpointSlices.
+//
+// The Services are rendered across the CPUs, since a full sync renders all of them: each
+// as if no frontend were held, and then, in order, again with the held frontends left
+// out if it names one (rare: two Services naming one external IP and port). That gives
+// what rendering one after the other gives, since renderService leaves out just the
+// frontends taken reports held.
+func renderServices(cfg Config, family corev1.IPFamily, keys []types.NamespacedName, services map[types.NamespacedName]*corev1.Service,
+	slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice, held map[string]bool, out map[types.NamespacedName]*Fragment) {
+	cfg = cfg.withDefaults()
+	rendered := renderConcurrently(cfg, family, keys, services, slicesOf)
+	for i, key := range keys {
+		var f *Fragment
+		if rendered != nil {
+			f = rendered[i]
+		}
+		if rendered == nil || holdsAny(f, held) {
+			f = renderService(cfg, family, services[key], slicesOf(key), takenIn(held))
+		}
+		out[key] = claimFrontends(f, held)
+	}
+}
+
+// minServicesPerWorker is the fewest Services worth a goroutine of their own.
+const minServicesPerWorker = 64
+
+// renderConcurrently renders the Services with no frontend taken, spread over up to
+// GOMAXPROCS goroutines, or returns nil when there are too few Services to share.
+func renderConcurrently(cfg Config, family corev1.IPFamily, keys []types.NamespacedName, services map[types.NamespacedName]*corev1.Service,
+	slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice) []*Fragment {
+	workers := min(runtime.GOMAXPROCS(0), len(keys)/minServicesPerWorker)
+	if workers < 2 {
+		return nil
+	}
+	out := make([]*Fragment, len(keys))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(keys); i += workers {
+				out[i] = renderService(cfg, family, services[keys[i]], slicesOf(keys[i]), nil)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// holdsAny tells whether f names a frontend in held.
+func holdsAny(f *Fragment, held map[string]bool) bool {
+	return f != nil && slices.ContainsFunc(f.frontends, func(k string) bool { return held[k] })
 }
 
 func takenIn(held map[string]bool) func(string) bool { return func(k string) bool { return held[k] } }
