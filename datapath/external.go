@@ -28,8 +28,10 @@ type externalFrontends struct {
 	local     bool     // externalTrafficPolicy: Local
 }
 
-func newExternalFrontends(cfg Config, fi familyInfo, svc *corev1.Service, clusterIP string, frag *Fragment) *externalFrontends {
-	e := &externalFrontends{cfg: cfg, fi: fi, svc: svc, clusterIP: clusterIP, frag: frag,
+// newExternalFrontends starts the external frontends of svc, with its firewall chain. It
+// returns a value, which stays on the caller's stack: a full sync renders every Service.
+func newExternalFrontends(cfg Config, fi familyInfo, svc *corev1.Service, clusterIP string, frag *Fragment) externalFrontends {
+	e := externalFrontends{cfg: cfg, fi: fi, svc: svc, clusterIP: clusterIP, frag: frag,
 		local: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal}
 	add := func(s string) string {
 		ip := canonicalIP(strings.TrimSpace(s), fi.ipFamily)

@@ -237,7 +237,7 @@ func renderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 	if clusterIP == "" {
 		return nil
 	}
-	frag := &Fragment{clusterIP: clusterIP}
+	frag := &Fragment{clusterIP: clusterIP, Elements: make([]Element, 0, elementsEstimate(svc, slices))}
 	frag.Elements = append(frag.Elements, Element{Set: clusterIPsSet, Key: []string{clusterIP}})
 	ext := newExternalFrontends(cfg, fi, svc, clusterIP, frag)
 	for i := range svc.Spec.Ports {
@@ -256,6 +256,22 @@ func renderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 		ext.renderPort(port, all, taken)
 	}
 	return frag
+}
+
+// elementsEstimate is about how many elements the Service renders: its ClusterIP, and
+// for each port a dispatch element and one per endpoint, twice over when it has
+// frontends outside the cluster. The fragment's array is made that size at once, since
+// a full sync renders a hundred thousand elements.
+func elementsEstimate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) int {
+	endpoints := 0
+	for _, s := range slices {
+		endpoints += len(s.Endpoints)
+	}
+	perPort := 1 + endpoints
+	if svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer || len(svc.Spec.ExternalIPs) > 0 {
+		perPort *= 2
+	}
+	return 1 + len(svc.Spec.Ports)*perPort
 }
 
 // repeatsEarlierPort tells whether a port before ports[i] has its protocol and number.
