@@ -240,6 +240,13 @@ func renderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 	frag := &Fragment{clusterIP: clusterIP, Elements: make([]Element, 0, elementsEstimate(svc, slices))}
 	frag.Elements = append(frag.Elements, Element{Set: clusterIPsSet, Key: []string{clusterIP}})
 	ext := newExternalFrontends(cfg, fi, svc, clusterIP, frag)
+	// A port's endpoints are needed only while it is rendered (the fragment keeps their
+	// strings), so their array is reused: a full sync renders every Service.
+	scratch := endpointScratch.Get().(*[]Endpoint)
+	defer func() {
+		clear((*scratch)[:cap(*scratch)]) // let go of the strings
+		endpointScratch.Put(scratch)
+	}()
 	for i := range svc.Spec.Ports {
 		port := &svc.Spec.Ports[i]
 		if !supportedProtocol(port.Protocol) || port.Port <= 0 || port.Port > 65535 {
@@ -251,12 +258,18 @@ func renderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 		if repeatsEarlierPort(svc.Spec.Ports, i) {
 			continue
 		}
-		all := slicePortEndpoints(port, slices, fi.addressType)
+		all := appendSlicePortEndpoints(*scratch, port, slices, fi.addressType)
+		if cap(all) > cap(*scratch) {
+			*scratch = all[:0]
+		}
 		renderServicePort(cfg, fi, svc, port, clusterIP, all, frag)
 		ext.renderPort(port, all, taken)
 	}
 	return frag
 }
+
+// endpointScratch holds arrays for the endpoints of the port being rendered.
+var endpointScratch = sync.Pool{New: func() any { return new([]Endpoint) }}
 
 // elementsEstimate is about how many elements the Service renders: its ClusterIP, and
 // for each port a dispatch element and one per endpoint, twice over when it has
@@ -329,20 +342,20 @@ func addEndpointElements(m endpointMap, proto, address, port string, eps []Endpo
 	if address != "" {
 		keyPrefix = []string{address, port}
 	}
-	// The keys share one array, and so do the values: a full sync renders a million of
-	// them. Each is capped to its own part.
-	keys := make([]string, 0, (len(keyPrefix)+1)*len(eps))
-	values := make([]string, 0, 2*len(eps))
+	// The keys and values share one array: a full sync renders a million of them. Each is
+	// capped to its own part.
+	fields := make([]string, 0, (len(keyPrefix)+3)*len(eps))
 	frag.Elements = slices.Grow(frag.Elements, len(eps))
 	targetPort := ""
 	for i, ep := range eps {
 		if i == 0 || ep.Port != eps[i-1].Port {
 			targetPort = strconv.Itoa(int(ep.Port))
 		}
-		k, v := len(keys), len(values)
-		keys = append(append(keys, keyPrefix...), strconv.Itoa(i))
-		values = append(values, ep.IP, targetPort)
-		frag.Elements = append(frag.Elements, Element{Set: set, Key: keys[k:len(keys):len(keys)], Value: values[v:len(values):len(values)]})
+		k := len(fields)
+		fields = append(append(fields, keyPrefix...), strconv.Itoa(i))
+		v := len(fields)
+		fields = append(fields, ep.IP, targetPort)
+		frag.Elements = append(frag.Elements, Element{Set: set, Key: fields[k:v:v], Value: fields[v:len(fields):len(fields)]})
 	}
 }
 
