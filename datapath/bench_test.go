@@ -293,9 +293,9 @@ func commitFloor(b *testing.B, p *Proxier, services []*corev1.Service, slices []
 	fs := p.families[0]
 	want := Render(p.cfg, fs.family, services, slices)
 	prepare, commit, ops := fs.nft.NewTransaction(), fs.nft.NewTransaction(), &opLog{}
-	planFullSteps(prepare, ops, commit, want, existingObjects{})
+	decls := planFullSteps(prepare, ops, commit, want, existingObjects{})
 	writer := newNetlinkElements(NFTFamily(fs.family), p.cfg.TableName, nil)
-	batch, err := writer.encode(ops.ops, indexChainsAndSets(allFragments(want)...).sets)
+	batch, err := writer.encode(ops.ops, decls)
 	if err != nil {
 		b.Fatalf("encode the elements: %v", err)
 	}

@@ -110,6 +110,7 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 		list = m.openAttr(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
 		runSet, runVerb, index = set, verb, 0
 	}
+	var enc *elementEncoder
 	for _, op := range groupBySet(ops) {
 		name, key, value, isElement := op.element()
 		switch op.obj.(type) {
@@ -128,11 +129,11 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 			if !isElement {
 				return nil, fmt.Errorf("%w: %T is not an element operation", errNoEncoding, op.obj)
 			}
-			enc, err := encoderFor(name)
-			if err != nil {
-				return nil, err
-			}
 			if msg < 0 || runSet != name || runVerb != op.verb {
+				var err error
+				if enc, err = encoderFor(name); err != nil {
+					return nil, err
+				}
 				closeRun()
 				openRun(name, op.verb)
 			}
@@ -163,27 +164,34 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 // transaction: a flush before the adds, a delete before an add of the same key.
 func groupBySet(ops []loggedOp) []loggedOp {
 	// Two passes, so that every slice is allocated once at its size: a full sync has
-	// a hundred thousand operations.
-	start := map[string]int{}
-	var names []string
-	for _, op := range ops {
-		name := op.setName()
-		if _, seen := start[name]; !seen {
-			names = append(names, name)
+	// a hundred thousand operations. Each operation's set is looked up once, and only
+	// when it is not the set of the one before (a Service's endpoints come in a row).
+	index := map[string]int{}
+	var next []int // by set: the count of its operations, then where the next one goes
+	setOf := make([]int32, len(ops))
+	last, lastName := -1, ""
+	for i, op := range ops {
+		if name := op.setName(); last < 0 || name != lastName {
+			k, seen := index[name]
+			if !seen {
+				k = len(next)
+				index[name] = k
+				next = append(next, 0)
+			}
+			last, lastName = k, name
 		}
-		start[name]++
+		setOf[i] = int32(last)
+		next[last]++
 	}
-	next := 0
-	for _, name := range names {
-		count := start[name]
-		start[name] = next
-		next += count
+	start := 0
+	for k, count := range next {
+		next[k] = start
+		start += count
 	}
 	out := make([]loggedOp, len(ops))
-	for _, op := range ops {
-		name := op.setName()
-		out[start[name]] = op
-		start[name]++
+	for i, op := range ops {
+		out[next[setOf[i]]] = op
+		next[setOf[i]]++
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -65,7 +66,7 @@ func UniqueClusterIPServices(services []*corev1.Service, family corev1.IPFamily)
 		}
 		key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
 		if prev, taken := owner[ip]; taken {
-			if !lessName(key, prev) {
+			if compareNamespaceThenName(key, prev) >= 0 {
 				continue
 			}
 			delete(out, prev)
@@ -175,11 +176,9 @@ func claimFrontends(f *Fragment, held map[string]bool) *Fragment {
 	return f
 }
 
-func lessName(a, b types.NamespacedName) bool {
-	if a.Namespace != b.Namespace {
-		return a.Namespace < b.Namespace
-	}
-	return a.Name < b.Name
+// compareNamespaceThenName orders Services by namespace, then name.
+func compareNamespaceThenName(a, b types.NamespacedName) int {
+	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 }
 
 // ClusterIPOf returns the Service's ClusterIP of the family in canonical form, or ""
