@@ -69,6 +69,18 @@ type elementBatch struct {
 // elements, and building netlink attributes for each through google/nftables cost more
 // than the kernel's commit of them.
 func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*elementBatch, error) {
+	m := &batchMessages{buf: make([]byte, 0, 64*len(ops)+256)}
+	m.control(unix.NFNL_MSG_BATCH_BEGIN)
+	if err := w.encodeMessages(m, ops, orderBySet(ops), decls); err != nil {
+		return nil, err
+	}
+	m.control(unix.NFNL_MSG_BATCH_END)
+	m.number()
+	return &elementBatch{buf: m.buf, count: m.count}, nil
+}
+
+// encodeMessages appends to m the ops at the indexes order lists (grouped by set).
+func (w *netlinkElements) encodeMessages(m *batchMessages, ops []loggedOp, order []int32, decls map[string]*SetDecl) error {
 	encoders := map[string]*elementEncoder{}
 	encoderFor := func(name string) (*elementEncoder, error) {
 		if enc := encoders[name]; enc != nil {
@@ -85,8 +97,6 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 		encoders[name] = enc
 		return enc, nil
 	}
-	m := &batchMessages{buf: make([]byte, 0, 64*len(ops)+256)}
-	m.control(unix.NFNL_MSG_BATCH_BEGIN)
 	// The open message of element operations: its set, verb, and where it and its
 	// element list start in the buffer (msg < 0: none open).
 	runSet, runVerb, msg, list, index := "", opAdd, -1, 0, 0
@@ -105,20 +115,21 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 		msg = m.openMessage(typ, unix.NLM_F_CREATE, w.family)
 		m.stringAttr(unix.NFTA_SET_ELEM_LIST_SET, set)
 		// A set ID of 0, as google/nftables sent it before: the kernel goes by name.
-		m.attr(unix.NFTA_SET_ELEM_LIST_SET_ID, binary.BigEndian.AppendUint32(nil, 0))
+		m.uint32Attr(unix.NFTA_SET_ELEM_LIST_SET_ID, 0)
 		m.stringAttr(unix.NFTA_SET_ELEM_LIST_TABLE, w.table)
 		list = m.openAttr(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
 		runSet, runVerb, index = set, verb, 0
 	}
 	var enc *elementEncoder
-	for _, op := range groupBySet(ops) {
+	for _, i := range order {
+		op := &ops[i]
 		name, key, value, isElement := op.element()
 		switch op.obj.(type) {
 		case *knftables.Set, *knftables.Map:
 			closeRun()
 			name := op.setName()
 			if _, err := encoderFor(name); err != nil {
-				return nil, err
+				return err
 			}
 			// Deleting the elements of a set without naming any flushes it.
 			flush := m.openMessage(unix.NFT_MSG_DELSETELEM, 0, w.family)
@@ -127,12 +138,12 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 			m.closeMessage(flush)
 		default:
 			if !isElement {
-				return nil, fmt.Errorf("%w: %T is not an element operation", errNoEncoding, op.obj)
+				return fmt.Errorf("%w: %T is not an element operation", errNoEncoding, op.obj)
 			}
 			if msg < 0 || runSet != name || runVerb != op.verb {
 				var err error
 				if enc, err = encoderFor(name); err != nil {
-					return nil, err
+					return err
 				}
 				closeRun()
 				openRun(name, op.verb)
@@ -140,7 +151,7 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 			for attempt := 0; ; attempt++ {
 				at := len(m.buf)
 				if err := enc.appendElement(m, index+1, key, value, op.verb == opDelete); err != nil {
-					return nil, fmt.Errorf("element %s of %s: %w", strings.Join(key, " . "), name, err)
+					return fmt.Errorf("element %s of %s: %w", strings.Join(key, " . "), name, err)
 				}
 				if len(m.buf)-list <= math.MaxUint16 || attempt > 0 {
 					break
@@ -154,24 +165,24 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 		}
 	}
 	closeRun()
-	m.control(unix.NFNL_MSG_BATCH_END)
-	return &elementBatch{buf: m.buf, count: m.count}, nil
+	return nil
 }
 
-// groupBySet orders ops set by set, each set's in their order, so that the runs of
-// element operations on one set, and so the messages, are long (a Service's elements
-// alternate between several maps). Only the order within a set matters in one
-// transaction: a flush before the adds, a delete before an add of the same key.
-func groupBySet(ops []loggedOp) []loggedOp {
-	// Two passes, so that every slice is allocated once at its size: a full sync has
-	// a hundred thousand operations. Each operation's set is looked up once, and only
-	// when it is not the set of the one before (a Service's endpoints come in a row).
+// orderBySet lists the indexes of ops set by set, each set's in their order, so that
+// the runs of element operations on one set, and so the messages, are long (a Service's
+// elements alternate between several maps). Only the order within a set matters in one
+// transaction: a flush before the adds, a delete before an add of the same key. Indexes
+// rather than reordered operations spare the copying of a hundred thousand of them.
+func orderBySet(ops []loggedOp) []int32 {
+	// Two passes, so that every slice is allocated once at its size. Each operation's set
+	// is looked up once, and only when it is not the set of the one before (a Service's
+	// endpoints come in a row).
 	index := map[string]int{}
 	var next []int // by set: the count of its operations, then where the next one goes
 	setOf := make([]int32, len(ops))
 	last, lastName := -1, ""
-	for i, op := range ops {
-		if name := op.setName(); last < 0 || name != lastName {
+	for i := range ops {
+		if name := ops[i].setName(); last < 0 || name != lastName {
 			k, seen := index[name]
 			if !seen {
 				k = len(next)
@@ -188,12 +199,13 @@ func groupBySet(ops []loggedOp) []loggedOp {
 		next[k] = start
 		start += count
 	}
-	out := make([]loggedOp, len(ops))
-	for i, op := range ops {
-		out[next[setOf[i]]] = op
-		next[setOf[i]]++
+	// Each index goes after those of its set that come before it.
+	order := make([]int32, len(ops))
+	for i, k := range setOf {
+		order[next[k]] = int32(i)
+		next[k]++
 	}
-	return out
+	return order
 }
 
 // opSetName names the set or map an element operation works on.
@@ -216,13 +228,11 @@ func opSetName(obj knftables.Object) string {
 // host's byte order as netlink wants (except where nf_tables says big endian).
 type batchMessages struct {
 	buf   []byte
-	seq   uint32
 	count int // messages other than the batch's begin and end
 }
 
 // control writes a batch's begin or end.
 func (m *batchMessages) control(typ uint16) {
-	m.seq++
 	start := len(m.buf)
 	m.header(typ, unix.NLM_F_REQUEST)
 	m.buf = append(m.buf, unix.AF_UNSPEC, unix.NFNETLINK_V0)
@@ -233,7 +243,6 @@ func (m *batchMessages) control(typ uint16) {
 // openMessage starts an nf_tables message of type typ that asks for an acknowledgement
 // and returns its offset for closeMessage.
 func (m *batchMessages) openMessage(typ, flags uint16, family uint8) int {
-	m.seq++
 	m.count++
 	start := len(m.buf)
 	m.header(unix.NFNL_SUBSYS_NFTABLES<<8|typ, unix.NLM_F_REQUEST|unix.NLM_F_ACK|flags)
@@ -246,20 +255,27 @@ func (m *batchMessages) header(typ, flags uint16) {
 	m.buf = binary.NativeEndian.AppendUint32(m.buf, 0)
 	m.buf = binary.NativeEndian.AppendUint16(m.buf, typ)
 	m.buf = binary.NativeEndian.AppendUint16(m.buf, flags)
-	m.buf = binary.NativeEndian.AppendUint32(m.buf, m.seq)
+	m.buf = binary.NativeEndian.AppendUint32(m.buf, 0) // sequence number: see number
 	m.buf = binary.NativeEndian.AppendUint32(m.buf, 0) // port ID: the kernel's to set
+}
+
+// number gives the messages their sequence numbers, 1, 2, ... in order.
+func (m *batchMessages) number() {
+	for at, seq := 0, uint32(1); at < len(m.buf); seq++ {
+		binary.NativeEndian.PutUint32(m.buf[at+8:], seq)
+		at += int(binary.NativeEndian.Uint32(m.buf[at:]))
+	}
 }
 
 func (m *batchMessages) closeMessage(start int) {
 	binary.NativeEndian.PutUint32(m.buf[start:], uint32(len(m.buf)-start))
 }
 
-// attr appends an attribute, padded to 4 bytes.
-func (m *batchMessages) attr(typ uint16, data []byte) {
-	m.buf = binary.NativeEndian.AppendUint16(m.buf, uint16(4+len(data)))
+// uint32Attr appends an attribute holding v in network order.
+func (m *batchMessages) uint32Attr(typ uint16, v uint32) {
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, 8)
 	m.buf = binary.NativeEndian.AppendUint16(m.buf, typ)
-	m.buf = append(m.buf, data...)
-	m.pad()
+	m.buf = binary.BigEndian.AppendUint32(m.buf, v)
 }
 
 // stringAttr appends a NUL-terminated string attribute.
@@ -474,7 +490,7 @@ func (enc *elementEncoder) appendElement(m *batchMessages, index int, key, value
 		}
 		data = m.openAttr(unix.NFTA_SET_ELEM_DATA)
 		verdict := m.openAttr(unix.NFTA_DATA_VERDICT)
-		m.attr(unix.NFTA_VERDICT_CODE, binary.BigEndian.AppendUint32(nil, uint32(v.Kind)))
+		m.uint32Attr(unix.NFTA_VERDICT_CODE, uint32(v.Kind))
 		if v.Chain != "" {
 			m.stringAttr(unix.NFTA_VERDICT_CHAIN, v.Chain)
 		}
@@ -572,11 +588,11 @@ func appendField(dst []byte, kind fieldKind, s string) ([]byte, error) {
 var verdictKinds = map[string]expr.VerdictKind{"goto": expr.VerdictGoto, "jump": expr.VerdictJump,
 	"drop": expr.VerdictDrop, "accept": expr.VerdictAccept, "return": expr.VerdictReturn, "continue": expr.VerdictContinue}
 
-func parseVerdict(s string) (*expr.Verdict, error) {
+func parseVerdict(s string) (expr.Verdict, error) {
 	word, chain, _ := strings.Cut(s, " ")
 	kind, ok := verdictKinds[word]
 	if !ok || (chain != "") != (kind == expr.VerdictGoto || kind == expr.VerdictJump) {
-		return nil, fmt.Errorf("verdict %q", s)
+		return expr.Verdict{}, fmt.Errorf("verdict %q", s)
 	}
-	return &expr.Verdict{Kind: kind, Chain: chain}, nil
+	return expr.Verdict{Kind: kind, Chain: chain}, nil
 }

@@ -151,7 +151,8 @@ func TestElementBatchMessages(t *testing.T) {
 }
 
 // TestElementBatchSplitsLongLists cuts a long run of elements into messages whose
-// element list fits a netlink attribute, every element in exactly one of them.
+// element list fits a netlink attribute, every element in exactly one of them, numbered
+// in order.
 func TestElementBatchSplitsLongLists(t *testing.T) {
 	decl := &SetDecl{Name: "m", Map: true, TypeOf: "ip daddr . tcp dport . numgen random mod 1 : ip daddr . tcp dport"}
 	const n = 5000
@@ -169,6 +170,11 @@ func TestElementBatchSplitsLongLists(t *testing.T) {
 		t.Fatalf("%d messages, count %d: want the elements cut into several", len(messages), got.count)
 	}
 	elements := 0
+	for i := range messages {
+		if seq := binary.NativeEndian.Uint32(got.buf[messageOffset(messages, i)+8:]); seq != uint32(i+1) {
+			t.Fatalf("message %d has sequence number %d", i, seq)
+		}
+	}
 	for _, msg := range messages[1 : len(messages)-1] {
 		ad, err := netlink.NewAttributeDecoder(msg[16+4:])
 		if err != nil {
@@ -191,6 +197,15 @@ func TestElementBatchSplitsLongLists(t *testing.T) {
 	if elements != n {
 		t.Errorf("%d elements in the messages, want %d", elements, n)
 	}
+}
+
+// messageOffset is where messages[i] starts in its batch.
+func messageOffset(messages [][]byte, i int) int {
+	at := 0
+	for _, msg := range messages[:i] {
+		at += len(msg)
+	}
+	return at
 }
 
 // referenceMessage is one message of a batch as google/nftables builds it.
