@@ -21,13 +21,17 @@ import (
 // ipv4Only restricts a benchmark's Proxier to the IPv4 table (the fixtures are IPv4).
 func ipv4Only(c *Config) { c.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol} }
 
-// BenchmarkRender measures the pure renderer alone (no nft, no root needed).
+// BenchmarkRender measures the pure renderer alone (no nft, no root needed), for 10k
+// Services x 10 endpoints of each of benchServiceTypes.
 func BenchmarkRender(b *testing.B) {
-	services, slices := manyServices(10000, 10)
-	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4}}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		Render(cfg, corev1.IPv4Protocol, services, slices)
+	for _, kind := range benchServiceTypes {
+		b.Run("type="+string(kind), func(b *testing.B) {
+			services, slices := manyServicesOfType(kind, 10000, 10)
+			cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4}}
+			for b.Loop() {
+				Render(cfg, corev1.IPv4Protocol, services, slices)
+			}
+		})
 	}
 }
 

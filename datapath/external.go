@@ -93,7 +93,7 @@ func (e *externalFrontends) allowedSources() []string {
 // renderPort adds the external frontends of one port that taken leaves to this Service;
 // all are the port's endpoints before selection.
 func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint, taken func(string) bool) {
-	proto, portNum := strings.ToLower(string(port.Protocol)), strconv.Itoa(int(port.Port))
+	proto, portNum := protocolName(port.Protocol), strconv.Itoa(int(port.Port))
 	var addresses []string
 	for _, ip := range e.addresses {
 		if key := ip + " . " + proto + " . " + portNum; taken == nil || !taken(key) {
@@ -128,11 +128,11 @@ func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint,
 	}
 	addHairpins(e.cfg, clusterEps, e.frag)
 	if timeout, sticky := affinityTimeout(e.svc); sticky {
-		chain := e.renderStickyPolicy(port, proto, clusterEps, localEps, timeout)
-		e.dispatch(proto, portNum, addresses, nodePort, chain, chain)
+		verdict := "goto " + e.renderStickyPolicy(port, proto, clusterEps, localEps, timeout)
+		e.dispatch(proto, portNum, addresses, nodePort, verdict, verdict)
 	} else {
 		byAddress, byNodePort := e.policyChains(len(clusterEps), len(localEps))
-		e.dispatch(proto, portNum, addresses, nodePort, byAddress.name(), byNodePort.name())
+		e.dispatch(proto, portNum, addresses, nodePort, byAddress.gotoVerdict(), byNodePort.gotoVerdict())
 		if len(addresses) > 0 {
 			e.frag.shared = append(e.frag.shared, byAddress.uses()...)
 		}
@@ -199,15 +199,15 @@ func (e *externalFrontends) renderStickyPolicy(port *corev1.ServicePort, proto s
 	return entry.Name
 }
 
-// dispatch sends the frontends to their chains.
+// dispatch gives the frontends their verdicts (goto their chain).
 func (e *externalFrontends) dispatch(proto, port string, addresses []string, nodePort, byAddress, byNodePort string) {
 	for _, ip := range addresses {
 		e.frag.Elements = append(e.frag.Elements, Element{Set: serviceIPsMap, Key: []string{ip, proto, port},
-			Value: []string{"goto " + byAddress}})
+			Value: []string{byAddress}})
 	}
 	if nodePort != "" {
 		e.frag.Elements = append(e.frag.Elements, Element{Set: serviceNodePortsMap, Key: []string{proto, nodePort},
-			Value: []string{"goto " + byNodePort}})
+			Value: []string{byNodePort}})
 	}
 }
 

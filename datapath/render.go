@@ -304,7 +304,7 @@ func supportedProtocol(p corev1.Protocol) bool {
 // endpoints before selection.
 func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *corev1.ServicePort,
 	clusterIP string, all []Endpoint, frag *Fragment) {
-	proto := strings.ToLower(string(port.Protocol))
+	proto := protocolName(port.Protocol)
 	dispatchKey := []string{clusterIP, proto, strconv.Itoa(int(port.Port))}
 	localOnly := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
 	eps, hints := selectEndpoints(all, cfg.node(), localOnly)
@@ -327,7 +327,7 @@ func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *cor
 	}
 	dnat := sharedChain{kind: dnatByAddress, n: len(eps)}
 	frag.shared = append(frag.shared, dnat)
-	frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{"goto " + dnat.name()}})
+	frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{dnat.gotoVerdict()}})
 	addEndpointElements(clusterByAddress, proto, dispatchKey[0], dispatchKey[2], eps, frag)
 }
 
