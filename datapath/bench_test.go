@@ -21,13 +21,32 @@ import (
 // ipv4Only restricts a benchmark's Proxier to the IPv4 table (the fixtures are IPv4).
 func ipv4Only(c *Config) { c.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol} }
 
-// BenchmarkRender measures the pure renderer alone (no nft, no root needed).
+// BenchmarkRender measures the pure renderer alone (no nft, no root needed), for 10k
+// Services x 10 endpoints of each of benchServiceTypes.
 func BenchmarkRender(b *testing.B) {
+	for _, kind := range benchServiceTypes {
+		b.Run("type="+string(kind), func(b *testing.B) {
+			services, slices := manyServicesOfType(kind, 10000, 10)
+			cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4}}
+			for b.Loop() {
+				Render(cfg, corev1.IPv4Protocol, services, slices)
+			}
+		})
+	}
+}
+
+// BenchmarkEncodeElements measures the encoding of a full sync's element batch for 10k
+// Services x 10 endpoints (no kernel, no root needed).
+func BenchmarkEncodeElements(b *testing.B) {
 	services, slices := manyServices(10000, 10)
-	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4}}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		Render(cfg, corev1.IPv4Protocol, services, slices)
+	want := Render(Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4}}, corev1.IPv4Protocol, services, slices)
+	ops := &opLog{}
+	decls := planFullSteps(&opLog{}, ops, &opLog{}, want, existingObjects{})
+	w := newNetlinkElements(knftables.IPv4Family, DefaultTableName, nil)
+	for b.Loop() {
+		if _, err := w.encode(ops.ops, decls); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -293,9 +312,9 @@ func commitFloor(b *testing.B, p *Proxier, services []*corev1.Service, slices []
 	fs := p.families[0]
 	want := Render(p.cfg, fs.family, services, slices)
 	prepare, commit, ops := fs.nft.NewTransaction(), fs.nft.NewTransaction(), &opLog{}
-	planFullSteps(prepare, ops, commit, want, existingObjects{})
+	decls := planFullSteps(prepare, ops, commit, want, existingObjects{})
 	writer := newNetlinkElements(NFTFamily(fs.family), p.cfg.TableName, nil)
-	batch, err := writer.encode(ops.ops, indexChainsAndSets(allFragments(want)...).sets)
+	batch, err := writer.encode(ops.ops, decls)
 	if err != nil {
 		b.Fatalf("encode the elements: %v", err)
 	}

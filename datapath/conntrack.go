@@ -91,22 +91,28 @@ type ConntrackCleaner interface {
 // partial one those of the changed Services; a frontend that went away keeps no serving
 // endpoint.
 func udpFrontendsToClean(have, want *Ruleset, changed []types.NamespacedName, full bool) UDPFrontends {
-	if full {
-		changed = unionKeys(have, want)
-	}
 	var ports []UDPServicePort
 	for _, rs := range []*Ruleset{have, want} {
 		if rs == nil {
 			continue
 		}
+		add := func(f *Fragment) {
+			for _, p := range f.UDPPorts {
+				if rs == have {
+					p.ServingEndpoints = nil
+				}
+				ports = append(ports, p)
+			}
+		}
+		if full {
+			for _, f := range rs.Services {
+				add(f)
+			}
+			continue
+		}
 		for _, key := range changed {
 			if f := rs.Services[key]; f != nil {
-				for _, p := range f.UDPPorts {
-					if rs == have {
-						p.ServingEndpoints = nil
-					}
-					ports = append(ports, p)
-				}
+				add(f)
 			}
 		}
 	}

@@ -162,7 +162,14 @@ func anyReadyHinted(all []Endpoint) bool {
 // protocol, deduplicated by ip:port and sorted.
 func slicePortEndpoints(port *corev1.ServicePort, endpointSlices []*discoveryv1.EndpointSlice,
 	addressType discoveryv1.AddressType) []Endpoint {
-	var out []Endpoint
+	return appendSlicePortEndpoints(nil, port, endpointSlices, addressType)
+}
+
+// appendSlicePortEndpoints is slicePortEndpoints writing into out's array (from its
+// start), so that a caller can use one array for many ports.
+func appendSlicePortEndpoints(out []Endpoint, port *corev1.ServicePort, endpointSlices []*discoveryv1.EndpointSlice,
+	addressType discoveryv1.AddressType) []Endpoint {
+	out = out[:0]
 	for _, slice := range endpointSlices {
 		if slice.AddressType != addressType {
 			continue

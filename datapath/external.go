@@ -28,8 +28,10 @@ type externalFrontends struct {
 	local     bool     // externalTrafficPolicy: Local
 }
 
-func newExternalFrontends(cfg Config, fi familyInfo, svc *corev1.Service, clusterIP string, frag *Fragment) *externalFrontends {
-	e := &externalFrontends{cfg: cfg, fi: fi, svc: svc, clusterIP: clusterIP, frag: frag,
+// newExternalFrontends starts the external frontends of svc, with its firewall chain. It
+// returns a value, which stays on the caller's stack: a full sync renders every Service.
+func newExternalFrontends(cfg Config, fi familyInfo, svc *corev1.Service, clusterIP string, frag *Fragment) externalFrontends {
+	e := externalFrontends{cfg: cfg, fi: fi, svc: svc, clusterIP: clusterIP, frag: frag,
 		local: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal}
 	add := func(s string) string {
 		ip := canonicalIP(strings.TrimSpace(s), fi.ipFamily)
@@ -91,7 +93,7 @@ func (e *externalFrontends) allowedSources() []string {
 // renderPort adds the external frontends of one port that taken leaves to this Service;
 // all are the port's endpoints before selection.
 func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint, taken func(string) bool) {
-	proto, portNum := strings.ToLower(string(port.Protocol)), strconv.Itoa(int(port.Port))
+	proto, portNum := protocolName(port.Protocol), strconv.Itoa(int(port.Port))
 	var addresses []string
 	for _, ip := range e.addresses {
 		if key := ip + " . " + proto + " . " + portNum; taken == nil || !taken(key) {
@@ -126,11 +128,11 @@ func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint,
 	}
 	addHairpins(e.cfg, clusterEps, e.frag)
 	if timeout, sticky := affinityTimeout(e.svc); sticky {
-		chain := e.renderStickyPolicy(port, proto, clusterEps, localEps, timeout)
-		e.dispatch(proto, portNum, addresses, nodePort, chain, chain)
+		verdict := "goto " + e.renderStickyPolicy(port, proto, clusterEps, localEps, timeout)
+		e.dispatch(proto, portNum, addresses, nodePort, verdict, verdict)
 	} else {
 		byAddress, byNodePort := e.policyChains(len(clusterEps), len(localEps))
-		e.dispatch(proto, portNum, addresses, nodePort, byAddress.name(), byNodePort.name())
+		e.dispatch(proto, portNum, addresses, nodePort, byAddress.gotoVerdict(), byNodePort.gotoVerdict())
 		if len(addresses) > 0 {
 			e.frag.shared = append(e.frag.shared, byAddress.uses()...)
 		}
@@ -197,15 +199,15 @@ func (e *externalFrontends) renderStickyPolicy(port *corev1.ServicePort, proto s
 	return entry.Name
 }
 
-// dispatch sends the frontends to their chains.
+// dispatch gives the frontends their verdicts (goto their chain).
 func (e *externalFrontends) dispatch(proto, port string, addresses []string, nodePort, byAddress, byNodePort string) {
 	for _, ip := range addresses {
 		e.frag.Elements = append(e.frag.Elements, Element{Set: serviceIPsMap, Key: []string{ip, proto, port},
-			Value: []string{"goto " + byAddress}})
+			Value: []string{byAddress}})
 	}
 	if nodePort != "" {
 		e.frag.Elements = append(e.frag.Elements, Element{Set: serviceNodePortsMap, Key: []string{proto, nodePort},
-			Value: []string{"goto " + byNodePort}})
+			Value: []string{byNodePort}})
 	}
 }
 

@@ -57,9 +57,9 @@ func (p *Proxier) renderAll(fs *familyState) *Ruleset {
 		}
 		render = append(render, key)
 	}
-	for _, key := range render {
-		want.Services[key] = claimFrontends(renderService(p.cfg, fs.family, unique[key], p.inputs[key].slices, takenIn(frontends)), frontends)
-	}
+	renderServices(p.cfg, fs.family, render, unique, func(key types.NamespacedName) []*discoveryv1.EndpointSlice {
+		return p.inputs[key].slices
+	}, frontends, want.Services)
 	want.refs = countRefs(want.Services)
 	want.Base = renderBase(p.cfg, fs.family, want.refs)
 	return want

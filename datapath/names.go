@@ -55,7 +55,21 @@ func ServicePortName(svc *corev1.Service, port *corev1.ServicePort) string {
 	if name == "" {
 		name = strconv.Itoa(int(port.Port))
 	}
-	return fmt.Sprintf("%s/%s/%s/%s", svc.Namespace, svc.Name, strings.ToLower(string(port.Protocol)), name)
+	return fmt.Sprintf("%s/%s/%s/%s", svc.Namespace, svc.Name, protocolName(port.Protocol), name)
+}
+
+// protocolName is the protocol as the rules name it ("tcp"), without allocating for
+// the ones the API allows.
+func protocolName(p corev1.Protocol) string {
+	switch p {
+	case corev1.ProtocolTCP:
+		return "tcp"
+	case corev1.ProtocolUDP:
+		return "udp"
+	case corev1.ProtocolSCTP:
+		return "sctp"
+	}
+	return strings.ToLower(string(p))
 }
 
 // ServiceChainName is the chain that picks an endpoint for a Service port with

@@ -5,11 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 
-	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -24,15 +25,15 @@ import (
 // The netlink socket is opened for each batch in the network namespace of the calling
 // thread, as nft itself would be started in it.
 type netlinkElements struct {
-	family   nftables.TableFamily
+	family   uint8 // NFPROTO_IPV4 or NFPROTO_IPV6
 	table    string
 	fallback elementWriter
 }
 
 func newNetlinkElements(family knftables.Family, table string, fallback elementWriter) *netlinkElements {
-	tableFamily := nftables.TableFamilyIPv4
+	tableFamily := uint8(unix.NFPROTO_IPV4)
 	if family == knftables.IPv6Family {
-		tableFamily = nftables.TableFamilyIPv6
+		tableFamily = unix.NFPROTO_IPV6
 	}
 	return &netlinkElements{family: tableFamily, table: table, fallback: fallback}
 }
@@ -55,17 +56,31 @@ func (w *netlinkElements) write(ctx context.Context, ops []loggedOp, decls map[s
 	return b.commit()
 }
 
-// elementBatch is an encoded batch waiting to be committed.
+// elementBatch is an encoded batch waiting to be committed: its messages back to back,
+// as the one sendmsg that hands them to the kernel takes them.
 type elementBatch struct {
-	conn  *nftables.Conn
-	size  int // bytes of the messages, roughly
-	count int // messages
+	buf   []byte
+	count int // messages between the batch's begin and end, each acknowledged
 }
 
 // encode turns ops into one batch, cutting runs of element operations on one set into
-// messages that fit a netlink attribute (64 KiB).
+// messages whose element list fits a netlink attribute (64 KiB). The messages are
+// written straight into the batch's buffer: a full sync has a hundred thousand
+// elements, and building netlink attributes for each through google/nftables cost more
+// than the kernel's commit of them.
 func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*elementBatch, error) {
-	table := &nftables.Table{Name: w.table, Family: w.family}
+	m := &batchMessages{buf: make([]byte, 0, 64*len(ops)+256)}
+	m.control(unix.NFNL_MSG_BATCH_BEGIN)
+	if err := w.encodeMessages(m, ops, orderBySet(ops), decls); err != nil {
+		return nil, err
+	}
+	m.control(unix.NFNL_MSG_BATCH_END)
+	m.number()
+	return &elementBatch{buf: m.buf, count: m.count}, nil
+}
+
+// encodeMessages appends to m the ops at the indexes order lists (grouped by set).
+func (w *netlinkElements) encodeMessages(m *batchMessages, ops []loggedOp, order []int32, decls map[string]*SetDecl) error {
 	encoders := map[string]*elementEncoder{}
 	encoderFor := func(name string) (*elementEncoder, error) {
 		if enc := encoders[name]; enc != nil {
@@ -82,104 +97,115 @@ func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*el
 		encoders[name] = enc
 		return enc, nil
 	}
-	// The messages go to a connection whose socket opens at commit, sized then.
-	batch := &elementBatch{}
-	conn, err := nftables.New(nftables.WithSockOptions(batch.sizeBuffers))
-	if err != nil {
-		return nil, fmt.Errorf("open netlink connection: %w", err)
-	}
-	batch.conn = conn
-	run := make([]nftables.SetElement, 0, 1024)
-	var runSet *nftables.Set
-	var runVerb opVerb
-	runBytes := 0
-	flushRun := func() error {
-		if len(run) == 0 {
-			return nil
+	// The open message of element operations: its set, verb, and where it and its
+	// element list start in the buffer (msg < 0: none open).
+	runSet, runVerb, msg, list, index := "", opAdd, -1, 0, 0
+	closeRun := func() {
+		if msg >= 0 {
+			m.closeAttr(list)
+			m.closeMessage(msg)
+			msg = -1
 		}
-		var err error
-		if runVerb == opDelete {
-			err = conn.SetDeleteElements(runSet, run)
-		} else {
-			err = conn.SetAddElements(runSet, run)
-		}
-		batch.count++
-		batch.size += runBytes + 64
-		// The connection holds the encoded message; run's array can be used again.
-		run, runBytes = run[:0], 0
-		return err
 	}
-	for _, op := range groupBySet(ops) {
+	openRun := func(set string, verb opVerb) {
+		typ := uint16(unix.NFT_MSG_NEWSETELEM)
+		if verb == opDelete {
+			typ = unix.NFT_MSG_DELSETELEM
+		}
+		msg = m.openMessage(typ, unix.NLM_F_CREATE, w.family)
+		m.stringAttr(unix.NFTA_SET_ELEM_LIST_SET, set)
+		// A set ID of 0, as google/nftables sent it before: the kernel goes by name.
+		m.uint32Attr(unix.NFTA_SET_ELEM_LIST_SET_ID, 0)
+		m.stringAttr(unix.NFTA_SET_ELEM_LIST_TABLE, w.table)
+		list = m.openAttr(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
+		runSet, runVerb, index = set, verb, 0
+	}
+	var enc *elementEncoder
+	for _, i := range order {
+		op := &ops[i]
 		name, key, value, isElement := op.element()
 		switch op.obj.(type) {
 		case *knftables.Set, *knftables.Map:
-			if err := flushRun(); err != nil {
-				return nil, err
-			}
+			closeRun()
 			name := op.setName()
 			if _, err := encoderFor(name); err != nil {
-				return nil, err
+				return err
 			}
-			conn.FlushSet(&nftables.Set{Table: table, Name: name})
-			batch.count++
-			batch.size += 64
+			// Deleting the elements of a set without naming any flushes it.
+			flush := m.openMessage(unix.NFT_MSG_DELSETELEM, 0, w.family)
+			m.stringAttr(unix.NFTA_SET_ELEM_LIST_TABLE, w.table)
+			m.stringAttr(unix.NFTA_SET_ELEM_LIST_SET, name)
+			m.closeMessage(flush)
 		default:
 			if !isElement {
-				return nil, fmt.Errorf("%w: %T is not an element operation", errNoEncoding, op.obj)
+				return fmt.Errorf("%w: %T is not an element operation", errNoEncoding, op.obj)
 			}
-			enc, err := encoderFor(name)
-			if err != nil {
-				return nil, err
-			}
-			elem, n, err := enc.element(key, value, op.verb == opDelete)
-			if err != nil {
-				return nil, fmt.Errorf("element %s of %s: %w", strings.Join(key, " . "), name, err)
-			}
-			if runSet == nil || runSet.Name != name || runVerb != op.verb || runBytes+n > maxElementListBytes {
-				if err := flushRun(); err != nil {
-					return nil, err
+			if msg < 0 || runSet != name || runVerb != op.verb {
+				var err error
+				if enc, err = encoderFor(name); err != nil {
+					return err
 				}
-				runSet, runVerb = &nftables.Set{Table: table, Name: name}, op.verb
+				closeRun()
+				openRun(name, op.verb)
 			}
-			run = append(run, elem)
-			runBytes += n
+			for attempt := 0; ; attempt++ {
+				at := len(m.buf)
+				if err := enc.appendElement(m, index+1, key, value, op.verb == opDelete); err != nil {
+					return fmt.Errorf("element %s of %s: %w", strings.Join(key, " . "), name, err)
+				}
+				if len(m.buf)-list <= math.MaxUint16 || attempt > 0 {
+					break
+				}
+				// The list is full: the element starts the next message.
+				m.buf = m.buf[:at]
+				closeRun()
+				openRun(name, op.verb)
+			}
+			index++
 		}
 	}
-	if err := flushRun(); err != nil {
-		return nil, err
-	}
-	return batch, nil
+	closeRun()
+	return nil
 }
 
-// groupBySet orders ops set by set, each set's in their order, so that the runs of
-// element operations on one set, and so the messages, are long (a Service's elements
-// alternate between several maps). Only the order within a set matters in one
-// transaction: a flush before the adds, a delete before an add of the same key.
-func groupBySet(ops []loggedOp) []loggedOp {
-	// Two passes, so that every slice is allocated once at its size: a full sync has
-	// a hundred thousand operations.
-	start := map[string]int{}
-	var names []string
-	for _, op := range ops {
-		name := op.setName()
-		if _, seen := start[name]; !seen {
-			names = append(names, name)
+// orderBySet lists the indexes of ops set by set, each set's in their order, so that
+// the runs of element operations on one set, and so the messages, are long (a Service's
+// elements alternate between several maps). Only the order within a set matters in one
+// transaction: a flush before the adds, a delete before an add of the same key. Indexes
+// rather than reordered operations spare the copying of a hundred thousand of them.
+func orderBySet(ops []loggedOp) []int32 {
+	// Two passes, so that every slice is allocated once at its size. Each operation's set
+	// is looked up once, and only when it is not the set of the one before (a Service's
+	// endpoints come in a row).
+	index := map[string]int{}
+	var next []int // by set: the count of its operations, then where the next one goes
+	setOf := make([]int32, len(ops))
+	last, lastName := -1, ""
+	for i := range ops {
+		if name := ops[i].setName(); last < 0 || name != lastName {
+			k, seen := index[name]
+			if !seen {
+				k = len(next)
+				index[name] = k
+				next = append(next, 0)
+			}
+			last, lastName = k, name
 		}
-		start[name]++
+		setOf[i] = int32(last)
+		next[last]++
 	}
-	next := 0
-	for _, name := range names {
-		count := start[name]
-		start[name] = next
-		next += count
+	start := 0
+	for k, count := range next {
+		next[k] = start
+		start += count
 	}
-	out := make([]loggedOp, len(ops))
-	for _, op := range ops {
-		name := op.setName()
-		out[start[name]] = op
-		start[name]++
+	// Each index goes after those of its set that come before it.
+	order := make([]int32, len(ops))
+	for i, k := range setOf {
+		order[next[k]] = int32(i)
+		next[k]++
 	}
-	return out
+	return order
 }
 
 // opSetName names the set or map an element operation works on.
@@ -198,16 +224,128 @@ func opSetName(obj knftables.Object) string {
 	return ""
 }
 
-// maxElementListBytes bounds the encoded elements of one message: the list is one
-// netlink attribute, whose length field has 16 bits.
-const maxElementListBytes = 60000
+// batchMessages writes nfnetlink messages and their attributes into one buffer, in the
+// host's byte order as netlink wants (except where nf_tables says big endian).
+type batchMessages struct {
+	buf   []byte
+	count int // messages other than the batch's begin and end
+}
 
-// commit sends the batch and waits for the kernel's answer.
+// control writes a batch's begin or end.
+func (m *batchMessages) control(typ uint16) {
+	start := len(m.buf)
+	m.header(typ, unix.NLM_F_REQUEST)
+	m.buf = append(m.buf, unix.AF_UNSPEC, unix.NFNETLINK_V0)
+	m.buf = binary.BigEndian.AppendUint16(m.buf, unix.NFNL_SUBSYS_NFTABLES)
+	m.closeMessage(start)
+}
+
+// openMessage starts an nf_tables message of type typ that asks for an acknowledgement
+// and returns its offset for closeMessage.
+func (m *batchMessages) openMessage(typ, flags uint16, family uint8) int {
+	m.count++
+	start := len(m.buf)
+	m.header(unix.NFNL_SUBSYS_NFTABLES<<8|typ, unix.NLM_F_REQUEST|unix.NLM_F_ACK|flags)
+	m.buf = append(m.buf, family, unix.NFNETLINK_V0, 0, 0)
+	return start
+}
+
+// header appends a message header whose length is filled in later.
+func (m *batchMessages) header(typ, flags uint16) {
+	m.buf = binary.NativeEndian.AppendUint32(m.buf, 0)
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, typ)
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, flags)
+	m.buf = binary.NativeEndian.AppendUint32(m.buf, 0) // sequence number: see number
+	m.buf = binary.NativeEndian.AppendUint32(m.buf, 0) // port ID: the kernel's to set
+}
+
+// number gives the messages their sequence numbers, 1, 2, ... in order.
+func (m *batchMessages) number() {
+	for at, seq := 0, uint32(1); at < len(m.buf); seq++ {
+		binary.NativeEndian.PutUint32(m.buf[at+8:], seq)
+		at += int(binary.NativeEndian.Uint32(m.buf[at:]))
+	}
+}
+
+func (m *batchMessages) closeMessage(start int) {
+	binary.NativeEndian.PutUint32(m.buf[start:], uint32(len(m.buf)-start))
+}
+
+// uint32Attr appends an attribute holding v in network order.
+func (m *batchMessages) uint32Attr(typ uint16, v uint32) {
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, 8)
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, typ)
+	m.buf = binary.BigEndian.AppendUint32(m.buf, v)
+}
+
+// stringAttr appends a NUL-terminated string attribute.
+func (m *batchMessages) stringAttr(typ uint16, s string) {
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, uint16(4+len(s)+1))
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, typ)
+	m.buf = append(append(m.buf, s...), 0)
+	m.pad()
+}
+
+// openAttr starts a nested attribute and returns its offset for closeAttr.
+func (m *batchMessages) openAttr(typ uint16) int {
+	start := len(m.buf)
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, 0)
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, typ|unix.NLA_F_NESTED)
+	return start
+}
+
+func (m *batchMessages) closeAttr(start int) {
+	binary.NativeEndian.PutUint16(m.buf[start:], uint16(len(m.buf)-start))
+}
+
+func (m *batchMessages) pad() {
+	for len(m.buf)%4 != 0 {
+		m.buf = append(m.buf, 0)
+	}
+}
+
+// commit sends the batch and waits for the kernel's answer to each of its messages.
 func (b *elementBatch) commit() error {
-	if err := b.conn.Flush(); err != nil {
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return fmt.Errorf("open netlink connection: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	if err := b.sizeBuffers(conn); err != nil {
+		return err
+	}
+	if err := b.send(conn); err != nil {
 		return fmt.Errorf("netlink batch of %d messages: %w", b.count, err)
 	}
+	var errs error
+	for range b.count {
+		if _, err := conn.Receive(); err != nil {
+			if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.ENOBUFS) {
+				// The kernel sends no other answer after these.
+				return fmt.Errorf("netlink batch of %d messages: %w", b.count, err)
+			}
+			errs = errors.Join(errs, err)
+		}
+	}
+	if errs != nil {
+		return fmt.Errorf("netlink batch of %d messages: %w", b.count, errs)
+	}
 	return nil
+}
+
+// send hands the whole batch to the kernel in one sendmsg, which the kernel requires of
+// a batch.
+func (b *elementBatch) send(conn *netlink.Conn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sendErr error
+	err = raw.Write(func(fd uintptr) bool {
+		sendErr = unix.Sendto(int(fd), b.buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+		return sendErr != unix.EAGAIN
+	})
+	return errors.Join(err, sendErr)
 }
 
 // sizeBuffers makes the socket's buffers hold the whole batch (the kernel takes it in one
@@ -219,7 +357,7 @@ func (b *elementBatch) sizeBuffers(c *netlink.Conn) error {
 	if err != nil {
 		return err
 	}
-	send, receive := b.size+1<<20, b.count*1024+1<<20
+	send, receive := len(b.buf)+1<<20, b.count*1024+1<<20
 	var sockErr error
 	err = raw.Control(func(fd uintptr) {
 		for _, o := range []struct{ force, plain, size int }{
@@ -253,10 +391,6 @@ const (
 type elementEncoder struct {
 	key, value []fieldKind
 	verdict    bool // the value is a verdict
-	// buf is where encoded keys and values are carved from: one allocation per chunk
-	// rather than several per element (a full sync encodes a million of them). Each chunk
-	// is garbage once the netlink library has copied its elements into a message.
-	buf []byte
 }
 
 func newElementEncoder(decl *SetDecl) (*elementEncoder, error) {
@@ -335,65 +469,78 @@ func typeofField(s string) (fieldKind, bool) {
 	return 0, false
 }
 
-// element encodes the element key : value into enc's buffer; n is roughly its size in
-// the message. Deletions need the key only.
-func (enc *elementEncoder) element(key, value []string, keyOnly bool) (nftables.SetElement, int, error) {
-	var out nftables.SetElement
-	var err error
-	if out.Key, err = enc.encodeFields(enc.key, key); err != nil {
-		return out, 0, fmt.Errorf("key: %w", err)
+// appendElement appends the element key : value to m's open element list as its
+// index-th. Deletions need the key only.
+func (enc *elementEncoder) appendElement(m *batchMessages, index int, key, value []string, keyOnly bool) error {
+	elem := m.openAttr(uint16(index))
+	data := m.openAttr(unix.NFTA_SET_ELEM_KEY)
+	if err := enc.appendValue(m, enc.key, key); err != nil {
+		return fmt.Errorf("key: %w", err)
 	}
-	n := len(out.Key) + 24
-	if keyOnly || (len(enc.value) == 0 && !enc.verdict) {
-		return out, n, nil
-	}
-	if enc.verdict {
+	m.closeAttr(data)
+	switch {
+	case keyOnly || (len(enc.value) == 0 && !enc.verdict):
+	case enc.verdict:
 		if len(value) != 1 {
-			return out, 0, fmt.Errorf("verdict %q", value)
+			return fmt.Errorf("verdict %q", value)
 		}
-		if out.VerdictData, err = parseVerdict(value[0]); err != nil {
-			return out, 0, err
+		v, err := parseVerdict(value[0])
+		if err != nil {
+			return err
 		}
-		return out, n + len(out.VerdictData.Chain) + 32, nil
+		data = m.openAttr(unix.NFTA_SET_ELEM_DATA)
+		verdict := m.openAttr(unix.NFTA_DATA_VERDICT)
+		m.uint32Attr(unix.NFTA_VERDICT_CODE, uint32(v.Kind))
+		if v.Chain != "" {
+			m.stringAttr(unix.NFTA_VERDICT_CHAIN, v.Chain)
+		}
+		m.closeAttr(verdict)
+		m.closeAttr(data)
+	default:
+		data = m.openAttr(unix.NFTA_SET_ELEM_DATA)
+		if err := enc.appendValue(m, enc.value, value); err != nil {
+			return fmt.Errorf("value: %w", err)
+		}
+		m.closeAttr(data)
 	}
-	if out.Val, err = enc.encodeFields(enc.value, value); err != nil {
-		return out, 0, fmt.Errorf("value: %w", err)
-	}
-	return out, n + len(out.Val) + 12, nil
+	m.closeAttr(elem)
+	return nil
 }
 
-// encodeFields appends the fields to enc's buffer and returns them. The fields of a
-// concatenation each take a whole number of 4-byte registers.
-func (enc *elementEncoder) encodeFields(kinds []fieldKind, values []string) ([]byte, error) {
+// appendValue appends the fields as one NFTA_DATA_VALUE attribute.
+func (enc *elementEncoder) appendValue(m *batchMessages, kinds []fieldKind, values []string) error {
+	start := len(m.buf)
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, 0)
+	m.buf = binary.NativeEndian.AppendUint16(m.buf, unix.NFTA_DATA_VALUE)
+	var err error
+	if m.buf, err = appendFields(m.buf, kinds, values); err != nil {
+		return err
+	}
+	binary.NativeEndian.PutUint16(m.buf[start:], uint16(len(m.buf)-start))
+	m.pad()
+	return nil
+}
+
+// appendFields appends the encoding of the fields to dst. The fields of a concatenation
+// each take a whole number of 4-byte registers.
+func appendFields(dst []byte, kinds []fieldKind, values []string) ([]byte, error) {
 	if len(values) != len(kinds) {
 		return nil, fmt.Errorf("%d fields, want %d", len(values), len(kinds))
 	}
-	if cap(enc.buf)-len(enc.buf) < maxFieldsBytes {
-		// Chunks grow from small, for the few elements of an incremental sync.
-		enc.buf = make([]byte, 0, min(max(2*cap(enc.buf), 4*maxFieldsBytes), maxEncodeChunkBytes))
-	}
-	start := len(enc.buf)
+	start := len(dst)
 	for i, kind := range kinds {
 		var err error
-		if enc.buf, err = appendField(enc.buf, kind, values[i]); err != nil {
+		if dst, err = appendField(dst, kind, values[i]); err != nil {
 			return nil, err
 		}
 		if len(kinds) > 1 {
-			for (len(enc.buf)-start)%4 != 0 {
-				enc.buf = append(enc.buf, 0)
+			for (len(dst)-start)%4 != 0 {
+				dst = append(dst, 0)
 			}
 		}
 	}
-	return enc.buf[start:len(enc.buf):len(enc.buf)], nil
+	return dst, nil
 }
-
-// maxFieldsBytes bounds the encoding of a key or a value (five IPv6 addresses), so that a
-// chunk with that much room left holds it without growing; were it to grow, the fields
-// carved before would still keep the old array.
-const (
-	maxFieldsBytes      = 80
-	maxEncodeChunkBytes = 32 << 10
-)
 
 // protocolNumbers are the protocol names the rules use.
 var protocolNumbers = map[string]uint8{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}
@@ -441,11 +588,11 @@ func appendField(dst []byte, kind fieldKind, s string) ([]byte, error) {
 var verdictKinds = map[string]expr.VerdictKind{"goto": expr.VerdictGoto, "jump": expr.VerdictJump,
 	"drop": expr.VerdictDrop, "accept": expr.VerdictAccept, "return": expr.VerdictReturn, "continue": expr.VerdictContinue}
 
-func parseVerdict(s string) (*expr.Verdict, error) {
+func parseVerdict(s string) (expr.Verdict, error) {
 	word, chain, _ := strings.Cut(s, " ")
 	kind, ok := verdictKinds[word]
 	if !ok || (chain != "") != (kind == expr.VerdictGoto || kind == expr.VerdictJump) {
-		return nil, fmt.Errorf("verdict %q", s)
+		return expr.Verdict{}, fmt.Errorf("verdict %q", s)
 	}
-	return &expr.Verdict{Kind: kind, Chain: chain}, nil
+	return expr.Verdict{Kind: kind, Chain: chain}, nil
 }

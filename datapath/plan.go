@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -89,8 +90,11 @@ func planFull(tx planWriter, want *Ruleset, existing existingObjects) {
 // resync. If a later step fails, the earlier ones left only unreferenced additions
 // (prepare) or the new elements under the old rules (elements); the Proxier forgets its
 // model and the retry is a full sync again.
-func planFullSteps(prepare, elements, commit planWriter, want *Ruleset, existing existingObjects) {
-	idx := indexChainsAndSets(allFragments(want)...)
+//
+// It returns want's set and map declarations, which the element writer needs.
+func planFullSteps(prepare, elements, commit planWriter, want *Ruleset, existing existingObjects) map[string]*SetDecl {
+	frags := allFragments(want)
+	idx := indexChainsAndSets(frags...)
 	inKernel := make(map[string]bool, len(existing.chains))
 	for _, name := range existing.chains {
 		inKernel[name] = true
@@ -114,7 +118,7 @@ func planFullSteps(prepare, elements, commit planWriter, want *Ruleset, existing
 			flushSet(elements, idx.sets[name])
 		}
 	}
-	for _, f := range allFragments(want) {
+	for _, f := range frags {
 		for i := range f.Elements {
 			addElement(elements, &f.Elements[i])
 		}
@@ -145,6 +149,7 @@ func planFullSteps(prepare, elements, commit planWriter, want *Ruleset, existing
 			commit.Delete(&knftables.Map{Name: name})
 		}
 	}
+	return idx.sets
 }
 
 // existingObjects names what the kernel's table holds; only full syncs list it.
@@ -388,7 +393,7 @@ func allFragments(rs *Ruleset) []*Fragment {
 	for key := range rs.Services {
 		keys = append(keys, key)
 	}
-	sort.Slice(keys, func(i, j int) bool { return lessName(keys[i], keys[j]) })
+	slices.SortFunc(keys, compareNamespaceThenName)
 	for _, key := range keys {
 		out = append(out, rs.Services[key])
 	}

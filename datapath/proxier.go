@@ -374,12 +374,12 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 func writeFull(ctx context.Context, fs *familyState, want *Ruleset, existing existingObjects) (int, error) {
 	prepare, commit := fs.nft.NewTransaction(), fs.nft.NewTransaction()
 	elements := &opLog{ops: make([]loggedOp, 0, countElements(want))}
-	planFullSteps(prepare, elements, commit, want, existing)
+	decls := planFullSteps(prepare, elements, commit, want, existing)
 	ops := prepare.NumOperations() + len(elements.ops) + commit.NumOperations()
 	if err := fs.nft.Run(ctx, prepare); err != nil {
 		return ops, fmt.Errorf("add sets and new chains: %w", err)
 	}
-	if err := fs.elements.write(ctx, elements.ops, indexChainsAndSets(allFragments(want)...).sets); err != nil {
+	if err := fs.elements.write(ctx, elements.ops, decls); err != nil {
 		return ops, fmt.Errorf("write elements: %w", err)
 	}
 	if err := fs.nft.Run(ctx, commit); err != nil {

@@ -1,11 +1,14 @@
 package datapath
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,10 +25,9 @@ func Render(cfg Config, family corev1.IPFamily, services []*corev1.Service, slic
 	rs := &Ruleset{Family: family, Services: map[types.NamespacedName]*Fragment{}}
 	slicesByService := GroupSlices(slices)
 	unique := UniqueClusterIPServices(services, family)
-	frontends := map[string]bool{}
-	for _, key := range sortedNames(unique) {
-		rs.Services[key] = claimFrontends(renderService(cfg, family, unique[key], slicesByService[key], takenIn(frontends)), frontends)
-	}
+	renderServices(cfg, family, sortedNames(unique), unique, func(key types.NamespacedName) []*discoveryv1.EndpointSlice {
+		return slicesByService[key]
+	}, map[string]bool{}, rs.Services)
 	rs.refs = countRefs(rs.Services)
 	rs.Base = renderBase(cfg, family, rs.refs)
 	return rs
@@ -64,7 +66,7 @@ func UniqueClusterIPServices(services []*corev1.Service, family corev1.IPFamily)
 		}
 		key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
 		if prev, taken := owner[ip]; taken {
-			if !lessName(key, prev) {
+			if compareNamespaceThenName(key, prev) >= 0 {
 				continue
 			}
 			delete(out, prev)
@@ -108,6 +110,60 @@ func compareNames(a, b types.NamespacedName) int {
 	return strings.Compare(a.String(), b.String()) // a namespace with a "/": not valid, but ordered all the same
 }
 
+// renderServices renders the Services keys names (in namespace/name order) into out,
+// each claiming the external frontends it names that held leaves it, in that order.
+// services and slicesOf give each Service and its EndpointSlices.
+//
+// The Services are rendered across the CPUs, since a full sync renders all of them: each
+// as if no frontend were held, and then, in order, again with the held frontends left
+// out if it names one (rare: two Services naming one external IP and port). That gives
+// what rendering one after the other gives, since renderService leaves out just the
+// frontends taken reports held.
+func renderServices(cfg Config, family corev1.IPFamily, keys []types.NamespacedName, services map[types.NamespacedName]*corev1.Service,
+	slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice, held map[string]bool, out map[types.NamespacedName]*Fragment) {
+	cfg = cfg.withDefaults()
+	rendered := renderConcurrently(cfg, family, keys, services, slicesOf)
+	for i, key := range keys {
+		var f *Fragment
+		if rendered != nil {
+			f = rendered[i]
+		}
+		if rendered == nil || holdsAny(f, held) {
+			f = renderService(cfg, family, services[key], slicesOf(key), takenIn(held))
+		}
+		out[key] = claimFrontends(f, held)
+	}
+}
+
+// minServicesPerWorker is the fewest Services worth a goroutine of their own.
+const minServicesPerWorker = 64
+
+// renderConcurrently renders the Services with no frontend taken, spread over up to
+// GOMAXPROCS goroutines, or returns nil when there are too few Services to share.
+func renderConcurrently(cfg Config, family corev1.IPFamily, keys []types.NamespacedName, services map[types.NamespacedName]*corev1.Service,
+	slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice) []*Fragment {
+	workers := min(runtime.GOMAXPROCS(0), len(keys)/minServicesPerWorker)
+	if workers < 2 {
+		return nil
+	}
+	out := make([]*Fragment, len(keys))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(keys); i += workers {
+				out[i] = renderService(cfg, family, services[keys[i]], slicesOf(keys[i]), nil)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// holdsAny tells whether f names a frontend in held.
+func holdsAny(f *Fragment, held map[string]bool) bool {
+	return f != nil && slices.ContainsFunc(f.frontends, func(k string) bool { return held[k] })
+}
+
 func takenIn(held map[string]bool) func(string) bool { return func(k string) bool { return held[k] } }
 
 // claimFrontends marks the fragment's external frontends as held and returns it.
@@ -120,11 +176,9 @@ func claimFrontends(f *Fragment, held map[string]bool) *Fragment {
 	return f
 }
 
-func lessName(a, b types.NamespacedName) bool {
-	if a.Namespace != b.Namespace {
-		return a.Namespace < b.Namespace
-	}
-	return a.Name < b.Name
+// compareNamespaceThenName orders Services by namespace, then name.
+func compareNamespaceThenName(a, b types.NamespacedName) int {
+	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 }
 
 // ClusterIPOf returns the Service's ClusterIP of the family in canonical form, or ""
@@ -182,9 +236,16 @@ func renderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 	if clusterIP == "" {
 		return nil
 	}
-	frag := &Fragment{clusterIP: clusterIP}
+	frag := &Fragment{clusterIP: clusterIP, Elements: make([]Element, 0, elementsEstimate(svc, slices))}
 	frag.Elements = append(frag.Elements, Element{Set: clusterIPsSet, Key: []string{clusterIP}})
 	ext := newExternalFrontends(cfg, fi, svc, clusterIP, frag)
+	// A port's endpoints are needed only while it is rendered (the fragment keeps their
+	// strings), so their array is reused: a full sync renders every Service.
+	scratch := endpointScratch.Get().(*[]Endpoint)
+	defer func() {
+		clear((*scratch)[:cap(*scratch)]) // let go of the strings
+		endpointScratch.Put(scratch)
+	}()
 	for i := range svc.Spec.Ports {
 		port := &svc.Spec.Ports[i]
 		if !supportedProtocol(port.Protocol) || port.Port <= 0 || port.Port > 65535 {
@@ -196,11 +257,33 @@ func renderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 		if repeatsEarlierPort(svc.Spec.Ports, i) {
 			continue
 		}
-		all := slicePortEndpoints(port, slices, fi.addressType)
+		all := appendSlicePortEndpoints(*scratch, port, slices, fi.addressType)
+		if cap(all) > cap(*scratch) {
+			*scratch = all[:0]
+		}
 		renderServicePort(cfg, fi, svc, port, clusterIP, all, frag)
 		ext.renderPort(port, all, taken)
 	}
 	return frag
+}
+
+// endpointScratch holds arrays for the endpoints of the port being rendered.
+var endpointScratch = sync.Pool{New: func() any { return new([]Endpoint) }}
+
+// elementsEstimate is about how many elements the Service renders: its ClusterIP, and
+// for each port a dispatch element and one per endpoint, twice over when it has
+// frontends outside the cluster. The fragment's array is made that size at once, since
+// a full sync renders a hundred thousand elements.
+func elementsEstimate(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) int {
+	endpoints := 0
+	for _, s := range slices {
+		endpoints += len(s.Endpoints)
+	}
+	perPort := 1 + endpoints
+	if svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer || len(svc.Spec.ExternalIPs) > 0 {
+		perPort *= 2
+	}
+	return 1 + len(svc.Spec.Ports)*perPort
 }
 
 // repeatsEarlierPort tells whether a port before ports[i] has its protocol and number.
@@ -221,7 +304,7 @@ func supportedProtocol(p corev1.Protocol) bool {
 // endpoints before selection.
 func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *corev1.ServicePort,
 	clusterIP string, all []Endpoint, frag *Fragment) {
-	proto := strings.ToLower(string(port.Protocol))
+	proto := protocolName(port.Protocol)
 	dispatchKey := []string{clusterIP, proto, strconv.Itoa(int(port.Port))}
 	localOnly := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
 	eps, hints := selectEndpoints(all, cfg.node(), localOnly)
@@ -244,7 +327,7 @@ func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *cor
 	}
 	dnat := sharedChain{kind: dnatByAddress, n: len(eps)}
 	frag.shared = append(frag.shared, dnat)
-	frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{"goto " + dnat.name()}})
+	frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{dnat.gotoVerdict()}})
 	addEndpointElements(clusterByAddress, proto, dispatchKey[0], dispatchKey[2], eps, frag)
 }
 
@@ -258,20 +341,20 @@ func addEndpointElements(m endpointMap, proto, address, port string, eps []Endpo
 	if address != "" {
 		keyPrefix = []string{address, port}
 	}
-	// The keys share one array, and so do the values: a full sync renders a million of
-	// them. Each is capped to its own part.
-	keys := make([]string, 0, (len(keyPrefix)+1)*len(eps))
-	values := make([]string, 0, 2*len(eps))
+	// The keys and values share one array: a full sync renders a million of them. Each is
+	// capped to its own part.
+	fields := make([]string, 0, (len(keyPrefix)+3)*len(eps))
 	frag.Elements = slices.Grow(frag.Elements, len(eps))
 	targetPort := ""
 	for i, ep := range eps {
 		if i == 0 || ep.Port != eps[i-1].Port {
 			targetPort = strconv.Itoa(int(ep.Port))
 		}
-		k, v := len(keys), len(values)
-		keys = append(append(keys, keyPrefix...), strconv.Itoa(i))
-		values = append(values, ep.IP, targetPort)
-		frag.Elements = append(frag.Elements, Element{Set: set, Key: keys[k:len(keys):len(keys)], Value: values[v:len(values):len(values)]})
+		k := len(fields)
+		fields = append(append(fields, keyPrefix...), strconv.Itoa(i))
+		v := len(fields)
+		fields = append(fields, ep.IP, targetPort)
+		frag.Elements = append(frag.Elements, Element{Set: set, Key: fields[k:v:v], Value: fields[v:len(fields):len(fields)]})
 	}
 }
 

@@ -2,6 +2,9 @@ package datapath
 
 import (
 	"context"
+	"fmt"
+	"reflect"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -125,6 +128,41 @@ func TestCompareNamesOrdersLikeNamespaceSlashName(t *testing.T) {
 			if got, want := sign(compareNames(a, b)), sign(strings.Compare(a.String(), b.String())); got != want {
 				t.Errorf("compareNames(%q, %q) = %d, want %d", a, b, got, want)
 			}
+		}
+	}
+}
+
+// TestRenderAcrossCPUsIsRenderInOrder renders many Services that contend for NodePorts
+// and external IPs, across the CPUs, and holds the result equal to rendering them one
+// after the other, each claiming what the Services before it left.
+func TestRenderAcrossCPUsIsRenderInOrder(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0))))
+	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4}}.withDefaults()
+	services, slices := manyServicesOfType(corev1.ServiceTypeNodePort, 8*minServicesPerWorker, 3)
+	for i, svc := range services {
+		svc.Spec.Ports[0].NodePort = int32(30000 + i%100) // three or so Services to a NodePort
+		svc.Spec.ExternalIPs = []string{fmt.Sprintf("203.0.113.%d", i%50)}
+	}
+	got := Render(cfg, corev1.IPv4Protocol, services, slices)
+
+	want := map[types.NamespacedName]*Fragment{}
+	held, grouped, unique := map[string]bool{}, GroupSlices(slices), UniqueClusterIPServices(services, corev1.IPv4Protocol)
+	contended := 0
+	for _, key := range sortedNames(unique) {
+		want[key] = claimFrontends(renderService(cfg, corev1.IPv4Protocol, unique[key], grouped[key], takenIn(held)), held)
+		if len(want[key].frontends) < len(RenderService(cfg, corev1.IPv4Protocol, unique[key], grouped[key]).frontends) {
+			contended++
+		}
+	}
+	if contended == 0 {
+		t.Fatal("no Service lost a frontend to an earlier one: the test does not contend")
+	}
+	if len(got.Services) != len(want) {
+		t.Fatalf("%d Services rendered, want %d", len(got.Services), len(want))
+	}
+	for key, f := range want {
+		if !reflect.DeepEqual(got.Services[key], f) {
+			t.Errorf("Service %s:\ngot  %+v\nwant %+v", key, got.Services[key], f)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package datapath
 import (
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // sharedChain is a chain that every Service port needing the same step shares: a DNAT
@@ -53,6 +54,20 @@ const (
 	localPolicyByAddress
 	localPolicyByNodePort
 )
+
+// gotoVerdict is "goto " and the chain's name, the value of dispatch elements. A full
+// sync asks for one per Service port and there are few distinct ones, so each is made
+// once and shared.
+func (c sharedChain) gotoVerdict() string {
+	if v, ok := sharedChainVerdicts.Load(c); ok {
+		return v.(string)
+	}
+	v, _ := sharedChainVerdicts.LoadOrStore(c, "goto "+c.name())
+	return v.(string)
+}
+
+// sharedChainVerdicts caches gotoVerdict by chain.
+var sharedChainVerdicts sync.Map
 
 // name is the chain's name in the table.
 func (c sharedChain) name() string {
@@ -127,10 +142,31 @@ const (
 	localByNodePort
 )
 
-var endpointMaps = []endpointMap{clusterByAddress, localByAddress, clusterByNodePort, localByNodePort}
+var endpointMaps = [...]endpointMap{clusterByAddress, localByAddress, clusterByNodePort, localByNodePort}
 
-// mapName is the map's name for proto.
+// mapName is the map's name for proto; the names for the protocols the rules use are
+// made once (a full sync asks for one per Service port).
 func (m endpointMap) mapName(proto string) string {
+	if names, ok := endpointMapNames[proto]; ok {
+		return names[m]
+	}
+	return m.composeName(proto)
+}
+
+// endpointMapNames holds composeName's results for tcp, udp and sctp.
+var endpointMapNames = func() map[string][len(endpointMaps)]string {
+	out := map[string][len(endpointMaps)]string{}
+	for _, proto := range dnatProtocols {
+		var names [len(endpointMaps)]string
+		for _, m := range endpointMaps {
+			names[m] = m.composeName(proto)
+		}
+		out[proto] = names
+	}
+	return out
+}()
+
+func (m endpointMap) composeName(proto string) string {
 	switch m {
 	case localByAddress:
 		return "local-endpoints-" + proto
