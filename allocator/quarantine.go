@@ -6,20 +6,38 @@ import "time"
 // release order, which is deadline order because the hold time is fixed and
 // the clock does not go backwards.
 type quarantine struct {
-	until map[uint64]time.Time // offset -> end of its quarantine
-	queue []held               // release order; may hold stale entries
-	head  int                  // queue[:head] has been processed
+	until map[uint64]hold // offset -> its current hold
+	queue []held          // release order; may hold stale entries
+	head  int             // queue[:head] has been processed
+	// releases numbers the holds: an offset released, taken and released again
+	// within one clock reading has two queue entries with one deadline, and only
+	// the number tells the stale one.
+	releases uint64
+}
+
+// hold is one release of an offset: until when, and which release it was.
+type hold struct {
+	until time.Time
+	n     uint64
 }
 
 // held is one release in the queue.
 type held struct {
-	off   uint64
-	until time.Time
+	off uint64
+	hold
 }
 
 func (q *quarantine) add(off uint64, until time.Time) {
-	q.until[off] = until
-	q.queue = append(q.queue, held{off, until})
+	q.releases++
+	h := hold{until, q.releases}
+	q.until[off] = h
+	q.queue = append(q.queue, held{off, h})
+}
+
+// current says whether h is off's hold now, not a stale queue entry.
+func (q *quarantine) current(h held) bool {
+	cur, ok := q.until[h.off]
+	return ok && cur.n == h.n
 }
 
 // remove takes off out of quarantine and reports whether it was there. Its
@@ -40,7 +58,7 @@ func (q *quarantine) takeOldest() (uint64, bool) {
 	for q.head < len(q.queue) {
 		h := q.queue[q.head]
 		q.head++
-		if until, ok := q.until[h.off]; ok && until.Equal(h.until) {
+		if q.current(h) {
 			delete(q.until, h.off)
 			return h.off, true
 		}
@@ -58,8 +76,8 @@ func (q *quarantine) expire(now time.Time, free func(off uint64)) {
 		h := q.queue[q.head]
 		q.head++
 		// A stale entry: the offset was allocated or reserved meanwhile, and
-		// maybe released again with a later deadline.
-		if until, ok := q.until[h.off]; ok && until.Equal(h.until) {
+		// maybe released again.
+		if q.current(h) {
 			delete(q.until, h.off)
 			free(h.off)
 		}

@@ -127,8 +127,8 @@ func NewRange(cidr netip.Prefix, opts ...Option) (*Range, error) {
 		r.opts.rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
 	r.occupied = newBitmap(hostBits, r.capacity)
-	r.quarantine.until = make(map[uint64]time.Time)
-	r.cooling.until = make(map[uint64]time.Time)
+	r.quarantine.until = make(map[uint64]hold)
+	r.cooling.until = make(map[uint64]hold)
 	return r, nil
 }
 

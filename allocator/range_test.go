@@ -495,6 +495,24 @@ func TestCooling(t *testing.T) {
 				}
 			}
 		}},
+		{name: "an address released again at the same instant counts from its last release", run: func(t *testing.T, r *Range, clock *fakeClock) {
+			// 10.0.0.5 is released, taken back and released again with the clock
+			// unchanged: its first queue entry has the deadline of the second.
+			r.Allocate(ip("10.0.0.5"))
+			r.Release(ip("10.0.0.5"))
+			r.Allocate(ip("10.0.0.5"))
+			r.Allocate(ip("10.0.0.2"))
+			r.Release(ip("10.0.0.2"))
+			r.Release(ip("10.0.0.5"))
+			for _, a := range []string{"10.0.0.1", "10.0.0.3", "10.0.0.4", "10.0.0.6"} {
+				r.Allocate(ip(a))
+			}
+			for _, want := range []string{"10.0.0.2", "10.0.0.5"} {
+				if got, err := r.AllocateNext(); err != nil || got != ip(want) {
+					t.Fatalf("AllocateNext = %s, %v; want %s", got, err, want)
+				}
+			}
+		}},
 		{name: "cooling ends after its time", run: func(t *testing.T, r *Range, clock *fakeClock) {
 			for _, a := range []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"} {
 				r.Allocate(ip(a))
