@@ -41,8 +41,6 @@ type Recorder struct {
 	controller string // reportingController
 	instance   string // reportingInstance: controller and host, as client-go names it
 	now        func() time.Time
-	// wait, when set, receives the create's error: tests wait for it.
-	wait chan<- error
 }
 
 // New returns a Recorder reporting as controller (a qualified name, like client-go's).
@@ -65,12 +63,8 @@ func (r *Recorder) Eventf(regarding, related runtime.Object, eventType, reason, 
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 		defer cancel()
-		err := r.client.Create(ctx, event)
-		if err != nil {
+		if err := r.client.Create(ctx, event); err != nil {
 			logf.Log.WithName("events").Error(err, "Could not record an Event", "reason", reason, "regarding", event.Regarding.Name)
-		}
-		if r.wait != nil {
-			r.wait <- err
 		}
 	}()
 }

@@ -3,6 +3,7 @@ package eventwriter
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,10 +18,9 @@ import (
 func TestEveryCallIsItsOwnEvent(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	r := New(c, scheme.Scheme, "endpoint-controller.example.dev")
-	done := make(chan error)
-	r.wait = done
+	var mu sync.Mutex
 	clock := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
-	r.now = func() time.Time { clock = clock.Add(time.Millisecond); return clock }
+	r.now = func() time.Time { mu.Lock(); defer mu.Unlock(); clock = clock.Add(time.Millisecond); return clock }
 
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "auto", Namespace: "shop", UID: "svc-uid"}}
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}
@@ -36,14 +36,17 @@ func TestEveryCallIsItsOwnEvent(t *testing.T) {
 	}
 	for _, call := range calls {
 		r.Eventf(call.regarding, call.related, corev1.EventTypeWarning, "TopologyAwareHintsDisabled", "TopologyAwareHints", "%s", call.note)
-		if err := <-done; err != nil {
-			t.Fatalf("create: %v", err)
-		}
 	}
 
+	// The creates run in the background.
 	var list eventsv1.EventList
-	if err := c.List(context.Background(), &list); err != nil {
-		t.Fatal(err)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if err := c.List(context.Background(), &list); err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) >= len(calls) || time.Now().After(deadline) {
+			break
+		}
 	}
 	if len(list.Items) != len(calls) {
 		t.Fatalf("want %d Events, got %d", len(calls), len(list.Items))
