@@ -112,6 +112,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.ipam.ReadyWait, "clusterip-webhook-ready-wait", ipam.DefaultReadyWait, "How long a webhook request waits for the initial rebuild of the pools before the API server assigns the address itself.")
 	fs.StringVar(&o.ipam.ClaimNamespace, "clusterip-claim-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the Leases through which replicas claim the ClusterIPs they hand out, so that every replica may serve the webhooks (default $POD_NAMESPACE). Empty: no claims; run a single replica.")
 	fs.IntVar(&o.ipam.ConcurrentServiceSyncs, "concurrent-clusterip-syncs", 4, "Services the ClusterIP repair loop mirrors in parallel.")
+	o.ipam.StashSize = fs.Int("clusterip-stash-size", ipam.DefaultStashSize, "Most ClusterIPs a replica claims and checks ahead of admissions, per pool and family, so that the mutating webhook answers without API calls; 0 turns this off.")
 
 	fs.DurationVar(&o.endpoints.BatchPeriod, "endpoint-updates-batch-period", 0, "Delay before a Service's endpoints are written after a pod change, so that a burst becomes one write (upstream's flag of the same name).")
 	fs.IntVar(&o.endpoints.MaxEndpointsPerSlice, "max-endpoints-per-slice", 100, "Most endpoints in one EndpointSlice.")

@@ -93,14 +93,18 @@ func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, erro
 	}
 	ips := slices.Clone(req.Requested)
 	for _, ip := range fresh {
-		_, rg := r.ownerLocked(ip)
-		if err := rg.Allocate(ip); err != nil {
+		if err := r.allocateRequestedLocked(ip, req.Service); err != nil {
 			r.rollbackLocked(fresh[:slices.Index(fresh, ip)])
 			return nil, nil, &AdmissionError{Reason: ReasonAllocated, Err: err}
 		}
 	}
 	var dynamic []netip.Addr
+	checked := map[netip.Addr]bool{}
 	for _, f := range missing {
+		if ip, ok := r.takeStashedLocked(chosen, f, req.Service); ok {
+			dynamic, checked[ip] = append(dynamic, ip), true
+			continue
+		}
 		ip, err := r.allocateNextLocked(chosen, f)
 		if err != nil {
 			r.rollbackLocked(append(fresh, dynamic...))
@@ -110,7 +114,7 @@ func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, erro
 	}
 	deadline := r.now().Add(r.grace)
 	for _, ip := range append(fresh, dynamic...) {
-		r.pending[ip] = reservation{service: req.Service, deadline: deadline}
+		r.pending[ip] = reservation{service: req.Service, deadline: deadline, checked: checked[ip]}
 	}
 	touched := []string{chosen.name}
 	for _, ip := range fresh {
@@ -176,6 +180,9 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 		return false, &AdmissionError{Reason: ReasonReserved, Pool: owner.name, Err: fmt.Errorf(
 			"%w: %s in pool %s is in its spec.reserved and is never assigned; request a different IP or leave spec.clusterIP empty",
 			allocator.ErrReserved, ip, owner.name)}
+	}
+	if e, stashed := r.stash[ip]; stashed && e.ready {
+		return true, nil // set aside by this replica, and free to users (allocateRequestedLocked)
 	}
 	if rg.Has(ip) {
 		return false, &AdmissionError{Reason: ReasonAllocated, Pool: owner.name, Err: fmt.Errorf(
@@ -254,12 +261,29 @@ func requiresDualStack(req AssignRequest) bool {
 	return req.Policy != nil && *req.Policy == corev1.IPFamilyPolicyRequireDualStack
 }
 
-// rollbackLocked undoes allocations of a failed request; they were never visible to anyone.
+// allocateRequestedLocked marks a requested address checkRequestedLocked found free as taken for
+// key; one this replica has set aside leaves the stash, and its claim is key's.
+func (r *Registry) allocateRequestedLocked(ip netip.Addr, key types.NamespacedName) error {
+	if e, stashed := r.stash[ip]; stashed && e.ready {
+		r.handOutStashedLocked(ip, key)
+		return nil
+	}
+	_, rg := r.ownerLocked(ip)
+	return rg.Allocate(ip)
+}
+
+// rollbackLocked undoes allocations of a failed request; they were never visible to anyone. An
+// address taken from the stash keeps its claim, which is due now that nothing else holds it.
 func (r *Registry) rollbackLocked(ips []netip.Addr) {
 	for _, ip := range ips {
+		if c, ok := r.claims[ip]; ok && c.mine && c.unbound {
+			c.used, c.unbound = true, false
+			r.claims[ip] = c
+		}
 		if _, rg := r.ownerLocked(ip); rg != nil {
 			_ = rg.Release(ip)
 		}
+		r.settleLocked(ip)
 	}
 }
 
@@ -287,8 +311,7 @@ func (r *Registry) Validate(key types.NamespacedName, ips, previous []netip.Addr
 			return err
 		}
 		if isNew && !dryRun {
-			_, rg := r.ownerLocked(ip)
-			if err := rg.Allocate(ip); err != nil {
+			if err := r.allocateRequestedLocked(ip, key); err != nil {
 				r.rollbackLocked(fresh)
 				return &AdmissionError{Reason: ReasonAllocated, Err: err}
 			}

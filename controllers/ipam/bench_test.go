@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -119,9 +120,14 @@ func benchmarkAdmission(b *testing.B, replicas int) {
 		t.reset()
 	}
 
+	hitsBefore, missesBefore := testutil.ToFloat64(stashTakes.WithLabelValues("true")), testutil.ToFloat64(stashTakes.WithLabelValues("false"))
 	b.ResetTimer()
 	createErrors := createConcurrently(ctx, c, ns)
 	b.StopTimer()
+	hits := testutil.ToFloat64(stashTakes.WithLabelValues("true")) - hitsBefore
+	if taken := hits + testutil.ToFloat64(stashTakes.WithLabelValues("false")) - missesBefore; taken > 0 {
+		b.ReportMetric(100*hits/taken, "stash-hit-%")
+	}
 
 	var mutate, validate []time.Duration
 	for _, t := range timings {

@@ -1,9 +1,12 @@
 package ipam
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -24,7 +27,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;patch;delete
 
 // Labels and annotations of claim Leases.
 const (
@@ -41,6 +44,17 @@ const (
 // maxClaimAttempts bounds how many addresses one admission tries to claim before it gives up
 // (each refused claim means another replica took the address a moment before).
 const maxClaimAttempts = 16
+
+// errUnboundClaim: another replica's stash claim still names no Service after bindWait. Either
+// that replica handed the address out and died before it could name the Service, or the
+// address was requested while it sat in that replica's stash; the admission fails (and
+// failurePolicy decides) rather than deny a create the API server may grant.
+var errUnboundClaim = errors.New("another webhook replica set this address aside and has not said for which Service after " +
+	bindWait.String() + " (it may have stopped)")
+
+// bindWait is how long a replica waits for another replica's stash claim to name the Service it
+// was handed to (the other replica names it right after answering its admission).
+const bindWait = 3 * time.Second
 
 // ClaimName is the name of the Lease that claims ip: "clusterip-" and the address, with dots
 // kept for IPv4 and the 32 hex digits for IPv6 (colons are not allowed in names).
@@ -84,6 +98,8 @@ type claimer struct {
 	lifetime  time.Duration
 	registry  *Registry
 	poolOf    func(netip.Addr) string
+	// bindWait overrides the const bindWait (tests).
+	bindWait time.Duration
 }
 
 // claim claims each of ips for Service key. It returns the first address another Service's
@@ -119,17 +135,36 @@ func (c *claimer) claim(ctx context.Context, key types.NamespacedName, ips []net
 
 // claimedFor reads the claim on ip live and records it: whether it exists for Service key. A
 // replica whose watch lags may still think ip is being assigned to another Service while the
-// replica that answered this Service's mutating call has claimed it for this one.
+// replica that answered this Service's mutating call has claimed it for this one. A claim
+// another replica made for its stash names its Service only a moment after that replica handed
+// the address out (see stashFiller.bind): it is read again until it does, for up to bindWait.
 func (c *claimer) claimedFor(ctx context.Context, key types.NamespacedName, ip netip.Addr) (bool, error) {
 	current := &coordinationv1.Lease{}
-	err := c.apiReader.Get(ctx, types.NamespacedName{Namespace: c.namespace, Name: ClaimName(ip)}, current)
-	if apierrors.IsNotFound(err) {
-		return false, nil
+	var service types.NamespacedName
+	var holder string
+	start := time.Now()
+	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 100*time.Millisecond) {
+		err := c.apiReader.Get(ctx, types.NamespacedName{Namespace: c.namespace, Name: ClaimName(ip)}, current)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("read the claim of ClusterIP %s: %w", ip, err)
+		}
+		_, service, holder, _ = claimOf(current)
+		if service.Namespace != "" || holder == c.identity {
+			break
+		}
+		if wait := cmp.Or(c.bindWait, bindWait); time.Since(start) > wait {
+			c.registry.RecordClaim(ip, service, current.UID, false, c.lifetime)
+			return false, fmt.Errorf("%w: ClusterIP %s (Lease %s/%s, replica %s)", errUnboundClaim, ip, c.namespace, current.Name, holder)
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(pause):
+		}
 	}
-	if err != nil {
-		return false, fmt.Errorf("read the claim of ClusterIP %s: %w", ip, err)
-	}
-	_, service, holder, _ := claimOf(current)
 	c.registry.RecordClaim(ip, service, current.UID, holder == c.identity, c.lifetime)
 	if !(claim{service: service}).isFor(key) {
 		return false, nil
@@ -138,8 +173,48 @@ func (c *claimer) claimedFor(ctx context.Context, key types.NamespacedName, ip n
 	return true, nil
 }
 
+// stash claims ip for this replica's stash, naming no Service yet. It returns false when
+// another claim exists (recorded now); any other error is the API server's.
+func (c *claimer) stash(ctx context.Context, ip netip.Addr) (bool, error) {
+	lost, err := c.claim(ctx, types.NamespacedName{}, []netip.Addr{ip})
+	return err == nil && lost == nil, err
+}
+
+// bind names the Service in the Lease of a stashed address this replica handed out. The patch
+// applies only to the claim the registry knows (same UID) while it names no Service yet; done
+// is true when the Lease names the Service, or is gone or replaced (nothing left to bind).
+func (c *claimer) bind(ctx context.Context, b ClaimBinding) (done bool, err error) {
+	patch, err := json.Marshal([]map[string]any{
+		{"op": "test", "path": "/metadata/uid", "value": b.UID},
+		{"op": "test", "path": "/metadata/annotations/" + jsonPointerEscape(claimServiceAnnotation), "value": ""},
+		{"op": "replace", "path": "/metadata/annotations/" + jsonPointerEscape(claimServiceAnnotation), "value": b.Service.Namespace + "/" + b.Service.Name},
+	})
+	if err != nil {
+		return false, err
+	}
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: c.namespace, Name: ClaimName(b.IP)}}
+	err = c.client.Patch(ctx, lease, client.RawPatch(types.JSONPatchType, patch))
+	if err == nil || apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	current := &coordinationv1.Lease{}
+	if gerr := c.apiReader.Get(ctx, client.ObjectKeyFromObject(lease), current); apierrors.IsNotFound(gerr) || (gerr == nil && current.UID != b.UID) {
+		return true, nil
+	}
+	return false, fmt.Errorf("name Service %s in the claim of ClusterIP %s (Lease %s/%s): %w", b.Service, b.IP, c.namespace, lease.Name, err)
+}
+
+// jsonPointerEscape escapes a key for a JSON pointer (RFC 6901).
+func jsonPointerEscape(key string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1")
+}
+
 func (c *claimer) newLease(ip netip.Addr, key types.NamespacedName) *coordinationv1.Lease {
 	now := metav1.NowMicro()
+	service := ""
+	if key.Namespace != "" {
+		service = key.Namespace + "/" + key.Name
+	}
 	labels := map[string]string{ClaimLabel: "true"}
 	if pool := c.poolOf(ip); pool != "" {
 		labels[claimPoolLabel] = pool
@@ -147,7 +222,7 @@ func (c *claimer) newLease(ip netip.Addr, key types.NamespacedName) *coordinatio
 	return &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: c.namespace, Name: ClaimName(ip), Labels: labels,
-			Annotations: map[string]string{claimIPAnnotation: ip.String(), claimServiceAnnotation: key.Namespace + "/" + key.Name},
+			Annotations: map[string]string{claimIPAnnotation: ip.String(), claimServiceAnnotation: service},
 		},
 		Spec: coordinationv1.LeaseSpec{
 			HolderIdentity:       ptr.To(c.identity),

@@ -27,7 +27,11 @@ type claim struct {
 	// with a generated name in that namespace, an empty key for an unknown one.
 	service  types.NamespacedName
 	deadline time.Time // see DueClaims
+	made     time.Time // when this replica recorded it
 	uid      types.UID
+	// unbound: a claim made for the stash (naming no Service) whose address this replica has
+	// handed out; the registry names the Service already, the Lease not yet (ClaimsToBind).
+	unbound bool
 	// used: a Service or an IPAddress object has held the address since the claim was made,
 	// or the admission that made it handed the address out after all.
 	used bool
@@ -81,15 +85,21 @@ func (r *Registry) Unclaimed(key types.NamespacedName, ips []netip.Addr) (unclai
 // already known under the same UID keeps its deadline.
 func (r *Registry) RecordClaim(ip netip.Addr, service types.NamespacedName, uid types.UID, mine bool, lifetime time.Duration) {
 	r.mu.Lock()
-	if cur, ok := r.claims[ip]; ok && cur.uid == uid {
-		r.mu.Unlock()
-		return
-	}
 	deadline := r.now().Add(lifetime)
 	if !mine {
 		deadline = r.now().Add(2 * lifetime)
 	}
-	r.claims[ip] = claim{mine: mine, service: service, deadline: deadline, uid: uid}
+	if cur, ok := r.claims[ip]; ok && cur.uid == uid {
+		if !cur.mine && cur.service != service {
+			// Another replica handed out an address it had stashed: its claim names the
+			// Service now, and lasts a lifetime from there.
+			cur.service, cur.deadline = service, deadline
+			r.claims[ip] = cur
+		}
+		r.mu.Unlock()
+		return
+	}
+	r.claims[ip] = claim{mine: mine, service: service, deadline: deadline, made: r.now(), uid: uid}
 	var touched []string
 	if p, rg := r.ownerLocked(ip); rg != nil {
 		_ = rg.Allocate(ip) // ErrAllocated: a Service or reservation has it already
@@ -109,6 +119,9 @@ func (r *Registry) ForgetClaim(ip netip.Addr, uid types.UID) {
 		return
 	}
 	delete(r.claims, ip)
+	if cur.mine {
+		r.forgetStashedLocked(ip) // its claim is gone: no longer ours to hand out
+	}
 	r.settleLocked(ip)
 	var touched []string
 	if p, _ := r.ownerLocked(ip); p != nil {
@@ -160,7 +173,9 @@ func (r *Registry) DueClaims() (mine, stale []ClaimRef) {
 			}
 			continue
 		}
-		if _, reserved := r.pending[ip]; reserved {
+		_, reserved := r.pending[ip]
+		_, stashed := r.stash[ip]
+		if reserved || stashed {
 			continue
 		}
 		_, held := r.holders[ip]

@@ -144,7 +144,7 @@ func (a *serviceAdmission) assignFree(ctx context.Context, req AssignRequest) ([
 		}
 		dynamic := ips[len(req.Requested):]
 		free := true
-		for _, ip := range dynamic {
+		for _, ip := range a.registry.Unchecked(req.Service, dynamic) { // stashed ones were read already
 			parent, exists, err := liveIPAddress(ctx, a.live, ip)
 			if err != nil {
 				a.registry.CancelReservations(req.Service, dynamic)

@@ -30,10 +30,14 @@ var (
 		Help:    "Time the ClusterIP admission webhooks take to answer, by webhook and whether they allowed the request.",
 		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
 	}, []string{"webhook", "allowed"})
+	stashTakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "clusterip_stash_takes_total",
+		Help: "Dynamic ClusterIPs the mutating webhook looked for in its stash of claimed and checked addresses, by whether it found one (hit=\"false\": it claimed and checked one on the admission's path).",
+	}, []string{"hit"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(poolAllocated, poolFree, poolConflicts, allocationErrors, webhookLatency)
+	metrics.Registry.MustRegister(poolAllocated, poolFree, poolConflicts, allocationErrors, webhookLatency, stashTakes)
 }
 
 // recordPoolMetrics sets the gauges of one pool from its status.

@@ -68,6 +68,7 @@ type reservation struct {
 	// service may have an empty name: a Service created with generateName has none at admission.
 	service  types.NamespacedName
 	deadline time.Time
+	checked  bool // came from the stash: claimed, and its IPAddress read live, already
 }
 
 func (r reservation) isFor(key types.NamespacedName) bool {
@@ -175,6 +176,13 @@ type Registry struct {
 	outside  map[netip.Addr][]types.NamespacedName // Services holding an address no pool owns
 	pending  map[netip.Addr]reservation
 	claims   map[netip.Addr]claim // addresses claimed through the API server (see claims.go)
+	// stash holds addresses set aside for the next admissions (see stash.go); stashReady the
+	// ready ones per pool and family, oldest first; stashSize how many each should hold.
+	stash      map[netip.Addr]stashEntry
+	stashReady map[stashKey][]netip.Addr
+	stashSize  map[stashKey]int
+	stashMax   int
+	stashTaken func()
 	// ipAddresses are the addresses the API server has an IPAddress object for, with the Service
 	// the object names (zero when it names none).
 	ipAddresses map[netip.Addr]types.NamespacedName
@@ -213,6 +221,11 @@ func NewRegistry(grace time.Duration, now func() time.Time, changed func(pool st
 		pending:  map[netip.Addr]reservation{},
 		claims:   map[netip.Addr]claim{},
 		ready:    make(chan struct{}),
+
+		stash:      map[netip.Addr]stashEntry{},
+		stashReady: map[stashKey][]netip.Addr{},
+		stashSize:  map[stashKey]int{},
+		stashTaken: func() {},
 
 		ipAddresses: map[netip.Addr]types.NamespacedName{},
 		evicted:     map[netip.Addr]map[types.NamespacedName]bool{},
@@ -324,6 +337,7 @@ func newPool(obj *ipamv1alpha1.ClusterIPPool) *pool {
 // rebuildLocked creates every pool's ranges anew (reserved addresses, nested pools carved out)
 // and replays the Services and reservations into them. It returns the names of all pools.
 func (r *Registry) rebuildLocked() []string {
+	r.dropStashLocked()
 	names := slices.Sorted(maps.Keys(r.pools))
 	seen := map[netip.Prefix]string{}
 	for _, name := range names {
@@ -621,8 +635,9 @@ func (r *Registry) dropHolderLocked(ip netip.Addr) {
 	r.settleLocked(ip)
 }
 
-// settleLocked marks ip in its owner range while a Service, a reservation, an IPAddress object
-// or a claim holds it, and releases it (into quarantine, if the pool has one) once none does.
+// settleLocked marks ip in its owner range while a Service, a reservation, an IPAddress object,
+// a claim or the stash holds it, and releases it (into quarantine, if the pool has one) once none
+// does. A stashed address a Service or an IPAddress object turns out to hold leaves the stash.
 func (r *Registry) settleLocked(ip netip.Addr) {
 	_, rg := r.ownerLocked(ip)
 	if rg == nil {
@@ -631,12 +646,16 @@ func (r *Registry) settleLocked(ip netip.Addr) {
 	_, held := r.holders[ip]
 	_, pending := r.pending[ip]
 	_, recorded := r.ipAddresses[ip]
+	if held || recorded {
+		r.forgetStashedLocked(ip)
+	}
+	_, stashed := r.stash[ip]
 	c, claimed := r.claims[ip]
 	if claimed && (held || recorded) && !c.used {
 		c.used = true
 		r.claims[ip] = c
 	}
-	if held || pending || recorded || claimed {
+	if held || pending || recorded || claimed || stashed {
 		_ = rg.Allocate(ip) // ErrAllocated: marked already; ErrReserved: stays reserved
 		return
 	}
@@ -867,6 +886,10 @@ func (r *Registry) CancelReservations(key types.NamespacedName, ips []netip.Addr
 	for _, ip := range ips {
 		if res, ok := r.pending[ip]; ok && res.isFor(key) {
 			delete(r.pending, ip)
+			if c, ok := r.claims[ip]; ok && c.mine && c.unbound { // taken from the stash: not handed out after all
+				c.used, c.unbound = true, false
+				r.claims[ip] = c
+			}
 			r.settleLocked(ip)
 			if p, _ := r.ownerLocked(ip); p != nil {
 				touched = append(touched, p.name)
@@ -899,7 +922,8 @@ func (r *Registry) HolderOf(ip netip.Addr) (types.NamespacedName, bool) {
 	return key, ok
 }
 
-// Snapshots returns each pool's allocator snapshots by CIDR, to compare bitmaps.
+// Snapshots returns each pool's allocator snapshots by CIDR, to compare bitmaps. The stash is
+// left out: a replica sets it aside anew after every start.
 func (r *Registry) Snapshots() (map[string][]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -907,6 +931,9 @@ func (r *Registry) Snapshots() (map[string][]byte, error) {
 	for _, p := range r.pools {
 		for _, rg := range p.ranges {
 			b, err := rg.Snapshot()
+			if err == nil {
+				b, err = r.withoutStashLocked(rg, b)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("snapshot pool %s range %s: %w", p.name, rg.CIDR(), err)
 			}
@@ -914,4 +941,28 @@ func (r *Registry) Snapshots() (map[string][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// withoutStashLocked returns snapshot (of rg) with the stashed addresses of rg freed.
+func (r *Registry) withoutStashLocked(rg *allocator.Range, snapshot []byte) ([]byte, error) {
+	var stashed []netip.Addr
+	for ip := range r.stash {
+		if _, owner := r.ownerLocked(ip); owner == rg {
+			stashed = append(stashed, ip)
+		}
+	}
+	if len(stashed) == 0 {
+		return snapshot, nil
+	}
+	scratch, err := allocator.NewRange(rg.CIDR())
+	if err != nil {
+		return nil, err
+	}
+	if err := scratch.Restore(snapshot); err != nil {
+		return nil, err
+	}
+	for _, ip := range stashed {
+		_ = scratch.Release(ip)
+	}
+	return scratch.Snapshot()
 }

@@ -3,10 +3,8 @@ package ipam
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -46,6 +44,7 @@ import (
 const (
 	DefaultReservationGracePeriod = 30 * time.Second
 	DefaultReadyWait              = 5 * time.Second
+	DefaultStashSize              = 64
 )
 
 const (
@@ -82,20 +81,10 @@ type Options struct {
 	ClaimNamespace string
 	// Identity names this replica in its claims; default the host name and a random suffix.
 	Identity string
-}
-
-// BindFlags registers the flags of Options on fs, with their defaults.
-func (o *Options) BindFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.DefaultServiceCIDR, "default-service-cidr", allocator.DefaultCIDR,
-		"CIDR (or IPv4,IPv6 CIDRs) of the ClusterIPPool \"default\", created at start when no pool exists and the cluster has no ServiceCIDR \"kubernetes\".")
-	fs.DurationVar(&o.ReservationGracePeriod, "clusterip-reservation-grace-period", DefaultReservationGracePeriod,
-		"How long a ClusterIP the webhook handed out stays reserved for a Service that has not appeared.")
-	fs.DurationVar(&o.ReadyWait, "clusterip-webhook-ready-wait", DefaultReadyWait,
-		"How long a webhook request waits for the initial rebuild of the pools before the API server assigns the IP itself.")
-	fs.IntVar(&o.ConcurrentServiceSyncs, "concurrent-clusterip-syncs", 4,
-		"Number of Services the ClusterIP repair loop mirrors in parallel.")
-	fs.StringVar(&o.ClaimNamespace, "clusterip-claim-namespace", os.Getenv("POD_NAMESPACE"),
-		"Namespace of the Leases through which replicas claim the ClusterIPs they hand out (default $POD_NAMESPACE). Empty: no claims, run a single replica.")
+	// StashSize is the most addresses a replica sets aside per pool and family, claimed and
+	// checked ahead of admissions, so that the mutating webhook answers without API calls (see
+	// stash.go); 0 turns the stash off. Flag --clusterip-stash-size, default 64.
+	StashSize *int
 }
 
 func (o Options) withDefaults() Options {
@@ -113,6 +102,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Identity == "" {
 		o.Identity = newIdentity()
+	}
+	if o.StashSize == nil {
+		o.StashSize = ptr.To(DefaultStashSize)
 	}
 	return o
 }
@@ -230,6 +222,18 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	server := mgr.GetWebhookServer()
 	if claims != nil {
 		shared.claims = claims.claimer
+	}
+	if *opts.StashSize > 0 {
+		lifetime := max(opts.ReservationGracePeriod, minClaimLifetime)
+		var liveIPAddresses client.Reader
+		if ipAddresses {
+			liveIPAddresses = live
+		}
+		filler := newStashFiller(registry, liveIPAddresses, shared.claims, lifetime/2)
+		registry.EnableStash(*opts.StashSize, filler.taken)
+		if err := mgr.Add(filler); err != nil {
+			return nil, fmt.Errorf("add the ClusterIP stash: %w", err)
+		}
 	}
 	for path, handler := range map[string]admission.Handler{MutatePath: &MutatingWebhook{shared},
 		MutateRetryPath: &MutatingWebhook{shared}, ValidatePath: &ValidatingWebhook{shared}} {

@@ -45,18 +45,19 @@ func (r *Registry) Status(name string, generation int64, current []metav1.Condit
 	for i, rg := range p.ranges {
 		capacity := rg.Capacity() - p.carved[i]
 		used := p.held[i] + r.reservedOnlyLocked(rg)
+		rgFree := rg.Free() + r.setAsideLocked(rg)
 		fs := ipamv1alpha1.FamilyStatus{
 			Family:    ipFamilyOf(rg.Family()),
 			CIDR:      rg.CIDR().String(),
 			Capacity:  strconv.FormatUint(capacity, 10),
 			Allocated: int64(used),
 			Reserved:  p.reservedIn(rg.CIDR()),
-			Free:      strconv.FormatUint(rg.Free(), 10),
+			Free:      strconv.FormatUint(rgFree, 10),
 		}
 		st.Families = append(st.Families, fs)
 		st.Allocated += int64(used)
-		free += rg.Free()
-		if rg.Free() == 0 {
+		free += rgFree
+		if rgFree == 0 {
 			full = append(full, fmt.Sprintf("%s %s", rg.Family(), rg.CIDR()))
 		}
 	}
@@ -151,6 +152,29 @@ func (r *Registry) reservedOnlyLocked(rg *allocator.Range) uint64 {
 			if _, owner := r.ownerLocked(ip); owner == rg {
 				n++
 			}
+		}
+	}
+	return n
+}
+
+// setAsideLocked counts the addresses of rg set aside for admissions, by this replica's stash or
+// another's (a claim naming no Service), that nothing else holds: free as far as users go.
+func (r *Registry) setAsideLocked(rg *allocator.Range) uint64 {
+	var n uint64
+	count := func(ip netip.Addr) {
+		_, held := r.holders[ip]
+		_, pending := r.pending[ip]
+		_, recorded := r.ipAddresses[ip]
+		if _, owner := r.ownerLocked(ip); !held && !pending && !recorded && owner == rg {
+			n++
+		}
+	}
+	for ip := range r.stash {
+		count(ip)
+	}
+	for ip, c := range r.claims {
+		if _, stashed := r.stash[ip]; !stashed && c.service.Namespace == "" {
+			count(ip)
 		}
 	}
 	return n

@@ -212,8 +212,12 @@ func (v *ValidatingWebhook) validate(ctx context.Context, req admission.Request)
 		err := v.grantFreed(ctx, in.key, func() error {
 			return v.registry.Validate(in.key, ips, in.previous, in.namespaceLabels, in.dryRun)
 		})
-		if err != nil && attempt < 2 && v.claimedForUs(ctx, in.key, err) {
-			continue
+		if err != nil && attempt < 2 {
+			if ours, cerr := v.claimedForUs(ctx, in.key, err); cerr != nil {
+				return admission.Errored(http.StatusInternalServerError, cerr)
+			} else if ours {
+				continue
+			}
 		}
 		if err != nil {
 			return deny(err)
@@ -245,8 +249,12 @@ var errClaimsRace = errors.New("the ClusterIP claims of the replicas kept changi
 func (a *serviceAdmission) assign(ctx context.Context, req AssignRequest) ([]netip.Addr, error) {
 	for attempt := 1; ; attempt++ {
 		ips, err := a.assignFree(ctx, req)
-		if err != nil && attempt < maxClaimAttempts && a.claimedForUs(ctx, req.Service, err) {
-			continue
+		if err != nil && attempt < maxClaimAttempts {
+			if ours, cerr := a.claimedForUs(ctx, req.Service, err); cerr != nil {
+				return nil, cerr
+			} else if ours {
+				continue
+			}
 		}
 		if err != nil || req.DryRun {
 			return ips, err
@@ -265,13 +273,18 @@ func (a *serviceAdmission) assign(ctx context.Context, req AssignRequest) ([]net
 
 // claimedForUs says whether err refuses an address as being assigned to another Service while
 // the API server's claim on it is for key after all (this replica has not seen that claim yet).
-func (a *serviceAdmission) claimedForUs(ctx context.Context, key types.NamespacedName, err error) bool {
+// It fails when the claim still names no Service (see claimer.claimedFor): that call is answered
+// with an error, not a denial.
+func (a *serviceAdmission) claimedForUs(ctx context.Context, key types.NamespacedName, err error) (bool, error) {
 	var ae *AdmissionError
 	if a.claims == nil || !errors.As(err, &ae) || !ae.Contested.IsValid() {
-		return false
+		return false, nil
 	}
 	ours, lerr := a.claims.claimedFor(ctx, key, ae.Contested)
-	return lerr == nil && ours
+	if errors.Is(lerr, errUnboundClaim) {
+		return false, lerr
+	}
+	return lerr == nil && ours, nil
 }
 
 // claimNew claims the addresses just reserved for key. It returns retry when another Service's
