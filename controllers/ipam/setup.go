@@ -237,7 +237,7 @@ func setup(mgr ctrl.Manager, opts Options) (*Registry, error) {
 	}
 	for path, handler := range map[string]admission.Handler{MutatePath: &MutatingWebhook{shared},
 		MutateRetryPath: &MutatingWebhook{shared}, ValidatePath: &ValidatingWebhook{shared}} {
-		server.Register(path, failWhileRebuilding(registry, opts.ReadyWait, &webhook.Admission{Handler: handler}))
+		server.Register(path, failWhileRebuilding(registry, opts.ReadyWait, failableCalls(&webhook.Admission{Handler: handler})))
 	}
 	return registry, nil
 }

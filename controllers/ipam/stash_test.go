@@ -1,21 +1,31 @@
 package ipam
 
 import (
+	"bytes"
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
 )
@@ -340,12 +350,14 @@ func TestStashedAddressIsHandedOutWithoutAPICalls(t *testing.T) {
 
 // TestUnboundStashClaimFailsTheCall: a claim another replica made for its stash that still names
 // no Service after the wait (that replica died between its answer and naming the Service) fails
-// the call, so that failurePolicy decides, instead of denying a create the API server may grant.
+// the HTTP call, so that failurePolicy decides, instead of denying a create the API server may
+// grant (an answer with allowed=false is a denial whatever its code).
 func TestUnboundStashClaimFailsTheCall(t *testing.T) {
 	const lifetime = 30 * time.Second
 	ctx := context.Background()
 	r, _ := newStashRegistry(t)
-	api := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).Build()
+	api := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).
+		WithObjects(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns"}}).Build()
 	dead := &claimer{client: api, apiReader: api, namespace: "kube-system", identity: "replica-dead",
 		lifetime: lifetime, registry: NewRegistry(time.Minute, nil, nil), poolOf: r.PoolOf}
 	ip := netip.MustParseAddr("10.96.3.4")
@@ -357,13 +369,33 @@ func TestUnboundStashClaimFailsTheCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.RecordClaim(ip, types.NamespacedName{}, lease.UID, false, lifetime)
-	a := &serviceAdmission{registry: r, claims: &claimer{client: api, apiReader: api, namespace: "kube-system",
-		identity: "replica-b", lifetime: lifetime, registry: r, poolOf: r.PoolOf, bindWait: 50 * time.Millisecond}}
-	_, err := a.assign(ctx, AssignRequest{Service: key("ns", "web"), NamespaceLabels: noLabel, Requested: []netip.Addr{ip}})
-	if !errors.Is(err, errUnboundClaim) {
-		t.Fatalf("assign of %s = %v; want errUnboundClaim (an error, not a denial)", ip, err)
-	}
-	if resp := deny(err); resp.Allowed || resp.Result == nil || resp.Result.Code != 500 {
-		t.Errorf("the answer is %+v; want an error (HTTP 500), which failurePolicy governs", resp.Result)
+	r.MarkReady()
+	shared := serviceAdmission{registry: r, namespaces: api, apiReader: api, decoder: admission.NewDecoder(clientgoscheme.Scheme),
+		claims: &claimer{client: api, apiReader: api, namespace: "kube-system", identity: "replica-b",
+			lifetime: lifetime, registry: r, poolOf: r.PoolOf, bindWait: 50 * time.Millisecond}}
+	for path, handler := range map[string]admission.Handler{MutateRetryPath: &MutatingWebhook{shared}, ValidatePath: &ValidatingWebhook{shared}} {
+		t.Run(path, func(t *testing.T) {
+			svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"},
+				Spec: corev1.ServiceSpec{ClusterIP: ip.String(), ClusterIPs: []string{ip.String()},
+					Ports: []corev1.ServicePort{{Port: 80}}}}
+			raw, err := json.Marshal(svc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			review, err := json.Marshal(admissionv1.AdmissionReview{
+				TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+				Request: &admissionv1.AdmissionRequest{UID: "1", Operation: admissionv1.Create, Namespace: "ns", Name: "web",
+					Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Service"}, Object: runtime.RawExtension{Raw: raw}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(review))
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			failableCalls(&webhook.Admission{Handler: handler}).ServeHTTP(rec, req)
+			if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "has not said for which Service") {
+				t.Errorf("HTTP %d %q; want 503 saying the claim names no Service", rec.Code, rec.Body.String())
+			}
+		})
 	}
 }

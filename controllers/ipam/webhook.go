@@ -1,9 +1,11 @@
 package ipam
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -184,6 +186,9 @@ func (m *MutatingWebhook) mutate(ctx context.Context, req admission.Request) adm
 		KeepFamilies:    keepFamilies,
 		DryRun:          in.dryRun,
 	})
+	if errors.Is(err, errUnboundClaim) {
+		return failCall(ctx, err)
+	}
 	if err != nil {
 		return deny(err)
 	}
@@ -214,7 +219,7 @@ func (v *ValidatingWebhook) validate(ctx context.Context, req admission.Request)
 		})
 		if err != nil && attempt < 2 {
 			if ours, cerr := v.claimedForUs(ctx, in.key, err); cerr != nil {
-				return admission.Errored(http.StatusInternalServerError, cerr)
+				return failCall(ctx, cerr)
 			} else if ours {
 				continue
 			}
@@ -358,6 +363,49 @@ func mustParse(raw []string) []netip.Addr {
 	}
 	return ips
 }
+
+// callFailure is where a handler asks failableCalls to fail its HTTP call (failCall).
+type callFailure struct{ err error }
+
+type callFailureKey struct{}
+
+// failCall fails the webhook call instead of answering it: the API server then applies the
+// webhook's failurePolicy. An answer with allowed=false, whatever its code, would be a denial.
+// Without failableCalls around the handler the call is answered with that error (a denial).
+func failCall(ctx context.Context, err error) admission.Response {
+	if f, ok := ctx.Value(callFailureKey{}).(*callFailure); ok {
+		f.err = err
+	}
+	return admission.Errored(http.StatusServiceUnavailable, err)
+}
+
+// failableCalls lets the handlers under it fail their HTTP call (failCall) with status 503: it
+// holds their answer back until they return.
+func failableCalls(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		failure := &callFailure{}
+		held := &heldResponse{header: http.Header{}, code: http.StatusOK}
+		next.ServeHTTP(held, req.WithContext(context.WithValue(req.Context(), callFailureKey{}, failure)))
+		if failure.err != nil {
+			http.Error(w, failure.err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		maps.Copy(w.Header(), held.header)
+		w.WriteHeader(held.code)
+		_, _ = w.Write(held.body.Bytes())
+	})
+}
+
+// heldResponse is an http.ResponseWriter that keeps what is written.
+type heldResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (h *heldResponse) Header() http.Header         { return h.header }
+func (h *heldResponse) Write(b []byte) (int, error) { return h.body.Write(b) }
+func (h *heldResponse) WriteHeader(code int)        { h.code = code }
 
 // failWhileRebuilding holds a webhook call until the registry mirrors the cluster, up to wait;
 // then it fails the call with HTTP 503 instead of answering. A failed call is what the
