@@ -276,9 +276,8 @@ func (r *Registry) allocateRequestedLocked(ip netip.Addr, key types.NamespacedNa
 // address taken from the stash keeps its claim, which is due now that nothing else holds it.
 func (r *Registry) rollbackLocked(ips []netip.Addr) {
 	for _, ip := range ips {
-		if c, ok := r.claims[ip]; ok && c.mine && c.unbound {
-			c.used, c.unbound = true, false
-			r.claims[ip] = c
+		if r.claims[ip].unbound {
+			r.giveBackClaimLocked(ip)
 		}
 		if _, rg := r.ownerLocked(ip); rg != nil {
 			_ = rg.Release(ip)

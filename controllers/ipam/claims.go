@@ -137,10 +137,7 @@ func (r *Registry) AbandonClaims(ips []netip.Addr) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, ip := range ips {
-		if c, ok := r.claims[ip]; ok && c.mine {
-			c.used = true
-			r.claims[ip] = c
-		}
+		r.giveBackClaimLocked(ip)
 	}
 }
 

@@ -886,9 +886,8 @@ func (r *Registry) CancelReservations(key types.NamespacedName, ips []netip.Addr
 	for _, ip := range ips {
 		if res, ok := r.pending[ip]; ok && res.isFor(key) {
 			delete(r.pending, ip)
-			if c, ok := r.claims[ip]; ok && c.mine && c.unbound { // taken from the stash: not handed out after all
-				c.used, c.unbound = true, false
-				r.claims[ip] = c
+			if r.claims[ip].unbound { // taken from the stash: not handed out after all
+				r.giveBackClaimLocked(ip)
 			}
 			r.settleLocked(ip)
 			if p, _ := r.ownerLocked(ip); p != nil {

@@ -121,9 +121,8 @@ func (r *Registry) StashChecked(ip netip.Addr, ok bool) {
 	if !found {
 		// Dropped while it was being checked (a rebuild, or the replica stops): a claim the
 		// check made is due at once.
-		if c, ok := r.claims[ip]; ok && c.mine && c.service.Namespace == "" && !c.used {
-			c.used = true
-			r.claims[ip] = c
+		if r.claims[ip].service.Namespace == "" {
+			r.giveBackClaimLocked(ip)
 		}
 		return
 	}
@@ -224,10 +223,7 @@ func (r *Registry) forgetStashedLocked(ip netip.Addr) bool {
 	if i := slices.Index(r.stashReady[e.key], ip); i >= 0 {
 		r.stashReady[e.key] = slices.Delete(r.stashReady[e.key], i, i+1)
 	}
-	if c, ok := r.claims[ip]; ok && c.mine {
-		c.used = true
-		r.claims[ip] = c
-	}
+	r.giveBackClaimLocked(ip)
 	return true
 }
 
@@ -242,10 +238,7 @@ func (r *Registry) unstashAllLocked(key stashKey) {
 // under it. Entries still being checked are dropped too; their check's outcome is ignored.
 func (r *Registry) dropStashLocked() {
 	for ip := range r.stash {
-		if c, ok := r.claims[ip]; ok && c.mine {
-			c.used = true
-			r.claims[ip] = c
-		}
+		r.giveBackClaimLocked(ip)
 	}
 	clear(r.stash)
 	clear(r.stashReady)
@@ -266,6 +259,15 @@ func (r *Registry) EmptyStash() []ClaimRef {
 	}
 	r.stashMax = 0
 	return refs
+}
+
+// giveBackClaimLocked records that this replica does not hand ip out after all: its claim on ip,
+// if any, names no Service to bind and is due once nothing else holds the address (DueClaims).
+func (r *Registry) giveBackClaimLocked(ip netip.Addr) {
+	if c, ok := r.claims[ip]; ok && c.mine {
+		c.used, c.unbound = true, false
+		r.claims[ip] = c
+	}
 }
 
 // ClaimBinding is a claim on a stashed address that was handed out: its Lease must name the
