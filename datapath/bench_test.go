@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/knftables"
 )
 
@@ -103,7 +103,10 @@ func forEachFullSyncCase(b *testing.B, bench func(b *testing.B, services []*core
 // BenchmarkEndpointChange measures one endpoint's readiness flip at scale: a partial
 // sync. Target at 10k Services <= 50 ms (kube-proxy v1.37.2: 418 ms; 1k: 58 ms).
 // api=update is the event-driven path (Update + Apply); api=sync hands over the full
-// lists each time.
+// lists each time. Each flip takes an endpoint from a Service, which keeps its slot count
+// (padSlots); rebalance-ms is the later Maintain that moves all of them to their own
+// counts in one commit, off the flips' path (the chain for their new count exists, as
+// once a cluster has seen that count; a count never seen adds its chain through nft).
 func BenchmarkEndpointChange(b *testing.B) {
 	requireDatapath(b)
 	for _, n := range benchSizes() {
@@ -114,11 +117,28 @@ func BenchmarkEndpointChange(b *testing.B) {
 			for _, api := range []string{"update", "sync"} {
 				b.Run(fmt.Sprintf("services=%d/type=%s/api=%s", n, kind, api), func(b *testing.B) {
 					services, slices := manyServicesOfType(kind, n, 10)
-					p := newTestProxier(b, ipv4Only)
+					clock := clocktesting.NewFakeClock(time.Now())
+					p := newTestProxier(b, func(cfg *Config) { ipv4Only(cfg); cfg.Clock = clock })
 					ctx := context.Background()
 					if err := p.Sync(ctx, services, slices); err != nil {
 						b.Fatal(err)
 					}
+					// One Service goes to 9 endpoints and back to its own count first, so that
+					// the chain for 9 exists, as it does once a cluster has seen that count.
+					warm := n / 3
+					slices[warm] = flipFirstEndpoint(slices[warm], -1)
+					if err := p.Sync(ctx, services, slices); err != nil {
+						b.Fatal(err)
+					}
+					rebalance := func() time.Duration {
+						clock.Step(paddingHold)
+						start := time.Now()
+						if err := p.Maintain(ctx); err != nil {
+							b.Fatal(err)
+						}
+						return time.Since(start)
+					}
+					rebalance()
 					// Collect the setup's garbage (gigabytes at 100k) first, so that cpu-ms/op
 					// counts the changes, not a collection the full sync left running.
 					runtime.GC()
@@ -142,6 +162,7 @@ func BenchmarkEndpointChange(b *testing.B) {
 					}
 					b.StopTimer()
 					cpu.report(b)
+					b.ReportMetric(float64(rebalance().Microseconds())/1000, "rebalance-ms")
 					reportPeakRSS(b)
 					if s := p.Stats(); s.FullSyncs != 1 {
 						b.Errorf("want only partial syncs after the first, got %+v", s)
@@ -210,11 +231,7 @@ func flipFirstEndpoint(s *discoveryv1.EndpointSlice, version int) *discoveryv1.E
 
 // rulesetLines counts the lines of `nft list table` (the private namespace's table).
 func rulesetLines(tb testing.TB) int {
-	out, err := exec.Command("nft", "list", "table", "ip", DefaultTableName).Output()
-	if err != nil {
-		tb.Fatalf("nft list table: %v", err)
-	}
-	return strings.Count(string(out), "\n")
+	return strings.Count(rulesetText(tb), "\n")
 }
 
 // BenchmarkConnectionRate compares new TCP connections per second through a ClusterIP

@@ -35,5 +35,7 @@
 //
 // Services without affinity therefore cost map elements only, no chains or rules, which is
 // what keeps a 10k-Service sync fast; N in dnat-mod-N is the endpoint count, so these
-// chains are shared by every Service port with the same number of endpoints.
+// chains are shared by every Service port with the same number of endpoints. A port whose
+// count falls keeps its N until Maintain moves it (padSlots, paddingHold), so that an
+// endpoint's removal changes map elements only.
 package datapath

@@ -91,8 +91,9 @@ func (e *externalFrontends) allowedSources() []string {
 }
 
 // renderPort adds the external frontends of one port that taken leaves to this Service;
-// all are the port's endpoints before selection.
-func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint, taken func(string) bool) {
+// all are the port's endpoints before selection, clusterIPSlots the slot count of the
+// port's ClusterIP endpoints (which the steps to the ClusterIP share; see padSlots).
+func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint, taken func(string) bool, clusterIPSlots int) {
 	proto, portNum := protocolName(port.Protocol), strconv.Itoa(int(port.Port))
 	var addresses []string
 	for _, ip := range e.addresses {
@@ -131,7 +132,7 @@ func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint,
 		verdict := "goto " + e.renderStickyPolicy(port, proto, clusterEps, localEps, timeout)
 		e.dispatch(proto, portNum, addresses, nodePort, verdict, verdict)
 	} else {
-		byAddress, byNodePort := e.policyChains(len(clusterEps), len(localEps))
+		byAddress, byNodePort := e.policyChains(len(clusterEps), len(localEps), clusterIPSlots)
 		e.dispatch(proto, portNum, addresses, nodePort, byAddress.gotoVerdict(), byNodePort.gotoVerdict())
 		if len(addresses) > 0 {
 			e.frag.shared = append(e.frag.shared, byAddress.uses()...)
@@ -164,9 +165,13 @@ func (e *externalFrontends) renderPort(port *corev1.ServicePort, all []Endpoint,
 
 // policyChains are the shared chains external traffic goes to, by address and by NodePort.
 // External traffic goes to the ClusterIP's endpoints when they are the same as its own,
-// that is unless internalTrafficPolicy Local narrows the ClusterIP's to this node.
-func (e *externalFrontends) policyChains(n, local int) (sharedChain, sharedChain) {
+// that is unless internalTrafficPolicy Local narrows the ClusterIP's to this node; it then
+// picks among the ClusterIP's clusterIPSlots slots, not its n endpoints.
+func (e *externalFrontends) policyChains(n, local, clusterIPSlots int) (sharedChain, sharedChain) {
 	toClusterIP := e.svc.Spec.InternalTrafficPolicy == nil || *e.svc.Spec.InternalTrafficPolicy != corev1.ServiceInternalTrafficPolicyLocal
+	if toClusterIP && clusterIPSlots > n {
+		n = clusterIPSlots
+	}
 	if e.local {
 		return sharedChain{kind: localPolicyByAddress, n: n, local: local, toClusterIP: toClusterIP},
 			sharedChain{kind: localPolicyByNodePort, n: n, local: local, toClusterIP: toClusterIP}

@@ -11,13 +11,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/knftables"
 )
 
 // FuzzRender builds Services and EndpointSlices from random bytes and checks that
 // rendering never panics, and that knftables' Fake and the kernel accept the full sync
-// and an incremental sync to a second random state. In the private network namespace,
+// and an incremental sync to a second random state (its Services keeping the first
+// state's endpoint slot counts, see padSlots). In the private network namespace,
 // nft commits the full sync over tables that hold an empty cluster's ruleset, then the
 // incremental sync, and a full sync back to the empty cluster readies the tables for
 // the next input. Without root or nft, only the Fake checks.
@@ -43,7 +45,14 @@ func FuzzRender(f *testing.F) {
 			svcs1, slices1 := fuzzObjects(first)
 			svcs2, slices2 := fuzzObjects(second)
 			have := Render(cfg, family, svcs1, slices1)
-			want := Render(cfg, family, svcs2, slices2)
+			// A Service of both states keeps its slot counts, as the Proxier's
+			// incremental renders do (padSlots).
+			want := renderKeeping(cfg, family, svcs2, slices2, func(key types.NamespacedName) []portSlots {
+				if f := have.Services[key]; f != nil {
+					return f.slots
+				}
+				return nil
+			})
 			wants[family] = want
 			fake := knftables.NewFake(NFTFamily(family), table)
 			full.WriteString(runOnFake(t, fake, "full sync", func(tx *knftables.Transaction) {

@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -38,7 +40,7 @@ func hasSliceVersion(slices []*discoveryv1.EndpointSlice, want *discoveryv1.Endp
 }
 
 // renderAll renders the family's whole ruleset from the inputs, reusing the committed
-// fragment of every Service that was not updated since.
+// fragment of every Service that was not updated since and has no padded slots.
 func (p *Proxier) renderAll(fs *familyState) *Ruleset {
 	services := make([]*corev1.Service, 0, len(p.inputs))
 	for _, in := range p.inputs {
@@ -51,7 +53,7 @@ func (p *Proxier) renderAll(fs *familyState) *Ruleset {
 	frontends := map[string]bool{}
 	var render []types.NamespacedName
 	for _, key := range sortedNames(unique) {
-		if prev := fs.committedFragment(key); prev != nil && !p.dirty[key] && prev.clusterIP == ClusterIPOf(unique[key], fs.family) {
+		if prev := fs.committedFragment(key); prev != nil && !p.dirty[key] && !prev.padded && prev.clusterIP == ClusterIPOf(unique[key], fs.family) {
 			want.Services[key] = claimFrontends(prev, frontends)
 			continue
 		}
@@ -59,7 +61,7 @@ func (p *Proxier) renderAll(fs *familyState) *Ruleset {
 	}
 	renderServices(p.cfg, fs.family, render, unique, func(key types.NamespacedName) []*discoveryv1.EndpointSlice {
 		return p.inputs[key].slices
-	}, frontends, want.Services)
+	}, nil, frontends, want.Services)
 	want.refs = countRefs(want.Services)
 	want.Base = renderBase(p.cfg, fs.family, want.refs)
 	return want
@@ -85,6 +87,7 @@ func (p *Proxier) renderChanges(fs *familyState) (before, want *Ruleset, changed
 	want = fs.committed
 	before = &Ruleset{Family: fs.family, Base: want.Base, Services: map[types.NamespacedName]*Fragment{},
 		refs: fragmentRefs{hairpin: map[string]int{}}}
+	now := p.cfg.Clock.Now()
 	for key := range p.dirty {
 		old := want.Services[key]
 		var next *Fragment
@@ -94,10 +97,11 @@ func (p *Proxier) renderChanges(fs *familyState) (before, want *Ruleset, changed
 					next = renderService(p.cfg, fs.family, in.svc, in.slices, func(frontend string) bool {
 						owner, held := want.refs.frontendOwners[frontend]
 						return held && owner != key
-					})
+					}, fs.slotsToKeep(key, old, now))
 				}
 			}
 		}
+		fs.notePadding(key, next, now)
 		if old == nil && next == nil {
 			continue
 		}
@@ -118,6 +122,34 @@ func (p *Proxier) renderChanges(fs *familyState) (before, want *Ruleset, changed
 	}
 	want.Base = renderBase(p.cfg, fs.family, want.refs)
 	return before, want, changed
+}
+
+// slotsToKeep are the slot counts a new render of the Service keeps (see padSlots): those
+// of its committed fragment, unless that has been padded for paddingHold already.
+func (fs *familyState) slotsToKeep(key types.NamespacedName, old *Fragment, now time.Time) []portSlots {
+	if old == nil || fs.paddingDue(key, now) {
+		return nil
+	}
+	return old.slots
+}
+
+// notePadding records since when the Service's fragment has been padded: from its first
+// padded render, so that a Service losing endpoints one after another is still rendered
+// afresh paddingHold after the first loss.
+func (fs *familyState) notePadding(key types.NamespacedName, next *Fragment, now time.Time) {
+	if next == nil || !next.padded {
+		delete(fs.padded, key)
+		return
+	}
+	if _, ok := fs.padded[key]; !ok {
+		fs.padded[key] = now
+	}
+}
+
+// paddingDue tells whether the Service has been padded for paddingHold.
+func (fs *familyState) paddingDue(key types.NamespacedName, now time.Time) bool {
+	since, ok := fs.padded[key]
+	return ok && now.Sub(since) >= paddingHold
 }
 
 // keepHairpinCounts copies into kept the current use counts of f's hairpin IPs, unless

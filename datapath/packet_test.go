@@ -222,8 +222,20 @@ func TestPacketsLeaveAnEndpointThatTurnsNotReady(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("sync took %v, want < 1s", took)
 	}
-	if counts := countReplies(t, client, "10.96.1.50:80", 60); counts["leaving"] != 0 {
-		t.Errorf("a not-ready pod still gets new connections: %v", counts)
+	// The Service keeps three slots for paddingHold (the third now ready-0's), then
+	// Maintain moves it to two: neither leaves the kernel a way to the pod that left.
+	for _, when := range []string{"right after the change", "after Maintain moved the Service to two slots"} {
+		counts := countReplies(t, client, "10.96.1.50:80", 60)
+		if counts["leaving"] != 0 || counts["ready-0"] == 0 || counts["ready-1"] == 0 {
+			t.Errorf("%s: want the two ready pods and not the leaving one, got %v", when, counts)
+		}
+		time.Sleep(paddingHold)
+		if err := proxier.Maintain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dump := rulesetText(t); !strings.Contains(dump, "10.96.1.50 . tcp . 80 : goto dnat-mod-2") {
+		t.Errorf("after paddingHold and Maintain the Service should dispatch over two slots:\n%s", dump)
 	}
 }
 
@@ -404,4 +416,14 @@ func TestRenderedRulesetIsAcceptedByNft(t *testing.T) {
 		}
 		t.Logf("%s", out)
 	}
+}
+
+// rulesetText is `nft list table` of the IPv4 table in this test's namespace.
+func rulesetText(tb testing.TB) string {
+	tb.Helper()
+	out, err := exec.Command("nft", "list", "table", "ip", DefaultTableName).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("nft list table: %v: %s", err, out)
+	}
+	return string(out)
 }

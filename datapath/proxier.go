@@ -43,8 +43,17 @@ type familyState struct {
 	// leftovers are endpoint-map elements the kernel still holds although committed
 	// no longer does; they are deleted once held for leftoverHold (see planIncremental).
 	leftovers []heldElement
-	lastFull  time.Time
+	// padded holds the Services whose committed fragment has padded endpoint slots (see
+	// padSlots), since when; Maintain renders them afresh once held for paddingHold.
+	padded   map[types.NamespacedName]time.Time
+	lastFull time.Time
 }
+
+// paddingHold is how long a Service that lost endpoints keeps its slot count, sharing
+// the freed slots among the remaining endpoints, before Maintain moves it to its new
+// count. Many Services move in one commit, so the kernel's validation of the table (see
+// padSlots) is paid once per tick at most, off the path of the change itself.
+const paddingHold = time.Second
 
 // leftoverHold is how long a removed endpoint index stays in its map. A lookup that met
 // the old dispatch verdict may still be on its way to the map; a packet's way through
@@ -101,7 +110,8 @@ func New(cfg Config) (*Proxier, error) {
 		if elementsByNetlink {
 			elements = newNetlinkElements(NFTFamily(family), cfg.TableName, elements)
 		}
-		p.families = append(p.families, &familyState{family: family, nft: nft, elements: elements})
+		p.families = append(p.families, &familyState{family: family, nft: nft, elements: elements,
+			padded: map[types.NamespacedName]time.Time{}})
 	}
 	return p, nil
 }
@@ -221,7 +231,8 @@ func (p *Proxier) Resync(ctx context.Context) error {
 // Maintain does the periodic work: a full resync of each family whose table lost its
 // canary, whose last sync failed, or whose FullSyncPeriod elapsed, and otherwise the
 // deletion of endpoint-map elements the last sync left behind for in-flight lookups
-// (so they do not wait for the next change). Run calls it every CanaryCheckPeriod;
+// (so they do not wait for the next change) and the move of Services padded for
+// paddingHold to their own endpoint counts (see padSlots). Run calls it every CanaryCheckPeriod;
 // callers with their own loop may call it instead of Run.
 func (p *Proxier) Maintain(ctx context.Context) error {
 	p.mu.Lock()
@@ -229,13 +240,32 @@ func (p *Proxier) Maintain(ctx context.Context) error {
 	if !p.synced {
 		return nil
 	}
+	now := p.cfg.Clock.Now()
+	if p.markPaddingDue(now) {
+		return p.syncLocked(ctx, "")
+	}
 	var errs []error
 	for _, fs := range p.families {
-		if reason := p.fullSyncReason(ctx, fs, ""); reason != "" || fs.expiredLeftovers(p.cfg.Clock.Now()) {
+		if reason := p.fullSyncReason(ctx, fs, ""); reason != "" || fs.expiredLeftovers(now) {
 			errs = append(errs, p.syncFamily(ctx, fs, reason))
 		}
 	}
 	return p.record(errors.Join(errs...))
+}
+
+// markPaddingDue marks the Services padded for paddingHold in any family as updated, so
+// that the next sync renders them with their own endpoint counts, and tells whether
+// there were any.
+func (p *Proxier) markPaddingDue(now time.Time) bool {
+	due := false
+	for _, fs := range p.families {
+		for key := range fs.padded {
+			if fs.paddingDue(key, now) {
+				p.dirty[key], due = true, true
+			}
+		}
+	}
+	return due
 }
 
 // Run calls Maintain every CanaryCheckPeriod until ctx is done. Errors are reported
@@ -336,6 +366,7 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 	var ops int
 	if fullReason != "" {
 		want = p.renderAll(fs)
+		clear(fs.padded)
 		var existing existingObjects
 		if existing, err = listExisting(ctx, fs.nft); err == nil {
 			ops, err = writeFull(ctx, fs, want, existing)

@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/knftables"
+
+	"github.com/kube-clusterip/kube-clusterip/datapath/nfttrace"
 )
 
 // fakeProxier returns an IPv4 Proxier writing to a knftables Fake.
@@ -60,7 +62,8 @@ func (w *world) lists() ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 }
 
 func TestProxierIncrementalSyncsMatchAFullRender(t *testing.T) {
-	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{"10.244.0.0/16"}}
+	clock := clocktesting.NewFakeClock(time.Unix(1e9, 0))
+	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{"10.244.0.0/16"}, Clock: clock}
 	p, fake, _ := fakeProxier(t, cfg)
 	w := newWorld()
 	backend, backendSlice := seedBackend()
@@ -100,6 +103,12 @@ func TestProxierIncrementalSyncsMatchAFullRender(t *testing.T) {
 		if err := p.Sync(context.Background(), svcs, slices); err != nil {
 			t.Fatalf("%s: sync: %v", step.name, err)
 		}
+		// A Service that lost endpoints keeps its slot count for paddingHold (see
+		// TestFallingEndpointCountKeepsTheDispatchVerdict); then it matches a full render.
+		clock.Step(paddingHold)
+		if err := p.Maintain(context.Background()); err != nil {
+			t.Fatalf("%s: maintain: %v", step.name, err)
+		}
 		// Fake dumps elements in insertion order, so compare the sorted lines.
 		// Leftover endpoint-map elements are deleted after leftoverHold, on purpose.
 		want := fakeDump(t, Render(cfg, corev1.IPv4Protocol, svcs, slices))
@@ -108,9 +117,98 @@ func TestProxierIncrementalSyncsMatchAFullRender(t *testing.T) {
 			t.Fatalf("%s: table after incremental sync differs from a full render:\n%s\nlast transaction:\n%s", step.name, lineDiff(got, want), fake.LastTransaction)
 		}
 	}
-	if s := p.Stats(); s.FullSyncs != 1 || s.PartialSyncs != uint64(len(steps)-1) {
-		t.Errorf("want 1 full and %d partial syncs, got %+v", len(steps)-1, s)
+	if s := p.Stats(); s.FullSyncs != 1 || s.FailedSyncs != 0 {
+		t.Errorf("want 1 full sync and partial ones after it, got %+v", s)
 	}
+}
+
+// TestFallingEndpointCountKeepsTheDispatchVerdict follows a NodePort Service whose
+// endpoints go and come back: a removal changes endpoint-map elements only, never a
+// dispatch verdict (which would make the kernel validate the whole table), and no new
+// connection can reach the removed endpoint; paddingHold later, Maintain moves the
+// Service to its own endpoint count.
+func TestFallingEndpointCountKeepsTheDispatchVerdict(t *testing.T) {
+	clock := clocktesting.NewFakeClock(time.Unix(1e9, 0))
+	cfg := Config{NodeName: "node-a", NodeIPs: []string{"192.168.0.5"}, Clock: clock}
+	p, fake, _ := fakeProxier(t, cfg)
+	svc := makeService("web", "10.96.0.10", tcp("", 80, 8080))
+	svc.Spec.Type, svc.Spec.Ports[0].NodePort = corev1.ServiceTypeNodePort, 30080
+	a, b, c := readyEP("10.244.1.10", "node-a"), readyEP("10.244.2.11", "node-b"), readyEP("10.244.3.12", "node-c")
+	rv := 0
+	sync := func(eps ...ep) []*discoveryv1.EndpointSlice {
+		t.Helper()
+		rv++
+		slice := makeSlice(svc, "web-1", eps...)
+		slice.ResourceVersion = strconv.Itoa(rv)
+		if err := p.Sync(context.Background(), []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}); err != nil {
+			t.Fatal(err)
+		}
+		return []*discoveryv1.EndpointSlice{slice}
+	}
+	tracer := p.Tracer(corev1.IPv4Protocol, "192.168.0.5")
+	reaches := func(to nfttrace.Packet, want ...ep) {
+		t.Helper()
+		outcomes, err := tracer.Trace(to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wantDNAT []string
+		for _, e := range want {
+			wantDNAT = append(wantDNAT, e.ip+":8080")
+		}
+		sort.Strings(wantDNAT)
+		if got := nfttrace.Summarize(outcomes).DNAT; !reflect.DeepEqual(got, wantDNAT) {
+			t.Errorf("%s reaches %v, want %v", to, got, wantDNAT)
+		}
+	}
+	viaClusterIP := nfttrace.Packet{SourceIP: "10.244.9.2", Protocol: "tcp", DestIP: "10.96.0.10", DestPort: 80}
+	viaNodePort := nfttrace.Packet{SourceIP: "203.0.113.7", Protocol: "tcp", DestIP: "192.168.0.5", DestPort: 30080}
+	noDispatchChange := func(what string) {
+		t.Helper()
+		for _, line := range strings.Split(strings.TrimSpace(fake.LastTransaction.String()), "\n") {
+			if !strings.Contains(line, " service-endpoints-tcp ") && !strings.Contains(line, " hairpin-endpoints ") {
+				t.Errorf("%s: the transaction should change endpoint elements only, has %q", what, line)
+			}
+		}
+	}
+
+	sync(a, b, c)
+	sync(a, c)
+	noDispatchChange("b goes away")
+	if strings.Contains(fake.Dump(), b.ip) {
+		t.Errorf("b's map element should be gone at once:\n%s", fake.Dump())
+	}
+	reaches(viaClusterIP, a, c)
+	reaches(viaNodePort, a, c)
+
+	slices := sync(a, b, c)
+	noDispatchChange("b comes back")
+	reaches(viaClusterIP, a, b, c)
+	if got, want := sortedLines(fake.Dump()), sortedLines(fakeDump(t, Render(cfg, corev1.IPv4Protocol, []*corev1.Service{svc}, slices))); got != want {
+		t.Errorf("with all three back the table should be a full render's:\n%s", lineDiff(got, want))
+	}
+
+	slices = sync(a)
+	noDispatchChange("b and c go away")
+	reaches(viaClusterIP, a)
+	reaches(viaNodePort, a)
+	clock.Step(paddingHold - time.Nanosecond)
+	if err := p.Maintain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(fake.Dump(), "goto dnat-mod-3") {
+		t.Errorf("Maintain moved the Service to its new count before paddingHold:\n%s", fake.Dump())
+	}
+	clock.Step(time.Nanosecond)
+	if err := p.Maintain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := fakeDump(t, Render(cfg, corev1.IPv4Protocol, []*corev1.Service{svc}, slices))
+	got := withoutKeptDNATChains(withoutLeftovers(fake.Dump(), p.families[0].leftovers), want)
+	if sortedLines(got) != sortedLines(want) {
+		t.Errorf("paddingHold after the loss, the table should be a full render's:\n%s", lineDiff(got, want))
+	}
+	reaches(viaClusterIP, a)
 }
 
 func TestProxierEndpointChangeWritesOnlyThatService(t *testing.T) {
@@ -342,25 +440,29 @@ func TestMaintainDeletesLeftoverEndpointElements(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The Service keeps two slots, both 10.244.1.10, for paddingHold; then it goes to one,
+	// and slot 1 stays behind for lookups in flight.
+	slot1 := "10.96.0.10 . 80 . 1 : "
+	clock.Step(paddingHold)
 	if err := p.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(fake.Dump(), "10.244.1.11") {
-		t.Fatal("the removed endpoint's map element should outlive its removal by leftoverHold, for lookups in flight")
+	if dump := fake.Dump(); !strings.Contains(dump, "goto dnat-mod-1") || !strings.Contains(dump, slot1) {
+		t.Fatalf("after paddingHold the dispatch should go to one slot, and slot 1 should outlive its removal by leftoverHold, for lookups in flight:\n%s", dump)
 	}
 	clock.Step(leftoverHold - time.Nanosecond)
 	if err := p.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(fake.Dump(), "10.244.1.11") {
-		t.Fatal("Maintain deleted the removed endpoint's map element before leftoverHold was over")
+	if !strings.Contains(fake.Dump(), slot1) {
+		t.Fatal("Maintain deleted the removed slot's map element before leftoverHold was over")
 	}
 	clock.Step(time.Nanosecond)
 	if err := p.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if dump := fake.Dump(); strings.Contains(dump, "10.244.1.11") {
-		t.Errorf("Maintain left the removed endpoint's map element:\n%s", dump)
+	if dump := fake.Dump(); strings.Contains(dump, slot1) {
+		t.Errorf("Maintain left the removed slot's map element:\n%s", dump)
 	}
 }
 

@@ -21,13 +21,20 @@ import (
 // base. It is RenderService for each Service followed by RenderBase. When two Services
 // claim the same ClusterIP, the one first in namespace/name order wins.
 func Render(cfg Config, family corev1.IPFamily, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) *Ruleset {
+	return renderKeeping(cfg, family, services, slices, nil)
+}
+
+// renderKeeping is Render with the slot counts keep gives each Service kept (see
+// padSlots); keep may be nil.
+func renderKeeping(cfg Config, family corev1.IPFamily, services []*corev1.Service, slices []*discoveryv1.EndpointSlice,
+	keep func(types.NamespacedName) []portSlots) *Ruleset {
 	cfg = cfg.withDefaults()
 	rs := &Ruleset{Family: family, Services: map[types.NamespacedName]*Fragment{}}
 	slicesByService := GroupSlices(slices)
 	unique := UniqueClusterIPServices(services, family)
 	renderServices(cfg, family, sortedNames(unique), unique, func(key types.NamespacedName) []*discoveryv1.EndpointSlice {
 		return slicesByService[key]
-	}, map[string]bool{}, rs.Services)
+	}, keep, map[string]bool{}, rs.Services)
 	rs.refs = countRefs(rs.Services)
 	rs.Base = renderBase(cfg, family, rs.refs)
 	return rs
@@ -112,7 +119,8 @@ func compareNames(a, b types.NamespacedName) int {
 
 // renderServices renders the Services keys names (in namespace/name order) into out,
 // each claiming the external frontends it names that held leaves it, in that order.
-// services and slicesOf give each Service and its EndpointSlices.
+// services and slicesOf give each Service and its EndpointSlices, keep (if not nil) the
+// slot counts it keeps.
 //
 // The Services are rendered across the CPUs, since a full sync renders all of them: each
 // as if no frontend were held, and then, in order, again with the held frontends left
@@ -120,16 +128,20 @@ func compareNames(a, b types.NamespacedName) int {
 // what rendering one after the other gives, since renderService leaves out just the
 // frontends taken reports held.
 func renderServices(cfg Config, family corev1.IPFamily, keys []types.NamespacedName, services map[types.NamespacedName]*corev1.Service,
-	slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice, held map[string]bool, out map[types.NamespacedName]*Fragment) {
+	slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice, keep func(types.NamespacedName) []portSlots,
+	held map[string]bool, out map[types.NamespacedName]*Fragment) {
 	cfg = cfg.withDefaults()
-	rendered := renderConcurrently(cfg, family, keys, services, slicesOf)
+	if keep == nil {
+		keep = func(types.NamespacedName) []portSlots { return nil }
+	}
+	rendered := renderConcurrently(cfg, family, keys, services, slicesOf, keep)
 	for i, key := range keys {
 		var f *Fragment
 		if rendered != nil {
 			f = rendered[i]
 		}
 		if rendered == nil || holdsAny(f, held) {
-			f = renderService(cfg, family, services[key], slicesOf(key), takenIn(held))
+			f = renderService(cfg, family, services[key], slicesOf(key), takenIn(held), keep(key))
 		}
 		out[key] = claimFrontends(f, held)
 	}
@@ -141,7 +153,7 @@ const minServicesPerWorker = 64
 // renderConcurrently renders the Services with no frontend taken, spread over up to
 // GOMAXPROCS goroutines, or returns nil when there are too few Services to share.
 func renderConcurrently(cfg Config, family corev1.IPFamily, keys []types.NamespacedName, services map[types.NamespacedName]*corev1.Service,
-	slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice) []*Fragment {
+	slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice, keep func(types.NamespacedName) []portSlots) []*Fragment {
 	workers := min(runtime.GOMAXPROCS(0), len(keys)/minServicesPerWorker)
 	if workers < 2 {
 		return nil
@@ -151,7 +163,7 @@ func renderConcurrently(cfg Config, family corev1.IPFamily, keys []types.Namespa
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < len(keys); i += workers {
-				out[i] = renderService(cfg, family, services[keys[i]], slicesOf(keys[i]), nil)
+				out[i] = renderService(cfg, family, services[keys[i]], slicesOf(keys[i]), nil, keep(keys[i]))
 			}
 		})
 	}
@@ -221,15 +233,16 @@ func canonicalIP(s string, family corev1.IPFamily) string {
 // RenderService returns what one Service adds to the family's table, or nil if it has
 // no ClusterIP of that family. slices must be the Service's own EndpointSlices.
 func RenderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) *Fragment {
-	return renderService(cfg, family, svc, slices, nil)
+	return renderService(cfg, family, svc, slices, nil, nil)
 }
 
 // renderService is RenderService leaving out the external frontends (external IP .
 // protocol . port, NodePorts) that taken says another Service holds: the API server lets
 // two Services name one external IP, and a second dispatch element for a key would fail
-// the whole sync.
+// the whole sync. A port that had more endpoint slots in keep (the committed fragment's)
+// than it has endpoints keeps that many (see padSlots).
 func renderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slices []*discoveryv1.EndpointSlice,
-	taken func(frontend string) bool) *Fragment {
+	taken func(frontend string) bool, keep []portSlots) *Fragment {
 	cfg = cfg.withDefaults()
 	fi := infoFor(family)
 	clusterIP := ClusterIPOf(svc, family)
@@ -261,8 +274,8 @@ func renderService(cfg Config, family corev1.IPFamily, svc *corev1.Service, slic
 		if cap(all) > cap(*scratch) {
 			*scratch = all[:0]
 		}
-		renderServicePort(cfg, fi, svc, port, clusterIP, all, frag)
-		ext.renderPort(port, all, taken)
+		slots := renderServicePort(cfg, fi, svc, port, clusterIP, all, slotsOf(keep, port), frag)
+		ext.renderPort(port, all, taken, slots)
 	}
 	return frag
 }
@@ -301,9 +314,10 @@ func supportedProtocol(p corev1.Protocol) bool {
 }
 
 // renderServicePort adds the dispatch of one ClusterIP:port to frag; all are the port's
-// endpoints before selection.
+// endpoints before selection, keep the slot count to keep (see padSlots). It returns the
+// port's slot count in @service-endpoints-<proto>, 0 when it has none.
 func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *corev1.ServicePort,
-	clusterIP string, all []Endpoint, frag *Fragment) {
+	clusterIP string, all []Endpoint, keep int, frag *Fragment) int {
 	proto := protocolName(port.Protocol)
 	dispatchKey := []string{clusterIP, proto, strconv.Itoa(int(port.Port))}
 	localOnly := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
@@ -316,19 +330,60 @@ func renderServicePort(cfg Config, fi familyInfo, svc *corev1.Service, port *cor
 	if len(eps) == 0 {
 		frag.Elements = append(frag.Elements, Element{Set: noEndpointServicesMap, Key: dispatchKey,
 			Value: []string{noEndpointVerdict(all, localOnly)}})
-		return
+		return 0
 	}
 	addHairpins(cfg, eps, frag)
 	if timeout, sticky := affinityTimeout(svc); sticky {
 		spn := ServicePortName(svc, port)
 		chain := renderAffinity(fi, ServiceChainName(spn), spn, proto, eps, timeout, true, frag)
 		frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{"goto " + chain}})
-		return
+		return 0
 	}
-	dnat := sharedChain{kind: dnatByAddress, n: len(eps)}
+	slots := padSlots(eps, keep)
+	frag.slots = append(frag.slots, portSlots{protocol: port.Protocol, port: port.Port, n: len(slots)})
+	frag.padded = frag.padded || len(slots) > len(eps)
+	dnat := sharedChain{kind: dnatByAddress, n: len(slots)}
 	frag.shared = append(frag.shared, dnat)
 	frag.Elements = append(frag.Elements, Element{Set: serviceIPsMap, Key: dispatchKey, Value: []string{dnat.gotoVerdict()}})
-	addEndpointElements(clusterByAddress, proto, dispatchKey[0], dispatchKey[2], eps, frag)
+	addEndpointElements(clusterByAddress, proto, dispatchKey[0], dispatchKey[2], slots, frag)
+	return len(slots)
+}
+
+// portSlots is the number of endpoint slots one ClusterIP port spreads new connections
+// over: the n of its dispatch to dnat-mod-n.
+type portSlots struct {
+	protocol corev1.Protocol
+	port     int32
+	n        int
+}
+
+// slotsOf is the slot count keep records for port, 0 if none.
+func slotsOf(keep []portSlots, port *corev1.ServicePort) int {
+	for _, s := range keep {
+		if s.protocol == port.Protocol && s.port == port.Port {
+			return s.n
+		}
+	}
+	return 0
+}
+
+// padSlots returns eps, or when keep is larger, keep slots that cycle through eps.
+//
+// A port whose endpoint count falls would otherwise change its dispatch verdict to
+// another dnat-mod-n chain, and a changed jump or goto verdict makes the kernel validate
+// the whole table at commit: 36 ms at 100k Services, against under 1 ms for changing map
+// elements alone. Keeping the slot count turns the removal of an endpoint into element
+// updates only; its slots go to the remaining endpoints, some of which then get two
+// shares of new connections until the Proxier renders the Service afresh (paddingHold).
+func padSlots(eps []Endpoint, keep int) []Endpoint {
+	if keep <= len(eps) || len(eps) == 0 {
+		return eps
+	}
+	out := make([]Endpoint, keep)
+	for i := range out {
+		out[i] = eps[i%len(eps)]
+	}
+	return out
 }
 
 // addEndpointElements adds eps to the endpoint map m of proto under address . port

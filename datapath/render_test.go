@@ -149,7 +149,7 @@ func TestRenderAcrossCPUsIsRenderInOrder(t *testing.T) {
 	held, grouped, unique := map[string]bool{}, GroupSlices(slices), UniqueClusterIPServices(services, corev1.IPv4Protocol)
 	contended := 0
 	for _, key := range sortedNames(unique) {
-		want[key] = claimFrontends(renderService(cfg, corev1.IPv4Protocol, unique[key], grouped[key], takenIn(held)), held)
+		want[key] = claimFrontends(renderService(cfg, corev1.IPv4Protocol, unique[key], grouped[key], takenIn(held), nil), held)
 		if len(want[key].frontends) < len(RenderService(cfg, corev1.IPv4Protocol, unique[key], grouped[key]).frontends) {
 			contended++
 		}

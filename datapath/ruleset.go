@@ -44,6 +44,11 @@ type Fragment struct {
 	Hints HintUse
 
 	clusterIP string // the ClusterIP of the fragment's Service
+
+	// slots are the endpoint slot counts of the ClusterIP ports, which a later incremental
+	// render keeps when a count falls (see padSlots); padded says some slots hold copies.
+	slots  []portSlots
+	padded bool
 }
 
 // Chain is a chain with its rules in nft syntax (relative to the table).
