@@ -66,6 +66,7 @@ func (f *stashFiller) Start(ctx context.Context) error {
 	if f.claims != nil {
 		go runEvery(ctx, stashRefill, f.bind, func() { f.bindHandedOut(ctx, log) })
 	}
+	f.refill(ctx) // at once: the first admissions may come before the first tick
 	runEvery(ctx, stashRefill, f.fill, func() { f.refill(ctx) })
 	// The replica stops. It hands out no more stashed addresses, names the Services of those it
 	// handed out (the other replicas wait for that), and deletes its unused claims now rather
