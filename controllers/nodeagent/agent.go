@@ -91,8 +91,9 @@ type Agent struct {
 	synced  chan struct{}
 	pending chan struct{} // holds one token when an Apply is wanted
 
-	mu        sync.Mutex
-	endpoints map[types.NamespacedName]int // endpoints given to the Proxier, per Service
+	mu             sync.Mutex
+	endpoints      map[types.NamespacedName]int // endpoints given to the Proxier, per Service
+	endpointsTotal int                          // the sum of endpoints
 	// triggers are the slices' last-change-trigger-times not yet applied, and the last one
 	// recorded per slice (a trigger time is observed once).
 	triggers     []triggerTime
@@ -128,7 +129,7 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile
 	// The Proxier keeps the slices and never modifies them, so the cache's own copies serve.
 	var list discoveryv1.EndpointSliceList
 	err = a.Client.List(ctx, &list, client.InNamespace(req.Namespace),
-		client.MatchingLabels{discoveryv1.LabelServiceName: req.Name}, client.UnsafeDisableDeepCopy)
+		client.MatchingFields{sliceServiceIndex: req.Name}, client.UnsafeDisableDeepCopy)
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("list endpointslices of service %s: %w", req.NamespacedName, err)
 	}
@@ -144,6 +145,11 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile
 	a.requestApply()
 	return reconcile.Result{}, nil
 }
+
+// sliceServiceIndex indexes EndpointSlices by their Service's name: a Service's slices are
+// then found without matching the labels of every slice in its namespace (10 ms per change
+// with 10k Services in one namespace).
+const sliceServiceIndex = "nodeagent.kube-clusterip/service-name"
 
 // serves tells whether the agent programs svc: not headless (kube-proxy leaves those to
 // DNS) and labelled for this proxy.
@@ -181,6 +187,7 @@ func (a *Agent) setServiceHealth(ctx context.Context, key types.NamespacedName, 
 func (a *Agent) record(key types.NamespacedName, slices []*discoveryv1.EndpointSlice) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.endpointsTotal -= a.endpoints[key]
 	if slices == nil {
 		delete(a.endpoints, key)
 	} else {
@@ -190,13 +197,10 @@ func (a *Agent) record(key types.NamespacedName, slices []*discoveryv1.EndpointS
 			a.noteTrigger(s)
 		}
 		a.endpoints[key] = n
-	}
-	total := 0
-	for _, n := range a.endpoints {
-		total += n
+		a.endpointsTotal += n
 	}
 	servicesProgrammed.Set(float64(len(a.endpoints)))
-	endpointsProgrammed.Set(float64(total))
+	endpointsProgrammed.Set(float64(a.endpointsTotal))
 }
 
 // noteTrigger queues the slice's last-change-trigger-time for the network programming
@@ -396,6 +400,15 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	a.pending = make(chan struct{}, 1)
 	a.endpoints = map[types.NamespacedName]int{}
 	a.lastTriggers = map[types.NamespacedName]string{}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &discoveryv1.EndpointSlice{}, sliceServiceIndex,
+		func(o client.Object) []string {
+			if name := o.GetLabels()[discoveryv1.LabelServiceName]; name != "" {
+				return []string{name}
+			}
+			return nil
+		}); err != nil {
+		return fmt.Errorf("index EndpointSlices by Service: %w", err)
+	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("datapath").
 		Watches(&corev1.Service{}, &handler.EnqueueRequestForObject{}).
