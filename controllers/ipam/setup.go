@@ -44,7 +44,7 @@ import (
 const (
 	DefaultReservationGracePeriod = 30 * time.Second
 	DefaultReadyWait              = 5 * time.Second
-	DefaultStashSize              = 64
+	DefaultStashSize              = 128
 )
 
 const (
@@ -83,7 +83,7 @@ type Options struct {
 	Identity string
 	// StashSize is the most addresses a replica sets aside per pool and family, claimed and
 	// checked ahead of admissions, so that the mutating webhook answers without API calls (see
-	// stash.go); 0 turns the stash off. Flag --clusterip-stash-size, default 64.
+	// stash.go); 0 turns the stash off. Flag --clusterip-stash-size, default 128.
 	StashSize *int
 }
 

@@ -16,7 +16,7 @@ const (
 	// admission wakes the filler.
 	stashRefill = 250 * time.Millisecond
 	// stashChecksInFlight bounds the entries being claimed and checked at once.
-	stashChecksInFlight = 32
+	stashChecksInFlight = 64
 	// stashCheckTimeout bounds one entry's claim and live read.
 	stashCheckTimeout = 5 * time.Second
 )
