@@ -97,7 +97,7 @@ func (p *Proxier) renderChanges(fs *familyState) (before, want *Ruleset, changed
 					next = renderService(p.cfg, fs.family, in.svc, in.slices, func(frontend string) bool {
 						owner, held := want.refs.frontendOwners[frontend]
 						return held && owner != key
-					}, fs.slotsToKeep(key, old, now))
+					}, p.slotsToKeep(key, old))
 				}
 			}
 		}
@@ -125,17 +125,17 @@ func (p *Proxier) renderChanges(fs *familyState) (before, want *Ruleset, changed
 }
 
 // slotsToKeep are the slot counts a new render of the Service keeps (see padSlots): those
-// of its committed fragment, unless that has been padded for paddingHold already.
-func (fs *familyState) slotsToKeep(key types.NamespacedName, old *Fragment, now time.Time) []portSlots {
-	if old == nil || fs.paddingDue(key, now) {
+// of its committed fragment, unless Maintain rebalances it now.
+func (p *Proxier) slotsToKeep(key types.NamespacedName, old *Fragment) []portSlots {
+	if old == nil || p.rebalance[key] {
 		return nil
 	}
 	return old.slots
 }
 
 // notePadding records since when the Service's fragment has been padded: from its first
-// padded render, so that a Service losing endpoints one after another is still rendered
-// afresh paddingHold after the first loss.
+// padded render, so that a Service losing endpoints one after another is still moved to
+// its own count paddingHold after the first loss.
 func (fs *familyState) notePadding(key types.NamespacedName, next *Fragment, now time.Time) {
 	if next == nil || !next.padded {
 		delete(fs.padded, key)
@@ -144,12 +144,6 @@ func (fs *familyState) notePadding(key types.NamespacedName, next *Fragment, now
 	if _, ok := fs.padded[key]; !ok {
 		fs.padded[key] = now
 	}
-}
-
-// paddingDue tells whether the Service has been padded for paddingHold.
-func (fs *familyState) paddingDue(key types.NamespacedName, now time.Time) bool {
-	since, ok := fs.padded[key]
-	return ok && now.Sub(since) >= paddingHold
 }
 
 // keepHairpinCounts copies into kept the current use counts of f's hairpin IPs, unless

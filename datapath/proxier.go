@@ -28,7 +28,11 @@ type Proxier struct {
 	inputs   map[types.NamespacedName]serviceInput
 	dirty    map[types.NamespacedName]bool // Services updated since the last Apply
 	synced   bool                          // Apply ran at least once: there is state to maintain
-	stats    Stats
+	// rebalance holds the Services Maintain moves to their own endpoint counts in this sync
+	// (see padSlots); any other render keeps the slot counts, so that no change waits for
+	// the kernel's validation of the table.
+	rebalance map[types.NamespacedName]bool
+	stats     Stats
 }
 
 // familyState is what the Proxier knows about one family's table.
@@ -100,7 +104,8 @@ func New(cfg Config) (*Proxier, error) {
 	if cfg.MasqueradeBit < 0 || cfg.MasqueradeBit > 31 {
 		return nil, fmt.Errorf("masquerade bit %d is out of range 0-31", cfg.MasqueradeBit)
 	}
-	p := &Proxier{cfg: cfg, inputs: map[types.NamespacedName]serviceInput{}, dirty: map[types.NamespacedName]bool{}}
+	p := &Proxier{cfg: cfg, inputs: map[types.NamespacedName]serviceInput{}, dirty: map[types.NamespacedName]bool{},
+		rebalance: map[types.NamespacedName]bool{}}
 	for _, family := range cfg.IPFamilies {
 		nft, err := cfg.NewInterface(NFTFamily(family), cfg.TableName)
 		if err != nil {
@@ -253,15 +258,15 @@ func (p *Proxier) Maintain(ctx context.Context) error {
 	return p.record(errors.Join(errs...))
 }
 
-// markPaddingDue marks the Services padded for paddingHold in any family as updated, so
-// that the next sync renders them with their own endpoint counts, and tells whether
-// there were any.
+// markPaddingDue marks the Services padded for paddingHold in any family as updated and
+// to be rebalanced, so that the next sync renders them with their own endpoint counts,
+// and tells whether there were any.
 func (p *Proxier) markPaddingDue(now time.Time) bool {
 	due := false
 	for _, fs := range p.families {
-		for key := range fs.padded {
-			if fs.paddingDue(key, now) {
-				p.dirty[key], due = true, true
+		for key, since := range fs.padded {
+			if now.Sub(since) >= paddingHold {
+				p.dirty[key], p.rebalance[key], due = true, true, true
 			}
 		}
 	}
@@ -319,6 +324,7 @@ func (p *Proxier) syncLocked(ctx context.Context, force string) error {
 	// A family that failed forgot its model and resyncs in full, so the updates are
 	// consumed either way.
 	clear(p.dirty)
+	clear(p.rebalance)
 	return p.record(errors.Join(errs...))
 }
 

@@ -188,10 +188,8 @@ func TestFallingEndpointCountKeepsTheDispatchVerdict(t *testing.T) {
 		t.Errorf("with all three back the table should be a full render's:\n%s", lineDiff(got, want))
 	}
 
-	slices = sync(a)
-	noDispatchChange("b and c go away")
-	reaches(viaClusterIP, a)
-	reaches(viaNodePort, a)
+	sync(a, c)
+	noDispatchChange("b goes away again")
 	clock.Step(paddingHold - time.Nanosecond)
 	if err := p.Maintain(context.Background()); err != nil {
 		t.Fatal(err)
@@ -200,6 +198,11 @@ func TestFallingEndpointCountKeepsTheDispatchVerdict(t *testing.T) {
 		t.Errorf("Maintain moved the Service to its new count before paddingHold:\n%s", fake.Dump())
 	}
 	clock.Step(time.Nanosecond)
+	// The padding is due, but only Maintain pays for the verdict change.
+	slices = sync(a)
+	noDispatchChange("c goes away once the padding is due")
+	reaches(viaClusterIP, a)
+	reaches(viaNodePort, a)
 	if err := p.Maintain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
