@@ -32,49 +32,16 @@ const (
 
 // BenchmarkConverge measures, on a real control plane, how long our controllers take to publish
 // Endpoints and EndpointSlices for 1000 Services × 10 ready pods from empty, then the latency from
-// one pod's readiness change to both APIs showing it (p50/p99 over 200 flips, 100 ms apart). The manager's client
-// QPS is $BENCH_QPS (default 1000); kube-controller-manager v1.37.2 on this machine: 50.8 s at QPS
-// 20, 17.4 s at QPS 1000, flip p50 ~20 ms. cache-sync-s is the part of converge-s before the
-// manager's caches were in sync.
+// one pod's readiness change to both APIs showing it (p50/p99 over 200 flips, 100 ms apart). The
+// manager's client QPS is $BENCH_QPS (default 1000). cache-sync-s is the part of converge-s
+// before the manager's caches were in sync. make bench-compare runs it beside
+// kube-controller-manager and the floor (BenchmarkConvergeFloor).
 //
 //	go test ./controllers/endpoints -run '^$' -bench BenchmarkConverge
 func BenchmarkConverge(b *testing.B) {
-	if _, err := testenv.Assets(); err != nil {
-		b.Skip(err.Error())
-	}
-	qps := benchDefaultQPS
-	if v, err := strconv.Atoi(os.Getenv("BENCH_QPS")); err == nil && v > 0 {
-		qps = v
-	}
-
-	ctrl.SetLogger(logr.Discard())
-	env := testenv.New()
-	// Outside a Ginkgo suite the control plane's logs would flood the benchmark's output.
-	env.ControlPlane.GetAPIServer().Out, env.ControlPlane.GetAPIServer().Err = io.Discard, io.Discard
-	if etcd := env.ControlPlane.Etcd; etcd != nil {
-		etcd.Out, etcd.Err = io.Discard, io.Discard
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		b.Fatalf("start control plane: %v", err)
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			b.Errorf("stop control plane: %v", err)
-		}
-	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	fixtureCfg := rest.CopyConfig(cfg)
-	fixtureCfg.QPS, fixtureCfg.Burst = -1, 0 // unthrottled: fixtures are not what we measure
-	c, err := client.NewWithWatch(fixtureCfg, client.Options{Scheme: clientgoscheme.Scheme})
-	if err != nil {
-		b.Fatal(err)
-	}
-
-	mgrCfg := rest.CopyConfig(cfg)
-	mgrCfg.QPS, mgrCfg.Burst = float32(qps), 2*qps
+	bench := startConvergeBench(b)
+	mgrCfg := rest.CopyConfig(bench.cfg)
+	mgrCfg.QPS, mgrCfg.Burst = float32(bench.qps), 2*bench.qps
 	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
 		Scheme:     clientgoscheme.Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
@@ -86,7 +53,7 @@ func BenchmarkConverge(b *testing.B) {
 	if err := SetupWithManager(mgr, Options{}); err != nil {
 		b.Fatal(err)
 	}
-	mgrCtx, stopMgr := context.WithCancel(ctx)
+	mgrCtx, stopMgr := context.WithCancel(bench.ctx)
 	mgrDone := make(chan error, 1)
 	// The manager starts its other runnables once the caches it has informers for (pods,
 	// Services, EndpointSlices: the indexes ask for them) are in sync, so this one tells how much
@@ -101,7 +68,7 @@ func BenchmarkConverge(b *testing.B) {
 	}
 
 	workload := published.Workload{Services: benchServices, PodsPerService: benchPodsPerSvc, Flips: benchFlips}
-	result, err := workload.Run(ctx, c, func() error {
+	result, err := workload.Run(bench.ctx, bench.fixtures, func() error {
 		b.ResetTimer()
 		started = time.Now()
 		go func() { mgrDone <- mgr.Start(mgrCtx) }()
@@ -116,9 +83,85 @@ func BenchmarkConverge(b *testing.B) {
 	if err := <-mgrDone; err != nil {
 		b.Errorf("manager: %v", err)
 	}
-	for name, value := range result.Metrics() {
-		b.ReportMetric(value, name)
-	}
+	bench.report(result)
 	b.ReportMetric((<-cacheSynced).Seconds(), "cache-sync-s")
-	b.ReportMetric(float64(qps), "client-qps")
+}
+
+// BenchmarkConvergeFloor runs BenchmarkConverge's workload against published.FloorWriter, a
+// minimal writer that publishes precomputed objects with no cache to fill: the least any
+// controller needs on this API server. Run both in one invocation to get ours ÷ floor from one
+// run on the same machine.
+//
+//	go test ./controllers/endpoints -run '^$' -bench 'BenchmarkConverge(Floor)?$' -count 3
+func BenchmarkConvergeFloor(b *testing.B) {
+	bench := startConvergeBench(b)
+	writerCfg := rest.CopyConfig(bench.cfg)
+	writerCfg.QPS, writerCfg.Burst = float32(bench.qps), 2*bench.qps
+	writer, err := client.NewWithWatch(writerCfg, client.Options{Scheme: clientgoscheme.Scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	floor := &published.FloorWriter{Client: writer}
+	workload := published.Workload{Services: benchServices, PodsPerService: benchPodsPerSvc, Flips: benchFlips,
+		BeforeStart: floor.Prepare}
+	result, err := workload.Run(bench.ctx, bench.fixtures, func() error {
+		b.ResetTimer()
+		return floor.Start(bench.ctx)
+	})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	bench.report(result)
+}
+
+// convergeBench is a fresh control plane for one endpoints benchmark, stopped with the benchmark.
+type convergeBench struct {
+	b        *testing.B
+	ctx      context.Context
+	cfg      *rest.Config
+	fixtures client.WithWatch // unthrottled: fixtures are not what we measure
+	qps      int              // the client QPS of what is measured: $BENCH_QPS, default 1000
+}
+
+func startConvergeBench(b *testing.B) *convergeBench {
+	if _, err := testenv.Assets(); err != nil {
+		b.Skip(err.Error())
+	}
+	qps := benchDefaultQPS
+	if v, err := strconv.Atoi(os.Getenv("BENCH_QPS")); err == nil && v > 0 {
+		qps = v
+	}
+	ctrl.SetLogger(logr.Discard())
+	env := testenv.New()
+	// Outside a Ginkgo suite the control plane's logs would flood the benchmark's output.
+	env.ControlPlane.GetAPIServer().Out, env.ControlPlane.GetAPIServer().Err = io.Discard, io.Discard
+	if etcd := env.ControlPlane.Etcd; etcd != nil {
+		etcd.Out, etcd.Err = io.Discard, io.Discard
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		b.Fatalf("start control plane: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			b.Errorf("stop control plane: %v", err)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	fixtureCfg := rest.CopyConfig(cfg)
+	fixtureCfg.QPS, fixtureCfg.Burst = -1, 0
+	fixtures, err := client.NewWithWatch(fixtureCfg, client.Options{Scheme: clientgoscheme.Scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &convergeBench{b: b, ctx: ctx, cfg: cfg, fixtures: fixtures, qps: qps}
+}
+
+func (c *convergeBench) report(result published.Result) {
+	for name, value := range result.Metrics() {
+		c.b.ReportMetric(value, name)
+	}
+	c.b.ReportMetric(float64(c.qps), "client-qps")
 }
