@@ -1,7 +1,6 @@
 package endpoints
 
 import (
-	"encoding/hex"
 	"fmt"
 	"hash/fnv"
 
@@ -14,5 +13,3 @@ func deepHash(obj any) []byte {
 	fmt.Fprintf(hasher, "%v", dump.ForHash(obj))
 	return hasher.Sum(nil)
 }
-
-func deepHashString(obj any) string { return hex.EncodeToString(deepHash(obj)) }

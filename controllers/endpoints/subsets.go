@@ -230,6 +230,9 @@ func SortSubsets(subsets []corev1.EndpointSubset) []corev1.EndpointSubset {
 }
 
 func sortByHash[T any](items []T) {
+	if len(items) < 2 {
+		return // the common case (one port, one subset): nothing to hash
+	}
 	keys := make([]string, len(items))
 	for i := range items {
 		keys[i] = string(deepHash(items[i]))

@@ -15,9 +15,15 @@ const expectationTTL = 10 * time.Second
 // writeExpectations remember, per owner (Service or Endpoints), the objects we just wrote, so that a
 // reconcile does not act on a cache that has not seen them yet: it would create duplicate slices,
 // or take an outdated object for a no-op. This is upstream's EndpointSliceTracker idea.
+//
+// They also remember the resourceVersion each create or update of ours produced, so that the
+// watch event showing that version back does not sync the owner again (upstream's ShouldSync):
+// it shows what we just published. Skipping these echoes halves the syncs of a Service that
+// changes, and of every Service when the controller publishes from empty.
 type writeExpectations struct {
 	mu      sync.Mutex
 	byOwner map[types.NamespacedName]map[string]expectation
+	written map[types.NamespacedName]map[string]string // owner → object name → our resourceVersion
 }
 
 // expectation: the object named by the key had resourceVersion replacedRV ("" when we created it)
@@ -29,7 +35,36 @@ type expectation struct {
 }
 
 func newWriteExpectations() *writeExpectations {
-	return &writeExpectations{byOwner: map[types.NamespacedName]map[string]expectation{}}
+	return &writeExpectations{
+		byOwner: map[types.NamespacedName]map[string]expectation{},
+		written: map[types.NamespacedName]map[string]string{},
+	}
+}
+
+// wrote records the resourceVersion a create or update of ours produced.
+func (w *writeExpectations) wrote(owner types.NamespacedName, name, resourceVersion string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.written[owner] == nil {
+		w.written[owner] = map[string]string{}
+	}
+	w.written[owner][name] = resourceVersion
+}
+
+// isEcho says whether an object seen in a watch event is, at that resourceVersion, one we wrote;
+// the record goes with the answer, as the echo comes once.
+func (w *writeExpectations) isEcho(owner types.NamespacedName, name, resourceVersion string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	rv, ok := w.written[owner][name]
+	if !ok || rv != resourceVersion {
+		return false
+	}
+	delete(w.written[owner], name)
+	if len(w.written[owner]) == 0 {
+		delete(w.written, owner)
+	}
+	return true
 }
 
 func (w *writeExpectations) expect(owner types.NamespacedName, name, replacedRV string, deleted bool) {
@@ -75,6 +110,7 @@ func (w *writeExpectations) forget(owner types.NamespacedName) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.byOwner, owner)
+	delete(w.written, owner)
 }
 
 // triggerTimes computes corev1.EndpointsLastChangeTriggerTime as upstream's TriggerTimeTracker
