@@ -116,7 +116,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 
 	fs.DurationVar(&o.endpoints.BatchPeriod, "endpoint-updates-batch-period", 0, "Delay before a Service's endpoints are written after a pod change, so that a burst becomes one write (upstream's flag of the same name).")
 	fs.IntVar(&o.endpoints.MaxEndpointsPerSlice, "max-endpoints-per-slice", 100, "Most endpoints in one EndpointSlice.")
-	fs.IntVar(&o.endpointsWorkers, "concurrent-service-endpoint-syncs", 5, "Services whose endpoints are synced in parallel.")
+	fs.IntVar(&o.endpointsWorkers, "concurrent-service-endpoint-syncs", endpoints.DefaultConcurrentSyncs, "Services whose endpoints are synced in parallel (upstream: 5).")
 	fs.BoolVar(&o.endpoints.DisableMirroring, "disable-endpoint-mirroring", false, "Do not mirror user-written Endpoints of selectorless Services into EndpointSlices.")
 
 	fs.StringVar(&o.datapath.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (default $NODE_NAME, from the downward API): picks local endpoints for internalTrafficPolicy: Local, and the Node whose topology.kubernetes.io/zone label topology hints are read against.")

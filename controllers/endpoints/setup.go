@@ -46,7 +46,8 @@ type Options struct {
 	MaxEndpointsPerSlice int
 	// MirroringMaxEndpointsPerSubset caps the addresses mirrored per Endpoints subset (default 1000).
 	MirroringMaxEndpointsPerSubset int
-	// ConcurrentSyncs is the number of Services synced in parallel (default 5, as upstream).
+	// ConcurrentSyncs is the number of Services synced in parallel (default
+	// DefaultConcurrentSyncs).
 	ConcurrentSyncs int
 	// DisableMirroring leaves user-written Endpoints unmirrored.
 	DisableMirroring bool
@@ -54,6 +55,12 @@ type Options struct {
 	// EndpointSlices) from a config of its own (default client.New); tests wrap it to count writes.
 	NewWriterClient client.NewClientFunc
 }
+
+// DefaultConcurrentSyncs is how many Services are synced in parallel unless told. Upstream has
+// 5 workers per controller; ours write both APIs of a Service in one sync, and when 1000
+// Services are published from empty the API server is busier with 16 of them in flight than
+// with 5 (converge 4.7 s against 5.9 s, medians of 4 on two CPUs).
+const DefaultConcurrentSyncs = 16
 
 func (o Options) withDefaults() Options {
 	if o.MaxEndpointsPerSlice <= 0 {
@@ -63,7 +70,7 @@ func (o Options) withDefaults() Options {
 		o.MirroringMaxEndpointsPerSubset = DefaultMaxEndpointsPerSubset
 	}
 	if o.ConcurrentSyncs <= 0 {
-		o.ConcurrentSyncs = 5
+		o.ConcurrentSyncs = DefaultConcurrentSyncs
 	}
 	if o.NewWriterClient == nil {
 		o.NewWriterClient = client.New
