@@ -254,7 +254,7 @@ func run(o options) error {
 	if o.only == "" || o.only == "endpoints" {
 		ours, err := benchreport.Runs{}, error(nil)
 		if !o.upstreamOnly {
-			if ours, err = goBench(goEnv, "./controllers/endpoints", "BenchmarkConverge", o.runs, "-benchtime", "1x"); err != nil {
+			if ours, err = goBench(goEnv, "./controllers/endpoints", "^BenchmarkConverge$", o.runs, "-benchtime", "1x"); err != nil {
 				fail(err)
 			}
 		}
