@@ -256,15 +256,13 @@ func (r *serviceReconciler) writeEndpoints(ctx context.Context, desired, current
 			}
 			return fmt.Errorf("create Endpoints %s: %w", key, err)
 		}
-		r.expectations.expect(key, endpointsExpectationKey, "", false)
-		r.expectations.wrote(key, endpointsExpectationKey, desired.ResourceVersion)
+		r.expectations.expectWrite(key, endpointsExpectationKey, "", desired.ResourceVersion)
 		return nil
 	}
 	if err := r.EndpointsWriter.Update(ctx, desired); err != nil {
 		return fmt.Errorf("update Endpoints %s: %w", key, err)
 	}
-	r.expectations.expect(key, endpointsExpectationKey, current.ResourceVersion, false)
-	r.expectations.wrote(key, endpointsExpectationKey, desired.ResourceVersion)
+	r.expectations.expectWrite(key, endpointsExpectationKey, current.ResourceVersion, desired.ResourceVersion)
 	return nil
 }
 
@@ -296,16 +294,14 @@ func applySlicePlan(ctx context.Context, c client.Writer, exp *writeExpectations
 			}
 			return fmt.Errorf("create EndpointSlice for %s: %w", owner, err)
 		}
-		exp.expect(owner, s.Name, "", false)
-		exp.wrote(owner, s.Name, s.ResourceVersion)
+		exp.expectWrite(owner, s.Name, "", s.ResourceVersion)
 	}
 	for _, s := range plan.Update {
 		replaced := s.ResourceVersion
 		if err := c.Update(ctx, s); err != nil {
 			return fmt.Errorf("update EndpointSlice %s of %s: %w", s.Name, owner, err)
 		}
-		exp.expect(owner, s.Name, replaced, false)
-		exp.wrote(owner, s.Name, s.ResourceVersion)
+		exp.expectWrite(owner, s.Name, replaced, s.ResourceVersion)
 	}
 	for _, s := range plan.Delete {
 		err := c.Delete(ctx, s.DeepCopy(), client.Preconditions{UID: &s.UID})

@@ -41,14 +41,16 @@ func newWriteExpectations() *writeExpectations {
 	}
 }
 
-// wrote records the resourceVersion a create or update of ours produced.
-func (w *writeExpectations) wrote(owner types.NamespacedName, name, resourceVersion string) {
+// expectWrite records a create (replacedRV "") or update of ours: the expectation, and the
+// resourceVersion it produced, whose echo isEcho tells.
+func (w *writeExpectations) expectWrite(owner types.NamespacedName, name, replacedRV, writtenRV string) {
+	w.expect(owner, name, replacedRV, false)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.written[owner] == nil {
 		w.written[owner] = map[string]string{}
 	}
-	w.written[owner][name] = resourceVersion
+	w.written[owner][name] = writtenRV
 }
 
 // isEcho says whether an object seen in a watch event is, at that resourceVersion, one we wrote;

@@ -83,7 +83,7 @@ func TestTriggerTimes(t *testing.T) {
 func TestWriteExpectationsTellOurEchoesOnce(t *testing.T) {
 	owner := types.NamespacedName{Namespace: "ns", Name: "web"}
 	w := newWriteExpectations()
-	w.wrote(owner, "s", "7")
+	w.expectWrite(owner, "s", "", "7")
 	if w.isEcho(owner, "s", "6") {
 		t.Errorf("an older version is taken for our write")
 	}
@@ -96,7 +96,7 @@ func TestWriteExpectationsTellOurEchoesOnce(t *testing.T) {
 	if w.isEcho(owner, "s", "7") {
 		t.Errorf("the record of our write outlives its echo")
 	}
-	w.wrote(owner, "s", "8")
+	w.expectWrite(owner, "s", "7", "8")
 	w.forget(owner)
 	if w.isEcho(owner, "s", "8") {
 		t.Errorf("forget keeps what we wrote")
