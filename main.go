@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/controllers/cachesync"
 	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
 	"github.com/kube-clusterip/kube-clusterip/controllers/ipam"
 	"github.com/kube-clusterip/kube-clusterip/controllers/nodeagent"
@@ -221,6 +222,8 @@ func run(o *options) error {
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "kube-clusterip.clusterip.dev",
 		LeaderElectionNamespace: o.leaderElectionNS,
+		// Controllers start the moment the caches are in sync, not at the next 100 ms poll.
+		NewCache: cachesync.New,
 		// Only the endpoints controller reads Pods and (typed) Nodes: cache just what it
 		// computes from. (The node agent reads its Node's metadata, a cache of its own.)
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/kube-clusterip/kube-clusterip/controllers/cachesync"
 	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
@@ -82,6 +83,7 @@ func startManager(cfg *rest.Config, counter *writeCounter, opts Options) *testen
 			&corev1.Node{}: {Transform: NodeCacheTransform},
 		}},
 		NewClient: countingClient, // the reconcilers' reads
+		NewCache:  cachesync.New,  // as deployed
 	})
 	Expect(err).NotTo(HaveOccurred())
 	opts.NewWriterClient = countingClient // every writer's writes

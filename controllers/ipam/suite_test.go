@@ -23,6 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	ipamv1alpha1 "github.com/kube-clusterip/kube-clusterip/api/v1alpha1"
+	"github.com/kube-clusterip/kube-clusterip/controllers/cachesync"
 	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
@@ -79,6 +80,7 @@ func startManager(opts Options) *runningManager {
 		Metrics:       metricsserver.Options{BindAddress: "0"},
 		Controller:    config.Controller{SkipNameValidation: ptr.To(true)}, // one manager after another
 		WebhookServer: testenv.WebhookServer(testEnv),
+		NewCache:      cachesync.New, // as deployed
 	})
 	Expect(err).NotTo(HaveOccurred())
 	registry, err := setup(mgr, opts)

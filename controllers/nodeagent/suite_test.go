@@ -17,6 +17,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/knftables"
 
+	"github.com/kube-clusterip/kube-clusterip/controllers/cachesync"
 	"github.com/kube-clusterip/kube-clusterip/controllers/nodeagent"
 	"github.com/kube-clusterip/kube-clusterip/datapath"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
@@ -57,7 +58,8 @@ var _ = BeforeSuite(func() {
 	nft = fakeNode.Table(corev1.IPv4Protocol)
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Node{}: nodeagent.OwnNodeCache("node-a")}}})
+		NewCache: cachesync.New, // as deployed
+		Cache:    cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Node{}: nodeagent.OwnNodeCache("node-a")}}})
 	Expect(err).NotTo(HaveOccurred())
 	healthClock = clocktesting.NewFakeClock(time.Now())
 	health := nodeagent.NewProxyHealth(healthClock, healthTimeout)
