@@ -252,37 +252,39 @@ func run(o options) error {
 	goEnv := []string{"KUBEBUILDER_ASSETS=" + o.assets, "BENCH_QPS=" + strconv.Itoa(o.qps)}
 
 	if o.only == "" || o.only == "endpoints" {
-		ours, err := benchreport.Runs{}, error(nil)
-		if !o.upstreamOnly {
-			if ours, err = goBench(goEnv, "./controllers/endpoints", "^BenchmarkConverge$", o.runs, "-benchtime", "1x"); err != nil {
-				fail(err)
+		// Round by round (ours, kube-controller-manager, the floor), so that a machine that
+		// drifts during the comparison weighs on every side alike.
+		ours, upstream, floor := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
+		workload := published.Workload{Services: o.services, PodsPerService: o.podsPerService, Flips: o.flips}
+		oursFailed, upstreamFailed, floorFailed := o.upstreamOnly, false, false
+		for round := range o.runs {
+			logf("endpoints: round %d of %d", round+1, o.runs)
+			if !oursFailed {
+				runs, err := goBench(goEnv, "./controllers/endpoints", "^BenchmarkConverge$", 1, "-benchtime", "1x")
+				if oursFailed = err != nil; oursFailed {
+					fail(err)
+				}
+				for k, v := range runs["BenchmarkConverge"] {
+					ours[k] = append(ours[k], v...)
+				}
+			}
+			if !upstreamFailed {
+				figures, err := runKubeControllerManager(ctx, o, workload)
+				if upstreamFailed = err != nil; upstreamFailed {
+					fail(fmt.Errorf("kube-controller-manager: %w", err))
+				}
+				appendFigures(upstream, figures)
+			}
+			if !floorFailed {
+				figures, err := runFloorWriter(ctx, o, workload)
+				if floorFailed = err != nil; floorFailed {
+					fail(fmt.Errorf("floor writer: %w", err))
+				}
+				appendFigures(floor, figures)
 			}
 		}
-		upstream := map[string][]float64{}
-		for range o.runs {
-			figures, err := runKubeControllerManager(ctx, o, published.Workload{Services: o.services, PodsPerService: o.podsPerService, Flips: o.flips})
-			if err != nil {
-				fail(fmt.Errorf("kube-controller-manager: %w", err))
-				break
-			}
-			for k, v := range figures {
-				upstream[k] = append(upstream[k], v)
-			}
-		}
-		floor := map[string][]float64{}
-		for range o.runs {
-			figures, err := runFloorWriter(ctx, o, published.Workload{Services: o.services, PodsPerService: o.podsPerService, Flips: o.flips})
-			if err != nil {
-				fail(fmt.Errorf("floor writer: %w", err))
-				break
-			}
-			for k, v := range figures {
-				floor[k] = append(floor[k], v)
-			}
-		}
-		converge := ours["BenchmarkConverge"]
 		endpointsFigure := func(label, unit, key string, floorTarget float64) figure {
-			f := compare(label, unit, converge[key], upstream[key], 1, 0.5)
+			f := compare(label, unit, ours[key], upstream[key], 1, 0.5)
 			return f.withFloor(floor[key], floorTarget)
 		}
 		rep.Figures = append(rep.Figures,
@@ -389,6 +391,13 @@ func connectionRateFigure(goEnv []string, n string, runs int, fail func(error)) 
 		"µs", inverse(m["clusterip-conn/s"], 1e6), nil, 1, 0)
 	// The benchmark's ratio is rate via ClusterIP ÷ rate direct; its inverse is time ÷ floor.
 	return []figure{f.withPairedFloor(inverse(m["ratio"], 1), inverse(m["direct-conn/s"], 1e6), 1, 1/0.97)}
+}
+
+// appendFigures adds one run's figures, keyed by metric, to those of earlier runs.
+func appendFigures(all map[string][]float64, run map[string]float64) {
+	for k, v := range run {
+		all[k] = append(all[k], v)
+	}
 }
 
 // compare builds one figure from our runs (scaled into unit) and upstream's; either side may be
