@@ -257,6 +257,17 @@ func run(o options) error {
 		ours, upstream, floor := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 		workload := published.Workload{Services: o.services, PodsPerService: o.podsPerService, Flips: o.flips}
 		oursFailed, upstreamFailed, floorFailed := o.upstreamOnly, false, false
+		// collect runs one side's round, unless an earlier round of that side failed.
+		collect := func(failed *bool, into map[string][]float64, side string, run func() (map[string]float64, error)) {
+			if *failed {
+				return
+			}
+			figures, err := run()
+			if *failed = err != nil; *failed {
+				fail(fmt.Errorf("%s: %w", side, err))
+			}
+			appendFigures(into, figures)
+		}
 		for round := range o.runs {
 			logf("endpoints: round %d of %d", round+1, o.runs)
 			if !oursFailed {
@@ -268,20 +279,12 @@ func run(o options) error {
 					ours[k] = append(ours[k], v...)
 				}
 			}
-			if !upstreamFailed {
-				figures, err := runKubeControllerManager(ctx, o, workload)
-				if upstreamFailed = err != nil; upstreamFailed {
-					fail(fmt.Errorf("kube-controller-manager: %w", err))
-				}
-				appendFigures(upstream, figures)
-			}
-			if !floorFailed {
-				figures, err := runFloorWriter(ctx, o, workload)
-				if floorFailed = err != nil; floorFailed {
-					fail(fmt.Errorf("floor writer: %w", err))
-				}
-				appendFigures(floor, figures)
-			}
+			collect(&upstreamFailed, upstream, "kube-controller-manager", func() (map[string]float64, error) {
+				return runKubeControllerManager(ctx, o, workload)
+			})
+			collect(&floorFailed, floor, "floor writer", func() (map[string]float64, error) {
+				return runFloorWriter(ctx, o, workload)
+			})
 		}
 		endpointsFigure := func(label, unit, key string, floorTarget float64) figure {
 			f := compare(label, unit, ours[key], upstream[key], 1, 0.5)
@@ -321,9 +324,7 @@ func run(o options) error {
 				fail(fmt.Errorf("kube-proxy: %w", err))
 				break
 			}
-			for k, v := range figures {
-				upstream[k] = append(upstream[k], v)
-			}
+			appendFigures(upstream, figures)
 		}
 		full := ours["BenchmarkFullSync/services="+n+"/type="+kind]
 		change := ours["BenchmarkEndpointChange/services="+n+"/type="+kind+"/api=update"]
