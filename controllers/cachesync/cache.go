@@ -95,11 +95,11 @@ func (c *promptCache) track(informer cache.Informer) cache.Informer {
 	if !ok {
 		return informer
 	}
-	c.wait(informer, checker)
+	c.addWait(informer, checker)
 	return &promptInformer{Informer: informer, cache: c}
 }
 
-func (c *promptCache) wait(key any, checker syncChecker) {
+func (c *promptCache) addWait(key any, checker syncChecker) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.waits[key]; !ok {
@@ -107,7 +107,7 @@ func (c *promptCache) wait(key any, checker syncChecker) {
 	}
 }
 
-func (c *promptCache) forget(key any) {
+func (c *promptCache) dropWait(key any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.waits, key)
@@ -133,14 +133,14 @@ func (i *promptInformer) AddEventHandlerWithOptions(h toolscache.ResourceEventHa
 
 // RemoveEventHandler stops waiting for the handler: once removed it may never sync.
 func (i *promptInformer) RemoveEventHandler(r toolscache.ResourceEventHandlerRegistration) error {
-	i.cache.forget(r)
+	i.cache.dropWait(r)
 	return i.Informer.RemoveEventHandler(r)
 }
 
 func (i *promptInformer) tracked(r toolscache.ResourceEventHandlerRegistration, err error) (toolscache.ResourceEventHandlerRegistration, error) {
 	if err == nil {
 		if checker, ok := r.(syncChecker); ok {
-			i.cache.wait(r, checker)
+			i.cache.addWait(r, checker)
 		}
 	}
 	return r, err
