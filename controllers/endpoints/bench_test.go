@@ -79,7 +79,7 @@ func BenchmarkConverge(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	workload := published.Workload{Services: benchServices, PodsPerService: benchPodsPerSvc, Flips: benchFlips}
+	workload := published.Workload{Services: benchServices, PodsPerService: benchPodsPerSvc, Flips: benchFlips, Logf: b.Logf}
 	result, err := workload.Run(bench.ctx, bench.fixtures, func() error {
 		b.ResetTimer()
 		started = time.Now()
@@ -115,7 +115,7 @@ func BenchmarkConvergeFloor(b *testing.B) {
 	}
 	floor := &published.FloorWriter{Client: writer}
 	workload := published.Workload{Services: benchServices, PodsPerService: benchPodsPerSvc, Flips: benchFlips,
-		BeforeStart: floor.Prepare}
+		BeforeStart: floor.Prepare, Logf: b.Logf}
 	result, err := workload.Run(bench.ctx, bench.fixtures, func() error {
 		b.ResetTimer()
 		return floor.Start(bench.ctx)

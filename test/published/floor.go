@@ -9,6 +9,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -73,8 +75,11 @@ func (f *FloorWriter) Prepare(ctx context.Context, pods []*corev1.Pod) error {
 // Start begins the timed part: it watches pods, creates every object, and returns; pod events
 // are answered until ctx ends.
 func (f *FloorWriter) Start(ctx context.Context) error {
-	w, err := f.Client.Watch(ctx, &corev1.PodList{}, client.InNamespace(workloadNamespace),
-		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: f.podsRV}})
+	// Like the Observer's, this watch goes on where it left off if the API server ends it.
+	lw := &toolscache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+		return f.Client.Watch(ctx, &corev1.PodList{}, client.InNamespace(workloadNamespace), &client.ListOptions{Raw: &opts})
+	}}
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, f.podsRV, lw)
 	if err != nil {
 		return err
 	}

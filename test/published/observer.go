@@ -5,14 +5,21 @@
 package published
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Observer follows Endpoints and EndpointSlices through watches and resolves probes
@@ -22,6 +29,10 @@ type Observer struct {
 	endpointsReady map[string]map[string]bool            // Service → IP → ready
 	slices         map[string]map[string]map[string]bool // Service → slice → IP → ready
 	probes         []*Probe
+	// problems are watch errors and ends, for timeout messages.
+	problems []string
+	// rewatches counts the watches Follow started again where the API server had ended them.
+	rewatches atomic.Int32
 }
 
 // Probe is a condition waiting to become true.
@@ -31,16 +42,48 @@ type Probe struct {
 	done chan struct{}
 }
 
-// NewObserver returns an Observer; feed it watches with Consume.
+// NewObserver returns an Observer; feed it with Follow.
 func NewObserver() *Observer {
 	return &Observer{endpointsReady: map[string]map[string]bool{}, slices: map[string]map[string]map[string]bool{}}
 }
 
-// Consume applies a watch's events until it ends and resolves the probes they satisfy.
-func (o *Observer) Consume(w watch.Interface) {
+// Follow feeds the Observer with the objects of list's kind in namespace, from now on, and
+// goes on where it left off whenever the API server ends the watch. It does end a watcher that
+// falls behind, as one in a process busy with the burst being measured may; a plain watch would
+// then leave the Observer blind to the rest. It returns the watch to stop.
+func (o *Observer) Follow(ctx context.Context, c client.WithWatch, list client.ObjectList, namespace string) (watch.Interface, error) {
+	if err := c.List(ctx, list, client.InNamespace(namespace)); err != nil {
+		return nil, err
+	}
+	first := true
+	lw := &toolscache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+		if !first {
+			o.rewatches.Add(1)
+		}
+		first = false
+		return c.Watch(ctx, list.DeepCopyObject().(client.ObjectList), client.InNamespace(namespace), &client.ListOptions{Raw: &opts})
+	}}
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.GetResourceVersion(), lw)
+	if err != nil {
+		return nil, err
+	}
+	go o.consume(w)
+	return w, nil
+}
+
+// Rewatches says how many times Follow had to start a watch again.
+func (o *Observer) Rewatches() int { return int(o.rewatches.Load()) }
+
+// consume applies a watch's events until it ends and resolves the probes they satisfy.
+func (o *Observer) consume(w watch.Interface) {
 	for ev := range w.ResultChan() {
+		if ev.Type == watch.Bookmark {
+			continue
+		}
 		o.mu.Lock()
 		switch obj := ev.Object.(type) {
+		case *metav1.Status:
+			o.problems = append(o.problems, fmt.Sprintf("watch error at %s: %s", time.Now().Format(time.StampMilli), obj.Message))
 		case *corev1.Endpoints:
 			ips := map[string]bool{}
 			for _, s := range obj.Subsets {
@@ -73,6 +116,9 @@ func (o *Observer) Consume(w watch.Interface) {
 		o.resolveLocked(time.Now())
 		o.mu.Unlock()
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.problems = append(o.problems, "a watch ended at "+time.Now().Format(time.StampMilli))
 }
 
 func (o *Observer) resolveLocked(now time.Time) {
@@ -138,34 +184,44 @@ func (o *Observer) SliceReadyLocked(svc, ip string) bool {
 // podsPerService ready addresses in both APIs; call it from a probe's condition.
 func (o *Observer) ConvergedLocked(name func(int) string, services, podsPerService int) bool {
 	for i := range services {
-		svc := name(i)
-		ready := 0
-		for _, r := range o.endpointsReady[svc] {
-			if r {
-				ready++
-			}
-		}
-		if ready != podsPerService {
-			return false
-		}
-		ready = 0
-		for _, ips := range o.slices[svc] {
-			for _, r := range ips {
-				if r {
-					ready++
-				}
-			}
-		}
-		if ready != podsPerService {
+		if o.readyLocked(name(i)) != [2]int{podsPerService, podsPerService} {
 			return false
 		}
 	}
 	return true
 }
 
-// Summary says how much the Observer has seen, for timeout messages.
-func (o *Observer) Summary() string {
+// readyLocked counts the Service's ready addresses in its Endpoints and in its slices.
+func (o *Observer) readyLocked(svc string) [2]int {
+	var ready [2]int
+	for _, r := range o.endpointsReady[svc] {
+		if r {
+			ready[0]++
+		}
+	}
+	for _, ips := range o.slices[svc] {
+		for _, r := range ips {
+			if r {
+				ready[1]++
+			}
+		}
+	}
+	return ready
+}
+
+// Summary says how much the Observer has seen and, of the Services named name(0..services-1),
+// how many lack podsPerService ready addresses in either API, with the first few: for timeout
+// messages.
+func (o *Observer) Summary(name func(int) string, services, podsPerService int) string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return fmt.Sprintf("%d Endpoints and slices of %d Services seen", len(o.endpointsReady), len(o.slices))
+	var off []string
+	for i := range services {
+		svc := name(i)
+		if ready := o.readyLocked(svc); ready != [2]int{podsPerService, podsPerService} {
+			off = append(off, fmt.Sprintf("%s (Endpoints %d ready, %d slices %d ready)", svc, ready[0], len(o.slices[svc]), ready[1]))
+		}
+	}
+	return fmt.Sprintf("%d Endpoints and slices of %d Services seen; %d Services not converged: %s; watches started again: %d; watch problems: %q",
+		len(o.endpointsReady), len(o.slices), len(off), strings.Join(off[:min(len(off), 5)], ", "), o.Rewatches(), o.problems)
 }

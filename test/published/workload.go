@@ -75,12 +75,11 @@ func (w Workload) Run(ctx context.Context, c client.WithWatch, startControllers 
 	}
 	obs := NewObserver()
 	for _, list := range []client.ObjectList{&corev1.EndpointsList{}, &discoveryv1.EndpointSliceList{}} {
-		watch, err := c.Watch(ctx, list, client.InNamespace(workloadNamespace))
+		watch, err := obs.Follow(ctx, c, list, workloadNamespace)
 		if err != nil {
-			return Result{}, fmt.Errorf("watch %T: %w", list, err)
+			return Result{}, fmt.Errorf("follow %T: %w", list, err)
 		}
 		defer watch.Stop()
-		go obs.Consume(watch)
 	}
 
 	start := time.Now()
@@ -89,12 +88,17 @@ func (w Workload) Run(ctx context.Context, c client.WithWatch, startControllers 
 	}
 	converged := obs.Await(convergeTimeout, func() bool { return obs.ConvergedLocked(ServiceName, w.Services, w.PodsPerService) })
 	if converged.IsZero() {
-		return Result{}, fmt.Errorf("not converged after %s: %s", convergeTimeout, obs.Summary())
+		return Result{}, fmt.Errorf("not converged after %s: %s; the API server holds %s", convergeTimeout,
+			obs.Summary(ServiceName, w.Services, w.PodsPerService), published(ctx, c))
 	}
 	r := Result{Converge: converged.Sub(start)}
 	w.logf("converged in %s; %d readiness flips", r.Converge.Round(time.Millisecond), w.Flips)
 	if err := w.flipReadiness(ctx, c, obs, pods, &r); err != nil {
 		return Result{}, err
+	}
+	if n := obs.Rewatches(); n > 0 {
+		// A figure taken across a new watch includes the time to start it.
+		w.logf("the API server ended the observer's watches %d times; it went on where it left off", n)
 	}
 	return r, nil
 }
@@ -230,3 +234,17 @@ func Percentile(ds []time.Duration, p int) time.Duration {
 
 // Milliseconds is d in milliseconds, to the microsecond.
 func Milliseconds(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// published counts the Endpoints and EndpointSlices the API server holds in the workload's
+// namespace, for timeout messages.
+func published(ctx context.Context, c client.Client) string {
+	var endpoints corev1.EndpointsList
+	var slices discoveryv1.EndpointSliceList
+	if err := c.List(ctx, &endpoints, client.InNamespace(workloadNamespace)); err != nil {
+		return err.Error()
+	}
+	if err := c.List(ctx, &slices, client.InNamespace(workloadNamespace)); err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d Endpoints and %d EndpointSlices", len(endpoints.Items), len(slices.Items))
+}
