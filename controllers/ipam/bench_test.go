@@ -14,11 +14,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -30,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
@@ -48,8 +51,10 @@ const (
 // clusterip_webhook_duration_seconds), and how many distinct ClusterIPs from 10.96.0.0/12 the
 // Services hold (want 1000). replicas=1 is one manager without claims (a single replica);
 // replicas=3 is three managers in this process, each with its own webhook server, behind a
-// round-robin TCP front on the webhook port, claiming every address they hand out. The
-// clients run in a process of their own (createInClientProcess).
+// round-robin TCP front on the webhook port, claiming every address they hand out. floor is
+// the least any webhook that assigns ClusterIPs can take on this machine (startFloorWebhooks):
+// ours ÷ floor is what our handlers add. The clients run in a process of their own
+// (createInClientProcess).
 //
 //	go test ./controllers/ipam -run '^$' -bench BenchmarkAdmission -benchtime 1x
 func BenchmarkAdmission(b *testing.B) {
@@ -57,12 +62,12 @@ func BenchmarkAdmission(b *testing.B) {
 		b.Skip(err.Error())
 	}
 	ctrl.SetLogger(logr.Discard())
-	for _, replicas := range []int{1, 3} {
-		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) { benchmarkAdmission(b, replicas) })
+	for _, side := range []string{"replicas=1", "replicas=3", "floor"} {
+		b.Run(side, func(b *testing.B) { benchmarkAdmission(b, side) })
 	}
 }
 
-func benchmarkAdmission(b *testing.B, replicas int) {
+func benchmarkAdmission(b *testing.B, side string) {
 	env := testenv.New()
 	env.ControlPlane.GetAPIServer().Out, env.ControlPlane.GetAPIServer().Err = io.Discard, io.Discard
 	env.ControlPlane.Etcd.Out, env.ControlPlane.Etcd.Err = io.Discard, io.Discard
@@ -93,15 +98,19 @@ func benchmarkAdmission(b *testing.B, replicas int) {
 		timing, done := startBenchReplica(ctx, b, cfg, wio.LocalServingCertDir, port, opts)
 		timings, stopped = append(timings, timing), append(stopped, done)
 	}
-	if replicas == 1 {
+	switch side {
+	case "replicas=1":
 		start(wio.LocalServingPort, Options{})
-	} else {
+	case "floor":
+		timing, done := startFloorWebhooks(ctx, b, wio.LocalServingCertDir, wio.LocalServingPort)
+		timings, stopped = append(timings, timing), append(stopped, done)
+	case "replicas=3":
 		front, err := testenv.NewRoundRobinFront(wio.LocalServingPort)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer front.Close()
-		for range replicas {
+		for range 3 {
 			port, err := freeLocalPort()
 			if err != nil {
 				b.Fatal(err)
@@ -176,6 +185,40 @@ func startBenchReplica(ctx context.Context, b *testing.B, cfg *rest.Config, cert
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
 	if err := awaitWebhook(registry, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err != nil {
+		b.Fatal(err)
+	}
+	return timing, done
+}
+
+// startFloorWebhooks starts, on port, the floor of BenchmarkAdmission: a webhook server on the
+// same paths whose mutating webhook answers each call with a JSON patch, made before the clock
+// starts, that sets the next address of the default pool, and whose retry and validating
+// webhooks allow at once. It reads nothing and claims nothing: what is left is what every
+// webhook call costs on this machine (TLS, the AdmissionReview's decoding and encoding, the
+// wait for a CPU). It stops when ctx ends, then done receives.
+func startFloorWebhooks(ctx context.Context, b *testing.B, certDir string, port int) (*timingServer, chan error) {
+	b.Helper()
+	patches := make([][]jsonpatch.Operation, 2*admissionServices)
+	first := netip.MustParsePrefix(testenv.ServiceClusterIPRange).Addr().Next().Next()
+	for i, ip := 0, first; i < len(patches); i, ip = i+1, ip.Next() {
+		patches[i] = []jsonpatch.Operation{
+			jsonpatch.NewOperation("add", "/spec/clusterIP", ip.String()),
+			jsonpatch.NewOperation("add", "/spec/clusterIPs", []string{ip.String()})}
+	}
+	var next atomic.Int64
+	mutate := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+		return admission.Patched("", patches[int(next.Add(1)-1)%len(patches)]...)
+	})
+	allow := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+		return admission.Allowed("")
+	})
+	timing := &timingServer{Server: webhook.NewServer(webhook.Options{Host: "127.0.0.1", Port: port, CertDir: certDir})}
+	timing.Register(MutatePath, &webhook.Admission{Handler: mutate})
+	timing.Register(MutateRetryPath, &webhook.Admission{Handler: allow})
+	timing.Register(ValidatePath, &webhook.Admission{Handler: allow})
+	done := make(chan error, 1)
+	go func() { done <- timing.Start(ctx) }()
+	if err := controlplane.AwaitTLS(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Minute); err != nil {
 		b.Fatal(err)
 	}
 	return timing, done

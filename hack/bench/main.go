@@ -64,6 +64,8 @@ var figures = []figure{
 	{Label: "admission, 3 replicas: validating webhook p99 (ms)", Bench: "BenchmarkAdmission/replicas=3", Metric: "validate-p99-ms"},
 	{Label: "admission, 3 replicas: failed or denied creates", Bench: "BenchmarkAdmission/replicas=3", Metric: "errors", Equal: exactly(0)},
 	{Label: "admission, 3 replicas: distinct ClusterIPs of the 1000 Services", Bench: "BenchmarkAdmission/replicas=3", Metric: "distinct-ips", Equal: exactly(1000)},
+	{Label: "admission, floor (a webhook that reads nothing): mutating webhook p50 (ms)", Bench: "BenchmarkAdmission/floor", Metric: "p50-ms"},
+	{Label: "admission, floor: mutating webhook p99 (ms)", Bench: "BenchmarkAdmission/floor", Metric: "p99-ms"},
 	{Label: "endpoints: 1000 Services x 10 pods, converge (s)", Bench: "BenchmarkConverge", Metric: "converge-s", Max: 30, Upstream: "11.75 s (QPS 1000)"},
 	{Label: "endpoints: readiness flip -> both APIs, p50 (ms)", Bench: "BenchmarkConverge", Metric: "flip-p50-ms", Max: 50, Upstream: "23.35 ms"},
 	{Label: "endpoints: readiness flip -> both APIs, p99 (ms)", Bench: "BenchmarkConverge", Metric: "flip-p99-ms", Max: 500, Upstream: "31-52 ms"},
