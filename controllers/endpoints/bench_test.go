@@ -105,7 +105,14 @@ func BenchmarkConverge(b *testing.B) {
 // run on the same machine.
 //
 //	go test ./controllers/endpoints -run '^$' -bench 'BenchmarkConverge(Floor)?$' -count 3
-func BenchmarkConvergeFloor(b *testing.B) {
+func BenchmarkConvergeFloor(b *testing.B) { benchmarkFloor(b, false) }
+
+// BenchmarkConvergeFloorReading is BenchmarkConvergeFloor with a writer that first streams the
+// 10,000 pods, as an informer reads them, and keeps nothing: the least a controller that must
+// know the pods before it publishes needs.
+func BenchmarkConvergeFloorReading(b *testing.B) { benchmarkFloor(b, true) }
+
+func benchmarkFloor(b *testing.B, readPods bool) {
 	bench := startConvergeBench(b)
 	writerCfg := rest.CopyConfig(bench.cfg)
 	writerCfg.QPS, writerCfg.Burst = float32(bench.qps), 2*bench.qps
@@ -113,7 +120,7 @@ func BenchmarkConvergeFloor(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	floor := &published.FloorWriter{Client: writer}
+	floor := &published.FloorWriter{Client: writer, ReadPods: readPods}
 	workload := published.Workload{Services: benchServices, PodsPerService: benchPodsPerSvc, Flips: benchFlips,
 		BeforeStart: floor.Prepare, Logf: b.Logf}
 	result, err := workload.Run(bench.ctx, bench.fixtures, func() error {

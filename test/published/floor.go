@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -25,6 +26,11 @@ import (
 type FloorWriter struct {
 	// Client writes; give it the client QPS the controllers under comparison get.
 	Client client.WithWatch
+	// ReadPods makes Start read every pod of the Workload before the first write, streamed as
+	// client-go's informers read them (a watch that begins with the current pods), keeping
+	// nothing of them: the least that any controller computing endpoints from pods does before
+	// it can publish, which the plain floor skips.
+	ReadPods bool
 
 	services map[string]*floorService // by Service name
 	podIP    map[string]string        // pod name → IP
@@ -83,6 +89,12 @@ func (f *FloorWriter) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if f.ReadPods {
+		if err := f.readPods(ctx); err != nil {
+			w.Stop()
+			return err
+		}
+	}
 	go f.follow(ctx, w)
 	names := make([]string, 0, len(f.services))
 	for name := range f.services {
@@ -103,6 +115,31 @@ func (f *FloorWriter) Start(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// readPods streams the Workload's pods up to the bookmark that ends the initial ones.
+func (f *FloorWriter) readPods(ctx context.Context) error {
+	opts := metav1.ListOptions{SendInitialEvents: ptr.To(true), AllowWatchBookmarks: true,
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan}
+	w, err := f.Client.Watch(ctx, &corev1.PodList{}, client.InNamespace(workloadNamespace), &client.ListOptions{Raw: &opts})
+	if err != nil {
+		return fmt.Errorf("read pods: %w", err)
+	}
+	defer w.Stop()
+	pods := 0
+	for ev := range w.ResultChan() {
+		switch ev.Type {
+		case watch.Added:
+			pods++
+		case watch.Bookmark:
+			if bookmark, ok := ev.Object.(*corev1.Pod); ok && bookmark.Annotations[metav1.InitialEventsAnnotationKey] == "true" {
+				return nil
+			}
+		case watch.Error:
+			return fmt.Errorf("read pods: %w", apierrors.FromObject(ev.Object))
+		}
+	}
+	return fmt.Errorf("read pods: the stream ended after %d pods, before the end of the initial ones", pods)
 }
 
 // follow answers each pod readiness change with one update of the Service's Endpoints and one
