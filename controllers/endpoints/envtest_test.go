@@ -370,6 +370,21 @@ var _ = Describe("Endpoints of a Service without a selector", func() {
 			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)).To(BeEmpty())
 		}).Should(Succeed())
 	})
+
+	It("removes mirrored slices when the Service gains a selector", func() {
+		svc := createService(ctx, k8sClient, ns, "external-database", nil, servicePortSpec{name: "postgres", port: 5432, targetPort: intstr.FromInt32(5432)})
+		Expect(k8sClient.Create(ctx, userEndpointsFor("external-database", "192.168.1.10"))).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)).To(HaveLen(1))
+		}).Should(Succeed())
+
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(svc), svc)).To(Succeed())
+		svc.Spec.Selector = map[string]string{"app": "database"}
+		Expect(k8sClient.Update(ctx, svc)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(getSlices(g, ctx, k8sClient, ns, "external-database", endpointrules.MirroringControllerName)).To(BeEmpty())
+		}).Should(Succeed())
+	})
 })
 
 var _ = Describe("Services we leave alone", func() {

@@ -20,13 +20,15 @@ const (
 )
 
 // ShouldMirror says whether ep (nil when absent) is mirrored into EndpointSlices: it belongs to an
-// existing Service without a selector, is not labelled endpointslice.kubernetes.io/skip-mirror=true
-// and is not a leader election lock.
+// existing Service without a selector and is mirrorable.
 func ShouldMirror(ep *corev1.Endpoints, svc *corev1.Service) bool {
-	if ep == nil || svc == nil || svc.Spec.Selector != nil {
-		return false
-	}
-	if ep.Labels[discoveryv1.LabelSkipMirror] == "true" {
+	return svc != nil && svc.Spec.Selector == nil && mirrorable(ep)
+}
+
+// mirrorable says whether ep may be mirrored at all, whatever its Service: it exists, is not
+// labelled endpointslice.kubernetes.io/skip-mirror=true and is not a leader election lock.
+func mirrorable(ep *corev1.Endpoints) bool {
+	if ep == nil || ep.Labels[discoveryv1.LabelSkipMirror] == "true" {
 		return false
 	}
 	_, leaderLock := ep.Annotations[leaderElectionAnnotation]

@@ -5,6 +5,10 @@ import (
 	"slices"
 	"testing"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -64,6 +68,50 @@ func TestShouldMirror(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ShouldMirror(tc.ep, tc.svc); got != tc.want {
 				t.Errorf("ShouldMirror = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMirroringEventFilters(t *testing.T) {
+	user := userEndpoints(nil, nil)
+	ours := userEndpoints(nil, nil, func(ep *corev1.Endpoints) { ep.Labels[discoveryv1.LabelSkipMirror] = "true" })
+	selectorless, selected := service(withoutSelector), service()
+	create := func(o client.Object) func(predicate.Funcs) bool {
+		return func(p predicate.Funcs) bool { return p.Create(event.CreateEvent{Object: o}) }
+	}
+	update := func(old, new client.Object) func(predicate.Funcs) bool {
+		return func(p predicate.Funcs) bool { return p.Update(event.UpdateEvent{ObjectOld: old, ObjectNew: new}) }
+	}
+	del := func(o client.Object) func(predicate.Funcs) bool {
+		return func(p predicate.Funcs) bool { return p.Delete(event.DeleteEvent{Object: o}) }
+	}
+	cases := []struct {
+		name   string
+		filter predicate.Funcs
+		event  func(predicate.Funcs) bool
+		want   bool
+	}{
+		{name: "a user's Endpoints created", filter: mirrorableBeforeOrAfter, event: create(user), want: true},
+		{name: "a skip-mirror Endpoints created", filter: mirrorableBeforeOrAfter, event: create(ours), want: false},
+		{name: "a skip-mirror Endpoints updated", filter: mirrorableBeforeOrAfter, event: update(ours, ours), want: false},
+		{name: "an Endpoints that gains skip-mirror", filter: mirrorableBeforeOrAfter, event: update(user, ours), want: true},
+		{name: "an Endpoints that loses skip-mirror", filter: mirrorableBeforeOrAfter, event: update(ours, user), want: true},
+		{name: "a user's Endpoints deleted", filter: mirrorableBeforeOrAfter, event: del(user), want: true},
+		{name: "a skip-mirror Endpoints deleted", filter: mirrorableBeforeOrAfter, event: del(ours), want: false},
+		{name: "a selectorless Service created", filter: selectorlessBeforeOrAfter, event: create(selectorless), want: true},
+		{name: "a Service with a selector created", filter: selectorlessBeforeOrAfter, event: create(selected), want: false},
+		{name: "a Service with a selector updated", filter: selectorlessBeforeOrAfter, event: update(selected, selected), want: false},
+		{name: "a selectorless Service updated", filter: selectorlessBeforeOrAfter, event: update(selectorless, selectorless), want: false},
+		{name: "a Service that gains a selector", filter: selectorlessBeforeOrAfter, event: update(selectorless, selected), want: true},
+		{name: "a Service that loses its selector", filter: selectorlessBeforeOrAfter, event: update(selected, selectorless), want: true},
+		{name: "a selectorless Service deleted", filter: selectorlessBeforeOrAfter, event: del(selectorless), want: true},
+		{name: "a Service with a selector deleted", filter: selectorlessBeforeOrAfter, event: del(selected), want: false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.event(tc.filter); got != tc.want {
+				t.Errorf("the mirroring controller queues it: %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -190,13 +190,34 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("endpointslicemirroring").
-		For(&corev1.Endpoints{}).
-		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(sameName)).
+		For(&corev1.Endpoints{}, builder.WithPredicates(mirrorableBeforeOrAfter)).
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(sameName), builder.WithPredicates(selectorlessBeforeOrAfter)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService),
 			builder.WithPredicates(managedBy(endpointrules.MirroringControllerName), notAnEcho(m.expectations, sliceOfOwner))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
 		Complete(m)
 }
+
+// The mirroring controller is told, as upstream's, only of the Endpoints events where the
+// Endpoints is mirrorable before or after, and of the Service events where the Service has no
+// selector or loses or gains one. The Endpoints our endpoints controller writes (skip-mirror)
+// and the Services with a selector would otherwise make a sync with nothing to do each.
+var (
+	mirrorableBeforeOrAfter = predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return mirrorable(e.Object.(*corev1.Endpoints)) },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return mirrorable(e.ObjectOld.(*corev1.Endpoints)) || mirrorable(e.ObjectNew.(*corev1.Endpoints))
+		},
+		DeleteFunc: func(e event.DeleteEvent) bool { return mirrorable(e.Object.(*corev1.Endpoints)) },
+	}
+	selectorlessBeforeOrAfter = predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return e.Object.(*corev1.Service).Spec.Selector == nil },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return (e.ObjectOld.(*corev1.Service).Spec.Selector == nil) != (e.ObjectNew.(*corev1.Service).Spec.Selector == nil)
+		},
+		DeleteFunc: func(e event.DeleteEvent) bool { return e.Object.(*corev1.Service).Spec.Selector == nil },
+	}
+)
 
 // sameName maps an Endpoints to its Service and back: they share namespace and name.
 func sameName(_ context.Context, o client.Object) []reconcile.Request {
