@@ -56,6 +56,8 @@ func (r *mirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.reportSkipped(ep, skipped)
 		plan = PlanMirroredSlices(ep, groups, mirrored)
 	}
+	r.expectations.begin(req.NamespacedName)
+	defer r.expectations.end(req.NamespacedName)
 	if err := applySlicePlan(ctx, r.SliceWriter, r.expectations, req.NamespacedName, plan); err != nil {
 		if staleWrite(err) {
 			return ctrl.Result{RequeueAfter: staleCacheRetry}, nil

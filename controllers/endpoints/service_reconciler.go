@@ -89,6 +89,8 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		plan.Create = nil
 	}
 	// The two APIs are independent: write them in parallel so that a change reaches both at once.
+	r.expectations.begin(req.NamespacedName)
+	defer r.expectations.end(req.NamespacedName)
 	var endpointsErr, slicesErr error
 	var wg sync.WaitGroup
 	if desired != nil {

@@ -168,10 +168,9 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		For(&corev1.Service{}).
 		Watches(&corev1.Pod{}, podEventHandler(mgr.GetClient(), opts.BatchPeriod, r.findings.servicesMatchingNoPod)).
 		Watches(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
-		Watches(&corev1.Endpoints{}, handler.EnqueueRequestsFromMapFunc(sameName),
-			builder.WithPredicates(notAnEcho(r.expectations, endpointsOfService))).
-		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService),
-			builder.WithPredicates(managedBy(endpointrules.SliceControllerName), notAnEcho(r.expectations, sliceOfOwner))).
+		Watches(&corev1.Endpoints{}, enqueueUnlessEcho(r.expectations, sameName, endpointsOfService)).
+		Watches(&discoveryv1.EndpointSlice{}, enqueueUnlessEcho(r.expectations, sliceService, sliceOfOwner),
+			builder.WithPredicates(managedBy(endpointrules.SliceControllerName))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
 		Complete(r)
 	if err != nil || opts.DisableMirroring {
@@ -192,8 +191,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		Named("endpointslicemirroring").
 		For(&corev1.Endpoints{}, builder.WithPredicates(mirrorableBeforeOrAfter)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(sameName), builder.WithPredicates(selectorlessBeforeOrAfter)).
-		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceService),
-			builder.WithPredicates(managedBy(endpointrules.MirroringControllerName), notAnEcho(m.expectations, sliceOfOwner))).
+		Watches(&discoveryv1.EndpointSlice{}, enqueueUnlessEcho(m.expectations, sliceService, sliceOfOwner),
+			builder.WithPredicates(managedBy(endpointrules.MirroringControllerName))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
 		Complete(m)
 }
@@ -233,16 +232,29 @@ func sliceService(_ context.Context, o client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 }
 
-// notAnEcho drops the create and update events that show an object as one of our writes left it
-// (see writeExpectations); named gives the object's owner and its name among the owner's writes.
-func notAnEcho(exp *writeExpectations, named func(client.Object) (owner types.NamespacedName, name string)) predicate.Predicate {
-	echo := func(o client.Object) bool {
-		owner, name := named(o)
-		return exp.isEcho(owner, name, o.GetResourceVersion())
-	}
-	return predicate.Funcs{
-		CreateFunc: func(e event.CreateEvent) bool { return !echo(e.Object) },
-		UpdateFunc: func(e event.UpdateEvent) bool { return !echo(e.ObjectNew) },
+// enqueueUnlessEcho maps an event to its Service's request, as mapToService does, except for the
+// create and update events that show an object as one of our writes left it (see
+// writeExpectations); named gives the object's owner and its name among the owner's writes.
+func enqueueUnlessEcho(exp *writeExpectations, mapToService handler.MapFunc,
+	named func(client.Object) (owner types.NamespacedName, name string)) handler.EventHandler {
+	enqueue := handler.EnqueueRequestsFromMapFunc(mapToService)
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
+			owner, name := named(e.Object)
+			deliver := func() { enqueue.Create(ctx, e, q) }
+			if exp.observe(owner, name, e.Object.GetResourceVersion(), deliver) {
+				deliver()
+			}
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
+			owner, name := named(e.ObjectNew)
+			deliver := func() { enqueue.Update(ctx, e, q) }
+			if exp.observe(owner, name, e.ObjectNew.GetResourceVersion(), deliver) {
+				deliver()
+			}
+		},
+		DeleteFunc:  enqueue.Delete,
+		GenericFunc: enqueue.Generic,
 	}
 }
 

@@ -20,10 +20,17 @@ const expectationTTL = 10 * time.Second
 // watch event showing that version back does not sync the owner again (upstream's ShouldSync):
 // it shows what we just published. Skipping these echoes halves the syncs of a Service that
 // changes, and of every Service when the controller publishes from empty.
+//
+// An echo can come before our write's response, while the version is not known yet: on a busy
+// machine a third of them did, each costing the Service one more sync. So while a sync of the
+// owner writes (begin to end), events of its objects that are not known echoes are held; the
+// responses take back their echoes, and end delivers the rest, which others wrote.
 type writeExpectations struct {
-	mu      sync.Mutex
-	byOwner map[types.NamespacedName]map[string]expectation
-	written map[types.NamespacedName]map[string]string // owner → object name → our resourceVersion
+	mu       sync.Mutex
+	byOwner  map[types.NamespacedName]map[string]expectation
+	written  map[types.NamespacedName]map[string]string // owner → object name → our resourceVersion
+	inFlight map[types.NamespacedName]int               // owner → syncs between begin and end
+	held     map[types.NamespacedName][]heldEvent
 }
 
 // expectation: the object named by the key had resourceVersion replacedRV ("" when we created it)
@@ -34,37 +41,81 @@ type expectation struct {
 	deadline   time.Time
 }
 
+// heldEvent is an event that came while its owner's writes were in flight.
+type heldEvent struct {
+	name, resourceVersion string
+	deliver               func()
+}
+
 func newWriteExpectations() *writeExpectations {
 	return &writeExpectations{
-		byOwner: map[types.NamespacedName]map[string]expectation{},
-		written: map[types.NamespacedName]map[string]string{},
+		byOwner:  map[types.NamespacedName]map[string]expectation{},
+		written:  map[types.NamespacedName]map[string]string{},
+		inFlight: map[types.NamespacedName]int{},
+		held:     map[types.NamespacedName][]heldEvent{},
+	}
+}
+
+// begin says a sync of owner is about to write; pair it with end.
+func (w *writeExpectations) begin(owner types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.inFlight[owner]++
+}
+
+// end says the sync's writes have answered, and delivers the events held meanwhile that were
+// not their echoes.
+func (w *writeExpectations) end(owner types.NamespacedName) {
+	w.mu.Lock()
+	w.inFlight[owner]--
+	var others []heldEvent
+	if w.inFlight[owner] <= 0 {
+		delete(w.inFlight, owner)
+		others = w.held[owner]
+		delete(w.held, owner)
+	}
+	w.mu.Unlock()
+	for _, e := range others {
+		e.deliver()
 	}
 }
 
 // expectWrite records a create (replacedRV "") or update of ours: the expectation, and the
-// resourceVersion it produced, whose echo isEcho tells.
+// resourceVersion it produced, whose echo observe drops (or, held already, takes back).
 func (w *writeExpectations) expectWrite(owner types.NamespacedName, name, replacedRV, writtenRV string) {
 	w.expect(owner, name, replacedRV, false)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	held := w.held[owner]
+	for i, e := range held {
+		if e.name == name && e.resourceVersion == writtenRV {
+			w.held[owner] = append(held[:i:i], held[i+1:]...)
+			return
+		}
+	}
 	if w.written[owner] == nil {
 		w.written[owner] = map[string]string{}
 	}
 	w.written[owner][name] = writtenRV
 }
 
-// isEcho says whether an object seen in a watch event is, at that resourceVersion, one we wrote;
-// the record goes with the answer, as the echo comes once.
-func (w *writeExpectations) isEcho(owner types.NamespacedName, name, resourceVersion string) bool {
+// observe decides about an object seen in a create or update event: false when it is, at that
+// resourceVersion, one we wrote (the record goes, as the echo comes once) or when it is held
+// until the owner's writes answer (deliver runs then, unless it was their echo); true to deliver
+// it now.
+func (w *writeExpectations) observe(owner types.NamespacedName, name, resourceVersion string, deliver func()) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	rv, ok := w.written[owner][name]
-	if !ok || rv != resourceVersion {
+	if rv, ok := w.written[owner][name]; ok && rv == resourceVersion {
+		delete(w.written[owner], name)
+		if len(w.written[owner]) == 0 {
+			delete(w.written, owner)
+		}
 		return false
 	}
-	delete(w.written[owner], name)
-	if len(w.written[owner]) == 0 {
-		delete(w.written, owner)
+	if w.inFlight[owner] > 0 {
+		w.held[owner] = append(w.held[owner], heldEvent{name: name, resourceVersion: resourceVersion, deliver: deliver})
+		return false
 	}
 	return true
 }

@@ -1,6 +1,7 @@
 package endpoints
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -83,22 +84,57 @@ func TestTriggerTimes(t *testing.T) {
 func TestWriteExpectationsTellOurEchoesOnce(t *testing.T) {
 	owner := types.NamespacedName{Namespace: "ns", Name: "web"}
 	w := newWriteExpectations()
+	mustNotHold := func() { t.Fatalf("an event was held with no write in flight") }
+	echo := func(name, rv string) bool { return !w.observe(owner, name, rv, mustNotHold) }
 	w.expectWrite(owner, "s", "", "7")
-	if w.isEcho(owner, "s", "6") {
+	if echo("s", "6") {
 		t.Errorf("an older version is taken for our write")
 	}
-	if w.isEcho(owner, "other", "7") {
+	if echo("other", "7") {
 		t.Errorf("another object is taken for our write")
 	}
-	if !w.isEcho(owner, "s", "7") {
+	if !echo("s", "7") {
 		t.Errorf("the version we wrote is not taken for our echo")
 	}
-	if w.isEcho(owner, "s", "7") {
+	if echo("s", "7") {
 		t.Errorf("the record of our write outlives its echo")
 	}
 	w.expectWrite(owner, "s", "7", "8")
 	w.forget(owner)
-	if w.isEcho(owner, "s", "8") {
+	if echo("s", "8") {
 		t.Errorf("forget keeps what we wrote")
+	}
+}
+
+func TestWriteExpectationsHoldEventsWhileWritesAreInFlight(t *testing.T) {
+	owner := types.NamespacedName{Namespace: "ns", Name: "web"}
+	other := types.NamespacedName{Namespace: "ns", Name: "db"}
+	w := newWriteExpectations()
+	var delivered []string
+	observe := func(owner types.NamespacedName, name, rv string) bool {
+		return w.observe(owner, name, rv, func() { delivered = append(delivered, name+"@"+rv) })
+	}
+
+	w.begin(owner)
+	if observe(owner, "s", "7") {
+		t.Errorf("an event of an owner with writes in flight is delivered before they answer")
+	}
+	if observe(owner, "t", "9") {
+		t.Errorf("an event of an owner with writes in flight is delivered before they answer")
+	}
+	if !observe(other, "u", "3") {
+		t.Errorf("an event of another owner is held")
+	}
+	w.expectWrite(owner, "s", "", "7") // the response of the write "s"@7 echoed
+	w.expectWrite(owner, "t", "", "8") // "t"@9 is a later write, by someone else
+	w.end(owner)
+	if want := []string{"t@9"}; !slices.Equal(delivered, want) {
+		t.Errorf("delivered at end %v, want %v: the held echo dropped, the other change kept", delivered, want)
+	}
+	if !observe(owner, "s", "7") {
+		t.Errorf("an echo taken back from the held events is dropped again later")
+	}
+	if observe(owner, "t", "8") {
+		t.Errorf("the echo of a write answered after another's change is not known")
 	}
 }
