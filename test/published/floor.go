@@ -10,8 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
-	toolscache "k8s.io/client-go/tools/cache"
-	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -82,10 +80,7 @@ func (f *FloorWriter) Prepare(ctx context.Context, pods []*corev1.Pod) error {
 // are answered until ctx ends.
 func (f *FloorWriter) Start(ctx context.Context) error {
 	// Like the Observer's, this watch goes on where it left off if the API server ends it.
-	lw := &toolscache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-		return f.Client.Watch(ctx, &corev1.PodList{}, client.InNamespace(workloadNamespace), &client.ListOptions{Raw: &opts})
-	}}
-	w, err := watchtools.NewRetryWatcherWithContext(ctx, f.podsRV, lw)
+	w, err := followFrom(ctx, f.Client, &corev1.PodList{}, workloadNamespace, f.podsRV, func() {})
 	if err != nil {
 		return err
 	}

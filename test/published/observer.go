@@ -55,20 +55,28 @@ func (o *Observer) Follow(ctx context.Context, c client.WithWatch, list client.O
 	if err := c.List(ctx, list, client.InNamespace(namespace)); err != nil {
 		return nil, err
 	}
-	first := true
-	lw := &toolscache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-		if !first {
-			o.rewatches.Add(1)
-		}
-		first = false
-		return c.Watch(ctx, list.DeepCopyObject().(client.ObjectList), client.InNamespace(namespace), &client.ListOptions{Raw: &opts})
-	}}
-	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.GetResourceVersion(), lw)
+	w, err := followFrom(ctx, c, list, namespace, list.GetResourceVersion(), func() { o.rewatches.Add(1) })
 	if err != nil {
 		return nil, err
 	}
 	go o.consume(w)
 	return w, nil
+}
+
+// followFrom watches the objects of list's kind in namespace from resourceVersion on, through
+// client-go's RetryWatcher: when the API server ends the watch, a new one goes on where it left
+// off, and rewatched is called.
+func followFrom(ctx context.Context, c client.WithWatch, list client.ObjectList, namespace, resourceVersion string,
+	rewatched func()) (watch.Interface, error) {
+	first := true
+	lw := &toolscache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+		if !first {
+			rewatched()
+		}
+		first = false
+		return c.Watch(ctx, list.DeepCopyObject().(client.ObjectList), client.InNamespace(namespace), &client.ListOptions{Raw: &opts})
+	}}
+	return watchtools.NewRetryWatcherWithContext(ctx, resourceVersion, lw)
 }
 
 // Rewatches says how many times Follow had to start a watch again.
@@ -161,6 +169,10 @@ func (o *Observer) Await(timeout time.Duration, cond func() bool) time.Time {
 	o.mu.Unlock()
 	return p.Wait(timeout)
 }
+
+// PublishedAnyLocked says whether any Endpoints or EndpointSlice has been seen; call it from a
+// probe's condition.
+func (o *Observer) PublishedAnyLocked() bool { return len(o.endpointsReady)+len(o.slices) > 0 }
 
 // EndpointsReadyLocked says whether ip is in the Service's Endpoints and whether as ready;
 // call it from a probe's condition.
