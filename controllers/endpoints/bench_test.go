@@ -38,7 +38,8 @@ const (
 // Endpoints and EndpointSlices for 1000 Services × 10 ready pods from empty, then the latency from
 // one pod's readiness change to both APIs showing it (p50/p99 over 200 flips, 100 ms apart). The
 // manager's client QPS is $BENCH_QPS (default 1000). cache-sync-s is the part of converge-s
-// before the manager's caches were in sync. make bench-compare runs it beside
+// before the manager's caches were in sync, first-published-s the part before the first object
+// was seen published. make bench-compare runs it beside
 // kube-controller-manager and the floor (BenchmarkConvergeFloor).
 //
 //	go test ./controllers/endpoints -run '^$' -bench BenchmarkConverge
