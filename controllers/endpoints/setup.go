@@ -199,8 +199,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 
 // The mirroring controller is told, as upstream's, only of the Endpoints events where the
 // Endpoints is mirrorable before or after, and of the Service events where the Service has no
-// selector or loses or gains one. The Endpoints our endpoints controller writes (skip-mirror)
-// and the Services with a selector would otherwise make a sync with nothing to do each.
+// selector or loses or gains one. Skip-mirror Endpoints and the events of Services with a
+// selector would otherwise make a sync with nothing to do each.
 var (
 	mirrorableBeforeOrAfter = predicate.Funcs{
 		CreateFunc: func(e event.CreateEvent) bool { return mirrorable(e.Object.(*corev1.Endpoints)) },
@@ -238,20 +238,18 @@ func sliceService(_ context.Context, o client.Object) []reconcile.Request {
 func enqueueUnlessEcho(exp *writeExpectations, mapToService handler.MapFunc,
 	named func(client.Object) (owner types.NamespacedName, name string)) handler.EventHandler {
 	enqueue := handler.EnqueueRequestsFromMapFunc(mapToService)
+	unlessEcho := func(o client.Object, deliver func()) {
+		owner, name := named(o)
+		if exp.observe(owner, name, o.GetResourceVersion(), deliver) {
+			deliver()
+		}
+	}
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
-			owner, name := named(e.Object)
-			deliver := func() { enqueue.Create(ctx, e, q) }
-			if exp.observe(owner, name, e.Object.GetResourceVersion(), deliver) {
-				deliver()
-			}
+			unlessEcho(e.Object, func() { enqueue.Create(ctx, e, q) })
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
-			owner, name := named(e.ObjectNew)
-			deliver := func() { enqueue.Update(ctx, e, q) }
-			if exp.observe(owner, name, e.ObjectNew.GetResourceVersion(), deliver) {
-				deliver()
-			}
+			unlessEcho(e.ObjectNew, func() { enqueue.Update(ctx, e, q) })
 		},
 		DeleteFunc:  enqueue.Delete,
 		GenericFunc: enqueue.Generic,

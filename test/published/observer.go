@@ -48,9 +48,9 @@ func NewObserver() *Observer {
 }
 
 // Follow feeds the Observer with the objects of list's kind in namespace, from now on, and
-// goes on where it left off whenever the API server ends the watch. It does end a watcher that
-// falls behind, as one in a process busy with the burst being measured may; a plain watch would
-// then leave the Observer blind to the rest. It returns the watch to stop.
+// goes on where it left off whenever the API server ends the watch. The API server does end a
+// watcher that falls behind, as one in a process busy with the burst being measured may; a plain
+// watch would then leave the Observer blind to the rest. It returns the watch to stop.
 func (o *Observer) Follow(ctx context.Context, c client.WithWatch, list client.ObjectList, namespace string) (watch.Interface, error) {
 	if err := c.List(ctx, list, client.InNamespace(namespace)); err != nil {
 		return nil, err
