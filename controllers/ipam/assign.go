@@ -299,9 +299,9 @@ func (r *Registry) Validate(key types.NamespacedName, ips, previous []netip.Addr
 			continue
 		}
 		if res, ok := r.pending[ip]; ok && res.isFor(key) {
-			if res.service.Name == "" { // the name is generated between mutation and validation
-				r.pending[ip] = reservation{service: key, deadline: res.deadline}
-			}
+			res.service = key // the name is generated between mutation and validation
+			res.validated = res.validated || !dryRun
+			r.pending[ip] = res
 			continue
 		}
 		isNew, err := r.checkRequestedLocked(key, ip, cands)
@@ -332,16 +332,24 @@ type Reservation struct {
 }
 
 // ExpiredReservations returns the reservations whose Service has not been seen in time.
-func (r *Registry) ExpiredReservations() []Reservation { return r.ReservationsOlderThan(r.grace) }
+func (r *Registry) ExpiredReservations() []Reservation { return r.reservations(r.grace, false) }
 
-// ReservationsOlderThan returns the reservations made at least age ago.
-func (r *Registry) ReservationsOlderThan(age time.Duration) []Reservation {
+// ReservationsToReclaim returns the reservations a live check can settle now: those our
+// validating webhook has seen (their IPAddress was created before it), and the others once they
+// are age old (longer than kube-apiserver takes from our mutating webhook to the IPAddress).
+func (r *Registry) ReservationsToReclaim(age time.Duration) []Reservation {
+	return r.reservations(age, true)
+}
+
+// reservations returns the reservations made at least age ago, and with anyValidated the
+// validated ones of any age.
+func (r *Registry) reservations(age time.Duration, anyValidated bool) []Reservation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
 	var out []Reservation
 	for ip, res := range r.pending {
-		if made := res.deadline.Add(-r.grace); !now.Before(made.Add(age)) {
+		if made := res.deadline.Add(-r.grace); (anyValidated && res.validated) || !now.Before(made.Add(age)) {
 			out = append(out, Reservation{IP: ip, Service: res.service, made: made})
 		}
 	}

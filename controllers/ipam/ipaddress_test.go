@@ -396,6 +396,36 @@ func TestFullPoolReclaimsReservationsOfServicesGoneUnseen(t *testing.T) {
 	}
 }
 
+// Churn fast enough to fill a pool within reclaimAge while the watches are down: a reservation
+// whose create our validating webhook has seen (kube-apiserver had created its IPAddress by
+// then) is checked at once, whatever its age; a young one it has not seen may belong to a
+// create still on its way to the IPAddress, and is kept.
+func TestFullPoolReclaimsValidatedReservationsAtOnce(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	reserved := fillWithReservations(t, r)
+	validated := reserved[len(reserved)-1]
+	if err := r.Validate(key("ns", fmt.Sprintf("gone-%d", len(reserved)-1)), []netip.Addr{validated}, nil, noLabel, false); err != nil {
+		t.Fatal(err)
+	}
+	reader := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).Build() // nothing holds any of them
+	expiry := newReservationExpiry(reader, r, time.Second, true)
+	a := &serviceAdmission{registry: r, ipAddresses: true, live: reader, reclaim: expiry.reclaim}
+
+	got, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel})
+	if err != nil {
+		t.Fatalf("a pool full of reservations, one of a create our validating webhook saw end, refused a create: %v", err)
+	}
+	if got[0] != validated {
+		t.Errorf("got %v, want %v, the one address whose create is known to be over", got, validated)
+	}
+	if want := len(reserved); r.Pending() != want { // the young unvalidated ones, and the new one
+		t.Errorf("%d reservations left, want %d: a young one our validating webhook has not seen was dropped", r.Pending(), want)
+	}
+	if _, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "another"), NamespaceLabels: noLabel}); !errors.Is(err, allocator.ErrFull) {
+		t.Errorf("with only young reservations our validating webhook has not seen, a create got %v, want range is full", err)
+	}
+}
+
 // fillWithReservations assigns addresses to Services "ns/gone-N" until the pool is full, as
 // admissions whose Services were never seen leave it, and returns the addresses.
 func fillWithReservations(t *testing.T, r *Registry) []netip.Addr {

@@ -69,6 +69,11 @@ type reservation struct {
 	service  types.NamespacedName
 	deadline time.Time
 	checked  bool // came from the stash: claimed, and its IPAddress read live, already
+	// validated: our validating webhook has seen the Service with this address, so
+	// kube-apiserver had created its IPAddress by then (it allocates before it validates). From
+	// then on, an IPAddress missing from a live read means the create is over: the Service is
+	// gone or was never stored, and the address is free, whatever the reservation's age.
+	validated bool
 }
 
 func (r reservation) isFor(key types.NamespacedName) bool {

@@ -312,15 +312,17 @@ func (e *reservationExpiry) expire(ctx context.Context) {
 	_ = e.dropUnheld(ctx, e.registry.ExpiredReservations()) // logged; the next tick tries again
 }
 
-// reclaimAge is how old a reservation must be before a webhook that finds its pool full checks
-// it live: longer than kube-apiserver takes from our mutating webhook to creating the IPAddress.
+// reclaimAge is how old a reservation our validating webhook has not seen must be before a
+// webhook that finds its pool full checks it live: longer than kube-apiserver takes from our
+// mutating webhook to creating the IPAddress.
 const reclaimAge = 2 * time.Second
 
-// reclaim checks the reservations older than reclaimAge live and drops those nothing holds. The
-// webhook calls it when a pool is full: reservations normally end when their IPAddress comes
-// and goes, but while the watches are down (for many seconds after an API server restart, in
-// their reconnect backoff) the objects of Services created and deleted meanwhile are never seen,
-// and their reservations would wait for the grace period, so that churn fills a half-empty pool.
+// reclaim checks live the reservations that our validating webhook has seen or that are older
+// than reclaimAge, and drops those nothing holds. The webhook calls it when a pool is full:
+// reservations normally end when their IPAddress comes and goes, but while the watches are down
+// (for many seconds after an API server restart, in their reconnect backoff) the objects of
+// Services created and deleted meanwhile are never seen, and their reservations would wait for
+// the grace period, so that churn fills a half-empty pool (on a fast machine, within reclaimAge).
 // Many admissions find the pool full at once: one pass runs at a time, and an admission that
 // waited for a pass only retries its assignment; the wait ends with ctx. It returns why the
 // pass could not check the reservations, if it could not: the pool may then only look full.
@@ -335,7 +337,7 @@ func (e *reservationExpiry) reclaim(ctx context.Context) error {
 	if e.passes.Load() != before {
 		return e.lastErr // a pass ended while we waited: it dropped what ours would drop
 	}
-	e.lastErr = e.dropUnheld(ctx, e.registry.ReservationsOlderThan(reclaimAge))
+	e.lastErr = e.dropUnheld(ctx, e.registry.ReservationsToReclaim(reclaimAge))
 	e.passes.Add(1)
 	return e.lastErr
 }
