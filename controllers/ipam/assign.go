@@ -334,11 +334,12 @@ type Reservation struct {
 // ExpiredReservations returns the reservations whose Service has not been seen in time.
 func (r *Registry) ExpiredReservations() []Reservation { return r.reservations(r.grace, false) }
 
-// ReservationsToReclaim returns the reservations a live check can settle now: those our
-// validating webhook has seen (their IPAddress was created before it), and the others once they
-// are age old (longer than kube-apiserver takes from our mutating webhook to the IPAddress).
-func (r *Registry) ReservationsToReclaim(age time.Duration) []Reservation {
-	return r.reservations(age, true)
+// ReservationsToReclaim returns the reservations a live check can settle now: with
+// ipAddresses (the API server has IPAddress objects) those our validating webhook has seen
+// (their IPAddress was created before it), and the others once they are age old (longer than
+// kube-apiserver takes from our mutating webhook to the IPAddress).
+func (r *Registry) ReservationsToReclaim(age time.Duration, ipAddresses bool) []Reservation {
+	return r.reservations(age, ipAddresses)
 }
 
 // reservations returns the reservations made at least age ago, and with anyValidated the

@@ -426,6 +426,23 @@ func TestFullPoolReclaimsValidatedReservationsAtOnce(t *testing.T) {
 	}
 }
 
+// Without IPAddress objects (an API server before v1.33) nothing shows that a validated create
+// has been allocated, so a young reservation waits for reclaimAge, validated or not.
+func TestFullPoolWithoutIPAddressesKeepsYoungValidatedReservations(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	reserved := fillWithReservations(t, r)
+	last := len(reserved) - 1
+	if err := r.Validate(key("ns", fmt.Sprintf("gone-%d", last)), reserved[last:], nil, noLabel, false); err != nil {
+		t.Fatal(err)
+	}
+	reader := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).Build()
+	expiry := newReservationExpiry(reader, r, time.Second, false)
+	a := &serviceAdmission{registry: r, live: reader, reclaim: expiry.reclaim}
+	if _, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel}); !errors.Is(err, allocator.ErrFull) {
+		t.Errorf("got %v, want range is full: the validated create may not be stored yet", err)
+	}
+}
+
 // fillWithReservations assigns addresses to Services "ns/gone-N" until the pool is full, as
 // admissions whose Services were never seen leave it, and returns the addresses.
 func fillWithReservations(t *testing.T, r *Registry) []netip.Addr {

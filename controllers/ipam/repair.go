@@ -337,7 +337,7 @@ func (e *reservationExpiry) reclaim(ctx context.Context) error {
 	if e.passes.Load() != before {
 		return e.lastErr // a pass ended while we waited: it dropped what ours would drop
 	}
-	e.lastErr = e.dropUnheld(ctx, e.registry.ReservationsToReclaim(reclaimAge))
+	e.lastErr = e.dropUnheld(ctx, e.registry.ReservationsToReclaim(reclaimAge, e.ipAddresses))
 	e.passes.Add(1)
 	return e.lastErr
 }
