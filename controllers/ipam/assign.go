@@ -332,25 +332,21 @@ type Reservation struct {
 }
 
 // ExpiredReservations returns the reservations whose Service has not been seen in time.
-func (r *Registry) ExpiredReservations() []Reservation { return r.reservations(r.grace, false) }
+func (r *Registry) ExpiredReservations() []Reservation {
+	return r.ReservationsToReclaim(r.grace, false)
+}
 
 // ReservationsToReclaim returns the reservations a live check can settle now: with
 // ipAddresses (the API server has IPAddress objects) those our validating webhook has seen
 // (their IPAddress was created before it), and the others once they are age old (longer than
 // kube-apiserver takes from our mutating webhook to the IPAddress).
 func (r *Registry) ReservationsToReclaim(age time.Duration, ipAddresses bool) []Reservation {
-	return r.reservations(age, ipAddresses)
-}
-
-// reservations returns the reservations made at least age ago, and with anyValidated the
-// validated ones of any age.
-func (r *Registry) reservations(age time.Duration, anyValidated bool) []Reservation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
 	var out []Reservation
 	for ip, res := range r.pending {
-		if made := res.deadline.Add(-r.grace); (anyValidated && res.validated) || !now.Before(made.Add(age)) {
+		if made := res.deadline.Add(-r.grace); (ipAddresses && res.validated) || !now.Before(made.Add(age)) {
 			out = append(out, Reservation{IP: ip, Service: res.service, made: made})
 		}
 	}

@@ -401,12 +401,7 @@ func TestFullPoolReclaimsReservationsOfServicesGoneUnseen(t *testing.T) {
 // then) is checked at once, whatever its age; a young one it has not seen may belong to a
 // create still on its way to the IPAddress, and is kept.
 func TestFullPoolReclaimsValidatedReservationsAtOnce(t *testing.T) {
-	r, _ := newTestRegistry(t)
-	reserved := fillWithReservations(t, r)
-	validated := reserved[len(reserved)-1]
-	if err := r.Validate(key("ns", fmt.Sprintf("gone-%d", len(reserved)-1)), []netip.Addr{validated}, nil, noLabel, false); err != nil {
-		t.Fatal(err)
-	}
+	r, reserved, validated := fullPoolWithOneValidated(t)
 	reader := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).Build() // nothing holds any of them
 	expiry := newReservationExpiry(reader, r, time.Second, true)
 	a := &serviceAdmission{registry: r, ipAddresses: true, live: reader, reclaim: expiry.reclaim}
@@ -429,18 +424,26 @@ func TestFullPoolReclaimsValidatedReservationsAtOnce(t *testing.T) {
 // Without IPAddress objects (an API server before v1.33) nothing shows that a validated create
 // has been allocated, so a young reservation waits for reclaimAge, validated or not.
 func TestFullPoolWithoutIPAddressesKeepsYoungValidatedReservations(t *testing.T) {
-	r, _ := newTestRegistry(t)
-	reserved := fillWithReservations(t, r)
-	last := len(reserved) - 1
-	if err := r.Validate(key("ns", fmt.Sprintf("gone-%d", last)), reserved[last:], nil, noLabel, false); err != nil {
-		t.Fatal(err)
-	}
+	r, _, _ := fullPoolWithOneValidated(t)
 	reader := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).Build()
 	expiry := newReservationExpiry(reader, r, time.Second, false)
 	a := &serviceAdmission{registry: r, live: reader, reclaim: expiry.reclaim}
 	if _, err := a.assign(context.Background(), AssignRequest{Service: key("ns", "next"), NamespaceLabels: noLabel}); !errors.Is(err, allocator.ErrFull) {
 		t.Errorf("got %v, want range is full: the validated create may not be stored yet", err)
 	}
+}
+
+// fullPoolWithOneValidated fills a pool with young reservations (fillWithReservations) and has
+// our validating webhook see the create of the last one, which it returns.
+func fullPoolWithOneValidated(t *testing.T) (r *Registry, reserved []netip.Addr, validated netip.Addr) {
+	t.Helper()
+	r, _ = newTestRegistry(t)
+	reserved = fillWithReservations(t, r)
+	last := len(reserved) - 1
+	if err := r.Validate(key("ns", fmt.Sprintf("gone-%d", last)), reserved[last:], nil, noLabel, false); err != nil {
+		t.Fatal(err)
+	}
+	return r, reserved, reserved[last]
 }
 
 // fillWithReservations assigns addresses to Services "ns/gone-N" until the pool is full, as
