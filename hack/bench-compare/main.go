@@ -341,7 +341,8 @@ func run(o options) error {
 			compare("datapath: one endpoint change at "+what+" (median)", "ms", change["ns/op"], upstream["change-sync-ms"], 1e-6, 0.02),
 			compare("datapath: ruleset lines (nft list table) at "+what, "lines", full["ruleset-lines"], upstream["ruleset-lines"], 1, 0.5),
 		)
-		if !o.upstreamOnly && kind == string(corev1.ServiceTypeClusterIP) {
+		// The connection rate has ClusterIP Services of its own, whatever the workload's type.
+		if !o.upstreamOnly {
 			rep.Figures = append(rep.Figures, connectionRateFigure(goEnv, n, o.runs, fail)...)
 		}
 	}
