@@ -41,7 +41,7 @@ func BenchmarkEncodeElements(b *testing.B) {
 	services, slices := manyServices(10000, 10)
 	want := Render(Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4}}, corev1.IPv4Protocol, services, slices)
 	ops := &opLog{}
-	decls := planFullSteps(&opLog{}, ops, &opLog{}, want, existingObjects{})
+	decls := planFullSteps(fullSteps{prepare: &opLog{}, fill: ops, swap: ops, commit: &opLog{}}, want, existingObjects{})
 	w := newNetlinkElements(knftables.IPv4Family, DefaultTableName, nil)
 	for b.Loop() {
 		if _, err := w.encode(ops.ops, decls); err != nil {
@@ -329,7 +329,7 @@ func commitFloor(b *testing.B, p *Proxier, services []*corev1.Service, slices []
 	fs := p.families[0]
 	want := Render(p.cfg, fs.family, services, slices)
 	prepare, commit, ops := fs.nft.NewTransaction(), fs.nft.NewTransaction(), &opLog{}
-	decls := planFullSteps(prepare, ops, commit, want, existingObjects{})
+	decls := planFullSteps(fullSteps{prepare: prepare, fill: ops, swap: ops, commit: commit}, want, existingObjects{})
 	writer := newNetlinkElements(NFTFamily(fs.family), p.cfg.TableName, nil)
 	batch, err := writer.encode(ops.ops, decls)
 	if err != nil {

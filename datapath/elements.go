@@ -12,6 +12,17 @@ import (
 type elementWriter interface {
 	// write commits ops; decls declares the sets and maps they touch.
 	write(ctx context.Context, ops []loggedOp, decls map[string]*SetDecl) error
+	// fill readies ops, which only flush and fill sets and maps that no rule the hooks
+	// reach refers to yet, for the returned pendingFill to commit in one transaction or
+	// several. It may start readying them in the background (never touching the kernel
+	// there), so that the work overlaps the caller's next step.
+	fill(ops []loggedOp, decls map[string]*SetDecl) pendingFill
+}
+
+// pendingFill is a fill readied by an elementWriter, to be committed or discarded.
+type pendingFill interface {
+	commit(ctx context.Context) error
+	discard()
 }
 
 // nftElements writes elements as an nft transaction through knftables: the fallback of
@@ -26,6 +37,21 @@ func (w nftElements) write(ctx context.Context, ops []loggedOp, _ map[string]*Se
 	replay(tx, ops)
 	return w.nft.Run(ctx, tx)
 }
+
+// fill writes ops in one transaction, like write: nft's text costs the same either way.
+func (w nftElements) fill(ops []loggedOp, decls map[string]*SetDecl) pendingFill {
+	return writeLater{w, ops, decls}
+}
+
+// writeLater is a pendingFill that writes its operations through w when committed.
+type writeLater struct {
+	w     elementWriter
+	ops   []loggedOp
+	decls map[string]*SetDecl
+}
+
+func (l writeLater) commit(ctx context.Context) error { return l.w.write(ctx, l.ops, l.decls) }
+func (writeLater) discard()                           {}
 
 // opVerb is what a logged operation does to its object.
 type opVerb int

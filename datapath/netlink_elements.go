@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
@@ -19,8 +20,8 @@ import (
 
 // netlinkElements writes elements to the kernel as one nf_tables netlink batch (which
 // the kernel commits as one transaction, like `nft -f`), encoding them itself instead of
-// having nft parse text. A batch it cannot encode (a set type it does not know, a value
-// it cannot read) goes through fallback instead.
+// having nft parse text; a fill, as a series of batches. A batch it cannot encode (a set
+// type it does not know, a value it cannot read) goes through fallback instead.
 //
 // The netlink socket is opened for each batch in the network namespace of the calling
 // thread, as nft itself would be started in it.
@@ -28,6 +29,7 @@ type netlinkElements struct {
 	family   uint8 // NFPROTO_IPV4 or NFPROTO_IPV6
 	table    string
 	fallback elementWriter
+	fillOps  int // operations per batch of a fill: fillBatchOps
 }
 
 func newNetlinkElements(family knftables.Family, table string, fallback elementWriter) *netlinkElements {
@@ -35,7 +37,7 @@ func newNetlinkElements(family knftables.Family, table string, fallback elementW
 	if family == knftables.IPv6Family {
 		tableFamily = unix.NFPROTO_IPV6
 	}
-	return &netlinkElements{family: tableFamily, table: table, fallback: fallback}
+	return &netlinkElements{family: tableFamily, table: table, fallback: fallback, fillOps: fillBatchOps}
 }
 
 // errNoEncoding says that a set's type is outside what elementEncoder knows.
@@ -69,15 +71,97 @@ type elementBatch struct {
 // elements, and building netlink attributes for each through google/nftables cost more
 // than the kernel's commit of them.
 func (w *netlinkElements) encode(ops []loggedOp, decls map[string]*SetDecl) (*elementBatch, error) {
-	m := &batchMessages{buf: make([]byte, 0, 64*len(ops)+256)}
+	return w.encodeInOrder(ops, orderBySet(ops), decls)
+}
+
+// encodeInOrder encodes the operations ops[i] for i in order as one batch.
+func (w *netlinkElements) encodeInOrder(ops []loggedOp, order []int32, decls map[string]*SetDecl) (*elementBatch, error) {
+	m := &batchMessages{buf: make([]byte, 0, 64*len(order)+256)}
 	m.control(unix.NFNL_MSG_BATCH_BEGIN)
-	if err := w.encodeMessages(m, ops, orderBySet(ops), decls); err != nil {
+	if err := w.encodeMessages(m, ops, order, decls); err != nil {
 		return nil, err
 	}
 	m.control(unix.NFNL_MSG_BATCH_END)
 	m.number()
 	return &elementBatch{buf: m.buf, count: m.count}, nil
 }
+
+// fillBatchOps is how many operations a fill puts in one batch: enough that the kernel's
+// cost per transaction stays small beside its cost per element, few enough that the
+// kernel starts early and takes each batch while the next one is encoded.
+const fillBatchOps = 4096
+
+// fill encodes ops, set by set, into batches of w.fillOps operations in the background and
+// returns them to be committed one by one as they come. A fill of a node's first sync
+// is most of its elements, and the kernel takes each batch while the next is encoded.
+func (w *netlinkElements) fill(ops []loggedOp, decls map[string]*SetDecl) pendingFill {
+	f := &netlinkFill{w: w, ops: ops, decls: decls,
+		batches: make(chan encodedBatch, (len(ops)+w.fillOps-1)/w.fillOps), stop: make(chan struct{})}
+	go f.encode()
+	return f
+}
+
+// netlinkFill is a fill being encoded: batches receives each batch as soon as it is
+// encoded, and is closed after the last one or the first that failed.
+type netlinkFill struct {
+	w       *netlinkElements
+	ops     []loggedOp
+	order   []int32 // set by encode before its first batch
+	decls   map[string]*SetDecl
+	batches chan encodedBatch // buffered for every batch: the encoder never waits
+	stop    chan struct{}     // closed once the batches are no longer wanted
+	once    sync.Once
+}
+
+// encodedBatch is the batch of the operations from order[from], or why it could not be
+// encoded.
+type encodedBatch struct {
+	batch *elementBatch
+	from  int
+	err   error
+}
+
+func (f *netlinkFill) encode() {
+	defer close(f.batches)
+	f.order = orderBySet(f.ops)
+	for from := 0; from < len(f.order); from += f.w.fillOps {
+		select {
+		case <-f.stop:
+			return
+		default:
+		}
+		b, err := f.w.encodeInOrder(f.ops, f.order[from:min(from+f.w.fillOps, len(f.order))], f.decls)
+		f.batches <- encodedBatch{batch: b, from: from, err: err}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// commit sends the batches in the calling thread (whose network namespace is the one
+// written), each as its own transaction. What could not be encoded, from the first batch
+// that failed on, goes through the fallback.
+func (f *netlinkFill) commit(ctx context.Context) error {
+	defer f.discard()
+	for b := range f.batches {
+		if b.err != nil {
+			rest := make([]loggedOp, 0, len(f.order)-b.from)
+			for _, i := range f.order[b.from:] {
+				rest = append(rest, f.ops[i])
+			}
+			if err := f.w.fallback.write(ctx, rest, f.decls); err != nil {
+				return fmt.Errorf("%w (written through nft, since netlink could not encode: %w)", err, b.err)
+			}
+			return nil
+		}
+		if err := b.batch.commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *netlinkFill) discard() { f.once.Do(func() { close(f.stop) }) }
 
 // encodeMessages appends to m the ops at the indexes order lists (grouped by set).
 func (w *netlinkElements) encodeMessages(m *batchMessages, ops []loggedOp, order []int32, decls map[string]*SetDecl) error {

@@ -66,21 +66,34 @@ type planWriter interface {
 }
 
 // planFull writes one transaction that makes the table exactly want, whatever it holds
-// now (planFullSteps with the three steps in one transaction).
+// now (planFullSteps with every step in one transaction).
 func planFull(tx planWriter, want *Ruleset, existing existingObjects) {
-	planFullSteps(tx, tx, tx, want, existing)
+	planFullSteps(fullSteps{prepare: tx, fill: tx, swap: tx, commit: tx}, want, existing)
 }
 
-// planFullSteps plans a full sync as three transactions that can be committed one
-// after the other (elements through netlink, see netlinkElements) without an instant
-// where the kernel serves a half-written Service:
+// fullSteps are the transactions of a full sync, in the order they are committed.
+type fullSteps struct {
+	prepare planWriter
+	// fill takes the elements of the sets and maps the kernel lacks before the sync. No
+	// rule the hooks reach refers to them until commit, so they may go in as many
+	// transactions as the writer likes (see elementWriter.fill).
+	fill planWriter
+	// swap takes the elements of the sets and maps the kernel has: one transaction.
+	swap   planWriter
+	commit planWriter
+}
+
+// planFullSteps plans a full sync as transactions that can be committed one after the
+// other (elements through netlink, see netlinkElements) without an instant where the
+// kernel serves a half-written Service:
 //
 //   - prepare adds the table, every set and map (adding an existing one changes
 //     nothing) and the regular chains the kernel lacks, with their rules. Nothing the
 //     kernel's hooks reach refers to them yet.
-//   - elements empties every static set and map and fills it again, in one
+//   - fill empties (a no-op) and fills every static set and map that prepare added.
+//   - swap empties every static set and map the kernel had and fills it again, in one
 //     transaction: each Service switches from its old elements to its new ones at once,
-//     and the chains they jump to are all in place.
+//     and the chains they jump to, and the sets those look up, are all in place.
 //   - commit writes the base chains and rewrites the regular chains that were already
 //     there, then deletes the chains and sets that want lacks. Chains are flushed one by
 //     one rather than with `flush table` (whose meaning differs between nft and
@@ -88,17 +101,18 @@ func planFull(tx planWriter, want *Ruleset, existing existingObjects) {
 //
 // Dynamic (affinity) sets keep their content, so clients keep their endpoint across a
 // resync. If a later step fails, the earlier ones left only unreferenced additions
-// (prepare) or the new elements under the old rules (elements); the Proxier forgets its
-// model and the retry is a full sync again.
+// (prepare, fill) or the new elements under the old rules (swap); the Proxier forgets
+// its model and the retry is a full sync again.
 //
 // It returns want's set and map declarations, which the element writer needs.
-func planFullSteps(prepare, elements, commit planWriter, want *Ruleset, existing existingObjects) map[string]*SetDecl {
+func planFullSteps(steps fullSteps, want *Ruleset, existing existingObjects) map[string]*SetDecl {
 	frags := allFragments(want)
 	idx := indexChainsAndSets(frags...)
 	inKernel := make(map[string]bool, len(existing.chains))
 	for _, name := range existing.chains {
 		inKernel[name] = true
 	}
+	prepare, commit := steps.prepare, steps.commit
 	prepare.Add(&knftables.Table{})
 	for _, name := range sortedKeys(idx.sets) {
 		addSet(prepare, idx.sets[name])
@@ -113,18 +127,33 @@ func planFullSteps(prepare, elements, commit planWriter, want *Ruleset, existing
 	}
 	addChainsWithRules(prepare, idx.chains, fresh, nil)
 
+	elementsOf := make(map[string]planWriter, len(idx.sets))
+	for name := range idx.sets {
+		elementsOf[name] = steps.fill
+	}
+	for _, name := range slices.Concat(existing.sets, existing.maps) {
+		if idx.sets[name] != nil {
+			elementsOf[name] = steps.swap
+		}
+	}
+	stepOf := func(set string) planWriter {
+		if w := elementsOf[set]; w != nil {
+			return w
+		}
+		return steps.swap // undeclared: the writer says so
+	}
 	for _, name := range sortedKeys(idx.sets) {
 		if !idx.sets[name].dynamic() {
-			flushSet(elements, idx.sets[name])
+			flushSet(stepOf(name), idx.sets[name])
 		}
 	}
 	for _, f := range frags {
 		for i := range f.Elements {
-			addElement(elements, &f.Elements[i])
+			addElement(stepOf(f.Elements[i].Set), &f.Elements[i])
 		}
 	}
 	for _, e := range hairpinElements(want.refs.hairpin) {
-		addElement(elements, &e)
+		addElement(stepOf(e.Set), &e)
 	}
 
 	for _, name := range existing.chains {

@@ -406,17 +406,29 @@ func (p *Proxier) syncFamily(ctx context.Context, fs *familyState, fullReason st
 	return result.Err
 }
 
-// writeFull commits a full sync in the three steps of planFullSteps and returns the
-// number of operations.
+// writeFull commits a full sync in the steps of planFullSteps and returns the number of
+// operations.
 func writeFull(ctx context.Context, fs *familyState, want *Ruleset, existing existingObjects) (int, error) {
 	prepare, commit := fs.nft.NewTransaction(), fs.nft.NewTransaction()
-	elements := &opLog{ops: make([]loggedOp, 0, countElements(want))}
-	decls := planFullSteps(prepare, elements, commit, want, existing)
-	ops := prepare.NumOperations() + len(elements.ops) + commit.NumOperations()
+	fill, swap := &opLog{}, &opLog{}
+	// The elements go to fill on a node's first sync, to swap on a restart's.
+	elements := &fill.ops
+	if len(existing.sets)+len(existing.maps) > 0 {
+		elements = &swap.ops
+	}
+	*elements = make([]loggedOp, 0, countElements(want))
+	decls := planFullSteps(fullSteps{prepare: prepare, fill: fill, swap: swap, commit: commit}, want, existing)
+	ops := prepare.NumOperations() + len(fill.ops) + len(swap.ops) + commit.NumOperations()
+	// The fill is encoded while nft adds the sets and chains.
+	filling := fs.elements.fill(fill.ops, decls)
 	if err := fs.nft.Run(ctx, prepare); err != nil {
+		filling.discard()
 		return ops, fmt.Errorf("add sets and new chains: %w", err)
 	}
-	if err := fs.elements.write(ctx, elements.ops, decls); err != nil {
+	if err := filling.commit(ctx); err != nil {
+		return ops, fmt.Errorf("fill new sets and maps: %w", err)
+	}
+	if err := fs.elements.write(ctx, swap.ops, decls); err != nil {
 		return ops, fmt.Errorf("write elements: %w", err)
 	}
 	if err := fs.nft.Run(ctx, commit); err != nil {

@@ -178,43 +178,51 @@ func (n *realNFT) run(script string) error {
 	return nil
 }
 
-// netlinkMatchesText has the kernel commit a full sync to each family's ruleset twice,
-// into fresh tables of their own: once as one nft transaction, once as the Proxier
-// writes it (three steps, the elements through netlink). It fails t unless nft lists the
-// same table both times, or if the netlink writer had to fall back to nft.
+// netlinkMatchesText has the kernel commit a full sync to each family's ruleset into fresh
+// tables of their own: once as one nft transaction, and as the Proxier writes it (the
+// elements through netlink, the first sync's as a fill) both in batches of the usual
+// size and of a few elements, which cut runs of one set and messages between batches. It
+// fails t unless nft lists the same table every time, or if the netlink writer had to
+// fall back to nft.
 func (n *realNFT) netlinkMatchesText(t *testing.T, rulesets map[corev1.IPFamily]*Ruleset) {
 	t.Helper()
 	ctx := context.Background()
 	for _, family := range n.families {
-		var listings [2]string
-		for i, how := range []string{"text", "netlink"} {
-			table := n.table + "-" + how
+		var listings []string
+		for _, how := range []struct {
+			name    string
+			fillOps int // 0: written by nft
+		}{{"text", 0}, {"netlink", fillBatchOps}, {"netlink-small-batches", 7}} {
+			table := n.table + "-" + how.name
 			nft, err := knftables.New(NFTFamily(family), table, knftables.UseNetlink)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if how == "text" {
+			if how.fillOps == 0 {
 				tx := nft.NewTransaction()
 				planFull(tx, rulesets[family], existingObjects{})
 				err = nft.Run(ctx, tx)
 			} else {
-				fs := &familyState{family: family, nft: nft, elements: newNetlinkElements(NFTFamily(family), table, refuseFallback{})}
+				elements := newNetlinkElements(NFTFamily(family), table, refuseFallback{})
+				elements.fillOps = how.fillOps
+				fs := &familyState{family: family, nft: nft, elements: elements}
 				_, err = writeFull(ctx, fs, rulesets[family], existingObjects{})
 			}
 			if err != nil {
-				t.Fatalf("%s full sync of %s table: %v", how, family, err)
+				t.Fatalf("%s full sync of %s table: %v", how.name, family, err)
 			}
 			out, err := exec.Command(n.path, "list", "table", string(NFTFamily(family)), table).CombinedOutput()
 			if err != nil {
 				t.Fatalf("nft list table %s: %v: %s", table, err, out)
 			}
-			listings[i] = sortedElements(strings.ReplaceAll(string(out), table, "TABLE"))
+			listings = append(listings, sortedElements(strings.ReplaceAll(string(out), table, "TABLE")))
 			if err := n.run(fmt.Sprintf("delete table %s %s\n", NFTFamily(family), table)); err != nil {
 				t.Fatal(err)
 			}
-		}
-		if listings[0] != listings[1] {
-			t.Fatalf("%s: the table written through netlink differs from the one nft wrote\n--- nft:\n%s\n--- netlink:\n%s", family, listings[0], listings[1])
+			if listings[0] != listings[len(listings)-1] {
+				t.Fatalf("%s: the table written through %s differs from the one nft wrote\n--- nft:\n%s\n--- %s:\n%s",
+					family, how.name, listings[0], how.name, listings[len(listings)-1])
+			}
 		}
 	}
 }
@@ -224,6 +232,10 @@ type refuseFallback struct{}
 
 func (refuseFallback) write(context.Context, []loggedOp, map[string]*SetDecl) error {
 	return errors.New("the netlink writer fell back to nft")
+}
+
+func (w refuseFallback) fill(ops []loggedOp, decls map[string]*SetDecl) pendingFill {
+	return writeLater{w, ops, decls}
 }
 
 // elementsBlock matches the elements of a set or map in nft's listing.
