@@ -12,6 +12,10 @@ import (
 type elementWriter interface {
 	// write commits ops; decls declares the sets and maps they touch.
 	write(ctx context.Context, ops []loggedOp, decls map[string]*SetDecl) error
+}
+
+// filler is an elementWriter that can write a fill its own way (see fillWith).
+type filler interface {
 	// fill readies ops, which only flush and fill sets and maps that no rule the hooks
 	// reach refers to yet, for the returned pendingFill to commit in one transaction or
 	// several. It may start readying them in the background (never touching the kernel
@@ -25,6 +29,15 @@ type pendingFill interface {
 	discard()
 }
 
+// fillWith readies a fill of ops through w: its own way if it is a filler, else as one
+// write when committed.
+func fillWith(w elementWriter, ops []loggedOp, decls map[string]*SetDecl) pendingFill {
+	if f, ok := w.(filler); ok {
+		return f.fill(ops, decls)
+	}
+	return writeLater{w, ops, decls}
+}
+
 // nftElements writes elements as an nft transaction through knftables: the fallback of
 // netlinkElements, and the writer over knftables' Fake.
 type nftElements struct{ nft knftables.Interface }
@@ -36,11 +49,6 @@ func (w nftElements) write(ctx context.Context, ops []loggedOp, _ map[string]*Se
 	tx := w.nft.NewTransaction()
 	replay(tx, ops)
 	return w.nft.Run(ctx, tx)
-}
-
-// fill writes ops in one transaction, like write: nft's text costs the same either way.
-func (w nftElements) fill(ops []loggedOp, decls map[string]*SetDecl) pendingFill {
-	return writeLater{w, ops, decls}
 }
 
 // writeLater is a pendingFill that writes its operations through w when committed.

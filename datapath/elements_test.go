@@ -27,10 +27,6 @@ func (w *failingElements) write(ctx context.Context, ops []loggedOp, decls map[s
 	return w.elementWriter.write(ctx, ops, decls)
 }
 
-func (w *failingElements) fill(ops []loggedOp, decls map[string]*SetDecl) pendingFill {
-	return writeLater{w, ops, decls}
-}
-
 // failElements makes p's element writes fail while the returned writer's failure is set.
 func failElements(p *Fake, err error) *failingElements {
 	fs := p.families[0]
@@ -101,10 +97,6 @@ type recordingElements struct {
 func (w *recordingElements) write(ctx context.Context, ops []loggedOp, decls map[string]*SetDecl) error {
 	w.written = append(w.written, ops...)
 	return w.next.write(ctx, ops, decls)
-}
-
-func (w *recordingElements) fill(ops []loggedOp, decls map[string]*SetDecl) pendingFill {
-	return writeLater{w, ops, decls}
 }
 
 // TestNetlinkFillFallsBackFromTheFirstBatchItCannotEncode fills a set netlink can encode

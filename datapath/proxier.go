@@ -420,7 +420,7 @@ func writeFull(ctx context.Context, fs *familyState, want *Ruleset, existing exi
 	decls := planFullSteps(fullSteps{prepare: prepare, fill: fill, swap: swap, commit: commit}, want, existing)
 	ops := prepare.NumOperations() + len(fill.ops) + len(swap.ops) + commit.NumOperations()
 	// The fill is encoded while nft adds the sets and chains.
-	filling := fs.elements.fill(fill.ops, decls)
+	filling := fillWith(fs.elements, fill.ops, decls)
 	if err := fs.nft.Run(ctx, prepare); err != nil {
 		filling.discard()
 		return ops, fmt.Errorf("add sets and new chains: %w", err)

@@ -234,10 +234,6 @@ func (refuseFallback) write(context.Context, []loggedOp, map[string]*SetDecl) er
 	return errors.New("the netlink writer fell back to nft")
 }
 
-func (w refuseFallback) fill(ops []loggedOp, decls map[string]*SetDecl) pendingFill {
-	return writeLater{w, ops, decls}
-}
-
 // elementsBlock matches the elements of a set or map in nft's listing.
 var elementsBlock = regexp.MustCompile(`elements = \{[^}]*\}`)
 
