@@ -9,8 +9,11 @@ import (
 )
 
 // expectationTTL bounds how long a write we made may be missing from the cache before we stop
-// waiting for it (someone else may have changed the object in between).
-const expectationTTL = 10 * time.Second
+// waiting for it: only a cache that missed a create and a delete of the object both (as a relist
+// does) keeps it missing for good. A cache also lags while its watch is down: client-go's reflectors
+// wait up to 30 s between attempts to list again after an API server outage, and a sync that
+// stopped waiting within that time wrote a second slice for endpoints the first had.
+const expectationTTL = time.Minute
 
 // writeExpectations remember, per owner (Service or Endpoints), the objects we just wrote, so that a
 // reconcile does not act on a cache that has not seen them yet: it would create duplicate slices,
@@ -107,10 +110,7 @@ func (w *writeExpectations) observe(owner types.NamespacedName, name, resourceVe
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if rv, ok := w.written[owner][name]; ok && rv == resourceVersion {
-		delete(w.written[owner], name)
-		if len(w.written[owner]) == 0 {
-			delete(w.written, owner)
-		}
+		w.forgetWritten(owner, name)
 		return false
 	}
 	if w.inFlight[owner] > 0 {
@@ -118,6 +118,14 @@ func (w *writeExpectations) observe(owner types.NamespacedName, name, resourceVe
 		return false
 	}
 	return true
+}
+
+// forgetWritten drops the record of our write of name; w.mu is held.
+func (w *writeExpectations) forgetWritten(owner types.NamespacedName, name string) {
+	delete(w.written[owner], name)
+	if len(w.written[owner]) == 0 {
+		delete(w.written, owner)
+	}
 }
 
 func (w *writeExpectations) expect(owner types.NamespacedName, name, replacedRV string, deleted bool) {
@@ -152,6 +160,11 @@ func (w *writeExpectations) satisfied(owner types.NamespacedName, cachedRV map[s
 			continue
 		}
 		delete(w.byOwner[owner], name)
+		if stale {
+			// We no longer wait for this write, so the sync goes on without it. When the cache
+			// shows it at last, that is news: it may duplicate what this sync writes.
+			w.forgetWritten(owner, name)
+		}
 	}
 	if len(w.byOwner[owner]) == 0 {
 		delete(w.byOwner, owner)

@@ -44,10 +44,23 @@ func TestWriteExpectations(t *testing.T) {
 func TestWriteExpectationsGiveUpAfterTTL(t *testing.T) {
 	owner := types.NamespacedName{Namespace: "ns", Name: "web"}
 	w := newWriteExpectations()
-	w.expect(owner, "s", "", false)
-	w.byOwner[owner]["s"] = expectation{deadline: time.Now().Add(-time.Second)}
-	if !w.satisfied(owner, map[string]string{}) {
+	w.expectWrite(owner, "s", "", "7")
+	w.expectWrite(owner, "t", "", "8")
+	w.byOwner[owner]["t"] = expectation{deadline: time.Now().Add(-time.Second)}
+	if w.satisfied(owner, map[string]string{}) {
+		t.Fatalf("a write the cache lacks, still within its deadline, does not block syncs")
+	}
+	if !w.satisfied(owner, map[string]string{"s": "7"}) {
 		t.Errorf("an expired expectation still blocks syncs")
+	}
+	// The cache has "s" by now: the sync waited for it, so its echo is still ours. The sync gave
+	// up on "t" and may have written what "t" has again: "t" showing up at last must sync.
+	mustNotHold := func() { t.Fatalf("an event was held with no write in flight") }
+	if w.observe(owner, "s", "7", mustNotHold) {
+		t.Errorf("the echo of a write the cache showed in time is delivered")
+	}
+	if !w.observe(owner, "t", "8", mustNotHold) {
+		t.Errorf("a write the cache showed only after the sync stopped waiting is dropped as an echo")
 	}
 }
 
