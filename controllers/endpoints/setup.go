@@ -234,7 +234,8 @@ func sliceService(_ context.Context, o client.Object) []reconcile.Request {
 
 // enqueueUnlessEcho maps an event to its Service's request, as mapToService does, except for the
 // create and update events that show an object as one of our writes left it (see
-// writeExpectations); named gives the object's owner and its name among the owner's writes.
+// writeExpectations); named gives the object's owner and its name among the owner's writes. A
+// delete event also ends the wait for our writes of that object.
 func enqueueUnlessEcho(exp *writeExpectations, mapToService handler.MapFunc,
 	named func(client.Object) (owner types.NamespacedName, name string)) handler.EventHandler {
 	enqueue := handler.EnqueueRequestsFromMapFunc(mapToService)
@@ -251,7 +252,11 @@ func enqueueUnlessEcho(exp *writeExpectations, mapToService handler.MapFunc,
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
 			unlessEcho(e.ObjectNew, func() { enqueue.Update(ctx, e, q) })
 		},
-		DeleteFunc:  enqueue.Delete,
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
+			owner, name := named(e.Object)
+			exp.observeDeleted(owner, name)
+			enqueue.Delete(ctx, e, q)
+		},
 		GenericFunc: enqueue.Generic,
 	}
 }

@@ -120,6 +120,18 @@ func (w *writeExpectations) observe(owner types.NamespacedName, name, resourceVe
 	return true
 }
 
+// observeDeleted forgets what we expected of an object the cache saw deleted: a delete by someone
+// else overtook our write, so the cache will never show that write, and syncs need not wait.
+func (w *writeExpectations) observeDeleted(owner types.NamespacedName, name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.byOwner[owner], name)
+	if len(w.byOwner[owner]) == 0 {
+		delete(w.byOwner, owner)
+	}
+	w.forgetWritten(owner, name)
+}
+
 // forgetWritten drops the record of our write of name; w.mu is held.
 func (w *writeExpectations) forgetWritten(owner types.NamespacedName, name string) {
 	delete(w.written[owner], name)

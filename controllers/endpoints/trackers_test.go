@@ -41,6 +41,20 @@ func TestWriteExpectations(t *testing.T) {
 	}
 }
 
+func TestWriteExpectationsEndWhenTheCacheSeesTheObjectDeleted(t *testing.T) {
+	owner := types.NamespacedName{Namespace: "ns", Name: "web"}
+	w := newWriteExpectations()
+	w.expectWrite(owner, "s", "", "7")
+	w.expectWrite(owner, "t", "", "8")
+	w.observeDeleted(owner, "s")
+	if w.satisfied(owner, map[string]string{}) {
+		t.Fatalf("a delete event of one object ends the wait for another")
+	}
+	if !w.satisfied(owner, map[string]string{"t": "8"}) {
+		t.Errorf("a sync still waits for a create that someone deleted before our cache showed it")
+	}
+}
+
 func TestWriteExpectationsGiveUpAfterTTL(t *testing.T) {
 	owner := types.NamespacedName{Namespace: "ns", Name: "web"}
 	w := newWriteExpectations()
