@@ -10,10 +10,11 @@ import (
 
 // expectationTTL bounds how long a write we made may be missing from the cache before we stop
 // waiting for it: only a cache that missed a create and a delete of the object both (as a relist
-// does) keeps it missing for good. A cache also lags while its watch is down: client-go's reflectors
-// wait up to 30 s between attempts to list again after an API server outage, and a sync that
-// stopped waiting within that time wrote a second slice for endpoints the first had.
-const expectationTTL = time.Minute
+// does) keeps it missing for good. A cache also lags while its watch is down: after an API server
+// outage, client-go's reflectors wait up to a minute between attempts to list again (30 s, and
+// a jitter of as much again). A sync that stopped waiting sooner wrote a second slice for
+// endpoints the first had.
+const expectationTTL = 2 * time.Minute
 
 // writeExpectations remember, per owner (Service or Endpoints), the objects we just wrote, so that a
 // reconcile does not act on a cache that has not seen them yet: it would create duplicate slices,
