@@ -28,15 +28,11 @@ type laggingSlices struct {
 
 func newLaggingSlices(objs ...client.Object) *laggingSlices {
 	l := &laggingSlices{unseen: map[string]bool{}}
-	builder := func() *fake.ClientBuilder {
-		return fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).
-			WithIndex(&corev1.Pod{}, podLabelIndex, func(o client.Object) []string { return labelPairs(o.GetLabels()) }).
-			WithIndex(&discoveryv1.EndpointSlice{}, sliceOwnerIndex, func(o client.Object) []string {
-				l := o.GetLabels()
-				return []string{sliceOwnerKey(l[discoveryv1.LabelManagedBy], l[discoveryv1.LabelServiceName])}
-			})
+	api := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(objs...)
+	for _, ix := range cacheIndexes {
+		api = api.WithIndex(ix.obj, ix.field, ix.fn)
 	}
-	l.api = builder().WithObjects(objs...).Build()
+	l.api = api.Build()
 	l.cache = interceptor.NewClient(l.api.(client.WithWatch), interceptor.Funcs{
 		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 			if err := c.List(ctx, list, opts...); err != nil {

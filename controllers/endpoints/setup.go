@@ -101,6 +101,26 @@ func labelPairs(labels map[string]string) []string {
 
 func sliceOwnerKey(managedBy, serviceName string) string { return managedBy + "/" + serviceName }
 
+// cacheIndexes are the field indexes the reconcilers list the cache by.
+var cacheIndexes = []struct {
+	obj   client.Object
+	field string
+	fn    client.IndexerFunc
+}{
+	{&corev1.Pod{}, podLabelIndex, func(o client.Object) []string { return labelPairs(o.GetLabels()) }},
+	{&corev1.Pod{}, podNodeIndex, func(o client.Object) []string { return []string{o.(*corev1.Pod).Spec.NodeName} }},
+	{&corev1.Service{}, serviceSelectorIndex, func(o client.Object) []string {
+		return labelPairs(o.(*corev1.Service).Spec.Selector)
+	}},
+	{&discoveryv1.EndpointSlice{}, sliceOwnerIndex, func(o client.Object) []string {
+		l := o.GetLabels()
+		if l[discoveryv1.LabelServiceName] == "" || l[discoveryv1.LabelManagedBy] == "" {
+			return nil
+		}
+		return []string{sliceOwnerKey(l[discoveryv1.LabelManagedBy], l[discoveryv1.LabelServiceName])}
+	}},
+}
+
 // SetupWithManager registers the field indexes and the reconcilers: "endpoints" (Endpoints and
 // EndpointSlices of Services with a selector) and, unless disabled, "endpointslicemirroring".
 // They read from the manager's cache and write through clients of their own (writerClient).
@@ -108,25 +128,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	opts = opts.withDefaults()
 	ctx := context.Background()
 	indexer := mgr.GetFieldIndexer()
-	indexes := []struct {
-		obj   client.Object
-		field string
-		fn    client.IndexerFunc
-	}{
-		{&corev1.Pod{}, podLabelIndex, func(o client.Object) []string { return labelPairs(o.GetLabels()) }},
-		{&corev1.Pod{}, podNodeIndex, func(o client.Object) []string { return []string{o.(*corev1.Pod).Spec.NodeName} }},
-		{&corev1.Service{}, serviceSelectorIndex, func(o client.Object) []string {
-			return labelPairs(o.(*corev1.Service).Spec.Selector)
-		}},
-		{&discoveryv1.EndpointSlice{}, sliceOwnerIndex, func(o client.Object) []string {
-			l := o.GetLabels()
-			if l[discoveryv1.LabelServiceName] == "" || l[discoveryv1.LabelManagedBy] == "" {
-				return nil
-			}
-			return []string{sliceOwnerKey(l[discoveryv1.LabelManagedBy], l[discoveryv1.LabelServiceName])}
-		}},
-	}
-	for _, ix := range indexes {
+	for _, ix := range cacheIndexes {
 		if err := indexer.IndexField(ctx, ix.obj, ix.field, ix.fn); err != nil {
 			return fmt.Errorf("index %T by %s: %w", ix.obj, ix.field, err)
 		}
