@@ -135,6 +135,25 @@ var _ = Describe("Endpoints of a Service with a selector", func() {
 		}).Should(Succeed())
 	})
 
+	It("leaves someone else's change to its Endpoints until a pod changes, as upstream does, and writes deleted ones again", func() {
+		pods := publishBackend(2)
+		ips := func(g Gomega) []string { return readyIPs(g, getEndpoints(g, ctx, k8sClient, ns, "backend-service")) }
+		edited := &corev1.Endpoints{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "backend-service"}, edited)).To(Succeed())
+		edited.Subsets[0].Addresses = append(edited.Subsets[0].Addresses, corev1.EndpointAddress{IP: "10.9.9.9"})
+		Expect(k8sClient.Update(ctx, edited)).To(Succeed())
+		Consistently(ips).Should(ContainElement("10.9.9.9"))
+
+		Expect(k8sClient.Delete(ctx, edited)).To(Succeed())
+		Eventually(ips).Should(Equal(podIPsOf(pods)))
+
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "backend-service"}, edited)).To(Succeed())
+		edited.Subsets[0].Addresses = append(edited.Subsets[0].Addresses, corev1.EndpointAddress{IP: "10.9.9.9"})
+		Expect(k8sClient.Update(ctx, edited)).To(Succeed())
+		Expect(k8sClient.Delete(ctx, pods[1], client.GracePeriodSeconds(0))).To(Succeed())
+		Eventually(ips).Should(Equal(podIPsOf(pods[:1])))
+	})
+
 	It("keeps a terminating pod out of the Endpoints and marks it terminating in its slice", func() {
 		pods := publishBackend(2)
 

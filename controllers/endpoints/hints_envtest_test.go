@@ -60,7 +60,7 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "backend-service")).To(Equal(noHints)) }).Should(Succeed())
 	})
 
-	It("hints for the node as well under PreferSameNode, and follows a node that moves zone", func() {
+	It("hints for the node as well under PreferSameNode, and follows a node that moves zone (a Service without hints keeps the old zone, as upstream)", func() {
 		nodeName := "moving-" + ns
 		node := kit.MakeNode(nodeName).Zone("zone-x").Obj()
 		Expect(k8sClient.Create(ctx, node)).To(Succeed())
@@ -68,6 +68,8 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 		svc := kit.MakeService("local-first", ns).Selector(backend).
 			TrafficDistribution(corev1.ServiceTrafficDistributionPreferSameNode).TCPPort("", 80, 8080).Obj()
 		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		plain := kit.MakeService("plain", ns).Selector(backend).TCPPort("", 80, 8080).Obj()
+		Expect(k8sClient.Create(ctx, plain)).To(Succeed())
 		pod := createPod(ctx, k8sClient, ns, "on-moving-node", nodeName, backend)
 		testenv.SetPodStatus(ctx, k8sClient, pod, uniquePodIP(), true)
 		hints := func(zone string) map[string]string {
@@ -75,6 +77,12 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 				ForZones: []discoveryv1.ForZone{{Name: zone}}, ForNodes: []discoveryv1.ForNode{{Name: nodeName}}})}
 		}
 		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "local-first")).To(Equal(hints("zone-x"))) }).Should(Succeed())
+		plainZone := func(g Gomega) string {
+			byIP := sliceEndpointsByIP(getSlices(g, ctx, k8sClient, ns, "plain", endpointrules.SliceControllerName))
+			g.Expect(byIP).To(HaveKey(pod.Status.PodIP))
+			return ptr.Deref(byIP[pod.Status.PodIP].Zone, "")
+		}
+		Eventually(plainZone).Should(Equal("zone-x"))
 
 		Eventually(func(g Gomega) {
 			current := &corev1.Node{}
@@ -83,6 +91,7 @@ var _ = Describe("Topology hints of a Service with trafficDistribution", func() 
 			g.Expect(k8sClient.Update(ctx, current)).To(Succeed())
 		}).Should(Succeed())
 		Eventually(func(g Gomega) { g.Expect(hintsByIP(g, "local-first")).To(Equal(hints("zone-y"))) }).Should(Succeed())
+		Consistently(plainZone).Should(Equal("zone-x"))
 	})
 })
 

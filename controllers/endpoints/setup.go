@@ -170,7 +170,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		For(&corev1.Service{}).
 		Watches(&corev1.Pod{}, podEventHandler(mgr.GetClient(), opts.BatchPeriod, r.findings.servicesMatchingNoPod)).
 		Watches(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
-		Watches(&corev1.Endpoints{}, enqueueUnlessEcho(r.expectations, sameName, endpointsOfService)).
+		Watches(&corev1.Endpoints{}, enqueueOnlyDeleted(r.expectations, sameName, endpointsOfService)).
 		Watches(&discoveryv1.EndpointSlice{}, enqueueUnlessEcho(r.expectations, sliceService, sliceOfOwner),
 			builder.WithPredicates(managedBy(endpointrules.SliceControllerName))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
@@ -263,6 +263,28 @@ func enqueueUnlessEcho(exp *writeExpectations, mapToService handler.MapFunc,
 	}
 }
 
+// enqueueOnlyDeleted maps only delete events to the Service, as upstream's endpoints controller
+// does: a change someone else makes to the Endpoints of a Service with a selector stays until
+// the Service or its pods change next, and a deleted one is written again at once. Create and
+// update events still take back the echoes of our writes, which a sync may be waiting for.
+func enqueueOnlyDeleted(exp *writeExpectations, mapToService handler.MapFunc,
+	named func(client.Object) (owner types.NamespacedName, name string)) handler.EventHandler {
+	enqueue := handler.EnqueueRequestsFromMapFunc(mapToService)
+	observe := func(o client.Object) {
+		owner, name := named(o)
+		exp.observe(owner, name, o.GetResourceVersion(), func() {})
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, _ queue) { observe(e.Object) },
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, _ queue) { observe(e.ObjectNew) },
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
+			owner, name := named(e.Object)
+			exp.observeDeleted(owner, name)
+			enqueue.Delete(ctx, e, q)
+		},
+	}
+}
+
 func endpointsOfService(o client.Object) (types.NamespacedName, string) {
 	return client.ObjectKeyFromObject(o), endpointsExpectationKey
 }
@@ -293,7 +315,7 @@ type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
 // their Warning Event can name a near miss that appears later.
 func podEventHandler(c client.Client, batch time.Duration, matchingNoPod func(namespace string) []types.NamespacedName) handler.EventHandler {
 	enqueue := func(ctx context.Context, q queue, namespace string, labelSets ...map[string]string) {
-		for _, req := range servicesSelecting(ctx, c, namespace, labelSets...) {
+		for _, req := range servicesSelecting(ctx, c, namespace, nil, labelSets...) {
 			q.AddAfter(req, batch)
 		}
 		for _, key := range matchingNoPod(namespace) {
@@ -334,8 +356,9 @@ func podEndpointsChanged(a, b *corev1.Pod) bool {
 }
 
 // servicesSelecting finds, through the selector index, the Services whose selector matches any
-// of the label sets.
-func servicesSelecting(ctx context.Context, c client.Client, namespace string, labelSets ...map[string]string) []reconcile.Request {
+// of the label sets, and that keep accepts (all if nil).
+func servicesSelecting(ctx context.Context, c client.Client, namespace string, keep func(*corev1.Service) bool,
+	labelSets ...map[string]string) []reconcile.Request {
 	seen := map[types.NamespacedName]bool{}
 	var out []reconcile.Request
 	for _, labels := range labelSets {
@@ -349,7 +372,7 @@ func servicesSelecting(ctx context.Context, c client.Client, namespace string, l
 			for i := range list.Items {
 				svc := &list.Items[i]
 				key := client.ObjectKeyFromObject(svc)
-				if seen[key] || !endpointrules.SelectsLabels(svc, namespace, labels) {
+				if seen[key] || !endpointrules.SelectsLabels(svc, namespace, labels) || (keep != nil && !keep(svc)) {
 					continue
 				}
 				seen[key] = true
@@ -360,12 +383,14 @@ func servicesSelecting(ctx context.Context, c client.Client, namespace string, l
 	return out
 }
 
-// nodeEventHandler resyncs the Services of the pods on a node that appeared, went, or moved
-// zone, and every topology-mode Auto Service when the zones' share of ready CPU may have
-// changed (a node came, went, moved zone, turned Ready or not, changed allocatable CPU or
-// control-plane role).
+// nodeEventHandler resyncs the Services of the pods on a node that appeared (their pods were
+// left out while it was unknown), the Services hinted by zone whose pods are on a node that moved
+// zone, and every topology-mode Auto Service when the zones' share of ready CPU may have changed
+// (a node came, went, moved zone, turned Ready or not, changed allocatable CPU or control-plane
+// role). Like upstream, a node that goes or moves zone leaves the other Services' slices as they
+// are until their Service or pods change next.
 func nodeEventHandler(c client.Client, batch time.Duration) handler.EventHandler {
-	enqueue := func(ctx context.Context, q queue, node string, seen map[types.NamespacedName]bool) {
+	enqueue := func(ctx context.Context, q queue, node string, seen map[types.NamespacedName]bool, keep func(*corev1.Service) bool) {
 		var list corev1.PodList
 		if err := c.List(ctx, &list, client.MatchingFields{podNodeIndex: node}, client.UnsafeDisableDeepCopy); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "Listing pods by node failed", "node", node)
@@ -373,7 +398,7 @@ func nodeEventHandler(c client.Client, batch time.Duration) handler.EventHandler
 		}
 		for i := range list.Items {
 			p := &list.Items[i]
-			for _, req := range servicesSelecting(ctx, c, p.Namespace, p.Labels) {
+			for _, req := range servicesSelecting(ctx, c, p.Namespace, keep, p.Labels) {
 				if !seen[req.NamespacedName] {
 					seen[req.NamespacedName] = true
 					q.AddAfter(req, batch)
@@ -401,26 +426,27 @@ func nodeEventHandler(c client.Client, batch time.Duration) handler.EventHandler
 				return
 			}
 			seen := map[types.NamespacedName]bool{}
-			enqueue(ctx, q, e.Object.GetName(), seen)
+			enqueue(ctx, q, e.Object.GetName(), seen, nil)
 			enqueueAuto(ctx, q, seen)
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
 			oldNode, newNode := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
 			seen := map[types.NamespacedName]bool{}
 			if oldNode.Labels[corev1.LabelTopologyZone] != newNode.Labels[corev1.LabelTopologyZone] {
-				enqueue(ctx, q, newNode.Name, seen)
+				enqueue(ctx, q, newNode.Name, seen, hintedByZone)
 			}
 			if zoneCPUChanged(oldNode, newNode) {
 				enqueueAuto(ctx, q, seen)
 			}
 		},
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
-			seen := map[types.NamespacedName]bool{}
-			enqueue(ctx, q, e.Object.GetName(), seen)
-			enqueueAuto(ctx, q, seen)
+		DeleteFunc: func(ctx context.Context, _ event.DeleteEvent, q queue) {
+			enqueueAuto(ctx, q, map[types.NamespacedName]bool{})
 		},
 	}
 }
+
+// hintedByZone says whether the Service's spec.trafficDistribution hints endpoints for their zone.
+func hintedByZone(svc *corev1.Service) bool { return trafficDistributionOf(svc).zones }
 
 // zoneCPUChanged says whether a node update can change ZoneCPUOf.
 func zoneCPUChanged(a, b *corev1.Node) bool {
