@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
@@ -18,12 +19,13 @@ import (
 )
 
 // laggingSlices is an API server (a fake client) and a cache of it that has not seen some
-// EndpointSlices yet, as after an API server outage, while the cache's reflector waits to list
-// again.
+// EndpointSlices or Endpoints yet, as after an API server outage, while the cache's reflector
+// waits to list again.
 type laggingSlices struct {
-	api    client.Client
-	cache  client.Client
-	unseen map[string]bool // slice names
+	api             client.Client
+	cache           client.Client
+	unseen          map[string]bool // slice names
+	unseenEndpoints bool
 }
 
 func newLaggingSlices(objs ...client.Object) *laggingSlices {
@@ -43,8 +45,41 @@ func newLaggingSlices(objs ...client.Object) *laggingSlices {
 			}
 			return nil
 		},
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if _, ok := obj.(*corev1.Endpoints); ok && l.unseenEndpoints {
+				return apierrors.NewNotFound(corev1.Resource("endpoints"), key.Name)
+			}
+			return c.Get(ctx, key, obj, opts...)
+		},
 	})
 	return l
+}
+
+// reconciler is a Service reconciler that reads from the lagging cache and writes to the API.
+func (l *laggingSlices) reconciler() *serviceReconciler {
+	recorder := events.NewFakeRecorder(100)
+	return &serviceReconciler{
+		Reader: l.cache, EndpointsWriter: l.api, SliceWriter: l.api, Recorder: recorder,
+		MaxEndpointsPerSlice: 100,
+		expectations:         newWriteExpectations(),
+		triggerTimes:         newTriggerTimes(),
+		findings:             newFindingReporter(recorder, l.api, l.api),
+		hintEvents:           newHintEventReporter(recorder),
+	}
+}
+
+// syncer returns a function that syncs svc once with r and fails the test on an error.
+func syncer(t *testing.T, r *serviceReconciler, svc *corev1.Service) func() ctrl.Result {
+	ctx := ctrl.LoggerInto(context.Background(), ctrl.Log)
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(svc)}
+	return func() ctrl.Result {
+		t.Helper()
+		res, err := r.Reconcile(ctx, req)
+		if err != nil {
+			t.Fatalf("sync: %v", err)
+		}
+		return res
+	}
 }
 
 func (l *laggingSlices) slices(t *testing.T) []discoveryv1.EndpointSlice {
@@ -72,28 +107,12 @@ func publishedIPs(published []discoveryv1.EndpointSlice) []string {
 // endpoints. The first slice showing up in the cache at last must sync the Service, which then
 // keeps each endpoint once: the echo of our own write is news by then.
 func TestSliceTheCacheShowsAfterTheSyncStoppedWaitingSyncsTheService(t *testing.T) {
-	ctx := ctrl.LoggerInto(context.Background(), ctrl.Log)
 	svc := service()
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}
 	l := newLaggingSlices(svc, node, pod("a", "10.0.0.1"), pod("b", "10.0.0.2"))
-	recorder := events.NewFakeRecorder(100)
-	r := &serviceReconciler{
-		Reader: l.cache, EndpointsWriter: l.api, SliceWriter: l.api, Recorder: recorder,
-		MaxEndpointsPerSlice: 100,
-		expectations:         newWriteExpectations(),
-		triggerTimes:         newTriggerTimes(),
-		findings:             newFindingReporter(recorder, l.api, l.api),
-		hintEvents:           newHintEventReporter(recorder),
-	}
+	r := l.reconciler()
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(svc)}
-	sync := func() ctrl.Result {
-		t.Helper()
-		res, err := r.Reconcile(ctx, req)
-		if err != nil {
-			t.Fatalf("sync: %v", err)
-		}
-		return res
-	}
+	sync := syncer(t, r, svc)
 	want := []string{"10.0.0.1", "10.0.0.2"}
 
 	sync()
@@ -124,5 +143,42 @@ func TestSliceTheCacheShowsAfterTheSyncStoppedWaitingSyncsTheService(t *testing.
 	sync()
 	if got := publishedIPs(l.slices(t)); !slices.Equal(got, want) {
 		t.Errorf("after the cache caught up the slices publish %v, want %v", got, want)
+	}
+}
+
+// The Endpoints of a Service deleted right after our sync created them may not be in the cache
+// when the delete is synced, and no event of ours syncs the Service later (upstream's
+// controller hears only deletes of Endpoints). The sync of the deleted Service waits for the
+// cache instead of deleting by it, so the Endpoints do not stay behind.
+func TestEndpointsTheCacheHasNotShownYetGoWithTheirService(t *testing.T) {
+	ctx := context.Background()
+	svc := service()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}
+	l := newLaggingSlices(svc, node, pod("a", "10.0.0.1"))
+	sync := syncer(t, l.reconciler(), svc)
+	endpointsExist := func() bool {
+		err := l.api.Get(ctx, client.ObjectKeyFromObject(svc), &corev1.Endpoints{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+
+	sync()
+	if !endpointsExist() {
+		t.Fatalf("the first sync wrote no Endpoints")
+	}
+	l.unseenEndpoints = true
+	if err := l.api.Delete(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	if res := sync(); res.RequeueAfter == 0 || !endpointsExist() {
+		t.Fatalf("the sync of the deleted Service while the cache lacks our Endpoints: result %+v, Endpoints exist %v; want a requeue",
+			res, endpointsExist())
+	}
+	l.unseenEndpoints = false
+	sync()
+	if endpointsExist() {
+		t.Errorf("the Endpoints of the deleted Service stay behind")
 	}
 }

@@ -46,6 +46,11 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, fmt.Errorf("get Service %s: %w", req, err)
 		}
+		// An Endpoints we created just before the Service went may not be in the cache yet;
+		// deleting by the cache would then leave it behind, and nothing would sync it again.
+		if waiting, err := r.waitingForOurWrites(ctx, req.NamespacedName); err != nil || waiting {
+			return ctrl.Result{RequeueAfter: staleCacheRetry}, err
+		}
 		r.triggerTimes.forget(req.NamespacedName)
 		r.expectations.forget(req.NamespacedName)
 		r.findings.forget(req.NamespacedName)
@@ -128,6 +133,20 @@ func (r *serviceReconciler) warnUnlessConflict(svc *corev1.Service, err error, r
 	}
 	r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, reason, action, "Error updating endpoints of Service %s/%s: %v",
 		svc.Namespace, svc.Name, err)
+}
+
+// waitingForOurWrites says whether the cache has yet to show writes we made of the Service's
+// Endpoints or slices.
+func (r *serviceReconciler) waitingForOurWrites(ctx context.Context, key types.NamespacedName) (bool, error) {
+	current, err := r.currentEndpoints(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	slices, err := r.ourSlices(ctx, key.Namespace, key.Name)
+	if err != nil {
+		return false, err
+	}
+	return !r.expectations.satisfied(key, cachedVersions(current, slices)), nil
 }
 
 func cachedVersions(ep *corev1.Endpoints, slices []*discoveryv1.EndpointSlice) map[string]string {

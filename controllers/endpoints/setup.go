@@ -263,10 +263,12 @@ func enqueueUnlessEcho(exp *writeExpectations, mapToService handler.MapFunc,
 	}
 }
 
-// enqueueOnlyDeleted maps only delete events to the Service, as upstream's endpoints controller
-// does: a change someone else makes to the Endpoints of a Service with a selector stays until
-// the Service or its pods change next, and a deleted one is written again at once. Create and
-// update events still take back the echoes of our writes, which a sync may be waiting for.
+// enqueueOnlyDeleted maps only delete events to the Service, and the Endpoints of the cache's
+// initial list, as upstream's endpoints controller does: a change someone else makes to the
+// Endpoints of a Service with a selector stays until the Service or its pods change next, a
+// deleted one is written again at once, and at start every Endpoints is checked for a Service
+// (those of Services deleted while no manager ran go). Other create and update events still take
+// back the echoes of our writes, which a sync may be waiting for.
 func enqueueOnlyDeleted(exp *writeExpectations, mapToService handler.MapFunc,
 	named func(client.Object) (owner types.NamespacedName, name string)) handler.EventHandler {
 	enqueue := handler.EnqueueRequestsFromMapFunc(mapToService)
@@ -275,7 +277,13 @@ func enqueueOnlyDeleted(exp *writeExpectations, mapToService handler.MapFunc,
 		exp.observe(owner, name, o.GetResourceVersion(), func() {})
 	}
 	return handler.Funcs{
-		CreateFunc: func(_ context.Context, e event.CreateEvent, _ queue) { observe(e.Object) },
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
+			if replaysInitialList(e) {
+				enqueue.Create(ctx, e, q)
+				return
+			}
+			observe(e.Object)
+		},
 		UpdateFunc: func(_ context.Context, e event.UpdateEvent, _ queue) { observe(e.ObjectNew) },
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
 			owner, name := named(e.Object)
