@@ -170,8 +170,8 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		For(&corev1.Service{}).
 		Watches(&corev1.Pod{}, podEventHandler(mgr.GetClient(), opts.BatchPeriod, r.findings.servicesMatchingNoPod)).
 		Watches(&corev1.Node{}, nodeEventHandler(mgr.GetClient(), opts.BatchPeriod)).
-		Watches(&corev1.Endpoints{}, enqueueOnlyDeleted(r.expectations, sameName, endpointsOfService)).
-		Watches(&discoveryv1.EndpointSlice{}, enqueueUnlessEcho(r.expectations, sliceService, sliceOfOwner),
+		Watches(&corev1.Endpoints{}, enqueueUnlessEcho(r.expectations, sameName, endpointsOfService, initialListOnly)).
+		Watches(&discoveryv1.EndpointSlice{}, enqueueUnlessEcho(r.expectations, sliceService, sliceOfOwner, everyChange),
 			builder.WithPredicates(managedBy(endpointrules.SliceControllerName))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
 		Complete(r)
@@ -193,7 +193,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		Named("endpointslicemirroring").
 		For(&corev1.Endpoints{}, builder.WithPredicates(mirrorableBeforeOrAfter)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(sameName), builder.WithPredicates(selectorlessBeforeOrAfter)).
-		Watches(&discoveryv1.EndpointSlice{}, enqueueUnlessEcho(m.expectations, sliceService, sliceOfOwner),
+		Watches(&discoveryv1.EndpointSlice{}, enqueueUnlessEcho(m.expectations, sliceService, sliceOfOwner, everyChange),
 			builder.WithPredicates(managedBy(endpointrules.MirroringControllerName))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: opts.ConcurrentSyncs}).
 		Complete(m)
@@ -234,14 +234,33 @@ func sliceService(_ context.Context, o client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 }
 
+// syncingChanges says which create and update events of an object, not echoes of our writes,
+// sync its owner.
+type syncingChanges bool
+
+const (
+	// everyChange: a change by someone else syncs the owner, as upstream's EndpointSlice
+	// controllers do for their slices.
+	everyChange syncingChanges = true
+	// initialListOnly: only the objects of the cache's initial list sync their owner, as
+	// upstream's endpoints controller does for Endpoints (it hears only their deletes, and checks
+	// every Endpoints for a Service at start): someone else's change stays until the Service or
+	// its pods change next.
+	initialListOnly syncingChanges = false
+)
+
 // enqueueUnlessEcho maps an event to its Service's request, as mapToService does, except for the
 // create and update events that show an object as one of our writes left it (see
-// writeExpectations); named gives the object's owner and its name among the owner's writes. A
-// delete event also ends the wait for our writes of that object.
+// writeExpectations), and those that changes leaves out; named gives the object's owner and its
+// name among the owner's writes. Every event is observed, as a sync may wait for our writes to
+// show. A delete event also ends the wait for our writes of that object.
 func enqueueUnlessEcho(exp *writeExpectations, mapToService handler.MapFunc,
-	named func(client.Object) (owner types.NamespacedName, name string)) handler.EventHandler {
+	named func(client.Object) (owner types.NamespacedName, name string), changes syncingChanges) handler.EventHandler {
 	enqueue := handler.EnqueueRequestsFromMapFunc(mapToService)
-	unlessEcho := func(o client.Object, deliver func()) {
+	unlessEcho := func(o client.Object, syncs bool, deliver func()) {
+		if !syncs {
+			deliver = func() {}
+		}
 		owner, name := named(o)
 		if exp.observe(owner, name, o.GetResourceVersion(), deliver) {
 			deliver()
@@ -249,10 +268,10 @@ func enqueueUnlessEcho(exp *writeExpectations, mapToService handler.MapFunc,
 	}
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
-			unlessEcho(e.Object, func() { enqueue.Create(ctx, e, q) })
+			unlessEcho(e.Object, bool(changes) || replaysInitialList(e), func() { enqueue.Create(ctx, e, q) })
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
-			unlessEcho(e.ObjectNew, func() { enqueue.Update(ctx, e, q) })
+			unlessEcho(e.ObjectNew, bool(changes), func() { enqueue.Update(ctx, e, q) })
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
 			owner, name := named(e.Object)
@@ -260,36 +279,6 @@ func enqueueUnlessEcho(exp *writeExpectations, mapToService handler.MapFunc,
 			enqueue.Delete(ctx, e, q)
 		},
 		GenericFunc: enqueue.Generic,
-	}
-}
-
-// enqueueOnlyDeleted maps only delete events to the Service, and the Endpoints of the cache's
-// initial list, as upstream's endpoints controller does: a change someone else makes to the
-// Endpoints of a Service with a selector stays until the Service or its pods change next, a
-// deleted one is written again at once, and at start every Endpoints is checked for a Service
-// (those of Services deleted while no manager ran go). Other create and update events still take
-// back the echoes of our writes, which a sync may be waiting for.
-func enqueueOnlyDeleted(exp *writeExpectations, mapToService handler.MapFunc,
-	named func(client.Object) (owner types.NamespacedName, name string)) handler.EventHandler {
-	enqueue := handler.EnqueueRequestsFromMapFunc(mapToService)
-	observe := func(o client.Object) {
-		owner, name := named(o)
-		exp.observe(owner, name, o.GetResourceVersion(), func() {})
-	}
-	return handler.Funcs{
-		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
-			if replaysInitialList(e) {
-				enqueue.Create(ctx, e, q)
-				return
-			}
-			observe(e.Object)
-		},
-		UpdateFunc: func(_ context.Context, e event.UpdateEvent, _ queue) { observe(e.ObjectNew) },
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
-			owner, name := named(e.Object)
-			exp.observeDeleted(owner, name)
-			enqueue.Delete(ctx, e, q)
-		},
 	}
 }
 
