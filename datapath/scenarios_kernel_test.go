@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
 // TestPacketScenariosInTheKernel plays the packet scenarios with real packets: pods in
@@ -17,6 +19,20 @@ import (
 // each scenario (TestTracedPackets), the kernel must do.
 func TestPacketScenariosInTheKernel(t *testing.T) {
 	requireDatapath(t)
+	playInTheKernel(t, func(t *testing.T, s packetScenario, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) {
+		proxier := newTestProxier(t, func(c *Config) { *c = s.config() })
+		mustSync(t, proxier, services, slices...)
+	})
+}
+
+// scenarioProgrammer programs node-a's datapath for a scenario's Services and slices, and
+// undoes it when t ends: our Proxier here, upstream kube-proxy in
+// TestPacketScenariosWithKubeProxy.
+type scenarioProgrammer func(t *testing.T, s packetScenario, services []*corev1.Service, slices []*discoveryv1.EndpointSlice)
+
+// playInTheKernel plays every packet scenario with real packets on the datapath program puts
+// on the node.
+func playInTheKernel(t *testing.T, program scenarioProgrammer) {
 	for _, s := range packetScenarios() {
 		t.Run(s.name, func(t *testing.T) {
 			pods := map[string]*testPod{}
@@ -35,10 +51,11 @@ func TestPacketScenariosInTheKernel(t *testing.T) {
 				client = pods[s.from]
 			}
 			services, endpointSlices := s.services(func(name string) string { return pods[name].ip })
-			proxier := newTestProxier(t, func(c *Config) { *c = s.config() })
-			mustSync(t, proxier, services, endpointSlices...)
+			program(t, s, services, endpointSlices)
 
 			switch {
+			case s.want.unserved:
+				expectUnserved(t, client, s.to)
 			case s.want.refused:
 				if _, err := client.dial(s.to, 2*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
 					t.Fatalf("want connection refused, got %v", err)
@@ -90,6 +107,23 @@ func expectReached(t *testing.T, client *testPod, addr string, want scenarioWant
 	case !want.sticky && !slices.Equal(reached, wantReach):
 		t.Errorf("%d connections reached %v; want each of %v", n, counts, wantReach)
 	}
+}
+
+// expectUnserved checks that a connection from client to addr fails as it would with no
+// Service: refused by the node's closed port, or unreachable.
+func expectUnserved(t *testing.T, client *testPod, addr string) {
+	t.Helper()
+	conn, err := client.dial(addr, 2*time.Second)
+	if err == nil {
+		conn.Close()
+		t.Fatalf("a connection to %s was established; want it left alone (no Service serves it)", addr)
+	}
+	for _, errno := range []syscall.Errno{syscall.ECONNREFUSED, syscall.EHOSTUNREACH, syscall.ENETUNREACH} {
+		if errors.Is(err, errno) {
+			return
+		}
+	}
+	t.Fatalf("a connection to %s: %v; want it refused by the node or unreachable, as with no Service", addr, err)
 }
 
 // expectDropped checks that a connection from client to addr gets no answer and that

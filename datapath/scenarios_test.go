@@ -36,6 +36,9 @@ const (
 	fromNode    = "node"    // the node itself (output hook)
 	fromOutside = "outside" // an address outside the cluster CIDRs, routed through the node
 	outsideIP   = "192.168.77.10"
+	// outsideGateway is the node's address on the outside client's link: a local address of
+	// the node, but not its node IP.
+	outsideGateway = "192.168.77.1"
 )
 
 // scenarioWant is what becomes of the connection.
@@ -46,6 +49,9 @@ type scenarioWant struct {
 	sticky bool
 	// refused: the client is refused at once; dropped: its packets vanish on the node.
 	refused, dropped bool
+	// unserved: no rule touches the connection; it goes on as if no Service existed: to the
+	// node's own closed port, which refuses it, or to an address the node has no route to.
+	unserved bool
 	// masquerade: the pod sees the node's address, not the client's.
 	masquerade bool
 }
@@ -107,6 +113,41 @@ func packetScenarios() []packetScenario {
 			svcs[0].Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.80"}}
 			return svcs, slices
 		}
+	}
+	// withEndpoints is a Service at 10.96.2.90 with the given endpoints, by pod name.
+	withEndpoints := func(eps ...func(ip podIPs) ep) func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+		return func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+			var list []ep
+			for _, e := range eps {
+				list = append(list, e(ip))
+			}
+			return serviceTo("lifecycle", "10.96.2.90", list...)
+		}
+	}
+	ready := func(pod, node string) func(ip podIPs) ep {
+		return func(ip podIPs) ep { return readyEP(ip(pod), node) }
+	}
+	terminating := func(pod, node string, serving bool) func(ip podIPs) ep {
+		return func(ip podIPs) ep { return ep{ip: ip(pod), node: node, serving: serving, terminating: true} }
+	}
+	notReady := func(pod string) func(ip podIPs) ep {
+		return func(ip podIPs) ep { return ep{ip: ip(pod), node: "node-a"} }
+	}
+	// localTerminating is a NodePort Service, externalTrafficPolicy Local, whose endpoint on
+	// this node is terminating (still serving) and whose other one is ready on node-b.
+	localTerminating := func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+		svcs, slices := nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote...)(ip)
+		slices[0].Endpoints[0].Conditions = discoveryv1.EndpointConditions{Ready: knftables.PtrTo(false),
+			Serving: knftables.PtrTo(true), Terminating: knftables.PtrTo(true)}
+		return svcs, slices
+	}
+	nodeHinted := func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+		here, there := readyEP(ip("local"), "node-a"), readyEP(ip("remote"), "node-b")
+		here.zones, here.nodes = []string{"zone-a"}, []string{"node-a"}
+		there.zones, there.nodes = []string{"zone-a"}, []string{"node-b"}
+		svcs, slices := serviceTo("same-node", "10.96.2.100", here, there)
+		svcs[0].Spec.TrafficDistribution = knftables.PtrTo(corev1.ServiceTrafficDistributionPreferSameNode)
+		return svcs, slices
 	}
 	return []packetScenario{
 		{name: "new connections spread over every endpoint", pods: three, services: spread,
@@ -199,6 +240,93 @@ func packetScenarios() []packetScenario {
 			from: fromClient, to: "10.96.2.70:80", want: scenarioWant{reach: []string{"zone-a-pod"}}},
 		{name: "topology hints for no endpoint of this node's zone: every endpoint", zone: "zone-c", pods: zonalPods, services: zonal,
 			from: fromClient, to: "10.96.2.70:80", want: scenarioWant{reach: []string{"zone-a-pod", "zone-b-pod"}}},
+		{name: "node hints (PreferSameNode): only the endpoints hinted for this node", pods: localAndRemote, services: nodeHinted,
+			from: fromClient, to: "10.96.2.100:80", want: scenarioWant{reach: []string{"local"}}},
+
+		// Endpoints through their lifecycle.
+		{name: "every endpoint terminating: the serving ones take new connections", pods: three,
+			services: withEndpoints(terminating("backend-0", "node-a", true), terminating("backend-1", "node-b", true), terminating("backend-2", "node-a", false)),
+			from:     fromClient, to: "10.96.2.90:80", want: scenarioWant{reach: all[:2]}},
+		{name: "a ready endpoint takes every new connection from serving terminating ones", pods: three,
+			services: withEndpoints(ready("backend-0", "node-b"), terminating("backend-1", "node-a", true), terminating("backend-2", "node-a", true)),
+			from:     fromClient, to: "10.96.2.90:80", want: scenarioWant{reach: all[:1]}},
+		{name: "endpoints neither ready nor serving: refused", pods: three[:2],
+			services: withEndpoints(notReady("backend-0"), terminating("backend-1", "node-a", false)),
+			from:     fromClient, to: "10.96.2.90:80", want: scenarioWant{refused: true}},
+		{name: "NodePort, externalTrafficPolicy Local: a terminating local endpoint before a ready remote one", pods: localAndRemote,
+			services: localTerminating, from: fromOutside, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local"}}},
+
+		// External destinations reached from inside the cluster, and the node's own addresses.
+		{name: "an external IP from a pod: every endpoint, masqueraded", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...),
+			from:     fromClient, to: "203.0.113.80:80", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
+		{name: "a NodePort from the node: every endpoint, masqueraded", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...),
+			from:     fromNode, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
+		{name: "a NodePort, externalTrafficPolicy Local, from the node: every endpoint, masqueraded", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote...),
+			from:     fromNode, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
+		{name: "a NodePort on a node address that is not the node IP is refused", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...),
+			from:     fromOutside, to: outsideGateway + ":30080", want: scenarioWant{unserved: true}},
+		{name: "ClientIP affinity on a NodePort from outside", pods: localAndRemote,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...)(ip)
+				sticky(svcs[0], 60)
+				return svcs, slices
+			},
+			from: fromOutside, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local", "remote"}, sticky: true, masquerade: true}},
+		{name: "internalTrafficPolicy Local from the node: this node's endpoints, masqueraded", pods: localAndRemote,
+			services: internalLocal(func(ip podIPs) []ep {
+				return []ep{readyEP(ip("local"), "node-a"), readyEP(ip("remote"), "node-b")}
+			}),
+			from: fromNode, to: "10.96.2.60:80", want: scenarioWant{reach: []string{"local"}, masquerade: true}},
+		{name: "a load balancer IP from a pod outside its source ranges: dropped", pods: localAndRemote,
+			services: loadBalancer("192.168.77.0/24"), from: fromClient, to: "198.51.100.80:80", want: scenarioWant{dropped: true}},
+		{name: "a load balancer, externalTrafficPolicy Local, from outside: this node's endpoints, source kept", pods: localAndRemote,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := loadBalancer("192.168.77.0/24")(ip)
+				svcs[0].Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+				return svcs, slices
+			},
+			from: fromOutside, to: "198.51.100.80:80", want: scenarioWant{reach: []string{"local"}}},
+		{name: "a load balancer IP, externalTrafficPolicy Local, from a pod: every endpoint", pods: localAndRemote,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := loadBalancer(clusterCIDRv4)(ip)
+				svcs[0].Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+				return svcs, slices
+			},
+			from: fromClient, to: "198.51.100.80:80", want: scenarioWant{reach: []string{"local", "remote"}}},
+		{name: "a load balancer IP with ipMode Proxy is left to the load balancer", pods: localAndRemote,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := loadBalancer("192.168.77.0/24")(ip)
+				svcs[0].Status.LoadBalancer.Ingress[0].IPMode = knftables.PtrTo(corev1.LoadBalancerIPModeProxy)
+				return svcs, slices
+			},
+			from: fromOutside, to: "198.51.100.80:80", want: scenarioWant{unserved: true}},
+		{name: "internalTrafficPolicy Local from outside the cluster: this node's endpoints, masqueraded", pods: localAndRemote,
+			services: internalLocal(func(ip podIPs) []ep {
+				return []ep{readyEP(ip("local"), "node-a"), readyEP(ip("remote"), "node-b")}
+			}),
+			from: fromOutside, to: "10.96.2.60:80", want: scenarioWant{reach: []string{"local"}, masquerade: true}},
+		{name: "a Service port without endpoints refuses while another port has them", pods: three,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svc := makeService("two-ports", "10.96.2.110", tcp("http", 80, 8080), tcp("admin", 81, 9090))
+				slice := makeSlice(svc, "two-ports-1", readyOn(ip, "node-a", all...)...)
+				slice.Ports = slice.Ports[:1] // no pod has the admin port
+				return []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{slice}
+			},
+			from: fromClient, to: "10.96.2.110:81", want: scenarioWant{refused: true}},
+		{name: "a NodePort from a pod: every endpoint, masqueraded", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...),
+			from:     fromClient, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
+		{name: "a NodePort with both traffic policies Local, from a pod: every endpoint", pods: localAndRemote,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote...)(ip)
+				svcs[0].Spec.InternalTrafficPolicy = knftables.PtrTo(corev1.ServiceInternalTrafficPolicyLocal)
+				return svcs, slices
+			},
+			from: fromClient, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local", "remote"}}},
 	}
 }
 
@@ -208,20 +336,22 @@ func (s packetScenario) config() Config {
 	if zone == "" {
 		zone = "zone-a"
 	}
+	// NodePorts on the node IP only: the agent's default, as kube-proxy's nftables mode
+	// (--nodeport-addresses primary).
 	return Config{NodeName: "node-a", Zone: zone, ClusterCIDRs: []string{clusterCIDRv4}, ServiceCIDRs: []string{serviceCIDRv4},
-		IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol}}
+		NodeIPs: []string{nodeIP}, NodePortAddresses: []string{nodeIP}, IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol}}
 }
 
 func TestPacketScenariosAreWellFormed(t *testing.T) {
 	for _, s := range packetScenarios() {
 		outcomes := 0
-		for _, b := range []bool{len(s.want.reach) > 0, s.want.refused, s.want.dropped} {
+		for _, b := range []bool{len(s.want.reach) > 0, s.want.refused, s.want.dropped, s.want.unserved} {
 			if b {
 				outcomes++
 			}
 		}
 		if outcomes != 1 {
-			t.Errorf("%s: want exactly one of reach, refused, dropped", s.name)
+			t.Errorf("%s: want exactly one of reach, refused, dropped, unserved", s.name)
 		}
 	}
 }

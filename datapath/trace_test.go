@@ -38,7 +38,7 @@ func TestTracedPackets(t *testing.T) {
 			mustSync(t, node.Proxier, services, endpointSlices...)
 			host, port, _ := net.SplitHostPort(s.to)
 			dport, _ := strconv.Atoi(port)
-			tracer := node.Tracer(corev1.IPv4Protocol, nodeIP)
+			tracer := node.Tracer(corev1.IPv4Protocol, nodeIP, outsideGateway)
 			packet := nfttrace.Packet{SourceIP: ips[s.from], Protocol: "tcp", DestIP: host, DestPort: dport}
 			trace := func() []nfttrace.Outcome {
 				t.Helper()
@@ -81,6 +81,7 @@ func checkOutcomes(t *testing.T, want scenarioWant, outcomes []nfttrace.Outcome,
 	case want.dropped:
 		verdict = nfttrace.Drop
 	}
+	// Unserved: accepted as it is, neither DNAT nor masquerade (checked below).
 	if !slices.Equal(got.Verdicts, []nfttrace.Verdict{verdict}) {
 		t.Fatalf("verdicts %v, want %s; outcomes:\n%s", got.Verdicts, verdict, describeOutcomes(outcomes))
 	}
