@@ -3,15 +3,12 @@
 package datapath
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,8 +16,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -39,6 +38,18 @@ const (
 // node from them. Every scenario's outcome is thus upstream's as well as ours. It runs with
 // make test-upstream-diff (build tag upstreamdiff), which builds kube-proxy first.
 func TestPacketScenariosWithKubeProxy(t *testing.T) {
+	playInTheKernel(t, startKubeProxyNode(t).program)
+}
+
+// TestFlowScenariosWithKubeProxy is TestFlowScenariosInTheKernel with kube-proxy's rules (and
+// its conntrack cleanup), as TestPacketScenariosWithKubeProxy.
+func TestFlowScenariosWithKubeProxy(t *testing.T) {
+	playFlowsInTheKernel(t, startKubeProxyNode(t).program)
+}
+
+// startKubeProxyNode starts a control plane for node-a's kube-proxy, stopped when t ends.
+func startKubeProxyNode(t *testing.T) *kubeProxyNode {
+	t.Helper()
 	requireDatapath(t)
 	assets, upstream := os.Getenv("KUBEBUILDER_ASSETS"), os.Getenv("UPSTREAM_ASSETS")
 	if assets == "" || upstream == "" {
@@ -48,10 +59,11 @@ func TestPacketScenariosWithKubeProxy(t *testing.T) {
 	if dir := os.Getenv("UPSTREAMDIFF_LOGS"); dir != "" {
 		logs = dir
 	}
-	log, err := os.Create(filepath.Join(logs, "kube-proxy-control-plane.log"))
+	log, err := os.Create(filepath.Join(logs, t.Name()+"-control-plane.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	controlplane.DiscardLogs()
 	env := controlplane.New(assets, log)
 	// This namespace has no default route to pick the advertised address from.
 	env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", nodeIP)
@@ -74,8 +86,7 @@ func TestPacketScenariosWithKubeProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &kubeProxyNode{c: c, binary: filepath.Join(upstream, "kube-proxy"), kubeconfig: kubeconfig, logs: logs}
-	playInTheKernel(t, node.program)
+	return &kubeProxyNode{c: c, binary: filepath.Join(upstream, "kube-proxy"), kubeconfig: kubeconfig, logs: logs}
 }
 
 // kubeProxyNode is node-a as upstream kube-proxy programs it, from the objects of one
@@ -90,48 +101,31 @@ type kubeProxyNode struct {
 
 // program publishes the scenario's Node, Services and slices, starts kube-proxy, and waits for
 // its first full sync; when t ends it stops kube-proxy, deletes its tables and the objects.
-func (n *kubeProxyNode) program(t *testing.T, s packetScenario, scenarioServices []*corev1.Service, scenarioSlices []*discoveryv1.EndpointSlice) {
+func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	ctx := context.Background()
-	cfg := s.config()
-	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: cfg.NodeName, Labels: map[string]string{corev1.LabelTopologyZone: cfg.Zone}},
-	}
-	var undo []func() error
-	nodes, services, slices := n.c.CoreV1().Nodes(), n.c.CoreV1().Services("default"), n.c.DiscoveryV1().EndpointSlices("default")
-	node = createRetrying(t, func() (*corev1.Node, error) { return nodes.Create(ctx, node, metav1.CreateOptions{}) })
-	undo = append(undo, func() error { return nodes.Delete(ctx, node.Name, metav1.DeleteOptions{}) })
+	nodes := n.c.CoreV1().Nodes()
+	node := createRetrying(t, func() (*corev1.Node, error) {
+		return nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: cfg.NodeName,
+			Labels: map[string]string{corev1.LabelTopologyZone: cfg.Zone}}}, metav1.CreateOptions{})
+	})
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeIP}}
 	if _, err := nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, svc := range scenarioServices {
-		status := svc.Status
-		svc = createRetrying(t, func() (*corev1.Service, error) { return services.Create(ctx, svc, metav1.CreateOptions{}) })
-		undo = append(undo, func() error { return services.Delete(ctx, svc.Name, metav1.DeleteOptions{}) })
-		if len(status.LoadBalancer.Ingress) > 0 {
-			svc.Status = status
-			if _, err := services.UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for _, slice := range scenarioSlices {
-		createRetrying(t, func() (*discoveryv1.EndpointSlice, error) { return slices.Create(ctx, slice, metav1.CreateOptions{}) })
-		undo = append(undo, func() error { return slices.Delete(ctx, slice.Name, metav1.DeleteOptions{}) })
-	}
+	published := &publishedObjects{c: n.c, services: map[string]*corev1.Service{}, slices: map[string]*discoveryv1.EndpointSlice{}}
 	t.Cleanup(func() {
-		for _, do := range undo {
-			if err := do(); err != nil && !apierrors.IsNotFound(err) {
-				t.Errorf("delete: %v", err)
-			}
+		published.deleteAll(t)
+		if err := nodes.Delete(ctx, node.Name, metav1.DeleteOptions{}); err != nil {
+			t.Errorf("delete Node %s: %v", node.Name, err)
 		}
 	})
+	sentinel := published.publish(t, services, slices)
 
 	n.runs++
-	logPath := filepath.Join(n.logs, fmt.Sprintf("kube-proxy-%02d.log", n.runs))
-	stop := n.start(t, logPath)
+	logPath := filepath.Join(n.logs, fmt.Sprintf("kube-proxy-%s-%02d.log", strings.Split(t.Name(), "/")[0], n.runs))
+	kubeProxy := n.start(t, logPath)
 	t.Cleanup(func() {
-		stop()
+		kubeProxy.stop()
 		for _, family := range []string{"ip", "ip6"} {
 			// Only this test's private namespace has them (requireDatapath).
 			out, err := exec.Command("nft", "delete", "table", family, "kube-proxy").CombinedOutput()
@@ -141,6 +135,115 @@ func (n *kubeProxyNode) program(t *testing.T, s packetScenario, scenarioServices
 		}
 	})
 	t.Logf("kube-proxy's log: %s", logPath)
+	kubeProxy.awaitRules(t, sentinel)
+	return func(services []*corev1.Service, slices []*discoveryv1.EndpointSlice) {
+		// A sync deletes stale conntrack entries after it writes the rules. Syncs run one
+		// at a time, so once a second round (the sentinel alone changes) is in the rules,
+		// the sync of the first has finished.
+		for range 2 {
+			kubeProxy.awaitRules(t, published.publish(t, services, slices))
+		}
+	}
+}
+
+// publishedObjects are the Services and slices of a scenario in the API server, by name, and
+// a sentinel Service (with a slice) that each publish changes last.
+type publishedObjects struct {
+	c        kubernetes.Interface
+	services map[string]*corev1.Service
+	slices   map[string]*discoveryv1.EndpointSlice
+	round    int32
+}
+
+// The sentinel Service: its port and its endpoint's port are the publish round, so the rules
+// tell which round kube-proxy has synced.
+const (
+	sentinelClusterIP = "10.96.255.250"
+	sentinelEndpoint  = "10.255.0.1"
+)
+
+// publish makes the API server hold these Services and slices (in namespace default) and no
+// other of the scenario's, then changes the sentinel; it returns the sentinel's new port.
+// Each kind's watch delivers its events in order, so once kube-proxy's rules hold that port
+// its informers have delivered every change before it, and the sync that programmed the port
+// took them all.
+func (p *publishedObjects) publish(t *testing.T, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) (sentinelPort int32) {
+	t.Helper()
+	ctx := context.Background()
+	p.round++
+	port := 1000 + p.round
+	sentinel := makeService("kube-proxy-sentinel", sentinelClusterIP, tcp("round", port, port))
+	services = append(slices.Clone(services), sentinel)
+	endpointSlices = append(slices.Clone(endpointSlices), makeSlice(sentinel, "kube-proxy-sentinel-1", readyEP(sentinelEndpoint, "node-b")))
+	api := p.c.CoreV1().Services("default")
+	publishAll(t, p.c.DiscoveryV1().EndpointSlices("default"), p.slices, endpointSlices)
+	publishAll(t, api, p.services, services)
+	for _, svc := range services {
+		published := p.services[svc.Name]
+		if !equality.Semantic.DeepEqual(published.Status, svc.Status) {
+			published.Status = svc.Status
+			published, err := api.UpdateStatus(ctx, published, metav1.UpdateOptions{})
+			if err != nil {
+				t.Fatalf("update the status of Service %s: %v", svc.Name, err)
+			}
+			p.services[svc.Name] = published
+		}
+	}
+	return port
+}
+
+// deleteAll deletes what publish wrote.
+func (p *publishedObjects) deleteAll(t *testing.T) {
+	t.Helper()
+	publishAll(t, p.c.DiscoveryV1().EndpointSlices("default"), p.slices, nil)
+	publishAll(t, p.c.CoreV1().Services("default"), p.services, nil)
+}
+
+// apiObject is a typed API object (*corev1.Service, *discoveryv1.EndpointSlice).
+type apiObject interface {
+	metav1.Object
+	runtime.Object
+}
+
+// objectAPI is a typed client of one kind of namespaced object.
+type objectAPI[T apiObject] interface {
+	Create(context.Context, T, metav1.CreateOptions) (T, error)
+	Update(context.Context, T, metav1.UpdateOptions) (T, error)
+	Delete(context.Context, string, metav1.DeleteOptions) error
+}
+
+// publishAll creates or updates each of want through api, deletes the objects of published
+// that want lacks, and leaves published holding what the API server returned, by name.
+func publishAll[T apiObject](t *testing.T, api objectAPI[T], published map[string]T, want []T) {
+	t.Helper()
+	ctx := context.Background()
+	wanted := map[string]bool{}
+	for _, obj := range want {
+		wanted[obj.GetName()] = true
+	}
+	// Deletions first: the last write stays the last of want's.
+	for name := range published {
+		if !wanted[name] {
+			if err := api.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("delete %s: %v", name, err)
+			}
+			delete(published, name)
+		}
+	}
+	for _, obj := range want {
+		old, ok := published[obj.GetName()]
+		if !ok {
+			published[obj.GetName()] = createRetrying(t, func() (T, error) { return api.Create(ctx, obj, metav1.CreateOptions{}) })
+			continue
+		}
+		obj = obj.DeepCopyObject().(T)
+		obj.SetResourceVersion(old.GetResourceVersion())
+		updated, err := api.Update(ctx, obj, metav1.UpdateOptions{})
+		if err != nil {
+			t.Fatalf("update %T %s: %v", obj, obj.GetName(), err)
+		}
+		published[obj.GetName()] = updated
+	}
 }
 
 // createRetrying creates an object through create and returns what the API server made of it,
@@ -160,15 +263,22 @@ func createRetrying[T any](t *testing.T, create func() (T, error)) T {
 	}
 }
 
-// start runs kube-proxy for node-a, waits until it has synced its IPv4 rules once, and returns
-// what stops it (by its PID).
-func (n *kubeProxyNode) start(t *testing.T, logPath string) (stop func()) {
+// kubeProxyProcess is one kube-proxy run.
+type kubeProxyProcess struct {
+	cmd     *exec.Cmd
+	log     string
+	exited  chan struct{} // closed when it has exited, with waitErr set
+	waitErr error
+}
+
+// start runs kube-proxy for node-a, logging to logPath.
+func (n *kubeProxyNode) start(t *testing.T, logPath string) *kubeProxyProcess {
 	t.Helper()
 	log, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(n.binary,
+	p := &kubeProxyProcess{log: logPath, exited: make(chan struct{}), cmd: exec.Command(n.binary,
 		"--kubeconfig="+n.kubeconfig,
 		"--proxy-mode=nftables",
 		"--hostname-override=node-a",
@@ -177,59 +287,48 @@ func (n *kubeProxyNode) start(t *testing.T, logPath string) (stop func()) {
 		"--healthz-bind-address="+kubeProxyHealthz,
 		// No sysctl beyond this namespace: nf_conntrack_max is the host's.
 		"--conntrack-max-per-core=0",
-		"--v=2")
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+		"--v=2")}
+	p.cmd.Stdout, p.cmd.Stderr = log, log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{}) // closed when kube-proxy has exited, with waitErr set
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); log.Close(); close(exited) }()
-	stop = func() {
-		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("kube-proxy exited before its first sync (%v); see %s", waitErr, logPath)
-		default:
-		}
-		if syncs, _ := kubeProxyFullSyncs(); syncs > 0 {
-			return stop
-		}
-		if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("kube-proxy did not sync within a minute; see %s", logPath)
-		}
-		time.Sleep(100 * time.Millisecond)
+	go func() { p.waitErr = p.cmd.Wait(); log.Close(); close(p.exited) }()
+	return p
+}
+
+// stop stops kube-proxy by its PID: SIGTERM, then SIGKILL after 10 s.
+func (p *kubeProxyProcess) stop() {
+	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
 	}
 }
 
-// kubeProxyFullSyncs reads how many full syncs of its IPv4 rules kube-proxy has made.
-func kubeProxyFullSyncs() (int, error) {
-	resp, err := http.Get("http://" + kubeProxyMetrics + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "kubeproxy_sync_full_proxy_rules_duration_seconds_count{") && strings.Contains(line, `ip_family="IPv4"`) {
-			fields := strings.Fields(line)
-			return strconv.Atoi(fields[len(fields)-1])
+// awaitRules waits until kube-proxy's IPv4 rules hold the sentinel Service on port and its
+// endpoint on the same port (see publishedObjects.publish).
+func (p *kubeProxyProcess) awaitRules(t *testing.T, port int32) {
+	t.Helper()
+	service := fmt.Sprintf("%s . tcp . %d ", sentinelClusterIP, port)
+	endpoint := fmt.Sprintf("dnat to %s:%d", sentinelEndpoint, port)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		// Only this test's private namespace has the table (requireDatapath).
+		out, _ := exec.Command("nft", "list", "table", "ip", "kube-proxy").Output()
+		if rules := string(out); strings.Contains(rules, service) && strings.Contains(rules, endpoint) {
+			return
 		}
+		select {
+		case <-p.exited:
+			t.Fatalf("kube-proxy exited (%v); see %s", p.waitErr, p.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kube-proxy's rules lack %q or %q after a minute; see %s", service, endpoint, p.log)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, errors.New("no full sync counted yet")
 }

@@ -191,6 +191,32 @@ func (p *testPod) serveTCPNamingPeer(tb testing.TB, port int) {
 
 func (p *testPod) serveTCPReplying(tb testing.TB, port int, reply func(peer net.Addr) string) {
 	tb.Helper()
+	p.serveTCPConns(tb, port, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, reply(c.RemoteAddr())); err == nil {
+			_, _ = io.Copy(io.Discard, c)
+		}
+	})
+}
+
+// serveTCPLines answers each line of every connection on port with the pod's name, for as
+// long as the client keeps the connection.
+func (p *testPod) serveTCPLines(tb testing.TB, port int) {
+	tb.Helper()
+	p.serveTCPConns(tb, port, func(c net.Conn) {
+		p.track(c)
+		for lines := bufio.NewScanner(c); lines.Scan(); {
+			if _, err := io.WriteString(c, p.name+"\n"); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// serveTCPConns listens on port and hands every connection to serve, which runs on a
+// goroutine of its own; the connection is closed when serve returns.
+func (p *testPod) serveTCPConns(tb testing.TB, port int, serve func(net.Conn)) {
+	tb.Helper()
 	var l net.Listener
 	err := inNetns(p.ns, func() (err error) {
 		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
@@ -208,10 +234,7 @@ func (p *testPod) serveTCPReplying(tb testing.TB, port int, reply func(peer net.
 			}
 			go func() {
 				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := io.WriteString(c, reply(c.RemoteAddr())); err == nil {
-					_, _ = io.Copy(io.Discard, c)
-				}
+				serve(c)
 			}()
 		}
 	}()

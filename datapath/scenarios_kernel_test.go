@@ -19,16 +19,22 @@ import (
 // each scenario (TestTracedPackets), the kernel must do.
 func TestPacketScenariosInTheKernel(t *testing.T) {
 	requireDatapath(t)
-	playInTheKernel(t, func(t *testing.T, s packetScenario, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) {
-		proxier := newTestProxier(t, func(c *Config) { *c = s.config() })
-		mustSync(t, proxier, services, slices...)
-	})
+	playInTheKernel(t, programOurs)
 }
 
-// scenarioProgrammer programs node-a's datapath for a scenario's Services and slices, and
-// undoes it when t ends: our Proxier here, upstream kube-proxy in
-// TestPacketScenariosWithKubeProxy.
-type scenarioProgrammer func(t *testing.T, s packetScenario, services []*corev1.Service, slices []*discoveryv1.EndpointSlice)
+// scenarioProgrammer programs node-a's datapath (configured as cfg) for a scenario's
+// Services and slices, and undoes it when t ends: our Proxier (programOurs), or upstream
+// kube-proxy in TestPacketScenariosWithKubeProxy. What it returns programs the Services and
+// slices a scenario changes to, and returns once the datapath has them.
+type scenarioProgrammer func(t *testing.T, cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) (update func([]*corev1.Service, []*discoveryv1.EndpointSlice))
+
+func programOurs(t *testing.T, cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+	proxier := newTestProxier(t, func(c *Config) { *c = cfg })
+	mustSync(t, proxier, services, slices...)
+	return func(services []*corev1.Service, slices []*discoveryv1.EndpointSlice) {
+		mustSync(t, proxier, services, slices...)
+	}
+}
 
 // playInTheKernel plays every packet scenario with real packets on the datapath program puts
 // on the node.
@@ -51,7 +57,7 @@ func playInTheKernel(t *testing.T, program scenarioProgrammer) {
 				client = pods[s.from]
 			}
 			services, endpointSlices := s.services(func(name string) string { return pods[name].ip })
-			program(t, s, services, endpointSlices)
+			program(t, s.config(), services, endpointSlices)
 
 			switch {
 			case s.want.unserved:

@@ -11,8 +11,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // ServiceClusterIPRange is the apiserver's --service-cluster-ip-range everywhere.
@@ -29,6 +31,11 @@ func New(assets string, out io.Writer) *envtest.Environment {
 	env.ControlPlane.Etcd = &envtest.Etcd{Out: out, Err: out}
 	return env
 }
+
+// DiscardLogs sends controller-runtime's own log (envtest's included) nowhere, for a program
+// or test that does not set a logger of its own: controller-runtime otherwise complains, with a
+// stack trace, that none was set.
+func DiscardLogs() { log.SetLogger(logr.Discard()) }
 
 // WriteAdminKubeconfig writes a kubeconfig of a new user in system:masters to path, for the
 // programs a test runs as a user would (kubectl, diagnose, upstream's components), and returns
