@@ -5,10 +5,12 @@ package datapath
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/knftables"
 
 	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
 )
@@ -66,7 +69,9 @@ func startKubeProxyNode(t *testing.T) *kubeProxyNode {
 	controlplane.DiscardLogs()
 	env := controlplane.New(assets, log)
 	// This namespace has no default route to pick the advertised address from.
-	env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", nodeIP)
+	apiServer := env.ControlPlane.GetAPIServer().Configure()
+	apiServer.Set("advertise-address", nodeIP)
+	apiServer.Set("service-cluster-ip-range", controlplane.ServiceClusterIPRange+","+serviceCIDRv6) // the IPv6 scenarios
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +113,7 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 		return nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: cfg.NodeName,
 			Labels: map[string]string{corev1.LabelTopologyZone: cfg.Zone}}}, metav1.CreateOptions{})
 	})
-	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeIP}}
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeIP}, {Type: corev1.NodeInternalIP, Address: nodeIPv6}}
 	if _, err := nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +124,7 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 			t.Errorf("delete Node %s: %v", node.Name, err)
 		}
 	})
-	sentinel := published.publish(t, services, slices)
+	round := published.publish(t, services, slices)
 
 	n.runs++
 	logPath := filepath.Join(n.logs, fmt.Sprintf("kube-proxy-%s-%02d.log", strings.Split(t.Name(), "/")[0], n.runs))
@@ -135,7 +140,7 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 		}
 	})
 	t.Logf("kube-proxy's log: %s", logPath)
-	kubeProxy.awaitRules(t, sentinel)
+	kubeProxy.awaitRules(t, round)
 	return func(services []*corev1.Service, slices []*discoveryv1.EndpointSlice) {
 		// A sync deletes stale conntrack entries after it writes the rules. Syncs run one
 		// at a time, so once a second round (the sentinel alone changes) is in the rules,
@@ -155,12 +160,28 @@ type publishedObjects struct {
 	round    int32
 }
 
-// The sentinel Service: its port and its endpoint's port are the publish round, so the rules
-// tell which round kube-proxy has synced.
-const (
-	sentinelClusterIP = "10.96.255.250"
-	sentinelEndpoint  = "10.255.0.1"
+// The sentinel Service, in both families (each has a kube-proxy proxier of its own): its port
+// and its endpoints' port are the publish round, so the rules tell which round kube-proxy has
+// synced.
+var (
+	sentinelClusterIPs = map[corev1.IPFamily]string{corev1.IPv4Protocol: "10.96.255.250", corev1.IPv6Protocol: "fd00:10:96::fffa"}
+	sentinelEndpoints  = map[corev1.IPFamily]string{corev1.IPv4Protocol: "10.255.0.1", corev1.IPv6Protocol: "fd00:10:255::1"}
 )
+
+// sentinel returns the sentinel Service and its slices for a round.
+func sentinel(port int32) (*corev1.Service, []*discoveryv1.EndpointSlice) {
+	families := []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+	svc := makeService("kube-proxy-sentinel", sentinelClusterIPs[families[0]], tcp("round", port, port))
+	svc.Spec.ClusterIPs = []string{sentinelClusterIPs[families[0]], sentinelClusterIPs[families[1]]}
+	svc.Spec.IPFamilies, svc.Spec.IPFamilyPolicy = families, knftables.PtrTo(corev1.IPFamilyPolicyRequireDualStack)
+	var endpointSlices []*discoveryv1.EndpointSlice
+	for _, family := range families {
+		slice := makeSlice(svc, "kube-proxy-sentinel-"+strings.ToLower(string(family)), readyEP(sentinelEndpoints[family], "node-b"))
+		slice.AddressType = discoveryv1.AddressType(family)
+		endpointSlices = append(endpointSlices, slice)
+	}
+	return svc, endpointSlices
+}
 
 // publish makes the API server hold these Services and slices (in namespace default) and no
 // other of the scenario's, then changes the sentinel; it returns the sentinel's new port.
@@ -172,9 +193,9 @@ func (p *publishedObjects) publish(t *testing.T, services []*corev1.Service, end
 	ctx := context.Background()
 	p.round++
 	port := 1000 + p.round
-	sentinel := makeService("kube-proxy-sentinel", sentinelClusterIP, tcp("round", port, port))
-	services = append(slices.Clone(services), sentinel)
-	endpointSlices = append(slices.Clone(endpointSlices), makeSlice(sentinel, "kube-proxy-sentinel-1", readyEP(sentinelEndpoint, "node-b")))
+	sentinelService, sentinelSlices := sentinel(port)
+	services = append(slices.Clone(services), sentinelService)
+	endpointSlices = append(slices.Clone(endpointSlices), sentinelSlices...)
 	api := p.c.CoreV1().Services("default")
 	publishAll(t, p.c.DiscoveryV1().EndpointSlices("default"), p.slices, endpointSlices)
 	publishAll(t, api, p.services, services)
@@ -282,7 +303,7 @@ func (n *kubeProxyNode) start(t *testing.T, logPath string) *kubeProxyProcess {
 		"--kubeconfig="+n.kubeconfig,
 		"--proxy-mode=nftables",
 		"--hostname-override=node-a",
-		"--cluster-cidr="+clusterCIDRv4,
+		"--cluster-cidr="+clusterCIDRv4+","+clusterCIDRv6,
 		"--metrics-bind-address="+kubeProxyMetrics,
 		"--healthz-bind-address="+kubeProxyHealthz,
 		// No sysctl beyond this namespace: nf_conntrack_max is the host's.
@@ -308,27 +329,32 @@ func (p *kubeProxyProcess) stop() {
 	}
 }
 
-// awaitRules waits until kube-proxy's IPv4 rules hold the sentinel Service on port and its
-// endpoint on the same port (see publishedObjects.publish).
+// awaitRules waits until kube-proxy's rules, in both families, hold the sentinel Service on
+// port and its endpoint on the same port (see publishedObjects.publish).
 func (p *kubeProxyProcess) awaitRules(t *testing.T, port int32) {
 	t.Helper()
-	service := fmt.Sprintf("%s . tcp . %d ", sentinelClusterIP, port)
-	endpoint := fmt.Sprintf("dnat to %s:%d", sentinelEndpoint, port)
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		// Only this test's private namespace has the table (requireDatapath).
-		out, _ := exec.Command("nft", "list", "table", "ip", "kube-proxy").Output()
-		if rules := string(out); strings.Contains(rules, service) && strings.Contains(rules, endpoint) {
-			return
+	for family, table := range map[corev1.IPFamily]string{corev1.IPv4Protocol: "ip", corev1.IPv6Protocol: "ip6"} {
+		service := fmt.Sprintf("%s . tcp . %d ", sentinelClusterIPs[family], port)
+		endpoint := fmt.Sprintf("dnat to %s", net.JoinHostPort(sentinelEndpoints[family], strconv.Itoa(int(port))))
+		if family == corev1.IPv4Protocol {
+			endpoint = fmt.Sprintf("dnat to %s:%d", sentinelEndpoints[family], port)
 		}
-		select {
-		case <-p.exited:
-			t.Fatalf("kube-proxy exited (%v); see %s", p.waitErr, p.log)
-		default:
+		for {
+			// Only this test's private namespace has the table (requireDatapath).
+			out, _ := exec.Command("nft", "list", "table", table, "kube-proxy").Output()
+			if rules := string(out); strings.Contains(rules, service) && strings.Contains(rules, endpoint) {
+				break
+			}
+			select {
+			case <-p.exited:
+				t.Fatalf("kube-proxy exited (%v); see %s", p.waitErr, p.log)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("kube-proxy's %s rules lack %q or %q after a minute; see %s", family, service, endpoint, p.log)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kube-proxy's rules lack %q or %q after a minute; see %s", service, endpoint, p.log)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

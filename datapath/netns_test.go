@@ -57,6 +57,7 @@ func requireDatapath(tb testing.TB) {
 // Addresses of the simulated node.
 const (
 	nodeIP           = "192.168.50.1"
+	nodeIPv6         = "fd00:50::1"
 	clusterCIDRv4    = "10.244.0.0/16"
 	clusterCIDRv6    = "fd00:10:244::/48"
 	serviceCIDRv4    = "10.96.0.0/12"
@@ -82,7 +83,9 @@ func setUpNode() error {
 	if err != nil {
 		return err
 	}
-	uplinkSink = &netnstest.VethNetns{HostDev: serviceUplinkDev, HostAddrs: []string{nodeIP + "/32"}}
+	// The node's addresses: the source of its own connections to ClusterIPs, as on a node
+	// whose default route leads out through its node IP.
+	uplinkSink = &netnstest.VethNetns{HostDev: serviceUplinkDev, HostAddrs: []string{nodeIP + "/32", nodeIPv6 + "/128"}}
 	if err := uplinkSink.Create(); err != nil {
 		return fmt.Errorf("uplink: %w", err)
 	}

@@ -271,7 +271,7 @@ func TestNetlinkElementsMatchNFT(t *testing.T) {
 		services, slices = append(services, svc), append(slices, slice)
 	}
 	cfg := Config{NodeName: "node-a", ClusterCIDRs: []string{clusterCIDRv4, clusterCIDRv6}, ServiceCIDRs: []string{serviceCIDRv4, serviceCIDRv6},
-		NodePortAddresses: []string{nodeIP, "fd00:50::1"}, NodeIPs: []string{nodeIP}}
+		NodePortAddresses: []string{nodeIP, nodeIPv6}, NodeIPs: []string{nodeIP}}
 	rulesets := map[corev1.IPFamily]*Ruleset{}
 	for _, family := range families {
 		rulesets[family] = Render(cfg, family, services, slices)

@@ -56,7 +56,12 @@ func playInTheKernel(t *testing.T, program scenarioProgrammer) {
 			default:
 				client = pods[s.from]
 			}
-			services, endpointSlices := s.services(func(name string) string { return pods[name].ip })
+			services, endpointSlices := s.services(func(name string) string {
+				if s.family == corev1.IPv6Protocol {
+					return pods[name].ip6
+				}
+				return pods[name].ip
+			})
 			program(t, s.config(), services, endpointSlices)
 
 			switch {

@@ -13,8 +13,9 @@ import (
 // the kernel in network namespaces (TestPacketScenariosInTheKernel). The kernel run keeps
 // the tracer honest.
 type packetScenario struct {
-	name string
-	zone string // node-a's zone; default zone-a
+	name   string
+	family corev1.IPFamily // of the Service, the pods and the client; default IPv4
+	zone   string          // node-a's zone; default zone-a
 	// pods are the scenario's pods; each answers TCP on 8080. The client is one more.
 	pods []scenarioPod
 	// services builds the Services and slices from the pods' addresses.
@@ -27,7 +28,7 @@ type packetScenario struct {
 // scenarioPod is a pod of a scenario, on node (default node-a).
 type scenarioPod struct{ name, node string }
 
-// podIPs returns the IPv4 address of a scenario's pod.
+// podIPs returns the address of a scenario's pod in the scenario's family.
 type podIPs func(name string) string
 
 // Where a scenario's connection comes from, besides one of its pods.
@@ -149,7 +150,7 @@ func packetScenarios() []packetScenario {
 		svcs[0].Spec.TrafficDistribution = knftables.PtrTo(corev1.ServiceTrafficDistributionPreferSameNode)
 		return svcs, slices
 	}
-	return []packetScenario{
+	scenarios := []packetScenario{
 		{name: "new connections spread over every endpoint", pods: three, services: spread,
 			from: fromClient, to: "10.96.2.10:80", want: scenarioWant{reach: all}},
 		{name: "from the node: spread and masqueraded", pods: three, services: spread,
@@ -328,6 +329,58 @@ func packetScenarios() []packetScenario {
 			},
 			from: fromClient, to: nodeIP + ":30080", want: scenarioWant{reach: []string{"local", "remote"}}},
 	}
+	return append(scenarios, ipv6Scenarios()...)
+}
+
+// ipv6Scenarios are IPv6 Services of IPv6 pods, from inside the cluster and the node.
+func ipv6Scenarios() []packetScenario {
+	v6 := func(name, clusterIP string, eps func(ip podIPs) []ep) func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+		return func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+			svcs, slices := serviceTo(name, clusterIP, eps(ip)...)
+			svcs[0].Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}
+			return svcs, slices
+		}
+	}
+	three := []scenarioPod{{name: "backend-0"}, {name: "backend-1"}, {name: "backend-2"}}
+	all := []string{"backend-0", "backend-1", "backend-2"}
+	spread := v6("backend-v6", "fd00:10:96::210", func(ip podIPs) []ep { return readyOn(ip, "node-a", all...) })
+	localAndRemote := []scenarioPod{{name: "local"}, {name: "remote", node: "node-b"}}
+	internalLocal := func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+		svcs, slices := v6("node-local-v6", "fd00:10:96::260", func(ip podIPs) []ep {
+			return []ep{readyEP(ip("local"), "node-a"), readyEP(ip("remote"), "node-b")}
+		})(ip)
+		svcs[0].Spec.InternalTrafficPolicy = knftables.PtrTo(corev1.ServiceInternalTrafficPolicyLocal)
+		return svcs, slices
+	}
+	scenarios := []packetScenario{
+		{name: "IPv6: new connections spread over every endpoint", pods: three, services: spread,
+			from: fromClient, to: "[fd00:10:96::210]:80", want: scenarioWant{reach: all}},
+		{name: "IPv6: from the node: spread and masqueraded", pods: three, services: spread,
+			from: fromNode, to: "[fd00:10:96::210]:80", want: scenarioWant{reach: all, masquerade: true}},
+		{name: "IPv6: a pod reaching itself through its Service is masqueraded (hairpin)", pods: three[:1],
+			services: v6("self-v6", "fd00:10:96::220", func(ip podIPs) []ep { return readyOn(ip, "node-a", all[0]) }),
+			from:     "backend-0", to: "[fd00:10:96::220]:80", want: scenarioWant{reach: all[:1], masquerade: true}},
+		{name: "IPv6: a Service without endpoints refuses", pods: nil,
+			services: v6("empty-v6", "fd00:10:96::230", func(podIPs) []ep { return nil }),
+			from:     fromClient, to: "[fd00:10:96::230]:80", want: scenarioWant{refused: true}},
+		{name: "IPv6: a port the Service does not have is refused", pods: three, services: spread,
+			from: fromClient, to: "[fd00:10:96::210]:81", want: scenarioWant{refused: true}},
+		{name: "IPv6: an unallocated address of the Service CIDR is dropped", pods: three, services: spread,
+			from: fromClient, to: "[fd00:10:96::999]:80", want: scenarioWant{dropped: true}},
+		{name: "IPv6: internalTrafficPolicy Local: only this node's endpoints", pods: localAndRemote, services: internalLocal,
+			from: fromClient, to: "[fd00:10:96::260]:80", want: scenarioWant{reach: []string{"local"}}},
+		{name: "IPv6: ClientIP affinity: any endpoint first, then always the same", pods: three,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := spread(ip)
+				sticky(svcs[0], 60)
+				return svcs, slices
+			},
+			from: fromClient, to: "[fd00:10:96::210]:80", want: scenarioWant{reach: all, sticky: true}},
+	}
+	for i := range scenarios {
+		scenarios[i].family = corev1.IPv6Protocol
+	}
+	return scenarios
 }
 
 // scenarioConfig is node-a's Config for the scenario (families aside).
@@ -335,6 +388,10 @@ func (s packetScenario) config() Config {
 	zone := s.zone
 	if zone == "" {
 		zone = "zone-a"
+	}
+	if s.family == corev1.IPv6Protocol {
+		return Config{NodeName: "node-a", Zone: zone, ClusterCIDRs: []string{clusterCIDRv6}, ServiceCIDRs: []string{serviceCIDRv6},
+			NodeIPs: []string{nodeIPv6}, NodePortAddresses: []string{nodeIPv6}, IPFamilies: []corev1.IPFamily{corev1.IPv6Protocol}}
 	}
 	// NodePorts on the node IP only: the agent's default, as kube-proxy's nftables mode
 	// (--nodeport-addresses primary).

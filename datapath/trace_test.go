@@ -21,24 +21,31 @@ import (
 func TestTracedPackets(t *testing.T) {
 	for _, s := range packetScenarios() {
 		t.Run(s.name, func(t *testing.T) {
+			family, node := corev1.IPv4Protocol, nodeIP
 			ips := map[string]string{fromClient: "10.244.100.2", fromNode: nodeIP, fromOutside: outsideIP}
+			podIP := func(i int) string { return fmt.Sprintf("10.244.%d.2", i) }
+			if s.family == corev1.IPv6Protocol {
+				family, node = corev1.IPv6Protocol, nodeIPv6
+				ips = map[string]string{fromClient: "fd00:10:244:100::2", fromNode: node}
+				podIP = func(i int) string { return fmt.Sprintf("fd00:10:244:%d::2", i) }
+			}
 			names := map[string]string{}
 			for i, p := range s.pods {
-				ips[p.name] = fmt.Sprintf("10.244.%d.2", i+1)
+				ips[p.name] = podIP(i + 1)
 				names[ips[p.name]] = p.name
 			}
 			cfg := s.config()
 			clock := clocktesting.NewFakeClock(time.Unix(1e9, 0))
 			cfg.Clock = clock
-			node, err := NewFake(cfg)
+			fake, err := NewFake(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			services, endpointSlices := s.services(func(name string) string { return ips[name] })
-			mustSync(t, node.Proxier, services, endpointSlices...)
+			mustSync(t, fake.Proxier, services, endpointSlices...)
 			host, port, _ := net.SplitHostPort(s.to)
 			dport, _ := strconv.Atoi(port)
-			tracer := node.Tracer(corev1.IPv4Protocol, nodeIP, outsideGateway)
+			tracer := fake.Tracer(family, node, outsideGateway)
 			packet := nfttrace.Packet{SourceIP: ips[s.from], Protocol: "tcp", DestIP: host, DestPort: dport}
 			trace := func() []nfttrace.Outcome {
 				t.Helper()
@@ -141,7 +148,7 @@ func TestTracedPacketsOfOtherFamiliesAndProtocols(t *testing.T) {
 			packet: nfttrace.Packet{SourceIP: "fd00:10:244:7::2", Protocol: "tcp", DestIP: "fd00:10:96::11", DestPort: 80},
 			want:   nfttrace.Summary{Verdicts: accepted, DNAT: v6Endpoints}},
 		{name: "IPv6: from the node, masqueraded", family: corev1.IPv6Protocol,
-			packet: nfttrace.Packet{SourceIP: "fd00:50::1", Protocol: "tcp", DestIP: "fd00:10:96::10", DestPort: 80},
+			packet: nfttrace.Packet{SourceIP: nodeIPv6, Protocol: "tcp", DestIP: "fd00:10:96::10", DestPort: 80},
 			want:   nfttrace.Summary{Verdicts: accepted, DNAT: v6Endpoints, Masquerade: true}},
 		{name: "IPv6: a port the Service lacks is refused", family: corev1.IPv6Protocol,
 			packet: nfttrace.Packet{SourceIP: "fd00:10:244:7::2", Protocol: "tcp", DestIP: "fd00:10:96::10", DestPort: 81},
@@ -163,7 +170,7 @@ func TestTracedPacketsOfOtherFamiliesAndProtocols(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			nodeAddress := nodeIP
 			if tc.family == corev1.IPv6Protocol {
-				nodeAddress = "fd00:50::1"
+				nodeAddress = nodeIPv6
 			}
 			outcomes, err := node.Tracer(tc.family, nodeAddress).Trace(tc.packet)
 			if err != nil {
