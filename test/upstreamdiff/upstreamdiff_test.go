@@ -48,6 +48,8 @@ func start(t *testing.T, logs, name string) (*rest.Config, string, client.Client
 		t.Fatal(err)
 	}
 	env := controlplane.New(os.Getenv("KUBEBUILDER_ASSETS"), log)
+	// Dual-stack, for the scenarios of IPv6 and dual-stack Services.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", controlplane.ServiceClusterIPRange+",fd00:10:96::/112")
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -441,6 +443,35 @@ var scenarios = []scenario{
 			createPod(ctx, c, pod(ns, "p2", app, "node-b", false, "10.244.0.2", "fd00::2").Obj()),
 			c.Create(ctx, kit.MakeService("s", ns).Selector(app).Headless().IPFamilyPolicy(corev1.IPFamilyPolicyPreferDualStack).TCPPort("x", 80, 8080).Obj()),
 		)
+	}},
+	{name: "dualstack-clusterip", setup: func(ctx context.Context, c client.Client, ns string) error {
+		v6First := []corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol}
+		return all(
+			createPod(ctx, c, pod(ns, "p1", app, "node-a", true, "10.244.0.1", "fd00::1").Obj()),
+			createPod(ctx, c, pod(ns, "p2", app, "node-b", false, "10.244.0.2", "fd00::2").Obj()),
+			createPod(ctx, c, pod(ns, "v4only", app, "node-a", true, "10.244.0.3").Obj()),
+			createPod(ctx, c, pod(ns, "v6only", app, "node-b", true, "fd00::4").Obj()),
+			c.Create(ctx, kit.MakeService("both", ns).Selector(app).IPFamilyPolicy(corev1.IPFamilyPolicyRequireDualStack).TCPPort("x", 80, 8080).Obj()),
+			c.Create(ctx, kit.MakeService("v6first", ns).Selector(app).IPFamilyPolicy(corev1.IPFamilyPolicyPreferDualStack).Families(v6First...).TCPPort("x", 80, 8080).Obj()),
+			c.Create(ctx, kit.MakeService("v6", ns).Selector(app).Families(corev1.IPv6Protocol).TCPPort("x", 80, 8080).Obj()),
+			c.Create(ctx, kit.MakeService("upgrade", ns).Selector(app).TCPPort("x", 80, 8080).Obj()),
+		)
+	}, change: func(ctx context.Context, c client.Client, ns string) error {
+		// A single-stack Service turns dual-stack, and a dual-stack one single-stack.
+		for name, policy := range map[string]corev1.IPFamilyPolicy{"upgrade": corev1.IPFamilyPolicyPreferDualStack, "both": corev1.IPFamilyPolicySingleStack} {
+			var svc corev1.Service
+			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &svc); err != nil {
+				return err
+			}
+			svc.Spec.IPFamilyPolicy = &policy
+			if policy == corev1.IPFamilyPolicySingleStack {
+				svc.Spec.IPFamilies, svc.Spec.ClusterIPs = svc.Spec.IPFamilies[:1], svc.Spec.ClusterIPs[:1]
+			}
+			if err := c.Update(ctx, &svc); err != nil {
+				return err
+			}
+		}
+		return nil
 	}},
 	{name: "sidecar", setup: func(ctx context.Context, c client.Client, ns string) error {
 		return all(
