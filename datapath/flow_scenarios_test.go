@@ -34,6 +34,9 @@ type flowScenario struct {
 	first string
 	// then is what the same flow gets after it: a pod's name, flowRefused or flowUnanswered.
 	then string
+	// upstream, when set, is what the same flow gets with kube-proxy v1.37.2 instead of then:
+	// a deliberate difference (README, "Deliberate differences").
+	upstream string
 	// fresh are what new flows get after the change, each of them possible.
 	fresh []string
 }
@@ -71,6 +74,18 @@ func flowScenarios() []flowScenario {
 			return svcs, slices
 		}
 	}
+	// stickyTo is a TCP Service on 80 with ClientIP affinity.
+	stickyTo := func(eps ...func(ip podIPs) ep) func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+		return func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+			var list []ep
+			for _, e := range eps {
+				list = append(list, e(ip))
+			}
+			svcs, slices := serviceTo("flows", clusterIP, list...)
+			sticky(svcs[0], 60)
+			return svcs, slices
+		}
+	}
 	ab := []string{"pod-a", "pod-b"}
 	udpAddr := clusterIP + ":53"
 	return []flowScenario{
@@ -86,6 +101,9 @@ func flowScenarios() []flowScenario {
 		{name: "UDP: a flow whose Service loses its last endpoint is refused", proto: corev1.ProtocolUDP, pods: ab[:1],
 			before: udpTo(ready("pod-a", "node-a")), after: udpTo(),
 			to: udpAddr, first: "pod-a", then: flowRefused, fresh: []string{flowRefused}},
+		{name: "UDP: a flow whose Service is deleted stops", proto: corev1.ProtocolUDP, pods: ab[:1],
+			before: udpTo(ready("pod-a", "node-a")), after: nothing,
+			to: udpAddr, first: "pod-a", then: flowUnanswered, upstream: "pod-a", fresh: []string{flowUnanswered}},
 		{name: "UDP: a flow that began before its Service existed reaches it once it does", proto: corev1.ProtocolUDP, pods: ab[:1],
 			before: nothing, after: udpTo(ready("pod-a", "node-a")),
 			to: udpAddr, first: flowUnanswered, then: "pod-a", fresh: []string{"pod-a"}},
@@ -101,6 +119,12 @@ func flowScenarios() []flowScenario {
 			from: fromOutside, pods: ab,
 			before: nodePortTo(ready("pod-a", "node-a")), after: nodePortTo(ready("pod-b", "node-a")),
 			to: nodeIP + ":30053", first: "pod-a", then: "pod-b", fresh: []string{"pod-b"}},
+		{name: "TCP, ClientIP affinity: new connections stay with their endpoint when another joins", proto: corev1.ProtocolTCP, pods: ab,
+			before: stickyTo(ready("pod-a", "node-a")), after: stickyTo(ready("pod-a", "node-a"), ready("pod-b", "node-a")),
+			to: clusterIP + ":80", first: "pod-a", then: "pod-a", fresh: []string{"pod-a"}},
+		{name: "TCP, ClientIP affinity: new connections leave an endpoint that leaves", proto: corev1.ProtocolTCP, pods: ab,
+			before: stickyTo(ready("pod-a", "node-a")), after: stickyTo(ready("pod-b", "node-a")),
+			to: clusterIP + ":80", first: "pod-a", then: "pod-a", fresh: []string{"pod-b"}},
 		{name: "TCP: an open connection stays with its endpoint after it leaves the Service", proto: corev1.ProtocolTCP, pods: ab,
 			before: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 				return serviceTo("flows", clusterIP, readyEP(ip("pod-a"), "node-a"))
@@ -119,12 +143,12 @@ func flowConfig() Config {
 
 func TestFlowScenariosInTheKernel(t *testing.T) {
 	requireDatapath(t)
-	playFlowsInTheKernel(t, programOurs)
+	playFlowsInTheKernel(t, programOurs, false)
 }
 
 // playFlowsInTheKernel plays every flow scenario with real packets on the datapath program
-// puts on the node.
-func playFlowsInTheKernel(t *testing.T, program scenarioProgrammer) {
+// puts on the node (upstream's: kube-proxy's).
+func playFlowsInTheKernel(t *testing.T, program scenarioProgrammer, upstream bool) {
 	for _, s := range flowScenarios() {
 		t.Run(s.name, func(t *testing.T) {
 			pods := map[string]*testPod{}
@@ -150,8 +174,12 @@ func playFlowsInTheKernel(t *testing.T, program scenarioProgrammer) {
 				t.Fatalf("before the change the flow got %s, want %s", got, s.first)
 			}
 			update(s.after(ip))
-			if got := flow.ask(); got != s.then {
-				t.Errorf("after the change the same flow got %s, want %s", got, s.then)
+			then := s.then
+			if upstream && s.upstream != "" {
+				then = s.upstream
+			}
+			if got := flow.ask(); got != then {
+				t.Errorf("after the change the same flow got %s, want %s", got, then)
 			}
 			// To see each of several endpoints takes many flows; one outcome, a few (a refusal
 			// is an ICMP error, which the kernel sends at most 6 at a time to a host).

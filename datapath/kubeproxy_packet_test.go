@@ -5,6 +5,7 @@ package datapath
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -47,7 +48,7 @@ func TestPacketScenariosWithKubeProxy(t *testing.T) {
 // TestFlowScenariosWithKubeProxy is TestFlowScenariosInTheKernel with kube-proxy's rules (and
 // its conntrack cleanup), as TestPacketScenariosWithKubeProxy.
 func TestFlowScenariosWithKubeProxy(t *testing.T) {
-	playFlowsInTheKernel(t, startKubeProxyNode(t).program)
+	playFlowsInTheKernel(t, startKubeProxyNode(t).program, true)
 }
 
 // startKubeProxyNode starts a control plane for node-a's kube-proxy, stopped when t ends.
@@ -106,7 +107,7 @@ type kubeProxyNode struct {
 
 // program publishes the scenario's Node, Services and slices, starts kube-proxy, and waits for
 // its first full sync; when t ends it stops kube-proxy, deletes its tables and the objects.
-func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	ctx := context.Background()
 	nodes := n.c.CoreV1().Nodes()
 	node := createRetrying(t, func() (*corev1.Node, error) {
@@ -124,7 +125,7 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 			t.Errorf("delete Node %s: %v", node.Name, err)
 		}
 	})
-	round := published.publish(t, services, slices)
+	round := published.publish(t, services, endpointSlices)
 
 	n.runs++
 	logPath := filepath.Join(n.logs, fmt.Sprintf("kube-proxy-%s-%02d.log", strings.Split(t.Name(), "/")[0], n.runs))
@@ -141,12 +142,20 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 	})
 	t.Logf("kube-proxy's log: %s", logPath)
 	kubeProxy.awaitRules(t, round)
-	return func(services []*corev1.Service, slices []*discoveryv1.EndpointSlice) {
+	return func(services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) {
+		// As in a cluster, a deleted Service goes before its slices (the garbage collector
+		// deletes them after it): kube-proxy syncs the one before it sees the other.
+		if published.deletes(services) {
+			kept := slices.DeleteFunc(slices.Collect(maps.Values(published.slices)), func(slice *discoveryv1.EndpointSlice) bool {
+				return strings.HasPrefix(slice.Name, sentinelName)
+			})
+			kubeProxy.awaitRules(t, published.publish(t, services, kept))
+		}
 		// A sync deletes stale conntrack entries after it writes the rules. Syncs run one
 		// at a time, so once a second round (the sentinel alone changes) is in the rules,
 		// the sync of the first has finished.
 		for range 2 {
-			kubeProxy.awaitRules(t, published.publish(t, services, slices))
+			kubeProxy.awaitRules(t, published.publish(t, services, endpointSlices))
 		}
 	}
 }
@@ -163,6 +172,8 @@ type publishedObjects struct {
 // The sentinel Service, in both families (each has a kube-proxy proxier of its own): its port
 // and its endpoints' port are the publish round, so the rules tell which round kube-proxy has
 // synced.
+const sentinelName = "kube-proxy-sentinel"
+
 var (
 	sentinelClusterIPs = map[corev1.IPFamily]string{corev1.IPv4Protocol: "10.96.255.250", corev1.IPv6Protocol: "fd00:10:96::fffa"}
 	sentinelEndpoints  = map[corev1.IPFamily]string{corev1.IPv4Protocol: "10.255.0.1", corev1.IPv6Protocol: "fd00:10:255::1"}
@@ -171,12 +182,12 @@ var (
 // sentinel returns the sentinel Service and its slices for a round.
 func sentinel(port int32) (*corev1.Service, []*discoveryv1.EndpointSlice) {
 	families := []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
-	svc := makeService("kube-proxy-sentinel", sentinelClusterIPs[families[0]], tcp("round", port, port))
+	svc := makeService(sentinelName, sentinelClusterIPs[families[0]], tcp("round", port, port))
 	svc.Spec.ClusterIPs = []string{sentinelClusterIPs[families[0]], sentinelClusterIPs[families[1]]}
 	svc.Spec.IPFamilies, svc.Spec.IPFamilyPolicy = families, knftables.PtrTo(corev1.IPFamilyPolicyRequireDualStack)
 	var endpointSlices []*discoveryv1.EndpointSlice
 	for _, family := range families {
-		slice := makeSlice(svc, "kube-proxy-sentinel-"+strings.ToLower(string(family)), readyEP(sentinelEndpoints[family], "node-b"))
+		slice := makeSlice(svc, sentinelName+"-"+strings.ToLower(string(family)), readyEP(sentinelEndpoints[family], "node-b"))
 		slice.AddressType = discoveryv1.AddressType(family)
 		endpointSlices = append(endpointSlices, slice)
 	}
@@ -197,8 +208,8 @@ func (p *publishedObjects) publish(t *testing.T, services []*corev1.Service, end
 	services = append(slices.Clone(services), sentinelService)
 	endpointSlices = append(slices.Clone(endpointSlices), sentinelSlices...)
 	api := p.c.CoreV1().Services("default")
-	publishAll(t, p.c.DiscoveryV1().EndpointSlices("default"), p.slices, endpointSlices)
 	publishAll(t, api, p.services, services)
+	publishAll(t, p.c.DiscoveryV1().EndpointSlices("default"), p.slices, endpointSlices)
 	for _, svc := range services {
 		published := p.services[svc.Name]
 		if !equality.Semantic.DeepEqual(published.Status, svc.Status) {
@@ -211,6 +222,17 @@ func (p *publishedObjects) publish(t *testing.T, services []*corev1.Service, end
 		}
 	}
 	return port
+}
+
+// deletes tells whether publishing services would delete one of the Services published (the
+// sentinel aside).
+func (p *publishedObjects) deletes(services []*corev1.Service) bool {
+	for name := range p.services {
+		if name != sentinelName && !slices.ContainsFunc(services, func(svc *corev1.Service) bool { return svc.Name == name }) {
+			return true
+		}
+	}
+	return false
 }
 
 // deleteAll deletes what publish wrote.
