@@ -119,6 +119,18 @@ func flowScenarios() []flowScenario {
 			from: fromOutside, pods: ab,
 			before: nodePortTo(ready("pod-a", "node-a")), after: nodePortTo(ready("pod-b", "node-a")),
 			to: nodeIP + ":30053", first: "pod-a", then: "pod-b", fresh: []string{"pod-b"}},
+		{name: "UDP: a NodePort flow keeps its endpoint when the Service loses its last one", proto: corev1.ProtocolUDP,
+			from: fromOutside, pods: ab[:1],
+			before: nodePortTo(ready("pod-a", "node-a")), after: nodePortTo(),
+			to: nodeIP + ":30053", first: "pod-a", then: "pod-a", fresh: []string{flowRefused}},
+		{name: "UDP: a flow to a port the Service no longer has stops", proto: corev1.ProtocolUDP, pods: ab[:1],
+			before: udpTo(ready("pod-a", "node-a")),
+			after: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := udpTo(ready("pod-a", "node-a"))(ip)
+				svcs[0].Spec.Ports[0].Port = 54
+				return svcs, slices
+			},
+			to: udpAddr, first: "pod-a", then: flowRefused, upstream: "pod-a", fresh: []string{flowRefused}},
 		{name: "TCP, ClientIP affinity: new connections stay with their endpoint when another joins", proto: corev1.ProtocolTCP, pods: ab,
 			before: stickyTo(ready("pod-a", "node-a")), after: stickyTo(ready("pod-a", "node-a"), ready("pod-b", "node-a")),
 			to: clusterIP + ":80", first: "pod-a", then: "pod-a", fresh: []string{"pod-a"}},
