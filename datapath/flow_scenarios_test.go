@@ -137,6 +137,9 @@ func flowScenarios() []flowScenario {
 		{name: "TCP, ClientIP affinity: new connections leave an endpoint that leaves", proto: corev1.ProtocolTCP, pods: ab,
 			before: stickyTo(ready("pod-a", "node-a")), after: stickyTo(ready("pod-b", "node-a")),
 			to: clusterIP + ":80", first: "pod-a", then: "pod-a", fresh: []string{"pod-b"}},
+		{name: "TCP, ClientIP affinity: new connections leave an endpoint that terminates", proto: corev1.ProtocolTCP, pods: ab,
+			before: stickyTo(ready("pod-a", "node-a")), after: stickyTo(terminating("pod-a", true), ready("pod-b", "node-a")),
+			to: clusterIP + ":80", first: "pod-a", then: "pod-a", fresh: []string{"pod-b"}},
 		{name: "TCP: an open connection stays with its endpoint after it leaves the Service", proto: corev1.ProtocolTCP, pods: ab,
 			before: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 				return serviceTo("flows", clusterIP, readyEP(ip("pod-a"), "node-a"))
