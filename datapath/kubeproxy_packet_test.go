@@ -72,7 +72,7 @@ func startKubeProxyNode(t *testing.T) *kubeProxyNode {
 	// This namespace has no default route to pick the advertised address from.
 	apiServer := env.ControlPlane.GetAPIServer().Configure()
 	apiServer.Set("advertise-address", nodeIP)
-	apiServer.Set("service-cluster-ip-range", controlplane.ServiceClusterIPRange+","+serviceCIDRv6) // the IPv6 scenarios
+	apiServer.Set("service-cluster-ip-range", controlplane.DualStackServiceClusterIPRange) // the IPv6 scenarios
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,9 @@ import (
 // ServiceClusterIPRange is the apiserver's --service-cluster-ip-range everywhere.
 const ServiceClusterIPRange = "10.96.0.0/12"
 
+// DualStackServiceClusterIPRange is the range of the control planes that test IPv6 Services.
+const DualStackServiceClusterIPRange = ServiceClusterIPRange + ",fd00:10:96::/112"
+
 // New is the one control plane of the suites, the benchmarks and the demo: an envtest
 // environment running kube-apiserver and etcd from assets, with the suites' Service range, both
 // writing their output to out.

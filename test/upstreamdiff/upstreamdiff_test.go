@@ -49,7 +49,7 @@ func start(t *testing.T, logs, name string) (*rest.Config, string, client.Client
 	}
 	env := controlplane.New(os.Getenv("KUBEBUILDER_ASSETS"), log)
 	// Dual-stack, for the scenarios of IPv6 and dual-stack Services.
-	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", controlplane.ServiceClusterIPRange+",fd00:10:96::/112")
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", controlplane.DualStackServiceClusterIPRange)
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)
