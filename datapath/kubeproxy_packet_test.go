@@ -82,7 +82,7 @@ func startKubeProxyNode(t *testing.T) *kubeProxyNode {
 			t.Errorf("stop the control plane: %v", err)
 		}
 	})
-	kubeconfig := filepath.Join(logs, "kube-proxy.kubeconfig")
+	kubeconfig := filepath.Join(logs, t.Name()+".kubeconfig")
 	if _, err := controlplane.WriteAdminKubeconfig(env, "kube-proxy", kubeconfig); err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +105,9 @@ type kubeProxyNode struct {
 	runs       int
 }
 
-// program publishes the scenario's Node, Services and slices, starts kube-proxy, and waits for
-// its first full sync; when t ends it stops kube-proxy, deletes its tables and the objects.
+// program publishes the scenario's Node, Services and slices, starts kube-proxy, and waits
+// until its rules hold them; when t ends it stops kube-proxy, deletes its tables and the
+// objects.
 func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	ctx := context.Background()
 	nodes := n.c.CoreV1().Nodes()
@@ -118,7 +119,7 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 	if _, err := nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	published := &publishedObjects{c: n.c, services: map[string]*corev1.Service{}, slices: map[string]*discoveryv1.EndpointSlice{}}
+	published := &publishedObjects{c: n.c, scenario: newPublishedSet(), sentinel: newPublishedSet()}
 	t.Cleanup(func() {
 		published.deleteAll(t)
 		if err := nodes.Delete(ctx, node.Name, metav1.DeleteOptions{}); err != nil {
@@ -146,10 +147,7 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 		// As in a cluster, a deleted Service goes before its slices (the garbage collector
 		// deletes them after it): kube-proxy syncs the one before it sees the other.
 		if published.deletes(services) {
-			kept := slices.DeleteFunc(slices.Collect(maps.Values(published.slices)), func(slice *discoveryv1.EndpointSlice) bool {
-				return strings.HasPrefix(slice.Name, sentinelName)
-			})
-			kubeProxy.awaitRules(t, published.publish(t, services, kept))
+			kubeProxy.awaitRules(t, published.publish(t, services, slices.Collect(maps.Values(published.scenario.slices))))
 		}
 		// A sync deletes stale conntrack entries after it writes the rules. Syncs run one
 		// at a time, so once a second round (the sentinel alone changes) is in the rules,
@@ -160,13 +158,22 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 	}
 }
 
-// publishedObjects are the Services and slices of a scenario in the API server, by name, and
-// a sentinel Service (with a slice) that each publish changes last.
+// publishedObjects are a scenario's Services and slices in the API server, and a sentinel
+// Service (with its slices) that each publish changes last.
 type publishedObjects struct {
-	c        kubernetes.Interface
+	c                  kubernetes.Interface
+	scenario, sentinel publishedSet
+	round              int32
+}
+
+// publishedSet is what the API server returned of the Services and slices written, by name.
+type publishedSet struct {
 	services map[string]*corev1.Service
 	slices   map[string]*discoveryv1.EndpointSlice
-	round    int32
+}
+
+func newPublishedSet() publishedSet {
+	return publishedSet{services: map[string]*corev1.Service{}, slices: map[string]*discoveryv1.EndpointSlice{}}
 }
 
 // The sentinel Service, in both families (each has a kube-proxy proxier of its own): its port
@@ -202,33 +209,32 @@ func sentinel(port int32) (*corev1.Service, []*discoveryv1.EndpointSlice) {
 func (p *publishedObjects) publish(t *testing.T, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) (sentinelPort int32) {
 	t.Helper()
 	ctx := context.Background()
-	p.round++
-	port := 1000 + p.round
-	sentinelService, sentinelSlices := sentinel(port)
-	services = append(slices.Clone(services), sentinelService)
-	endpointSlices = append(slices.Clone(endpointSlices), sentinelSlices...)
-	api := p.c.CoreV1().Services("default")
-	publishAll(t, api, p.services, services)
-	publishAll(t, p.c.DiscoveryV1().EndpointSlices("default"), p.slices, endpointSlices)
+	api, sliceAPI := p.c.CoreV1().Services("default"), p.c.DiscoveryV1().EndpointSlices("default")
+	publishAll(t, api, p.scenario.services, services)
 	for _, svc := range services {
-		published := p.services[svc.Name]
+		published := p.scenario.services[svc.Name]
 		if !equality.Semantic.DeepEqual(published.Status, svc.Status) {
 			published.Status = svc.Status
 			published, err := api.UpdateStatus(ctx, published, metav1.UpdateOptions{})
 			if err != nil {
 				t.Fatalf("update the status of Service %s: %v", svc.Name, err)
 			}
-			p.services[svc.Name] = published
+			p.scenario.services[svc.Name] = published
 		}
 	}
+	publishAll(t, sliceAPI, p.scenario.slices, endpointSlices)
+	p.round++
+	port := 1000 + p.round
+	sentinelService, sentinelSlices := sentinel(port)
+	publishAll(t, api, p.sentinel.services, []*corev1.Service{sentinelService})
+	publishAll(t, sliceAPI, p.sentinel.slices, sentinelSlices)
 	return port
 }
 
-// deletes tells whether publishing services would delete one of the Services published (the
-// sentinel aside).
+// deletes tells whether publishing services would delete one of the Services published.
 func (p *publishedObjects) deletes(services []*corev1.Service) bool {
-	for name := range p.services {
-		if name != sentinelName && !slices.ContainsFunc(services, func(svc *corev1.Service) bool { return svc.Name == name }) {
+	for name := range p.scenario.services {
+		if !slices.ContainsFunc(services, func(svc *corev1.Service) bool { return svc.Name == name }) {
 			return true
 		}
 	}
@@ -238,8 +244,11 @@ func (p *publishedObjects) deletes(services []*corev1.Service) bool {
 // deleteAll deletes what publish wrote.
 func (p *publishedObjects) deleteAll(t *testing.T) {
 	t.Helper()
-	publishAll(t, p.c.DiscoveryV1().EndpointSlices("default"), p.slices, nil)
-	publishAll(t, p.c.CoreV1().Services("default"), p.services, nil)
+	api, sliceAPI := p.c.CoreV1().Services("default"), p.c.DiscoveryV1().EndpointSlices("default")
+	for _, published := range []publishedSet{p.scenario, p.sentinel} {
+		publishAll(t, sliceAPI, published.slices, nil)
+		publishAll(t, api, published.services, nil)
+	}
 }
 
 // apiObject is a typed API object (*corev1.Service, *discoveryv1.EndpointSlice).
