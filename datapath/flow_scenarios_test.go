@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -176,9 +177,11 @@ func playFlowsInTheKernel(t *testing.T, program scenarioProgrammer, upstream boo
 				}
 				pods[name] = p
 			}
-			client := newPod(t, "client", "")
+			var client *testPod
 			if s.from == fromOutside {
 				client = newPod(t, "outside", outsideIP)
+			} else {
+				client = newPod(t, "client", "")
 			}
 			ip := func(name string) string { return pods[name].ip }
 			services, endpointSlices := s.before(ip)
@@ -206,13 +209,7 @@ func playFlowsInTheKernel(t *testing.T, program scenarioProgrammer, upstream boo
 			for range flows {
 				got[openFlow(t, client, s.proto, s.to).ask()]++
 			}
-			if keys := slices.Sorted(func(yield func(string) bool) {
-				for k := range got {
-					if !yield(k) {
-						return
-					}
-				}
-			}); !slices.Equal(keys, slices.Sorted(slices.Values(s.fresh))) {
+			if !slices.Equal(slices.Sorted(maps.Keys(got)), slices.Sorted(slices.Values(s.fresh))) {
 				t.Errorf("after the change %d new flows got %v, want each of %v", flows, got, s.fresh)
 			}
 		})
