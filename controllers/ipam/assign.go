@@ -95,7 +95,7 @@ func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, erro
 	for _, ip := range fresh {
 		if err := r.allocateRequestedLocked(ip, req.Service); err != nil {
 			r.rollbackLocked(fresh[:slices.Index(fresh, ip)])
-			return nil, nil, &AdmissionError{Reason: ReasonAllocated, Err: err}
+			return nil, nil, &AdmissionError{Reason: ReasonAllocated, IP: ip, Err: err}
 		}
 	}
 	var dynamic []netip.Addr
@@ -126,7 +126,8 @@ func (r *Registry) assignLocked(req AssignRequest) ([]netip.Addr, []string, erro
 }
 
 // checkRequestedLocked says whether key may have ip, and whether it is new to key.
-func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr, cands []*pool) (bool, error) {
+func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr, cands []*pool) (isNew bool, err error) {
+	defer func() { refusedIP(err, ip) }()
 	if r.holders[ip] == key || slices.Contains(r.extra[ip], key) || slices.Contains(r.outside[ip], key) {
 		return false, nil
 	}
@@ -141,6 +142,11 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 		return false, nil
 	}
 	owner, rg := r.ownerLocked(ip)
+	if owner == nil && len(cands) > 0 && !slices.ContainsFunc(cands, func(p *pool) bool { return slices.Contains(p.families(), allocator.FamilyOf(ip)) }) {
+		return false, &AdmissionError{Reason: ReasonFamily, Pool: cands[0].name, Err: fmt.Errorf(
+			"%w: %s is an %s address, and no pool namespace %s may use has an %s CIDR: %s; request an IP from one of them, or leave spec.clusterIP empty",
+			allocator.ErrNotInRange, ip, allocator.FamilyOf(ip), key.Namespace, allocator.FamilyOf(ip), poolList(cands))}
+	}
 	if owner == nil {
 		return false, &AdmissionError{Reason: ReasonOutOfRange, Err: fmt.Errorf(
 			"%w: %s is outside every pool namespace %s may use: %s; request an IP from one of them, or leave spec.clusterIP empty",
@@ -312,7 +318,7 @@ func (r *Registry) Validate(key types.NamespacedName, ips, previous []netip.Addr
 		if isNew && !dryRun {
 			if err := r.allocateRequestedLocked(ip, key); err != nil {
 				r.rollbackLocked(fresh)
-				return &AdmissionError{Reason: ReasonAllocated, Err: err}
+				return &AdmissionError{Reason: ReasonAllocated, IP: ip, Err: err}
 			}
 			fresh = append(fresh, ip)
 		}

@@ -3,10 +3,13 @@ package ipam
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/kube-clusterip/kube-clusterip/allocator"
 )
@@ -69,34 +72,74 @@ func WantFamilies(policy *corev1.IPFamilyPolicy, ipFamilies []corev1.IPFamily, r
 	case len(poolFamilies) > 0:
 		primary = poolFamilies[0]
 	}
-	if primary == 0 || !has(primary) {
-		return nil, &FamilyError{msg: fmt.Sprintf("pool %s has no %s CIDR (it has %s); ask for another ipFamilies, "+
-			"or add a %s CIDR to the pool's spec.cidrs", poolName, primary, familiesString(poolFamilies), primary)}
-	}
 	secondary := allocator.IPv6
 	if primary == allocator.IPv6 {
 		secondary = allocator.IPv4
 	}
-	switch effective {
-	case corev1.IPFamilyPolicyRequireDualStack:
-		if !has(secondary) {
-			return nil, &FamilyError{msg: fmt.Sprintf("ipFamilyPolicy RequireDualStack needs an IPv4 and an IPv6 address, "+
-				"but pool %s has only %s; add a %s CIDR to the pool's spec.cidrs or use PreferDualStack", poolName,
-				familiesString(poolFamilies), secondary)}
+	// Each fault is checked, as kube-apiserver reports every one: the policy first, then the
+	// families the pool lacks.
+	fe := &FamilyError{}
+	if effective == corev1.IPFamilyPolicyRequireDualStack && (!has(primary) || !has(secondary)) {
+		fe.add(fmt.Sprintf("ipFamilyPolicy RequireDualStack needs an IPv4 and an IPv6 address, but pool %s has only %s; "+
+			"add a %s CIDR to the pool's spec.cidrs or use PreferDualStack", poolName, familiesString(poolFamilies), missingOf(primary, secondary, has)),
+			field.NewPath("spec", "ipFamilyPolicy"), string(effective), upstreamNotDualStack)
+	}
+	if primary == 0 || !has(primary) {
+		msg := fmt.Sprintf("pool %s has no %s CIDR (it has %s); ask for another ipFamilies, or add a %s CIDR to the pool's spec.cidrs",
+			poolName, primary, familiesString(poolFamilies), primary)
+		named := false
+		for i, f := range ipFamilies {
+			if !has(familyOf(f)) {
+				fe.add(msg, field.NewPath("spec", "ipFamilies").Index(i), string(f), upstreamFamilyMissing)
+				named = true
+			}
 		}
+		if !named {
+			fe.add(msg, nil, nil, "")
+		}
+	}
+	if len(fe.causes) > 0 {
+		return nil, fe
+	}
+	if effective != corev1.IPFamilyPolicySingleStack && has(secondary) {
 		return []allocator.Family{primary, secondary}, nil
-	case corev1.IPFamilyPolicyPreferDualStack:
-		if has(secondary) {
-			return []allocator.Family{primary, secondary}, nil
-		}
 	}
 	return []allocator.Family{primary}, nil
 }
 
-// FamilyError says why a Service's families cannot be served by its pool.
-type FamilyError struct{ msg string }
+// FamilyError says why a Service's families cannot be served by its pool: each field of the
+// Service that asks for what the pool lacks, with kube-apiserver's words for the same fault on a
+// cluster without that family.
+type FamilyError struct{ causes []familyCause }
 
-func (e *FamilyError) Error() string { return e.msg }
+type familyCause struct {
+	msg      string
+	field    *field.Path // nil: no field of the Service names the family (the pool has none)
+	value    any
+	upstream string
+}
+
+func (e *FamilyError) add(msg string, path *field.Path, value any, upstream string) {
+	e.causes = append(e.causes, familyCause{msg: msg, field: path, value: value, upstream: upstream})
+}
+
+func (e *FamilyError) Error() string {
+	msgs := make([]string, 0, len(e.causes))
+	for _, c := range e.causes {
+		if !slices.Contains(msgs, c.msg) {
+			msgs = append(msgs, c.msg)
+		}
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// missingOf names the first of the two families the pool lacks.
+func missingOf(primary, secondary allocator.Family, has func(allocator.Family) bool) allocator.Family {
+	if !has(primary) {
+		return primary
+	}
+	return secondary
+}
 
 func familyOf(f corev1.IPFamily) allocator.Family {
 	switch f {

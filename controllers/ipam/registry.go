@@ -51,6 +51,8 @@ type AdmissionError struct {
 	// Contested is the requested address refused because it is being assigned to another
 	// Service (a reservation or a claim); the claim in the API server says whether it still is.
 	Contested netip.Addr
+	// IP is the requested address refused, if the refusal is about one.
+	IP netip.Addr
 }
 
 func (e *AdmissionError) Error() string { return e.Err.Error() }

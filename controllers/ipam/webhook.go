@@ -176,6 +176,11 @@ func (m *MutatingWebhook) mutate(ctx context.Context, req admission.Request) adm
 		keepFamilies = ptr.Equal(policy, in.old.Spec.IPFamilyPolicy) &&
 			(len(in.svc.Spec.IPFamilies) == 0 || slices.Equal(in.svc.Spec.IPFamilies, in.old.Spec.IPFamilies))
 	}
+	if (policy == nil || *policy == corev1.IPFamilyPolicySingleStack) && (len(requested) > 1 || len(in.svc.Spec.IPFamilies) > 1) {
+		// The API server's validation refuses a single-stack Service with two addresses or
+		// families, with every reason at once (also an address of a family it lacks).
+		return admission.Allowed("")
+	}
 	ips, err := m.assign(ctx, AssignRequest{
 		Service:         in.key,
 		NamespaceLabels: in.namespaceLabels,
@@ -190,7 +195,7 @@ func (m *MutatingWebhook) mutate(ctx context.Context, req admission.Request) adm
 		return failCall(ctx, err)
 	}
 	if err != nil {
-		return deny(err)
+		return deny(in.svc, err)
 	}
 	if len(ips) == 0 || slices.Equal(ips, mustParse(in.svc.Spec.ClusterIPs)) {
 		return admission.Allowed("")
@@ -225,7 +230,7 @@ func (v *ValidatingWebhook) validate(ctx context.Context, req admission.Request)
 			}
 		}
 		if err != nil {
-			return deny(err)
+			return deny(in.svc, err)
 		}
 		if in.dryRun {
 			return admission.Allowed("")
@@ -314,15 +319,15 @@ func (a *serviceAdmission) claimNew(ctx context.Context, key types.NamespacedNam
 	return err == nil, err
 }
 
-// deny turns an assignment error into a denial users can act on, and counts it.
-func deny(err error) admission.Response {
+// deny turns an assignment error into a refusal users can act on (see refusal), and counts it.
+func deny(svc *corev1.Service, err error) admission.Response {
 	var ae *AdmissionError
 	if !errors.As(err, &ae) {
 		allocationErrors.WithLabelValues("", "Internal").Inc()
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
 	allocationErrors.WithLabelValues(ae.Pool, ae.Reason).Inc()
-	return admission.Denied(err.Error())
+	return refusal(svc, ae)
 }
 
 // needsClusterIP is false for ExternalName and headless Services, which get no ClusterIP.
