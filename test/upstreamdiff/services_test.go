@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -206,7 +208,8 @@ func deleteService(name string) serviceStep {
 }
 
 // kubectlDryRun runs kubectl create --dry-run=server with svc in namespace ns, as a user would
-// try a manifest, and returns what it printed with its exit status.
+// try a manifest, and returns what it printed (addresses as shownIP shows them) with its exit
+// status.
 func kubectlDryRun(t *testing.T, side serviceSide, svc *corev1.Service, ns string) string {
 	obj := svc.DeepCopy()
 	obj.APIVersion, obj.Kind, obj.Namespace = "v1", "Service", ns
@@ -223,7 +226,7 @@ func kubectlDryRun(t *testing.T, side serviceSide, svc *corev1.Service, ns strin
 	} else if err != nil {
 		t.Fatalf("kubectl: %v", err)
 	}
-	return status + "\n" + strings.TrimSpace(string(out))
+	return status + "\n" + shownIPsIn(strings.TrimSpace(string(out)))
 }
 
 // kubectlDiffers says how kubectl's output for ours differs from upstream's, or "": each line of
@@ -350,6 +353,31 @@ func serviceCases() []serviceCase {
 				s.Spec.ClusterIPs, s.Spec.IPFamilies = s.Spec.ClusterIPs[:1], s.Spec.IPFamilies[:1]
 			}),
 		}},
+		{name: "upgrade-requested", steps: []serviceStep{
+			createService(withIPs(svc("s"), nil, "10.96.100.26")),
+			updateService("s", func(s *corev1.Service) {
+				s.Spec.IPFamilyPolicy = ptr.To(require)
+				s.Spec.ClusterIPs = append(s.Spec.ClusterIPs, "fd00:10:96::a26")
+			}),
+		}},
+		{name: "swap-families", steps: []serviceStep{
+			createService(policy(prefer)),
+			updateService("s", func(s *corev1.Service) {
+				slices.Reverse(s.Spec.IPFamilies)
+				slices.Reverse(s.Spec.ClusterIPs)
+				s.Spec.ClusterIP = s.Spec.ClusterIPs[0]
+			}),
+		}},
+		{name: "from-externalname-taken", steps: []serviceStep{
+			createService(withIPs(svc("a"), nil, "10.96.100.27")),
+			createService(kit.MakeService("s", "").ExternalName("example.com").Obj()),
+			updateService("s", func(s *corev1.Service) {
+				s.Spec.Type, s.Spec.ExternalName = corev1.ServiceTypeClusterIP, ""
+				s.Spec.ClusterIP, s.Spec.ClusterIPs = "10.96.100.27", []string{"10.96.100.27"}
+				s.Spec.Ports = []corev1.ServicePort{{Name: "http", Port: 80}}
+			}),
+		}},
+		{name: "loadbalancer", steps: []serviceStep{createService(svc("s").Mutate(func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeLoadBalancer }).Obj())}},
 		{name: "to-externalname", steps: []serviceStep{
 			createService(svc("s").Obj()),
 			updateService("s", func(s *corev1.Service) {
@@ -407,9 +435,12 @@ func serviceOutcomeOf(svc *corev1.Service, err error) serviceOutcome {
 			return serviceOutcome{refused: true, message: err.Error()}
 		}
 		s := status.Status()
-		out := serviceOutcome{refused: true, code: s.Code, reason: s.Reason, message: s.Message}
+		out := serviceOutcome{refused: true, code: s.Code, reason: s.Reason, message: shownIPsIn(s.Message)}
 		if s.Details != nil {
-			out.causes = s.Details.Causes
+			for _, c := range s.Details.Causes {
+				c.Message = shownIPsIn(c.Message)
+				out.causes = append(out.causes, c)
+			}
 		}
 		return out
 	}
@@ -439,6 +470,19 @@ func shownIP(ip string) string {
 	default:
 		return "<IPv6>"
 	}
+}
+
+var addressLike = regexp.MustCompile(`[0-9a-fA-F:.]{2,}`)
+
+// shownIPsIn is text with each address in it as shownIP shows it.
+func shownIPsIn(text string) string {
+	return addressLike.ReplaceAllStringFunc(text, func(word string) string {
+		addr := strings.TrimRight(word, ":.") // "IP 10.96.0.1: provided ..."
+		if _, err := netip.ParseAddr(addr); err != nil {
+			return word
+		}
+		return shownIP(addr) + word[len(addr):]
+	})
 }
 
 func (o serviceOutcome) String() string {
