@@ -50,7 +50,7 @@ func (h *hintEventReporter) report(svc *corev1.Service, outcome map[discoveryv1.
 		case refusal == "":
 			h.event(svc, corev1.EventTypeNormal, ReasonTopologyAwareHintsEnabled, HintsEnabled, addressType)
 		default:
-			h.event(svc, corev1.EventTypeWarning, ReasonTopologyAwareHintsDisabled, refusal+", removing hints", addressType)
+			h.event(svc, corev1.EventTypeWarning, ReasonTopologyAwareHintsDisabled, refusal, addressType)
 		}
 	}
 	if outcome == nil && known {

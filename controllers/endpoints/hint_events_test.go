@@ -25,7 +25,7 @@ func TestHintEventReporter(t *testing.T) {
 			want: corev1.EventTypeNormal + " " + ReasonTopologyAwareHintsEnabled + " " + HintsEnabled + ", addressType: IPv4"},
 		{name: "hints still set: nothing", outcome: ipv4("")},
 		{name: "refused: Warning with the reason", outcome: ipv4(HintsNodesReadyInOneZoneOnly),
-			want: corev1.EventTypeWarning + " " + ReasonTopologyAwareHintsDisabled + " " + HintsNodesReadyInOneZoneOnly + ", removing hints, addressType: IPv4"},
+			want: corev1.EventTypeWarning + " " + ReasonTopologyAwareHintsDisabled + " " + HintsNodesReadyInOneZoneOnly + ", addressType: IPv4"},
 		{name: "refused for the same reason again: nothing", outcome: ipv4(HintsNodesReadyInOneZoneOnly)},
 		{name: "hints set again: Normal Event", outcome: ipv4(""),
 			want: corev1.EventTypeNormal + " " + ReasonTopologyAwareHintsEnabled + " " + HintsEnabled + ", addressType: IPv4"},

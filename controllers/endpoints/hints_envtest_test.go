@@ -150,7 +150,7 @@ var _ = Describe("Topology aware hints of a Service with topology-mode Auto", fu
 		Eventually(func(g Gomega) {
 			g.Expect(hintsByIPIn(g, ctx, ns, "auto")).To(Equal(noHints))
 			g.Expect(events(g, svc, corev1.EventTypeWarning, ReasonTopologyAwareHintsDisabled)).To(
-				ContainElement(HintsNodesReadyInOneZoneOnly + ", removing hints, addressType: IPv4"))
+				ContainElement(HintsNodesReadyInOneZoneOnly + ", addressType: IPv4"))
 		}).Should(Succeed())
 
 		setNodeStatus("node-b", true)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,15 +105,15 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	slicesErr = r.applySlicePlan(ctx, req.NamespacedName, plan)
 	wg.Wait()
-	if endpointsErr != nil {
-		r.warnUnlessConflict(svc, endpointsErr, "FailedToUpdateEndpoint", "UpdateEndpoints")
-	}
-	if slicesErr != nil {
-		r.warnUnlessConflict(svc, slicesErr, "FailedToUpdateEndpointSlices", "UpdateEndpointSlices")
+	if slicesErr != nil && !staleWrite(slicesErr) {
+		r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, "FailedToUpdateEndpointSlices", "UpdateEndpointSlices",
+			"Error updating Endpoint Slices for Service %s/%s: %v", svc.Namespace, svc.Name, slicesErr)
 	}
 	if len(unknownNodePods) > 0 {
-		ctrl.LoggerFrom(ctx).V(1).Info("Pods on nodes not in the cache yet are left out of EndpointSlices",
-			"pods", unknownNodePods)
+		// As upstream: the pods are left out, and the Service is warned on each sync until
+		// their Node is known.
+		r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, "FailedToUpdateEndpointSlices", "UpdateEndpointSlices",
+			"Error updating Endpoint Slices for Service %s/%s: %s", svc.Namespace, svc.Name, unknownNodesMessage(svc, pods, unknownNodePods))
 	}
 	if staleWrite(endpointsErr) && staleWrite(slicesErr) && (endpointsErr != nil || slicesErr != nil) {
 		ctrl.LoggerFrom(ctx).V(1).Info("Cache is behind the API server; syncing again", "error", errors.Join(endpointsErr, slicesErr))
@@ -126,13 +128,21 @@ func staleWrite(err error) bool {
 	return err == nil || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
 }
 
-// warnUnlessConflict records a failed write on the Service, unless the cache was merely behind.
-func (r *serviceReconciler) warnUnlessConflict(svc *corev1.Service, err error, reason, action string) {
-	if staleWrite(err) {
-		return
+// unknownNodesMessage says which pods were left out for want of their Node, in upstream's words
+// (one pod: its sentence; several: in brackets, by name).
+func unknownNodesMessage(svc *corev1.Service, pods []*corev1.Pod, unknown []string) string {
+	var msgs []string
+	for _, p := range pods {
+		if slices.Contains(unknown, p.Name) {
+			msgs = append(msgs, fmt.Sprintf("skipping Pod %s for Service %s/%s: Node %s Not Found", p.Name, svc.Namespace, svc.Name, p.Spec.NodeName))
+		}
 	}
-	r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, reason, action, "Error updating endpoints of Service %s/%s: %v",
-		svc.Namespace, svc.Name, err)
+	slices.Sort(msgs)
+	msgs = slices.Compact(msgs)
+	if len(msgs) == 1 {
+		return msgs[0]
+	}
+	return "[" + strings.Join(msgs, ", ") + "]"
 }
 
 // waitingForOurWrites says whether the cache has yet to show writes we made of the Service's
@@ -275,16 +285,27 @@ func (r *serviceReconciler) writeEndpoints(ctx context.Context, desired, current
 			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 				return nil
 			}
+			r.warnEndpoints(desired, err, "FailedToCreateEndpoint", "Failed to create endpoint for service")
 			return fmt.Errorf("create Endpoints %s: %w", key, err)
 		}
 		r.expectations.expectWrite(key, endpointsExpectationKey, "", desired.ResourceVersion)
 		return nil
 	}
 	if err := r.EndpointsWriter.Update(ctx, desired); err != nil {
+		r.warnEndpoints(desired, err, "FailedToUpdateEndpoint", "Failed to update endpoint")
 		return fmt.Errorf("update Endpoints %s: %w", key, err)
 	}
 	r.expectations.expectWrite(key, endpointsExpectationKey, current.ResourceVersion, desired.ResourceVersion)
 	return nil
+}
+
+// warnEndpoints records a failed write on the Endpoints, as upstream's endpoints controller does,
+// unless the cache was merely behind (the write is then retried quietly).
+func (r *serviceReconciler) warnEndpoints(ep *corev1.Endpoints, err error, reason, what string) {
+	if staleWrite(err) {
+		return
+	}
+	r.Recorder.Eventf(ep, nil, corev1.EventTypeWarning, reason, "UpdateEndpoints", "%s %s/%s: %v", what, ep.Namespace, ep.Name, err)
 }
 
 // deleteOurEndpoints removes the Endpoints of a deleted Service when we wrote them; Endpoints a

@@ -280,9 +280,26 @@ func dump(t *testing.T, ctx context.Context, c client.Client, ns string) string 
 		s.Endpoints = nil
 		out = append(out, fmt.Sprintf("ES meta size=%d %s", n, js(s)))
 	}
+	// Events: each distinct one once (upstream repeats some on every retry), but for the API
+	// server's own and the Warnings only ours record (see README, Deliberate differences).
+	var events corev1.EventList
+	must(t, c.List(ctx, &events, client.InNamespace(ns)))
+	for _, e := range events.Items {
+		if slices.Contains(eventsNotCompared, e.Reason) {
+			continue
+		}
+		line := fmt.Sprintf("EV %s %s %s/%s %s", e.Type, e.Reason, e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Message)
+		if !slices.Contains(out, line) {
+			out = append(out, line)
+		}
+	}
 	sort.Strings(out)
 	return ourToUpstream.Replace(strings.Join(out, "\n"))
 }
+
+// eventsNotCompared are the reasons of Events one side records for reasons of its own: the API
+// server's repair loop, and our findings.
+var eventsNotCompared = []string{"ClusterIPNotAllocated", endpoints.ReasonTargetPortUnresolved, endpoints.ReasonSelectorMatchesNoPod}
 
 func cleanMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
 	m.UID, m.ResourceVersion, m.CreationTimestamp, m.ManagedFields, m.Generation = "", "", metav1.Time{}, nil, 0
