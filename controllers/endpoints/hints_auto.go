@@ -87,15 +87,19 @@ type zoneAllocation struct {
 // there are fewer ready endpoints than zones, when no allocation keeps every endpoint under
 // 20 % overload, or when a ready endpoint has no zone. Not-ready endpoints get no hints.
 //
-// It returns, per address type with endpoints or refusals, "" when hints were set or the
-// reason they were refused (upstream's Event messages).
+// It returns, per address type of the Service (addressTypes, see AddressTypes) and of the
+// groups, "" when hints were set or the reason they were refused (upstream's Event messages); a
+// type without endpoints is refused too, for too few endpoints, as upstream refuses it.
 //
 // Unlike upstream, which keeps the hints of slices it does not otherwise rewrite, the hints
 // are computed afresh from all endpoints each time, in endpoint order: the same inputs give
 // the same hints, and per-zone counts match upstream's.
-func SetTopologyAwareHints(groups []EndpointGroup, cpu ZoneCPU, cpuRefusal string) map[discoveryv1.AddressType]string {
+func SetTopologyAwareHints(addressTypes []discoveryv1.AddressType, groups []EndpointGroup, cpu ZoneCPU, cpuRefusal string) map[discoveryv1.AddressType]string {
 	byType := map[discoveryv1.AddressType][]*discoveryv1.Endpoint{}
 	var types []discoveryv1.AddressType
+	for _, t := range addressTypes {
+		types, byType[t] = append(types, t), nil
+	}
 	for gi := range groups {
 		t := groups[gi].AddressType
 		if _, seen := byType[t]; !seen {

@@ -112,6 +112,8 @@ func TestSetTopologyAwareHints(t *testing.T) {
 		{name: "refused: insufficient node information",
 			pods: pods(onA("a1", "10.0.0.1"), onB("b1", "10.0.0.2")), cpuRefusal: HintsInsufficientNodeInfo,
 			want: []string{"10.0.0.1 -", "10.0.0.2 -"}, wantRefusal: HintsInsufficientNodeInfo},
+		{name: "refused: no endpoint at all, as upstream refuses the empty slice",
+			cpu: even, wantRefusal: HintsInsufficientNumberOfEndpoints + " (0 endpoints, 2 zones)"},
 		{name: "refused: nodes ready in one zone only",
 			pods: pods(onA("a1", "10.0.0.1"), onB("b1", "10.0.0.2")), cpuRefusal: HintsNodesReadyInOneZoneOnly,
 			want: []string{"10.0.0.1 -", "10.0.0.2 -"}, wantRefusal: HintsNodesReadyInOneZoneOnly},
@@ -123,7 +125,7 @@ func TestSetTopologyAwareHints(t *testing.T) {
 				ns = defaultNodes
 			}
 			groups, _ := DesiredEndpointGroups(auto, tc.pods, ns)
-			outcome := SetTopologyAwareHints(groups, tc.cpu, tc.cpuRefusal)
+			outcome := SetTopologyAwareHints(AddressTypes(auto), groups, tc.cpu, tc.cpuRefusal)
 			if got := renderHints(groups); strings.Join(got, "|") != strings.Join(tc.want, "|") {
 				t.Errorf("got  %q\nwant %q", got, tc.want)
 			}

@@ -38,6 +38,8 @@ type serviceReconciler struct {
 	triggerTimes *triggerTimes
 	findings     *findingReporter
 	hintEvents   *hintEventReporter
+	// nodeRetries resyncs a Service whose pods name a Node the cache lacks, as upstream retries it.
+	nodeRetries retryBudget
 }
 
 // Reconcile reads the Service, its pods and their nodes from the cache, computes both APIs' desired
@@ -57,6 +59,7 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		r.expectations.forget(req.NamespacedName)
 		r.findings.forget(req.NamespacedName)
 		r.hintEvents.forget(req.NamespacedName)
+		r.nodeRetries.forget(req.NamespacedName)
 		return ctrl.Result{}, r.deleteOurEndpoints(ctx, req.NamespacedName)
 	}
 	slices, err := r.ourSlices(ctx, svc.Namespace, svc.Name)
@@ -109,17 +112,58 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, "FailedToUpdateEndpointSlices", "UpdateEndpointSlices",
 			"Error updating Endpoint Slices for Service %s/%s: %v", svc.Namespace, svc.Name, slicesErr)
 	}
-	if len(unknownNodePods) > 0 {
-		// As upstream: the pods are left out, and the Service is warned on each sync until
-		// their Node is known.
+	var result ctrl.Result
+	if len(unknownNodePods) == 0 {
+		r.nodeRetries.forget(req.NamespacedName)
+	} else {
+		// As upstream: the pods are left out, the Service is warned, and synced again with
+		// backoff until their Node is known (or the retries run out).
 		r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, "FailedToUpdateEndpointSlices", "UpdateEndpointSlices",
 			"Error updating Endpoint Slices for Service %s/%s: %s", svc.Namespace, svc.Name, unknownNodesMessage(svc, pods, unknownNodePods))
+		result.RequeueAfter = r.nodeRetries.next(req.NamespacedName)
 	}
 	if staleWrite(endpointsErr) && staleWrite(slicesErr) && (endpointsErr != nil || slicesErr != nil) {
 		ctrl.LoggerFrom(ctx).V(1).Info("Cache is behind the API server; syncing again", "error", errors.Join(endpointsErr, slicesErr))
 		return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
 	}
-	return ctrl.Result{}, errors.Join(endpointsErr, slicesErr)
+	return result, errors.Join(endpointsErr, slicesErr)
+}
+
+// retryBudget is upstream's EndpointSlice retry schedule for a Service that keeps failing: 1 s,
+// then twice as long each time (at most 1000 s), 15 times, then no more until it succeeds.
+type retryBudget struct {
+	mu    sync.Mutex
+	tries map[types.NamespacedName]int
+}
+
+const (
+	retryBase  = time.Second
+	retryMax   = 1000 * time.Second
+	maxRetries = 15
+)
+
+// next counts a failed sync of key and returns when to retry it, or 0 when its retries are
+// spent; the count then starts again, for the next sync some change brings.
+func (b *retryBudget) next(key types.NamespacedName) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tries == nil {
+		b.tries = map[types.NamespacedName]int{}
+	}
+	n := b.tries[key]
+	if n >= maxRetries {
+		delete(b.tries, key)
+		return 0
+	}
+	b.tries[key] = n + 1
+	return min(retryBase<<n, retryMax)
+}
+
+// forget resets key's retries after a sync that succeeded.
+func (b *retryBudget) forget(key types.NamespacedName) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.tries, key)
 }
 
 // staleWrite says whether a write failed (if at all) only because our cache was behind: a
@@ -255,7 +299,7 @@ func (r *serviceReconciler) setHints(ctx context.Context, svc *corev1.Service, g
 		nodes = append(nodes, &list.Items[i])
 	}
 	cpu, refusal := ZoneCPUOf(nodes)
-	r.hintEvents.report(svc, SetTopologyAwareHints(groups, cpu, refusal))
+	r.hintEvents.report(svc, SetTopologyAwareHints(AddressTypes(svc), groups, cpu, refusal))
 	return nil
 }
 

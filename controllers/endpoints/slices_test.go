@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
@@ -282,22 +281,3 @@ func podsNotIn(ps []*corev1.Pod, existing []*discoveryv1.EndpointSlice, size int
 }
 
 func ptrTrue(b *bool) bool { return b != nil && *b }
-
-func TestUnknownNodesMessageIsUpstreams(t *testing.T) {
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s"}}
-	pod := func(name, node string) *corev1.Pod {
-		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{NodeName: node}}
-	}
-	pods := []*corev1.Pod{pod("b", "node-y"), pod("known", "node-a"), pod("a", "node-x")}
-	for _, tc := range []struct {
-		unknown []string
-		want    string
-	}{
-		{[]string{"a"}, "skipping Pod a for Service ns/s: Node node-x Not Found"},
-		{[]string{"b", "a"}, "[skipping Pod a for Service ns/s: Node node-x Not Found, skipping Pod b for Service ns/s: Node node-y Not Found]"},
-	} {
-		if got := unknownNodesMessage(svc, pods, tc.unknown); got != tc.want {
-			t.Errorf("unknownNodesMessage(%v) = %q; want %q", tc.unknown, got, tc.want)
-		}
-	}
-}

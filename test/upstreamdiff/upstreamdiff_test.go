@@ -128,8 +128,13 @@ func TestSameObjectsAsKubeControllerManager(t *testing.T) {
 
 	clusters := []cluster{{"upstream", upC}, {"ours", ourC}}
 	for _, cl := range clusters {
-		for _, n := range []*corev1.Node{kit.MakeNode("node-a").Zone("zone-a").Obj(), kit.MakeNode("node-b").Zone("zone-b").Obj()} {
+		// Ready, with CPU, so that topology-mode Auto shares endpoints among the zones.
+		for _, n := range []*corev1.Node{kit.MakeNode("node-a").Zone("zone-a").AllocatableCPU("4").Ready(true).Obj(),
+			kit.MakeNode("node-b").Zone("zone-b").AllocatableCPU("4").Ready(true).Obj()} {
+			status := n.Status
 			must(t, cl.c.Create(ctx, n))
+			n.Status = status
+			must(t, cl.c.Status().Update(ctx, n))
 		}
 	}
 	// Both sides publish a first Service before the scenarios start, so that neither reads them
@@ -173,7 +178,7 @@ func TestSameObjectsAsKubeControllerManager(t *testing.T) {
 	}
 	// A node that moves zone resyncs the Services hinted by zone at once (upstream: at their next
 	// change).
-	hintedByZone := []string{"trafficdist", "prefersamenode"}
+	hintedByZone := []string{"trafficdist", "prefersamenode", "auto"}
 	compare(t, ctx, clusters, namespaces, "node-b moved to zone-c", hintedByZone)
 	for _, cl := range clusters {
 		must(t, cl.c.Delete(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}))
@@ -200,24 +205,30 @@ const settledFor = 5 * time.Second
 // objects differ, except the excused ones.
 func compare(t *testing.T, ctx context.Context, clusters []cluster, namespaces []string, phase string, excused []string) {
 	t.Helper()
-	settle := func(cl cluster) map[string]string {
-		var last map[string]string
-		var since time.Time
-		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-			d := map[string]string{}
-			for _, ns := range namespaces {
-				d[ns] = dump(t, ctx, cl.c, ns)
-			}
-			if !maps.Equal(d, last) {
-				last, since = d, time.Now()
-			} else if time.Since(since) >= settledFor {
-				return d
-			}
+	// Both sides settle together: a change one side makes on a timer (upstream retries some
+	// syncs with backoff, and so do we where upstream does) is not then seen on one side only.
+	dumpAll := func(cl cluster) map[string]string {
+		d := map[string]string{}
+		for _, ns := range namespaces {
+			d[ns] = dump(t, ctx, cl.c, ns)
 		}
-		t.Logf("%s did not settle", cl.name)
-		return last
+		return d
 	}
-	up, ours := settle(clusters[0]), settle(clusters[1])
+	var up, ours map[string]string
+	var since time.Time
+	settled := false
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		u, o := dumpAll(clusters[0]), dumpAll(clusters[1])
+		if !maps.Equal(u, up) || !maps.Equal(o, ours) {
+			up, ours, since = u, o, time.Now()
+		} else if time.Since(since) >= settledFor {
+			settled = true
+			break
+		}
+	}
+	if !settled {
+		t.Logf("[%s] the two sides did not settle together", phase)
+	}
 	for _, ns := range namespaces {
 		if slices.Contains(excused, ns) {
 			continue
@@ -508,6 +519,24 @@ var scenarios = []scenario{
 			c.Create(ctx, kit.MakeService("z", ns).Selector(app).TCPPort("", 80, 8080).TrafficDistribution("PreferSameZone").Obj()),
 			c.Create(ctx, kit.MakeService("auto", ns).Selector(app).TCPPort("", 80, 8080).Annotations(map[string]string{"service.kubernetes.io/topology-mode": "Auto"}).Obj()),
 		)
+	}},
+	{name: "auto", setup: func(ctx context.Context, c client.Client, ns string) error {
+		return all(
+			createPod(ctx, c, pod(ns, "p1", app, "node-a", true, "10.244.0.1").Obj()),
+			createPod(ctx, c, pod(ns, "p2", app, "node-a", true, "10.244.0.2").Obj()),
+			createPod(ctx, c, pod(ns, "p3", app, "node-b", true, "10.244.0.3").Obj()),
+			createPod(ctx, c, pod(ns, "p4", app, "node-b", false, "10.244.0.4").Obj()),
+			c.Create(ctx, kit.MakeService("s", ns).Selector(app).TCPPort("", 80, 8080).Annotations(map[string]string{"service.kubernetes.io/topology-mode": "Auto"}).Obj()),
+			c.Create(ctx, kit.MakeService("few", ns).Selector(map[string]string{"app": "few"}).TCPPort("", 80, 8080).Annotations(map[string]string{"service.kubernetes.io/topology-mode": "Auto"}).Obj()),
+			createPod(ctx, c, pod(ns, "f1", map[string]string{"app": "few"}, "node-a", true, "10.244.1.1").Obj()),
+		)
+	}, change: func(ctx context.Context, c client.Client, ns string) error {
+		var svc corev1.Service
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "s"}, &svc); err != nil {
+			return err
+		}
+		delete(svc.Annotations, "service.kubernetes.io/topology-mode")
+		return c.Update(ctx, &svc)
 	}},
 	{name: "relabel", setup: func(ctx context.Context, c client.Client, ns string) error {
 		return all(
