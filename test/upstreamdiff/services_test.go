@@ -19,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -201,6 +202,16 @@ func updateService(name string, change func(*corev1.Service)) serviceStep {
 	}}
 }
 
+// serviceCIDRStep changes the cluster's ServiceCIDRs, then gives both API servers and our
+// webhooks (each watching them) two seconds to see the change.
+func serviceCIDRStep(change func(ctx context.Context, c client.Client) error) serviceStep {
+	return serviceStep{do: func(ctx context.Context, c client.Client, _ string) (*corev1.Service, error) {
+		err := change(ctx, c)
+		time.Sleep(2 * time.Second)
+		return nil, err
+	}}
+}
+
 func deleteService(name string) serviceStep {
 	return serviceStep{do: func(ctx context.Context, c client.Client, ns string) (*corev1.Service, error) {
 		return nil, c.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
@@ -245,7 +256,8 @@ func kubectlDiffers(upstream, ours string) string {
 }
 
 // Requested addresses: printed as they are in outcomes, where assigned ones print as their family.
-var requestedV4, requestedV6 = netip.MustParsePrefix("10.96.100.0/24"), netip.MustParsePrefix("fd00:10:96::a00/120")
+var requested = []netip.Prefix{netip.MustParsePrefix("10.96.100.0/24"), netip.MustParsePrefix("fd00:10:96::a00/120"),
+	netip.MustParsePrefix("10.250.0.0/24")}
 
 func serviceCases() []serviceCase {
 	svc := func(name string) *kit.ServiceWrapper {
@@ -397,6 +409,20 @@ func serviceCases() []serviceCase {
 				s.Spec.ClusterIP, s.Spec.ClusterIPs = "10.96.100.23", []string{"10.96.100.23"}
 			}),
 		}},
+		// Last: it adds a ServiceCIDR to the cluster, and deletes it (it stays, being deleted, as
+		// no kube-controller-manager removes its finalizer).
+		{name: "servicecidr", steps: []serviceStep{
+			serviceCIDRStep(func(ctx context.Context, c client.Client) error {
+				return c.Create(ctx, &networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "extra"},
+					Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.250.0.0/24"}}})
+			}),
+			createService(withIPs(svc("a"), nil, "10.250.0.10")),
+			serviceCIDRStep(func(ctx context.Context, c client.Client) error {
+				return c.Delete(ctx, &networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "extra"}})
+			}),
+			createService(withIPs(svc("b"), nil, "10.250.0.11")),
+			createService(svc("c").Obj()),
+		}},
 		{name: "reuse-after-delete", steps: []serviceStep{
 			createService(withIPs(svc("a"), nil, "10.96.100.24")),
 			deleteService("a"),
@@ -463,7 +489,7 @@ func shownIP(ip string) string {
 	switch {
 	case err != nil:
 		return ip
-	case requestedV4.Contains(a) || requestedV6.Contains(a):
+	case slices.ContainsFunc(requested, func(p netip.Prefix) bool { return p.Contains(a) }):
 		return ip
 	case a.Is4():
 		return "<IPv4>"
