@@ -89,12 +89,19 @@ func (h *ProxyHealth) healthyLocked(now time.Time) bool {
 	return h.lastUpdated.IsZero() || h.oldestQueued.IsZero() || now.Sub(h.oldestQueued) < h.timeout
 }
 
-// proxyHealthBody is kube-proxy's JSON answer (without its per-family status).
+// proxyHealthBody is kube-proxy's JSON answer. One sync of ours programs both families, so
+// both have its time and health in status (kube-proxy has a proxier per family).
 type proxyHealthBody struct {
-	LastUpdated  time.Time `json:"lastUpdated"`
-	CurrentTime  time.Time `json:"currentTime"`
-	NodeEligible *bool     `json:"nodeEligible,omitempty"`
-	Healthy      bool      `json:"healthy"`
+	LastUpdated  time.Time                            `json:"lastUpdated"`
+	CurrentTime  time.Time                            `json:"currentTime"`
+	NodeEligible *bool                                `json:"nodeEligible,omitempty"`
+	Healthy      bool                                 `json:"healthy"`
+	Status       map[corev1.IPFamily]familyHealthBody `json:"status,omitempty"`
+}
+
+type familyHealthBody struct {
+	LastUpdated time.Time `json:"lastUpdated"`
+	Healthy     bool      `json:"healthy"`
 }
 
 // Handler serves /healthz and /livez.
@@ -109,6 +116,10 @@ func (h *ProxyHealth) answer(w http.ResponseWriter, withNode bool) {
 	h.mu.Lock()
 	now := h.clock.Now()
 	body := proxyHealthBody{LastUpdated: h.lastUpdated, CurrentTime: now, Healthy: h.healthyLocked(now)}
+	if !h.lastUpdated.IsZero() { // as kube-proxy: a family is listed once it has synced
+		family := familyHealthBody{LastUpdated: h.lastUpdated, Healthy: body.Healthy}
+		body.Status = map[corev1.IPFamily]familyHealthBody{corev1.IPv4Protocol: family, corev1.IPv6Protocol: family}
+	}
 	ok := body.Healthy
 	if withNode {
 		eligible := h.nodeEligible
@@ -127,11 +138,13 @@ func (h *ProxyHealth) answer(w http.ResponseWriter, withNode bool) {
 	} else {
 		proxyLivezTotal.WithLabelValues(code).Inc()
 	}
-	writeJSON(w, ok, body)
+	out, _ := json.Marshal(body)
+	writeJSON(w, ok, out)
 }
 
-// writeJSON answers 200 when ok, else 503, with body as JSON.
-func writeJSON(w http.ResponseWriter, ok bool, body any) {
+// writeJSON answers 200 when ok, else 503, with body, JSON, as kube-proxy answers: its bytes
+// alone, no newline after them.
+func writeJSON(w http.ResponseWriter, ok bool, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if ok {
@@ -139,5 +152,5 @@ func writeJSON(w http.ResponseWriter, ok bool, body any) {
 	} else {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	_ = json.NewEncoder(w).Encode(body)
+	_, _ = w.Write(body)
 }

@@ -113,8 +113,8 @@ func TestServiceHealthServerAnswersWithLocalEndpoints(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body)
 	}
-	want := func(n int, ok bool) string {
-		return fmt.Sprintf(`{"service":{"namespace":"shop","name":"ingress"},"localEndpoints":%d,"serviceProxyHealthy":%v}`+"\n", n, ok)
+	want := func(n int, ok bool) string { // kube-proxy's bytes
+		return fmt.Sprintf("{\n\t\"service\": {\n\t\t\"namespace\": \"shop\",\n\t\t\"name\": \"ingress\"\n\t},\n\t\"localEndpoints\": %d,\n\t\"serviceProxyHealthy\": %v\n}", n, ok)
 	}
 	for _, step := range []struct {
 		name    string
@@ -192,5 +192,29 @@ func TestLocalReadyEndpoints(t *testing.T) {
 	}
 	if got := LocalReadyEndpoints(svc, slices, "node-a"); got != 2 {
 		t.Errorf("got %d local ready endpoints, want 2 (10.0.0.1 once, 10.0.0.4)", got)
+	}
+}
+
+func TestProxyHealthBodyIsKubeProxys(t *testing.T) {
+	c := clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	h := NewProxyHealth(c, time.Minute)
+	h.SetNode(&corev1.Node{})
+	get := func(path string) string {
+		rec := httptest.NewRecorder()
+		h.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Body.String()
+	}
+	const started = `"2026-01-02T03:04:05Z"`
+	// Healthy answers report the current time as lastUpdated; no family is listed before a sync.
+	if got, want := get("/livez"), `{"lastUpdated":`+started+`,"currentTime":`+started+`,"healthy":true}`; got != want {
+		t.Errorf("before the first sync:\n got %s\nwant %s", got, want)
+	}
+	h.Updated()
+	c.Step(time.Second)
+	family := `{"lastUpdated":` + started + `,"healthy":true}`
+	want := `{"lastUpdated":"2026-01-02T03:04:06Z","currentTime":"2026-01-02T03:04:06Z","nodeEligible":true,"healthy":true,` +
+		`"status":{"IPv4":` + family + `,"IPv6":` + family + `}}`
+	if got := get("/healthz"); got != want {
+		t.Errorf("after a sync:\n got %s\nwant %s", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -143,7 +144,9 @@ func (s *ServiceHealthServers) answer(w http.ResponseWriter, key types.Namespace
 	body := serviceHealthBody{LocalEndpoints: count, ServiceProxyHealthy: s.ProxyHealthy == nil || s.ProxyHealthy()}
 	body.Service.Namespace, body.Service.Name = key.Namespace, key.Name
 	w.Header().Set("X-Load-Balancing-Endpoint-Weight", strconv.Itoa(count))
-	writeJSON(w, count > 0 && body.ServiceProxyHealthy, body)
+	// kube-proxy writes this one indented by tabs.
+	out, _ := json.MarshalIndent(body, "", "\t")
+	writeJSON(w, count > 0 && body.ServiceProxyHealthy, out)
 }
 
 // Close stops every server.
