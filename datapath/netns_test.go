@@ -63,6 +63,9 @@ const (
 	serviceCIDRv4    = "10.96.0.0/12"
 	serviceCIDRv6    = "fd00:10:96::/112"
 	serviceUplinkDev = "uplink0"
+	// externalIPFromNode and loadBalancerIPFromNode are routed out of the node (see setUpNode).
+	externalIPFromNode     = "203.0.113.80"
+	loadBalancerIPFromNode = "198.51.100.81"
 )
 
 // uplinkSink is where the node's "uplink" leads: a namespace that has no address and forwards
@@ -93,7 +96,10 @@ func setUpNode() error {
 	if err != nil {
 		return err
 	}
-	for _, cidr := range []string{serviceCIDRv4, serviceCIDRv6} {
+	// Beyond the node, as a default route would lead there too: the Service CIDRs, and the
+	// external IP and a load balancer IP that scenarios reach from the node. (Other addresses
+	// stay unroutable, so that a connection nothing serves fails at once.)
+	for _, cidr := range []string{serviceCIDRv4, serviceCIDRv6, externalIPFromNode + "/32", loadBalancerIPFromNode + "/32"} {
 		_, dst, _ := net.ParseCIDR(cidr)
 		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst}); err != nil {
 			links, _ := netlink.LinkList()

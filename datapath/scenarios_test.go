@@ -303,6 +303,24 @@ func packetScenarios() []packetScenario {
 				return svcs, slices
 			},
 			from: fromClient, to: "198.51.100.80:80", want: scenarioWant{reach: []string{"local", "remote"}}},
+		{name: "an external IP, externalTrafficPolicy Local, from the node: every endpoint, masqueraded", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote...),
+			from:     fromNode, to: externalIPFromNode + ":80", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
+		{name: "a load balancer IP, externalTrafficPolicy Local, from the node: every endpoint, masqueraded", pods: localAndRemote,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := loadBalancer("192.168.77.0/24")(ip)
+				svcs[0].Spec.ExternalTrafficPolicy, svcs[0].Spec.LoadBalancerSourceRanges = corev1.ServiceExternalTrafficPolicyLocal, nil
+				svcs[0].Status.LoadBalancer.Ingress[0].IP = loadBalancerIPFromNode
+				return svcs, slices
+			},
+			from: fromNode, to: loadBalancerIPFromNode + ":80", want: scenarioWant{reach: []string{"local", "remote"}, masquerade: true}},
+		{name: "a load balancer IP from the node, outside its source ranges: dropped", pods: localAndRemote,
+			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+				svcs, slices := loadBalancer("192.168.77.0/24")(ip)
+				svcs[0].Status.LoadBalancer.Ingress[0].IP = loadBalancerIPFromNode
+				return svcs, slices
+			},
+			from: fromNode, to: loadBalancerIPFromNode + ":80", want: scenarioWant{dropped: true}},
 		{name: "a load balancer IP with ipMode Proxy is left to the load balancer", pods: localAndRemote,
 			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 				svcs, slices := loadBalancer("192.168.77.0/24")(ip)
