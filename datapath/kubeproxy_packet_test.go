@@ -126,7 +126,7 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 			t.Errorf("delete Node %s: %v", node.Name, err)
 		}
 	})
-	round := published.publish(t, services, endpointSlices)
+	published.publish(t, services, endpointSlices) // before kube-proxy starts: in its first lists
 
 	n.runs++
 	logPath := filepath.Join(n.logs, fmt.Sprintf("kube-proxy-%s-%02d.log", strings.Split(t.Name(), "/")[0], n.runs))
@@ -142,7 +142,10 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 		}
 	})
 	t.Logf("kube-proxy's log: %s", logPath)
-	kubeProxy.awaitRules(t, round)
+	// Its first sync may come before it has read its Node's zone (another informer); the
+	// round published once both proxiers have it is synced with it.
+	kubeProxy.awaitLog(t, "Updated proxier node topology labels", 2)
+	kubeProxy.awaitRules(t, published.publish(t, services, endpointSlices))
 	return func(services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) {
 		// As in a cluster, a deleted Service goes before its slices (the garbage collector
 		// deletes them after it): kube-proxy syncs the one before it sees the other.
@@ -339,7 +342,7 @@ func (n *kubeProxyNode) start(t *testing.T, logPath string) *kubeProxyProcess {
 		"--healthz-bind-address="+kubeProxyHealthz,
 		// No sysctl beyond this namespace: nf_conntrack_max is the host's.
 		"--conntrack-max-per-core=0",
-		"--v=2")}
+		"--v=4")} // 4: it logs when it has its Node's topology labels
 	p.cmd.Stdout, p.cmd.Stderr = log, log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -357,6 +360,29 @@ func (p *kubeProxyProcess) stop() {
 	case <-time.After(10 * time.Second):
 		_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.exited
+	}
+}
+
+// awaitLog waits until kube-proxy's log has line at least n times (one per proxier: one per
+// family).
+func (p *kubeProxyProcess) awaitLog(t *testing.T, line string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err := os.ReadFile(p.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Count(string(out), line) >= n {
+			return
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("kube-proxy exited (%v); see %s", p.waitErr, p.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kube-proxy's log lacks %d lines %q after a minute; see %s", n, line, p.log)
+		}
 	}
 }
 

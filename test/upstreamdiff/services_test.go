@@ -202,13 +202,40 @@ func updateService(name string, change func(*corev1.Service)) serviceStep {
 	}}
 }
 
-// serviceCIDRStep changes the cluster's ServiceCIDRs, then gives both API servers and our
-// webhooks (each watching them) two seconds to see the change.
-func serviceCIDRStep(change func(ctx context.Context, c client.Client) error) serviceStep {
-	return serviceStep{do: func(ctx context.Context, c client.Client, _ string) (*corev1.Service, error) {
-		err := change(ctx, c)
-		time.Sleep(2 * time.Second)
-		return nil, err
+// serviceCIDRStep changes the cluster's ServiceCIDRs, then waits until the side (its API server
+// and, for ours, our webhooks, each watching them) grants a Service probeIP (a dry run, then a
+// create), or refuses its create when !granted: the steps after compare the state the change
+// leads to, not how fast each side learns of it.
+func serviceCIDRStep(change func(ctx context.Context, c client.Client) error, probeIP string, granted bool) serviceStep {
+	return serviceStep{do: func(ctx context.Context, c client.Client, ns string) (*corev1.Service, error) {
+		if err := change(ctx, c); err != nil {
+			return nil, err
+		}
+		for attempt := 0; ; attempt++ {
+			probe := kit.MakeService(fmt.Sprintf("probe-%d", attempt), ns).TCPPort("http", 80, 8080).ClusterIP(probeIP).Obj()
+			var err error
+			if granted { // its dry runs lag behind its creates: kubectl's of the next step must see it too
+				err = c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+			}
+			if err == nil {
+				err = c.Create(ctx, probe)
+			}
+			if err == nil {
+				if err := c.Delete(ctx, probe); err != nil {
+					return nil, err
+				}
+			}
+			if (err == nil) == granted {
+				return nil, nil
+			}
+			if attempt == 300 && err == nil {
+				return nil, fmt.Errorf("probe %s: still granted after a minute", probeIP)
+			}
+			if attempt == 300 {
+				return nil, fmt.Errorf("probe %s: still refused after a minute: %w", probeIP, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}}
 }
 
@@ -415,11 +442,11 @@ func serviceCases() []serviceCase {
 			serviceCIDRStep(func(ctx context.Context, c client.Client) error {
 				return c.Create(ctx, &networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "extra"},
 					Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.250.0.0/24"}}})
-			}),
+			}, "10.250.0.200", true),
 			createService(withIPs(svc("a"), nil, "10.250.0.10")),
 			serviceCIDRStep(func(ctx context.Context, c client.Client) error {
 				return c.Delete(ctx, &networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "extra"}})
-			}),
+			}, "10.250.0.201", false),
 			createService(withIPs(svc("b"), nil, "10.250.0.11")),
 			createService(svc("c").Obj()),
 		}},
