@@ -96,8 +96,8 @@ var _ = Describe("the node agent in kube-proxy's place", func() {
 			body, err := io.ReadAll(resp.Body)
 			return fmt.Sprintf("%d %s", resp.StatusCode, body), err
 		}
-		body := func(n int) string {
-			return fmt.Sprintf(`{"service":{"namespace":%q,"name":%q},"localEndpoints":%d,"serviceProxyHealthy":true}`+"\n", ns, svc.Name, n)
+		body := func(n int) string { // kube-proxy's bytes: indented by tabs, no newline after
+			return fmt.Sprintf("{\n\t\"service\": {\n\t\t\"namespace\": %q,\n\t\t\"name\": %q\n\t},\n\t\"localEndpoints\": %d,\n\t\"serviceProxyHealthy\": true\n}", ns, svc.Name, n)
 		}
 		Eventually(check).Should(Equal("503 " + body(0)))
 
