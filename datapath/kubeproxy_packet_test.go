@@ -367,51 +367,46 @@ func (p *kubeProxyProcess) stop() {
 // family).
 func (p *kubeProxyProcess) awaitLog(t *testing.T, line string, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	p.await(t, fmt.Sprintf("its log has %d lines %q", n, line), func() bool {
 		out, err := os.ReadFile(p.log)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.Count(string(out), line) >= n {
-			return
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("kube-proxy exited (%v); see %s", p.waitErr, p.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kube-proxy's log lacks %d lines %q after a minute; see %s", n, line, p.log)
-		}
-	}
+		return strings.Count(string(out), line) >= n
+	})
 }
 
 // awaitRules waits until kube-proxy's rules, in both families, hold the sentinel Service on
 // port and its endpoint on the same port (see publishedObjects.publish).
 func (p *kubeProxyProcess) awaitRules(t *testing.T, port int32) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
 	for family, table := range map[corev1.IPFamily]string{corev1.IPv4Protocol: "ip", corev1.IPv6Protocol: "ip6"} {
 		service := fmt.Sprintf("%s . tcp . %d ", sentinelClusterIPs[family], port)
 		endpoint := fmt.Sprintf("dnat to %s", net.JoinHostPort(sentinelEndpoints[family], strconv.Itoa(int(port))))
 		if family == corev1.IPv4Protocol {
 			endpoint = fmt.Sprintf("dnat to %s:%d", sentinelEndpoints[family], port)
 		}
-		for {
+		p.await(t, fmt.Sprintf("its %s rules hold %q and %q", family, service, endpoint), func() bool {
 			// Only this test's private namespace has the table (requireDatapath).
 			out, _ := exec.Command("nft", "list", "table", table, "kube-proxy").Output()
-			if rules := string(out); strings.Contains(rules, service) && strings.Contains(rules, endpoint) {
-				break
-			}
-			select {
-			case <-p.exited:
-				t.Fatalf("kube-proxy exited (%v); see %s", p.waitErr, p.log)
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("kube-proxy's %s rules lack %q or %q after a minute; see %s", family, service, endpoint, p.log)
-			}
-			time.Sleep(50 * time.Millisecond)
+			rules := string(out)
+			return strings.Contains(rules, service) && strings.Contains(rules, endpoint)
+		})
+	}
+}
+
+// await polls done every 50 ms until it holds, failing t if kube-proxy exits or a minute
+// passes first.
+func (p *kubeProxyProcess) await(t *testing.T, what string, done func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !done(); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-p.exited:
+			t.Fatalf("kube-proxy exited (%v) before %s; see %s", p.waitErr, what, p.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a minute passed and not %s; see %s", what, p.log)
 		}
 	}
 }

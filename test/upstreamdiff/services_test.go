@@ -139,20 +139,12 @@ func startServiceSide(t *testing.T, logs, name, serviceRange string, withOurs bo
 		WebhookServer: testenv.WebhookServer(env), Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 	must(t, err)
 	must(t, ipam.SetupWithManager(mgr, ipam.Options{}))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
+	runManager(t, mgr)
 	must(t, controlplane.AwaitTLS(testenv.WebhookAddress(env), time.Minute))
 	// Ready once the pools mirror the cluster: from then on the webhook assigns.
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		var pool ipamv1alpha1.ClusterIPPool
-		if c.Get(ctx, client.ObjectKey{Name: ipamv1alpha1.DefaultPoolName}, &pool) == nil &&
+		if c.Get(context.Background(), client.ObjectKey{Name: ipamv1alpha1.DefaultPoolName}, &pool) == nil &&
 			pool.Status.ObservedGeneration == pool.Generation && readyCondition(pool.Status.Conditions) {
 			return side
 		}

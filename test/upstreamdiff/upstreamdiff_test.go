@@ -28,6 +28,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
@@ -116,15 +117,7 @@ func TestSameObjectsAsKubeControllerManager(t *testing.T) {
 	if err := endpoints.SetupWithManager(mgr, endpoints.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	mctx, cancel := context.WithCancel(ctx)
-	mgrDone := make(chan error, 1)
-	go func() { mgrDone <- mgr.Start(mctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-mgrDone; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
+	runManager(t, mgr)
 
 	clusters := []cluster{{"upstream", upC}, {"ours", ourC}}
 	for _, cl := range clusters {
@@ -187,6 +180,19 @@ func TestSameObjectsAsKubeControllerManager(t *testing.T) {
 	// Service (upstream: only those its topology cache finds overloaded), and that sync leaves out
 	// the pods of the deleted node.
 	compare(t, ctx, clusters, namespaces, "node-a deleted", hintedByZone)
+}
+
+// runManager runs mgr until t ends, then checks it stopped cleanly.
+func runManager(t *testing.T, mgr manager.Manager) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
 }
 
 func must(t *testing.T, err error) {
@@ -440,7 +446,9 @@ var scenarios = []scenario{
 			createPod(ctx, c, pod(ns, "dup", app, "node-a", true, "10.244.0.1").Obj()),
 		)
 	}, change: func(ctx context.Context, c client.Client, ns string) error {
-		for _, n := range []string{"term", "termnr"} {
+		// The pod on an unknown Node goes too: both sides then stop retrying the Service on
+		// their backoff timers, which the Node changes after this would otherwise race.
+		for _, n := range []string{"term", "termnr", "unknownnode"} {
 			if err := c.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: n, Namespace: ns}}); err != nil {
 				return err
 			}
