@@ -179,7 +179,7 @@ func playFlowsInTheKernel(t *testing.T, program scenarioProgrammer, upstream boo
 			}
 			var client *testPod
 			if s.from == fromOutside {
-				client = newPod(t, "outside", outsideIP)
+				client = newOutsideClient(t)
 			} else {
 				client = newPod(t, "client", "")
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -113,8 +114,9 @@ func setUpNode() error {
 	return nil
 }
 
-// testPod is a network namespace joined to the node by a veth pair, with a /24 (and
-// a /64) of its own: pod index i has 10.244.i.2 and fd00:10:244:i::2, the node side .1.
+// testPod is a network namespace joined to the node by a veth pair, with a /28 (and
+// a /64) of its own: pod index i has the second address of each (fd00:10:244:i::2), the
+// node side the first.
 type testPod struct {
 	name    string
 	ns      netns.NsHandle
@@ -130,25 +132,54 @@ var podCounter struct {
 }
 
 // newPod creates a pod namespace with the given IPv4 address, or the next free one
-// from the cluster CIDR when ip is "".
+// from the cluster CIDR when ip is "". Its IPv6 address is the next free one of the cluster
+// CIDR.
 func newPod(tb testing.TB, name, ip string) *testPod {
+	tb.Helper()
+	return newPodAt(tb, name, ip, "")
+}
+
+// newOutsideClient creates a namespace whose addresses in both families lie outside the
+// cluster CIDRs, routed through the node as a client beyond the cluster is.
+func newOutsideClient(tb testing.TB) *testPod {
+	tb.Helper()
+	return newPodAt(tb, fromOutside, outsideIP, outsideIPv6)
+}
+
+// newPodAt is newPod with an IPv6 address of its own too ("": the next free one of the
+// cluster CIDR). A given address's gateway, the node's side, is the first of its /24 (/64).
+func newPodAt(tb testing.TB, name, ip, ip6 string) *testPod {
 	tb.Helper()
 	podCounter.Lock()
 	podCounter.n++
 	i := podCounter.n
 	podCounter.Unlock()
-	p := &testPod{name: name, ip: ip, ip6: fmt.Sprintf("fd00:10:244:%x::2", i)}
-	gw := fmt.Sprintf("10.244.%d.1", i)
+	p := &testPod{name: name, ip: ip, ip6: ip6}
+	// Pod i has the /28 at 10.244.0.0 + 16i: room for 4095 pods in one process.
+	if i >= 1<<12 {
+		tb.Fatalf("pod %s: the cluster CIDR has no /28 left for pod %d", name, i)
+	}
+	base := netip.AddrFrom4([4]byte{10, 244, byte(i >> 4), byte(i << 4)})
+	gw, bits := base.Next().String(), 28
 	if p.ip == "" {
-		p.ip = fmt.Sprintf("10.244.%d.2", i)
+		p.ip = base.Next().Next().String()
 	} else {
-		gw = strings.Join(append(strings.Split(ip, ".")[:3], "1"), ".")
+		gw, bits = strings.Join(append(strings.Split(ip, ".")[:3], "1"), "."), 24
 	}
 	gw6 := fmt.Sprintf("fd00:10:244:%x::1", i)
+	if p.ip6 == "" {
+		p.ip6 = fmt.Sprintf("fd00:10:244:%x::2", i)
+	} else {
+		prefix, err := netip.ParsePrefix(ip6 + "/64")
+		if err != nil {
+			tb.Fatalf("pod %s: %v", name, err)
+		}
+		gw6 = prefix.Masked().Addr().Next().String()
+	}
 	veth := &netnstest.VethNetns{
 		HostDev:   fmt.Sprintf("vp%d", i),
-		HostAddrs: []string{gw + "/24", gw6 + "/64"},
-		Addrs:     []string{p.ip + "/24", p.ip6 + "/64"},
+		HostAddrs: []string{fmt.Sprintf("%s/%d", gw, bits), gw6 + "/64"},
+		Addrs:     []string{fmt.Sprintf("%s/%d", p.ip, bits), p.ip6 + "/64"},
 	}
 	if err := veth.Create(); err != nil {
 		tb.Fatalf("create pod %s: %v", name, err)

@@ -51,7 +51,7 @@ func playInTheKernel(t *testing.T, program scenarioProgrammer) {
 			case fromClient:
 				client = newPod(t, "client", "")
 			case fromOutside:
-				client = newPod(t, "outside", outsideIP)
+				client = newOutsideClient(t)
 			case fromNode:
 			default:
 				client = pods[s.from]

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"cmp"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,6 +41,11 @@ const (
 	// outsideGateway is the node's address on the outside client's link: a local address of
 	// the node, but not its node IP.
 	outsideGateway = "192.168.77.1"
+	outsideIPv6    = "fd00:77::10"
+	// outsideGatewayV6 is outsideGateway's IPv6 counterpart.
+	outsideGatewayV6 = "fd00:77::1"
+	// An external IP and a load balancer IP of the IPv6 scenarios.
+	externalIPv6, loadBalancerIPv6 = "2001:db8:203::80", "2001:db8:198::80"
 )
 
 // scenarioWant is what becomes of the connection.
@@ -275,6 +281,9 @@ func packetScenarios() []packetScenario {
 		{name: "a NodePort on a node address that is not the node IP is refused", pods: localAndRemote,
 			services: nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...),
 			from:     fromOutside, to: outsideGateway + ":30080", want: scenarioWant{unserved: true}},
+		{name: "a NodePort on localhost from the node is left alone", pods: localAndRemote,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...),
+			from:     fromNode, to: "127.0.0.1:30080", want: scenarioWant{unserved: true}},
 		{name: "ClientIP affinity on a NodePort from outside", pods: localAndRemote,
 			services: func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 				svcs, slices := nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...)(ip)
@@ -372,6 +381,38 @@ func ipv6Scenarios() []packetScenario {
 		svcs[0].Spec.InternalTrafficPolicy = knftables.PtrTo(corev1.ServiceInternalTrafficPolicyLocal)
 		return svcs, slices
 	}
+	// nodePort is a NodePort Service with an external IP, whose endpoints are the pods.
+	nodePort := func(policy corev1.ServiceExternalTrafficPolicy, pods ...scenarioPod) func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+		return func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+			svcs, slices := v6("nodeport-v6", "fd00:10:96::280", func(ip podIPs) []ep {
+				var eps []ep
+				for _, p := range pods {
+					eps = append(eps, readyEP(ip(p.name), cmp.Or(p.node, "node-a")))
+				}
+				return eps
+			})(ip)
+			svcs[0].Spec.Type, svcs[0].Spec.ExternalTrafficPolicy = corev1.ServiceTypeNodePort, policy
+			svcs[0].Spec.Ports[0].NodePort = 30080
+			svcs[0].Spec.ExternalIPs = []string{externalIPv6}
+			return svcs, slices
+		}
+	}
+	// loadBalancer is nodePort's Service as a LoadBalancer at loadBalancerIPv6, reachable
+	// from sourceRange.
+	loadBalancer := func(policy corev1.ServiceExternalTrafficPolicy, sourceRange string) func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+		return func(ip podIPs) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+			svcs, slices := nodePort(policy, localAndRemote...)(ip)
+			svcs[0].Spec.Type, svcs[0].Spec.LoadBalancerSourceRanges = corev1.ServiceTypeLoadBalancer, []string{sourceRange}
+			svcs[0].Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: loadBalancerIPv6}}
+			return svcs, slices
+		}
+	}
+	nodePortV6 := "[" + nodeIPv6 + "]:30080"
+	externalIP, loadBalancerIP := "["+externalIPv6+"]:80", "["+loadBalancerIPv6+"]:80"
+	both := []string{"local", "remote"}
+	// The NodePort Service of one pod here and one on node-b, under each externalTrafficPolicy.
+	clusterWide := nodePort(corev1.ServiceExternalTrafficPolicyCluster, localAndRemote...)
+	nodeLocal := nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote...)
 	scenarios := []packetScenario{
 		{name: "IPv6: new connections spread over every endpoint", pods: three, services: spread,
 			from: fromClient, to: "[fd00:10:96::210]:80", want: scenarioWant{reach: backendNames}},
@@ -396,6 +437,53 @@ func ipv6Scenarios() []packetScenario {
 				return svcs, slices
 			},
 			from: fromClient, to: "[fd00:10:96::210]:80", want: scenarioWant{reach: backendNames, sticky: true}},
+		{name: "IPv6: from outside the cluster CIDR: masqueraded", pods: three, services: spread,
+			from: fromOutside, to: "[fd00:10:96::210]:80", want: scenarioWant{reach: backendNames, masquerade: true}},
+		{name: "IPv6: NodePort from outside: every endpoint, masqueraded", pods: localAndRemote,
+			services: clusterWide,
+			from:     fromOutside, to: nodePortV6, want: scenarioWant{reach: both, masquerade: true}},
+		{name: "IPv6: NodePort, externalTrafficPolicy Local, from outside: this node's endpoints, source kept", pods: localAndRemote,
+			services: nodeLocal,
+			from:     fromOutside, to: nodePortV6, want: scenarioWant{reach: []string{"local"}}},
+		{name: "IPv6: NodePort, externalTrafficPolicy Local, no local endpoint: dropped from outside", pods: localAndRemote[1:],
+			services: nodePort(corev1.ServiceExternalTrafficPolicyLocal, localAndRemote[1:]...),
+			from:     fromOutside, to: nodePortV6, want: scenarioWant{dropped: true}},
+		{name: "IPv6: NodePort, externalTrafficPolicy Local, from a pod: every endpoint", pods: localAndRemote,
+			services: nodeLocal,
+			from:     fromClient, to: nodePortV6, want: scenarioWant{reach: both}},
+		{name: "IPv6: a NodePort from the node: every endpoint, masqueraded", pods: localAndRemote,
+			services: clusterWide,
+			from:     fromNode, to: nodePortV6, want: scenarioWant{reach: both, masquerade: true}},
+		{name: "IPv6: a NodePort on a node address that is not the node IP is refused", pods: localAndRemote,
+			services: clusterWide,
+			from:     fromOutside, to: "[" + outsideGatewayV6 + "]:30080", want: scenarioWant{unserved: true}},
+		{name: "IPv6: a NodePort on localhost from the node is left alone", pods: localAndRemote,
+			services: clusterWide,
+			from:     fromNode, to: "[::1]:30080", want: scenarioWant{unserved: true}},
+		{name: "IPv6: NodePort without endpoints refuses", pods: nil,
+			services: nodePort(corev1.ServiceExternalTrafficPolicyCluster),
+			from:     fromOutside, to: nodePortV6, want: scenarioWant{refused: true}},
+		{name: "IPv6: an external IP from outside: masqueraded", pods: localAndRemote,
+			services: clusterWide,
+			from:     fromOutside, to: externalIP, want: scenarioWant{reach: both, masquerade: true}},
+		{name: "IPv6: an external IP, externalTrafficPolicy Local, from outside: this node's endpoints, source kept", pods: localAndRemote,
+			services: nodeLocal,
+			from:     fromOutside, to: externalIP, want: scenarioWant{reach: []string{"local"}}},
+		{name: "IPv6: an external IP from a pod: every endpoint, masqueraded", pods: localAndRemote,
+			services: clusterWide,
+			from:     fromClient, to: externalIP, want: scenarioWant{reach: both, masquerade: true}},
+		{name: "IPv6: a load balancer IP from inside its source ranges", pods: localAndRemote,
+			services: loadBalancer(corev1.ServiceExternalTrafficPolicyCluster, "fd00:77::/64"),
+			from:     fromOutside, to: loadBalancerIP, want: scenarioWant{reach: both, masquerade: true}},
+		{name: "IPv6: a load balancer IP from outside its source ranges: dropped", pods: localAndRemote,
+			services: loadBalancer(corev1.ServiceExternalTrafficPolicyCluster, clusterCIDRv6),
+			from:     fromOutside, to: loadBalancerIP, want: scenarioWant{dropped: true}},
+		{name: "IPv6: a load balancer, externalTrafficPolicy Local, from outside: this node's endpoints, source kept", pods: localAndRemote,
+			services: loadBalancer(corev1.ServiceExternalTrafficPolicyLocal, "fd00:77::/64"),
+			from:     fromOutside, to: loadBalancerIP, want: scenarioWant{reach: []string{"local"}}},
+		{name: "IPv6: a load balancer IP from a pod outside its source ranges: dropped", pods: localAndRemote,
+			services: loadBalancer(corev1.ServiceExternalTrafficPolicyCluster, "fd00:77::/64"),
+			from:     fromClient, to: loadBalancerIP, want: scenarioWant{dropped: true}},
 	}
 	for i := range scenarios {
 		scenarios[i].family = corev1.IPv6Protocol

@@ -93,7 +93,7 @@ func (n *testNode) sync(tb testing.TB, services []*corev1.Service, slices ...*di
 }
 
 // linkNodes joins two nodes with a veth pair (a: 192.168.60.1, b: 192.168.60.2) and routes
-// each node's pod subnets to the other through it. Call it once all pods exist.
+// each node's pod addresses to the other through it. Call it once all pods exist.
 func linkNodes(tb testing.TB, a, b *testNode) {
 	tb.Helper()
 	const aIP, bIP = "192.168.60.1", "192.168.60.2"
@@ -130,9 +130,9 @@ func linkNodes(tb testing.TB, a, b *testNode) {
 				return err
 			}
 			for _, p := range side.other.pods {
-				_, subnet, _ := net.ParseCIDR(p.ip + "/24")
-				if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: subnet, Gw: net.ParseIP(side.gw)}); err != nil {
-					return fmt.Errorf("route %s via %s: %w", subnet, side.gw, err)
+				_, pod, _ := net.ParseCIDR(p.ip + "/32")
+				if err := netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: pod, Gw: net.ParseIP(side.gw)}); err != nil {
+					return fmt.Errorf("route %s via %s: %w", pod, side.gw, err)
 				}
 			}
 			return nil

@@ -26,7 +26,7 @@ func TestTracedPackets(t *testing.T) {
 			podIP := func(i int) string { return fmt.Sprintf("10.244.%d.2", i) }
 			if s.family == corev1.IPv6Protocol {
 				family, node = corev1.IPv6Protocol, nodeIPv6
-				ips = map[string]string{fromClient: "fd00:10:244:100::2", fromNode: node}
+				ips = map[string]string{fromClient: "fd00:10:244:100::2", fromNode: node, fromOutside: outsideIPv6}
 				podIP = func(i int) string { return fmt.Sprintf("fd00:10:244:%d::2", i) }
 			}
 			names := map[string]string{}
@@ -45,7 +45,7 @@ func TestTracedPackets(t *testing.T) {
 			mustSync(t, fake.Proxier, services, endpointSlices...)
 			host, port, _ := net.SplitHostPort(s.to)
 			dport, _ := strconv.Atoi(port)
-			tracer := fake.Tracer(family, node, outsideGateway)
+			tracer := fake.Tracer(family, node, outsideGateway, outsideGatewayV6)
 			packet := nfttrace.Packet{SourceIP: ips[s.from], Protocol: "tcp", DestIP: host, DestPort: dport}
 			trace := func() []nfttrace.Outcome {
 				t.Helper()
