@@ -79,6 +79,8 @@ type options struct {
 	endpoints        endpoints.Options
 	endpointsWorkers int
 	cleanup          bool
+	initOnly         bool
+	conntrack        datapath.ConntrackSettings
 	proxyName        string
 	healthzAddr      string
 	healthTimeout    time.Duration
@@ -130,6 +132,15 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.datapath.CanaryCheckPeriod, "datapath-flush-check-period", time.Second, "How often the agent checks that its table was not flushed or deleted from outside.")
 	fs.IntVar(&o.nodeAgent.MaxConsecutiveFailures, "datapath-max-sync-failures", 3, "Failed nftables syncs in a row after which /healthz fails.")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "Delete every nftables table the node agent created (both IP families), then exit 0: uninstall, or a switch back to kube-proxy.")
+	fs.BoolVar(&o.initOnly, "init-only", false, "Set this node's conntrack limits and timeouts (the --conntrack-* flags), which needs privileges the node agent otherwise does without, then exit 0: the install runs this in a privileged init container, as kube-proxy --init-only.")
+	o.conntrack = datapath.DefaultConntrackSettings()
+	fs.IntVar(&o.conntrack.MaxPerCore, "conntrack-max-per-core", o.conntrack.MaxPerCore, "Connections tracked per CPU of the node: nf_conntrack_max is raised to this times the CPUs, at least --conntrack-min and at most 1048576, and the conntrack hash table to a quarter of it; 0 leaves both as they are (kube-proxy's flags, defaults and semantics).")
+	fs.IntVar(&o.conntrack.Min, "conntrack-min", o.conntrack.Min, "The least nf_conntrack_max, whatever the CPUs (see --conntrack-max-per-core).")
+	fs.DurationVar(&o.conntrack.TCPEstablishedTimeout, "conntrack-tcp-timeout-established", o.conntrack.TCPEstablishedTimeout, "Idle timeout of established TCP connections in conntrack (nf_conntrack_tcp_timeout_established); 0 leaves it.")
+	fs.DurationVar(&o.conntrack.TCPCloseWaitTimeout, "conntrack-tcp-timeout-close-wait", o.conntrack.TCPCloseWaitTimeout, "How long conntrack keeps TCP connections in CLOSE_WAIT (nf_conntrack_tcp_timeout_close_wait); 0 leaves it.")
+	fs.BoolVar(&o.conntrack.TCPBeLiberal, "conntrack-tcp-be-liberal", false, "Set nf_conntrack_tcp_be_liberal to 1: out-of-window TCP packets are not marked INVALID.")
+	fs.DurationVar(&o.conntrack.UDPTimeout, "conntrack-udp-timeout", 0, "Idle timeout of unreplied UDP flows (nf_conntrack_udp_timeout); 0 leaves it.")
+	fs.DurationVar(&o.conntrack.UDPStreamTimeout, "conntrack-udp-timeout-stream", 0, "Idle timeout of assured UDP flows (nf_conntrack_udp_timeout_stream); 0 leaves it.")
 	fs.StringVar(&o.proxyName, "service-proxy-name", "", "Serve only the Services (and EndpointSlices) labelled service.kubernetes.io/service-proxy-name with this value, beside kube-proxy serving the unlabelled ones. Empty: serve the unlabelled ones, replacing kube-proxy.")
 	fs.StringVar(&o.healthzAddr, "healthz-bind-address", "0.0.0.0:10256", "Address of the proxy health server (/healthz for load balancers, /livez), kube-proxy's; empty disables it.")
 	fs.DurationVar(&o.healthTimeout, "proxy-health-timeout", nodeagent.DefaultProxyHealthTimeout, "How long a queued Service or endpoint change may wait for a successful sync before /healthz and /livez fail.")
@@ -167,6 +178,13 @@ func main() {
 	if o.cleanup {
 		if err := cleanup(o); err != nil {
 			ctrl.Log.WithName("setup").Error(err, "cleanup failed")
+			os.Exit(1)
+		}
+		return
+	}
+	if o.initOnly {
+		if err := setConntrack(o.conntrack); err != nil {
+			ctrl.Log.WithName("setup").Error(err, "--init-only failed")
 			os.Exit(1)
 		}
 		return
@@ -294,9 +312,27 @@ func cleanup(o *options) error {
 	return proxier.Cleanup(context.Background())
 }
 
+// setConntrack applies the --conntrack-* settings, as kube-proxy does when it starts.
+func setConntrack(s datapath.ConntrackSettings) error {
+	if s.MaxPerCore < 0 || s.Min < 0 || s.TCPEstablishedTimeout < 0 || s.TCPCloseWaitTimeout < 0 || s.UDPTimeout < 0 || s.UDPStreamTimeout < 0 {
+		return fmt.Errorf("the --conntrack-* flags must not be negative")
+	}
+	changed, err := s.Apply("/", datapath.NodeCPUs())
+	for _, c := range changed {
+		ctrl.Log.WithName("setup").Info("set conntrack setting", "setting", c)
+	}
+	if err != nil {
+		return fmt.Errorf("set the conntrack settings of --conntrack-*: %w", err)
+	}
+	return nil
+}
+
 func setupDatapath(ctx context.Context, mgr ctrl.Manager, o *options) error {
 	if o.datapath.NodeName == "" {
 		return fmt.Errorf("--datapath needs --node-name (or $NODE_NAME)")
+	}
+	if err := setConntrack(o.conntrack); err != nil {
+		return err
 	}
 	log := ctrl.Log.WithName("setup")
 	nodeIPs := splitList(o.nodeIPs)

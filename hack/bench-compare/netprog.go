@@ -294,7 +294,7 @@ func startProgrammers(o options, cp *controlPlane, side string) ([]*process, err
 	qps, burst := "--kube-api-qps="+strconv.Itoa(o.qps), "--kube-api-burst="+strconv.Itoa(2*o.qps)
 	if side == "ours" {
 		p, err := startProcess(o.workDir, o.manager,
-			"--kubeconfig="+cp.kubeconfig, "--controllers=endpoints", "--datapath",
+			"--kubeconfig="+cp.kubeconfig, "--controllers=endpoints", "--datapath", "--conntrack-max-per-core=0",
 			"--node-name="+proxyNodeName, "--cluster-cidr="+proxyClusterCIDR,
 			"--metrics-bind-address=0", "--health-probe-bind-address=0", "--healthz-bind-address=127.0.0.1:10256",
 			qps, burst)

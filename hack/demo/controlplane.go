@@ -111,6 +111,9 @@ func startManager(ctx context.Context, binary, workDir, kubeconfig string) (*man
 		"--webhook-cert-dir="+certDir,
 		"--webhook-port="+strconv.Itoa(webhookPort),
 		"--datapath",
+		// The demo's node shares the host's conntrack limit: leave it (the timeouts are the
+		// demo namespace's own).
+		"--conntrack-max-per-core=0",
 		"--node-name="+nodeName,
 		"--cluster-cidr="+clusterCIDR,
 		"--service-cluster-ip-range="+serviceCIDR,

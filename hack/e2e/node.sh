@@ -155,7 +155,9 @@ t "kubelet started"
 wait_for "node Ready" 180 sh -c 'kubectl get node e2e-node -o jsonpath="{.status.conditions[?(@.type==\"Ready\")].status}" | grep -qx True'
 t "node e2e-node Ready"
 
-# Install as the README says: an overlay of config/default with the node agent's settings.
+# Install as the README says: an overlay of config/default with the node agent's settings. This
+# node's conntrack table size is the host's (the node is a network namespace): left alone, as
+# kind does; the conntrack timeouts are the node's own and set as on any node.
 overlay=$W/overlay
 mkdir -p "$overlay"
 cat >"$overlay/kustomization.yaml" <<KUST
@@ -169,6 +171,7 @@ configMapGenerator:
   - KUBERNETES_SERVICE_HOST=${E2E_APISERVER_HOST:-$node_ip}
   - KUBERNETES_SERVICE_PORT=${E2E_APISERVER_PORT:-6443}
   - CLUSTER_CIDR=$pod_cidr
+  - CONNTRACK_MAX_PER_CORE=0
 ${E2E_SERVICE_CIDR:+  - SERVICE_CIDR=$E2E_SERVICE_CIDR}
 images:
 - name: kube-clusterip

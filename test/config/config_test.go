@@ -152,6 +152,26 @@ var _ = Describe("the install manifests", Ordered, func() {
 		Expect(sc["capabilities"]).To(HaveKeyWithValue("drop", ConsistOf("ALL")))
 	})
 
+	It("sets kube-proxy's conntrack settings in a privileged init container that runs --init-only, from the same ConfigMap as the agent", func() {
+		daemonSet := findObject(objects, "DaemonSet", "kube-clusterip-datapath")
+		inits, _, _ := unstructured.NestedSlice(daemonSet.Object, "spec", "template", "spec", "initContainers")
+		Expect(inits).To(HaveLen(1))
+		initContainer, agent := inits[0].(map[string]any), container(daemonSet)
+		Expect(initContainer["args"]).To(ContainElement("--init-only"))
+		Expect(initContainer["image"]).To(Equal(agent["image"]))
+		Expect(initContainer["securityContext"]).To(HaveKeyWithValue("privileged", true))
+		Expect(initContainer["envFrom"]).To(Equal(agent["envFrom"]))
+		settings := findObject(objects, "ConfigMap", agent["envFrom"].([]any)[0].(map[string]any)["configMapRef"].(map[string]any)["name"].(string))
+		data, _, _ := unstructured.NestedStringMap(settings.Object, "data")
+		// kube-proxy's defaults.
+		Expect(data).To(And(HaveKeyWithValue("CONNTRACK_MAX_PER_CORE", "32768"), HaveKeyWithValue("CONNTRACK_MIN", "131072"),
+			HaveKeyWithValue("CONNTRACK_TCP_TIMEOUT_ESTABLISHED", "24h"), HaveKeyWithValue("CONNTRACK_TCP_TIMEOUT_CLOSE_WAIT", "1h")))
+		conntrackArgs := []any{"--conntrack-max-per-core=$(CONNTRACK_MAX_PER_CORE)", "--conntrack-min=$(CONNTRACK_MIN)",
+			"--conntrack-tcp-timeout-established=$(CONNTRACK_TCP_TIMEOUT_ESTABLISHED)", "--conntrack-tcp-timeout-close-wait=$(CONNTRACK_TCP_TIMEOUT_CLOSE_WAIT)"}
+		Expect(initContainer["args"]).To(ContainElements(conntrackArgs...))
+		Expect(agent["args"]).To(ContainElements(conntrackArgs...), "the agent checks the same values at start")
+	})
+
 	It("gives the node agent the API server's address and the CIDRs from one ConfigMap", func() {
 		agent := container(findObject(objects, "DaemonSet", "kube-clusterip-datapath"))
 		envFrom, _ := agent["envFrom"].([]any)

@@ -151,6 +151,15 @@ var _ = Describe("kube-clusterip installed with kustomize on a node without kube
 		Expect(string(status)).To(MatchRegexp(`(?m)^Uid:\s+0\s+0\s+0\s+0$`))
 		Expect(string(status)).To(MatchRegexp(`(?m)^CapEff:\s+0000000000003000$`))
 		Eventually(nftTables).Should(ContainSubstring("table ip kube-clusterip"))
+		// kube-proxy's conntrack timeouts, which this new node lacked (the kernel's are five
+		// days and a minute): set by the privileged init container, as the agent may not.
+		Expect(mustKubectl("get", "pods", "-n", installNamespace, "-l", "app.kubernetes.io/component=datapath",
+			"-o", "jsonpath={.items[0].status.initContainerStatuses[0].state.terminated.exitCode}")).To(Equal("0"))
+		for name, want := range map[string]string{"nf_conntrack_tcp_timeout_established": "86400", "nf_conntrack_tcp_timeout_close_wait": "3600"} {
+			value, err := os.ReadFile("/proc/sys/net/netfilter/" + name)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(strings.TrimSpace(string(value))).To(Equal(want), name)
+		}
 		// The webhook answers through its own ClusterIP, which only our agent programs here.
 		Eventually(func(g Gomega) {
 			ca := mustKubectl("get", "mutatingwebhookconfiguration", "kube-clusterip-mutating-webhook-configuration",

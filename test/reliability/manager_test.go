@@ -59,7 +59,8 @@ func (m *managerProcess) launch() {
 	args = append(args, m.extraArgs...)
 	if datapathMissing() == "" && !m.replica {
 		// This node's datapath too: the suite runs in a private network namespace.
-		args = append(args, "--datapath", "--node-name="+nodeName, "--cluster-cidr=10.244.0.0/16",
+		// Its conntrack timeouts are the namespace's own, the table size the host's: left alone.
+		args = append(args, "--datapath", "--conntrack-max-per-core=0", "--node-name="+nodeName, "--cluster-cidr=10.244.0.0/16",
 			"--service-cluster-ip-range=10.96.0.0/12")
 	}
 	m.cmd = exec.Command(m.binary, args...)
