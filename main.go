@@ -327,6 +327,9 @@ func setConntrack(s datapath.ConntrackSettings) error {
 	return nil
 }
 
+// datapathEventSource is the reporting controller of the node agent's Events on its Node.
+const datapathEventSource = "kube-clusterip-datapath"
+
 func setupDatapath(ctx context.Context, mgr ctrl.Manager, o *options) error {
 	if o.datapath.NodeName == "" {
 		return fmt.Errorf("--datapath needs --node-name (or $NODE_NAME)")
@@ -373,7 +376,8 @@ func setupDatapath(ctx context.Context, mgr ctrl.Manager, o *options) error {
 	health := nodeagent.NewProxyHealth(clock.RealClock{}, o.healthTimeout)
 	agent := &nodeagent.Agent{Client: mgr.GetClient(), Proxier: proxier, Options: o.nodeAgent, NodeName: o.datapath.NodeName,
 		ProxyName: o.proxyName, Health: health, HealthzAddress: o.healthzAddr, FallbackServiceCIDRs: o.datapath.ServiceCIDRs,
-		ServiceHealth: &nodeagent.ServiceHealthServers{Addresses: nodePortAddrs, ProxyHealthy: health.Healthy}}
+		ServiceHealth: &nodeagent.ServiceHealthServers{Addresses: nodePortAddrs, ProxyHealthy: health.Healthy},
+		Recorder:      mgr.GetEventRecorder(datapathEventSource)}
 	return agent.SetupWithManager(mgr)
 }
 
@@ -446,7 +450,7 @@ func refuseDatapath(mgr ctrl.Manager, nodeName, mismatch string) error {
 	if err := mgr.GetAPIReader().Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
 		ctrl.Log.WithName("setup").Error(err, "read this node for the Event; recording it by name only")
 	}
-	mgr.GetEventRecorder("kube-clusterip-datapath").Eventf(node, nil, corev1.EventTypeWarning,
+	mgr.GetEventRecorder(datapathEventSource).Eventf(node, nil, corev1.EventTypeWarning,
 		"ServiceCIDRMismatch", "CheckServiceCIDRs", "%s", mismatch)
 	return mgr.AddReadyzCheck("service-cidrs", func(*http.Request) error {
 		return fmt.Errorf("not programming this node: %s", mismatch)

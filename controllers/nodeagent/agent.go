@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -86,6 +87,9 @@ type Agent struct {
 	// FallbackServiceCIDRs are the Service CIDRs used while the cluster has no ServiceCIDR
 	// objects (or an API server without them).
 	FallbackServiceCIDRs []string
+	// Recorder, when set, records a Normal Event Starting on the Node when the agent starts,
+	// as kube-proxy does, so that `kubectl describe node` shows when the proxy (re)started.
+	Recorder events.EventRecorder
 
 	// synced is closed once the first full sync from the complete caches is done.
 	synced  chan struct{}
@@ -254,6 +258,10 @@ func (a *Agent) requestApply() {
 // by the Proxier's maintenance as full syncs; the kernel keeps the last good ruleset.
 func (a *Agent) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("datapath")
+	if a.Recorder != nil && a.NodeName != "" {
+		a.Recorder.Eventf(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.NodeName}}, nil, corev1.EventTypeNormal,
+			"Starting", "StartNodeAgent", "")
+	}
 	if a.Health != nil {
 		a.Health.Updated() // the sync loop runs: from now on a late update is unhealthy
 		a.Health.QueuedUpdate()

@@ -11,9 +11,11 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube-clusterip/kube-clusterip/controllers/nodeagent"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
@@ -44,6 +46,20 @@ var _ = Describe("the node agent in kube-proxy's place", func() {
 		// The Service created last is programmed, so the agent has seen the other two.
 		Eventually(nft.Dump).Should(ContainSubstring("10.244.5.12"))
 		Expect(nft.Dump()).NotTo(Or(ContainSubstring(other.Spec.ClusterIP), ContainSubstring("10.244.5.10"), ContainSubstring("10.244.5.11")))
+	})
+
+	It("records a Normal Event Starting on its Node when it starts, as kube-proxy does", func(ctx context.Context) {
+		Eventually(func(g Gomega) {
+			var list eventsv1.EventList
+			g.Expect(k8sClient.List(ctx, &list, client.InNamespace(metav1.NamespaceDefault))).To(Succeed())
+			var starts []string
+			for _, e := range list.Items {
+				if e.Regarding.Kind == "Node" && e.Regarding.Name == "node-a" && e.Reason == "Starting" {
+					starts = append(starts, e.Type+" "+e.ReportingController)
+				}
+			}
+			g.Expect(starts).To(ConsistOf("Normal kube-clusterip-datapath"))
+		}).Should(Succeed())
 	})
 
 	It("drops the unallocated addresses of a ServiceCIDR created at run time", func(ctx context.Context) {

@@ -66,7 +66,7 @@ var _ = BeforeSuite(func() {
 	agent = &nodeagent.Agent{Client: mgr.GetClient(), Proxier: fakeNode.Proxier,
 		Options: nodeagent.Options{MinSyncPeriod: 50 * time.Millisecond, MaxConsecutiveFailures: 2}, NodeName: "node-a",
 		Health: health, ServiceHealth: &nodeagent.ServiceHealthServers{Addresses: []string{"127.0.0.1"}, ProxyHealthy: health.Healthy},
-		FallbackServiceCIDRs: []string{"10.96.0.0/12"}}
+		FallbackServiceCIDRs: []string{"10.96.0.0/12"}, Recorder: mgr.GetEventRecorder("kube-clusterip-datapath")}
 	Expect(agent.SetupWithManager(mgr)).To(Succeed())
 	running = testenv.StartManager(mgr)
 })
