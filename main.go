@@ -187,6 +187,7 @@ func main() {
 			ctrl.Log.WithName("setup").Error(err, "--init-only failed")
 			os.Exit(1)
 		}
+		ctrl.Log.WithName("setup").Info("the node's conntrack settings are in place; --init-only: exiting")
 		return
 	}
 	if err := run(o); err != nil {
