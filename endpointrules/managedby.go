@@ -15,6 +15,9 @@ const (
 	// MirroringControllerName is the endpointslice.kubernetes.io/managed-by value of the
 	// EndpointSlices we mirror from user-written Endpoints.
 	MirroringControllerName = "endpointslicemirroring-controller.clusterip.dev"
+	// UpstreamSliceControllerName is kube-controller-manager's EndpointSlice controller's
+	// managed-by value.
+	UpstreamSliceControllerName = "endpointslice-controller.k8s.io"
 	// UpstreamMirroringControllerName is kube-controller-manager's mirroring managed-by value.
 	UpstreamMirroringControllerName = "endpointslicemirroring-controller.k8s.io"
 )

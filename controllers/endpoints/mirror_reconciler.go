@@ -25,6 +25,8 @@ type mirroringReconciler struct {
 	MaxEndpointsPerSubset int
 
 	expectations *writeExpectations
+	// upstreamSlices are the slices kube-controller-manager mirrored, retired once ours are written.
+	upstreamSlices upstreamLeftovers
 }
 
 // Reconcile handles the Endpoints (and Service) named by req.
@@ -58,13 +60,14 @@ func (r *mirroringReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	r.expectations.begin(req.NamespacedName)
 	defer r.expectations.end(req.NamespacedName)
-	if err := applySlicePlan(ctx, r.SliceWriter, r.expectations, req.NamespacedName, plan); err != nil {
-		if staleWrite(err) {
-			return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
-		}
-		return ctrl.Result{}, err
+	err = applySlicePlan(ctx, r.SliceWriter, r.expectations, req.NamespacedName, plan)
+	if err == nil {
+		err = r.upstreamSlices.retire(ctx, r.Reader, r.SliceWriter, req.NamespacedName)
 	}
-	return ctrl.Result{}, nil
+	if err != nil && staleWrite(err) {
+		return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
+	}
+	return ctrl.Result{}, err
 }
 
 // reportSkipped tells the Endpoints' owner, as upstream does, which addresses are not mirrored.

@@ -40,6 +40,8 @@ type serviceReconciler struct {
 	hintEvents   *hintEventReporter
 	// nodeRetries resyncs a Service whose pods name a Node the cache lacks, as upstream retries it.
 	nodeRetries retryBudget
+	// upstreamSlices are the slices kube-controller-manager left, retired once ours are written.
+	upstreamSlices upstreamLeftovers
 }
 
 // Reconcile reads the Service, its pods and their nodes from the cache, computes both APIs' desired
@@ -107,6 +109,9 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		wg.Go(func() { endpointsErr = r.writeEndpoints(ctx, desired, current) })
 	}
 	slicesErr = r.applySlicePlan(ctx, req.NamespacedName, plan)
+	if slicesErr == nil {
+		slicesErr = r.upstreamSlices.retire(ctx, r.Reader, r.SliceWriter, req.NamespacedName)
+	}
 	wg.Wait()
 	if slicesErr != nil && !staleWrite(slicesErr) {
 		r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, "FailedToUpdateEndpointSlices", "UpdateEndpointSlices",

@@ -164,6 +164,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		triggerTimes:         newTriggerTimes(),
 		findings:             newFindingReporter(findingEvents, mgr.GetAPIReader(), endpointsWriter),
 		hintEvents:           newHintEventReporter(findingEvents),
+		upstreamSlices:       newUpstreamLeftovers(endpointrules.UpstreamSliceControllerName, time.Now()),
 	}
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("endpoints").
@@ -188,6 +189,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		Recorder:              mgr.GetEventRecorder("endpointslicemirroring-controller.clusterip.dev"),
 		MaxEndpointsPerSubset: opts.MirroringMaxEndpointsPerSubset,
 		expectations:          newWriteExpectations(),
+		upstreamSlices:        newUpstreamLeftovers(endpointrules.UpstreamMirroringControllerName, time.Now()),
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("endpointslicemirroring").

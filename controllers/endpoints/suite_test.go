@@ -37,6 +37,7 @@ var (
 	k8sClient client.Client // direct: reads never come from the manager's cache
 	writes    *writeCounter
 	running   *testenv.Manager
+	suiteCfg  *rest.Config // the control plane's, for a manager started anew
 )
 
 func TestEnvtest(t *testing.T) {
@@ -51,6 +52,7 @@ var _ = BeforeSuite(func() {
 	var cfg *rest.Config
 	cfg, k8sClient = testenv.Start(testEnv, clientgoscheme.Scheme)
 
+	suiteCfg = cfg
 	writes = newWriteCounter()
 	running = startManager(cfg, writes, Options{BatchPeriod: suiteBatchPeriod})
 

@@ -247,7 +247,7 @@ func compare(t *testing.T, ctx context.Context, clusters []cluster, namespaces [
 
 var ourToUpstream = strings.NewReplacer(
 	endpointrules.EndpointsControllerName, "endpoint-controller",
-	endpointrules.SliceControllerName, "endpointslice-controller.k8s.io",
+	endpointrules.SliceControllerName, endpointrules.UpstreamSliceControllerName,
 	endpointrules.MirroringControllerName, endpointrules.UpstreamMirroringControllerName,
 )
 
