@@ -144,7 +144,26 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 	t.Logf("kube-proxy's log: %s", logPath)
 	// Its first sync may come before it has read its Node's zone (another informer); the
 	// round published once both proxiers have it is synced with it.
-	kubeProxy.awaitLog(t, "Updated proxier node topology labels", 2)
+	if !kubeProxy.hasZone(cfg.Zone, 10*time.Second) {
+		// kube-proxy v1.37.2 can miss the zone altogether: it adds the handler of its Node's
+		// topology labels to an informer that already runs, and only then registers its
+		// proxiers with that handler; the Node the informer replays to it may come before
+		// them (the handler then records the labels as told), and only a later change of the
+		// labels reaches the proxiers. Change the zone, and change it back.
+		for _, zone := range []string{cfg.Zone + "-moved", cfg.Zone} {
+			current, err := nodes.Get(ctx, node.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			current.Labels[corev1.LabelTopologyZone] = zone
+			if _, err := nodes.Update(ctx, current, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !kubeProxy.hasZone(cfg.Zone, time.Minute) {
+			t.Fatalf("kube-proxy's proxiers did not get their Node's zone %s, even after it changed; see %s", cfg.Zone, logPath)
+		}
+	}
 	kubeProxy.awaitRules(t, published.publish(t, services, endpointSlices))
 	return func(services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) {
 		// As in a cluster, a deleted Service goes before its slices (the garbage collector
@@ -363,17 +382,29 @@ func (p *kubeProxyProcess) stop() {
 	}
 }
 
-// awaitLog waits until kube-proxy's log has line at least n times (one per proxier: one per
-// family).
-func (p *kubeProxyProcess) awaitLog(t *testing.T, line string, n int) {
-	t.Helper()
-	p.await(t, fmt.Sprintf("its log has %d lines %q", n, line), func() bool {
-		out, err := os.ReadFile(p.log)
-		if err != nil {
-			t.Fatal(err)
+// hasZone waits at most wait until kube-proxy's log says that both proxiers (one per family)
+// were last given zone as their Node's topology label.
+func (p *kubeProxyProcess) hasZone(zone string, wait time.Duration) bool {
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		out, _ := os.ReadFile(p.log)
+		given := map[string]bool{} // by ipFamily: the last labels had zone
+		for _, line := range strings.Split(string(out), "\n") {
+			if !strings.Contains(line, "Updated proxier node topology labels") {
+				continue
+			}
+			for _, family := range []string{"IPv4", "IPv6"} {
+				if strings.Contains(line, fmt.Sprintf("ipFamily=%q", family)) {
+					given[family] = strings.Contains(line, fmt.Sprintf("%q", zone))
+				}
+			}
 		}
-		return strings.Count(string(out), line) >= n
-	})
+		if given["IPv4"] && given["IPv6"] {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 // awaitRules waits until kube-proxy's rules, in both families, hold the sentinel Service on

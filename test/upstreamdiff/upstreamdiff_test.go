@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -93,42 +94,12 @@ func TestSameObjectsAsKubeControllerManager(t *testing.T) {
 	_, kc, upC := start(t, logs, "upstream")
 	ourCfg, _, ourC := start(t, logs, "ours")
 
-	log, err := os.Create(filepath.Join(logs, "kube-controller-manager.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kcm := exec.Command(kcmBinary, "--kubeconfig="+kc,
-		"--controllers=endpoint,endpointslice,endpointslicemirroring", "--leader-elect=false", "--secure-port=0", "--v=2")
-	kcm.Stdout, kcm.Stderr = log, log
-	kcm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := kcm.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = kcm.Process.Signal(syscall.SIGTERM)
-		_ = kcm.Wait()
-	})
-
-	mgr, err := ctrl.NewManager(ourCfg, ctrl.Options{Scheme: clientgoscheme.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := endpoints.SetupWithManager(mgr, endpoints.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	runManager(t, mgr)
+	startKubeControllerManager(t, kcmBinary, logs, kc)
+	runOurControllers(t, ourCfg)
 
 	clusters := []cluster{{"upstream", upC}, {"ours", ourC}}
 	for _, cl := range clusters {
-		// Ready, with CPU, so that topology-mode Auto shares endpoints among the zones.
-		for _, n := range []*corev1.Node{kit.MakeNode("node-a").Zone("zone-a").AllocatableCPU("4").Ready(true).Obj(),
-			kit.MakeNode("node-b").Zone("zone-b").AllocatableCPU("4").Ready(true).Obj()} {
-			status := n.Status
-			must(t, cl.c.Create(ctx, n))
-			n.Status = status
-			must(t, cl.c.Status().Update(ctx, n))
-		}
+		createNodes(t, ctx, cl.c)
 	}
 	// Both sides publish a first Service before the scenarios start, so that neither reads them
 	// all in its first list while the other syncs them one by one.
@@ -182,6 +153,98 @@ func TestSameObjectsAsKubeControllerManager(t *testing.T) {
 	compare(t, ctx, clusters, namespaces, "node-a deleted", hintedByZone)
 }
 
+// TestTakingOverFromKubeControllerManager takes over from kube-controller-manager on a live
+// control plane, as README "On a live cluster" says: its endpoint controllers publish every
+// scenario and stop, then ours start. Once they have settled, the Endpoints and EndpointSlices
+// must be the ones it published, ours in place of its, and no slice of its left beside them.
+func TestTakingOverFromKubeControllerManager(t *testing.T) {
+	kcmBinary := filepath.Join(os.Getenv("UPSTREAM_ASSETS"), "kube-controller-manager")
+	logs := t.TempDir()
+	ctx := context.Background()
+	ctrl.SetLogger(logr.Discard())
+	cfg, kc, c := start(t, logs, "takeover")
+	stopKCM := startKubeControllerManager(t, kcmBinary, logs, kc)
+	createNodes(t, ctx, c)
+	var namespaces []string
+	for _, sc := range scenarios {
+		namespaces = append(namespaces, sc.name)
+		must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sc.name}}))
+		must(t, sc.setup(ctx, c, sc.name))
+	}
+	theirs := []cluster{{"kube-controller-manager", c}}
+	published := settle(t, ctx, theirs, namespaces, "kube-controller-manager")[0]
+
+	stopKCM()
+	// Creation times count in seconds: ours start in a later one than its last slice.
+	time.Sleep(1100 * time.Millisecond)
+	runOurControllers(t, cfg)
+	// Ours have written every Service once the probe Service created after them has its Endpoints
+	// (a settled state can come before that: nothing changes while ours list the cluster).
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "probe"}}))
+	must(t, c.Create(ctx, kit.MakeService("probe", "probe").Selector(app).TCPPort("", 80, 80).Obj()))
+	for deadline := time.Now().Add(time.Minute); c.Get(ctx, client.ObjectKey{Namespace: "probe", Name: "probe"}, &corev1.Endpoints{}) != nil; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("our controllers published nothing in a minute")
+		}
+	}
+	afterwards := settle(t, ctx, theirs, namespaces, "ours, after kube-controller-manager")[0]
+	for _, ns := range namespaces {
+		if published[ns] != afterwards[ns] {
+			t.Errorf("%s: kube-controller-manager's objects (-) and ours after taking over (+):\n%s", ns, lineDiff(published[ns], afterwards[ns]))
+		}
+	}
+}
+
+// startKubeControllerManager runs kube-controller-manager's endpoint controllers against the
+// control plane of kubeconfig until t ends or the returned stop is called.
+func startKubeControllerManager(t *testing.T, binary, logs, kubeconfig string) (stop func()) {
+	log, err := os.Create(filepath.Join(logs, filepath.Base(kubeconfig)+".kube-controller-manager.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kcm := exec.Command(binary, "--kubeconfig="+kubeconfig,
+		"--controllers=endpoint,endpointslice,endpointslicemirroring", "--leader-elect=false", "--secure-port=0", "--v=2")
+	kcm.Stdout, kcm.Stderr = log, log
+	kcm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := kcm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = kcm.Process.Signal(syscall.SIGTERM)
+			_ = kcm.Wait()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// runOurControllers runs our endpoints controllers against cfg's control plane until t ends.
+func runOurControllers(t *testing.T, cfg *rest.Config) {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: clientgoscheme.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := endpoints.SetupWithManager(mgr, endpoints.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	runManager(t, mgr)
+}
+
+// createNodes creates the scenarios' two Nodes, Ready and with CPU, so that topology-mode Auto
+// shares endpoints among their zones.
+func createNodes(t *testing.T, ctx context.Context, c client.Client) {
+	for _, n := range []*corev1.Node{kit.MakeNode("node-a").Zone("zone-a").AllocatableCPU("4").Ready(true).Obj(),
+		kit.MakeNode("node-b").Zone("zone-b").AllocatableCPU("4").Ready(true).Obj()} {
+		status := n.Status
+		must(t, c.Create(ctx, n))
+		n.Status = status
+		must(t, c.Status().Update(ctx, n))
+	}
+}
+
 // runManager runs mgr until t ends, then checks it stopped cleanly.
 func runManager(t *testing.T, mgr manager.Manager) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -213,28 +276,8 @@ func compare(t *testing.T, ctx context.Context, clusters []cluster, namespaces [
 	t.Helper()
 	// Both sides settle together: a change one side makes on a timer (upstream retries some
 	// syncs with backoff, and so do we where upstream does) is not then seen on one side only.
-	dumpAll := func(cl cluster) map[string]string {
-		d := map[string]string{}
-		for _, ns := range namespaces {
-			d[ns] = dump(t, ctx, cl.c, ns)
-		}
-		return d
-	}
-	var up, ours map[string]string
-	var since time.Time
-	settled := false
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		u, o := dumpAll(clusters[0]), dumpAll(clusters[1])
-		if !maps.Equal(u, up) || !maps.Equal(o, ours) {
-			up, ours, since = u, o, time.Now()
-		} else if time.Since(since) >= settledFor {
-			settled = true
-			break
-		}
-	}
-	if !settled {
-		t.Logf("[%s] the two sides did not settle together", phase)
-	}
+	dumps := settle(t, ctx, clusters, namespaces, phase)
+	up, ours := dumps[0], dumps[1]
 	for _, ns := range namespaces {
 		if slices.Contains(excused, ns) {
 			continue
@@ -243,6 +286,36 @@ func compare(t *testing.T, ctx context.Context, clusters []cluster, namespaces [
 			t.Errorf("[%s] %s differs:\n%s", phase, ns, lineDiff(up[ns], ours[ns]))
 		}
 	}
+}
+
+// settle waits until no cluster's objects in the namespaces have changed for settledFor (a
+// minute at most), and returns each cluster's dumps by namespace.
+func settle(t *testing.T, ctx context.Context, clusters []cluster, namespaces []string, phase string) []map[string]string {
+	t.Helper()
+	dumpAll := func(cl cluster) map[string]string {
+		d := map[string]string{}
+		for _, ns := range namespaces {
+			d[ns] = dump(t, ctx, cl.c, ns)
+		}
+		return d
+	}
+	last := make([]map[string]string, len(clusters))
+	var since time.Time
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		changed := false
+		for i, cl := range clusters {
+			if d := dumpAll(cl); !maps.Equal(d, last[i]) {
+				last[i], changed = d, true
+			}
+		}
+		if changed {
+			since = time.Now()
+		} else if time.Since(since) >= settledFor {
+			return last
+		}
+	}
+	t.Logf("[%s] the clusters did not settle together", phase)
+	return last
 }
 
 var ourToUpstream = strings.NewReplacer(
