@@ -55,6 +55,19 @@ func TestDiagnose(t *testing.T) {
 			},
 		},
 		{
+			name: "slices of two controllers: a warning naming both",
+			in: Inputs{Service: svc, Pods: []*corev1.Pod{ready0, ready1}, Pools: pools,
+				Endpoints: endpointsFor(svc, []string{"10.244.1.10", "10.244.1.11"}, nil, 8080),
+				EndpointSlices: []*discoveryv1.EndpointSlice{healthySlice, func() *discoveryv1.EndpointSlice {
+					s := sliceFor(svc, "endpointslice-controller.k8s.io", 8080, readyEP("10.244.1.10"))
+					s.Name = "backend-upstream"
+					return s
+				}()}},
+			wantVerdict: VerdictWarnings,
+			want: []wantFinding{{Warning, CheckEndpointSlices,
+				`come from more than one controller (backend-abcde by "endpointslice-controller.clusterip.dev"; backend-upstream by "endpointslice-controller.k8s.io")`}},
+		},
+		{
 			name:        "ClusterIP outside every pool is a warning",
 			in:          Inputs{Service: backendService(func(s *corev1.Service) { s.Spec.ClusterIPs = []string{"10.0.0.10"} }), Pools: pools, Pods: []*corev1.Pod{ready0}, EndpointSlices: []*discoveryv1.EndpointSlice{sliceFor(svc, "x", 8080, readyEP("10.244.1.10"))}, Endpoints: endpointsFor(svc, []string{"10.244.1.10"}, nil, 8080)},
 			wantVerdict: VerdictWarnings,

@@ -92,7 +92,30 @@ func checkSelectorEndpoints(svc *corev1.Service, selected []*corev1.Pod, ep *cor
 		out.problem(CheckEndpointSlices, fmt.Sprintf("no EndpointSlice labeled %s=%s: the datapath has no endpoints for the Service", discoveryv1.LabelServiceName, svc.Name), fixEndpointsController)
 		return out
 	}
+	out = append(out, twoControllers(endpointSlices)...)
 	return append(out, compareSlices(endpointSlices, expected)...)
+}
+
+// twoControllers warns when the Service's slices come from more than one controller: every proxy
+// merges them, so the endpoints of the one no longer updated keep getting traffic.
+func twoControllers(endpointSlices []*discoveryv1.EndpointSlice) findings {
+	byManager := map[string][]*discoveryv1.EndpointSlice{}
+	for _, s := range endpointSlices {
+		byManager[s.Labels[discoveryv1.LabelManagedBy]] = append(byManager[s.Labels[discoveryv1.LabelManagedBy]], s)
+	}
+	if len(byManager) < 2 {
+		return nil
+	}
+	var parts []string
+	for _, manager := range slices.Sorted(maps.Keys(byManager)) {
+		parts = append(parts, fmt.Sprintf("%s by %q", sliceNames(byManager[manager]), manager))
+	}
+	var out findings
+	out.warn(CheckEndpointSlices, "the Service's EndpointSlices come from more than one controller ("+strings.Join(parts, "; ")+
+		"): every proxy uses them all, so the endpoints of one no longer updated still get traffic",
+		"run one endpoints controller: turn kube-controller-manager's off (--controllers=*,-endpoint,-endpointslice,-endpointslicemirroring) "+
+			"while kube-clusterip's run; kube-clusterip deletes the slices they wrote before it started")
+	return out
 }
 
 func compareEndpoints(svc *corev1.Service, ep *corev1.Endpoints, expected map[string]endpointrules.PublishedPod) findings {
