@@ -93,7 +93,7 @@ test: manifests generate kustomize ## Run every test: unit, envtest suites, data
 test-upstream-diff: ## Ours beside kube-controller-manager and kube-proxy v1.37.2: the same scenarios, objects compared, packets played (root for the packets).
 	@assets=$$(hack/envtest-assets.sh); upstream=$$(hack/upstream-assets.sh); \
 	  KUBEBUILDER_ASSETS=$$assets UPSTREAM_ASSETS=$$upstream go test -tags upstreamdiff ./test/upstreamdiff ./datapath \
-	    -run 'TestSameObjectsAsKubeControllerManager|TestTakingOverFromKubeControllerManager|TestSameServicesAsKubeAPIServer|WithKubeProxy' -count=1 -timeout 15m -v $(GOTESTFLAGS)
+	    -run 'TestSameObjectsAsKubeControllerManager|TestTakingOverFromKubeControllerManager|TestSameServicesAsKubeAPIServer|WithKubeProxy|TestReplacingKubeProxy' -count=1 -timeout 15m -v $(GOTESTFLAGS)
 
 .PHONY: test-reliability
 test-reliability: ## Run the reliability suite (manager killed and restarted, API server restarted, bad input; issue 12).

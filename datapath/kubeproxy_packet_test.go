@@ -51,6 +51,55 @@ func TestFlowScenariosWithKubeProxy(t *testing.T) {
 	playFlowsInTheKernel(t, startKubeProxyNode(t).program, true)
 }
 
+// TestReplacingKubeProxy plays README "On a live cluster" on node-a with real packets: kube-proxy
+// serves a Service, our Proxier programs the node beside it, then kube-proxy stops and its
+// --cleanup removes its rules. New connections must reach every endpoint at each step, and a
+// connection opened through kube-proxy's rules must go on with its pod after they are gone.
+func TestReplacingKubeProxy(t *testing.T) {
+	node := startKubeProxyNode(t)
+	var pods []*testPod
+	for _, name := range backendNames {
+		p := newPod(t, name, "")
+		p.serveTCPNamingPeer(t, 8080)
+		p.serveTCPLines(t, 9090)
+		pods = append(pods, p)
+	}
+	client := newPod(t, "client", "")
+	svc := makeService("backend", "10.96.2.10", tcp("http", 80, 8080), tcp("lines", 90, 9090))
+	var eps []ep
+	for _, p := range pods {
+		eps = append(eps, readyEP(p.ip, "node-a"))
+	}
+	services, endpointSlices := []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{makeSlice(svc, "backend-1", eps...)}
+	cfg := packetScenario{family: corev1.IPv4Protocol}.config()
+	everyPod := scenarioWant{reach: backendNames}
+
+	node.program(t, cfg, services, endpointSlices)
+	expectReached(t, client, "10.96.2.10:80", everyPod)
+	open := openFlow(t, client, corev1.ProtocolTCP, "10.96.2.10:90")
+	first := open.ask()
+	if !slices.Contains(backendNames, first) {
+		t.Fatalf("a connection through kube-proxy's rules: answer %q, want one of %v", first, backendNames)
+	}
+
+	programOurs(t, cfg, services, endpointSlices)
+	expectReached(t, client, "10.96.2.10:80", everyPod)
+
+	node.last.stop()
+	if out, err := exec.Command(node.binary, "--cleanup", "--v=2").CombinedOutput(); err != nil {
+		t.Fatalf("kube-proxy --cleanup: %v\n%s", err, out)
+	}
+	for _, family := range []string{"ip", "ip6"} {
+		if out, err := exec.Command("nft", "list", "table", family, "kube-proxy").CombinedOutput(); err == nil {
+			t.Fatalf("after kube-proxy --cleanup, its table %s is still there:\n%s", family, out)
+		}
+	}
+	expectReached(t, client, "10.96.2.10:80", everyPod)
+	if again := open.ask(); again != first {
+		t.Errorf("the connection opened through kube-proxy's rules answered %q after they were removed; want %q, its pod", again, first)
+	}
+}
+
 // startKubeProxyNode starts a control plane for node-a's kube-proxy, stopped when t ends.
 func startKubeProxyNode(t *testing.T) *kubeProxyNode {
 	t.Helper()
@@ -103,6 +152,7 @@ type kubeProxyNode struct {
 	kubeconfig string
 	logs       string
 	runs       int
+	last       *kubeProxyProcess // the kube-proxy program started last
 }
 
 // program publishes the scenario's Node, Services and slices, starts kube-proxy, and waits
@@ -131,6 +181,7 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 	n.runs++
 	logPath := filepath.Join(n.logs, fmt.Sprintf("kube-proxy-%s-%02d.log", strings.Split(t.Name(), "/")[0], n.runs))
 	kubeProxy := n.start(t, logPath)
+	n.last = kubeProxy
 	t.Cleanup(func() {
 		kubeProxy.stop()
 		for _, family := range []string{"ip", "ip6"} {
@@ -373,6 +424,11 @@ func (n *kubeProxyNode) start(t *testing.T, logPath string) *kubeProxyProcess {
 
 // stop stops kube-proxy by its PID: SIGTERM, then SIGKILL after 10 s.
 func (p *kubeProxyProcess) stop() {
+	select {
+	case <-p.exited: // stopped already: its PID may be another process's by now
+		return
+	default:
+	}
 	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-p.exited:
