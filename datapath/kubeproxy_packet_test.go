@@ -195,7 +195,8 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 	t.Logf("kube-proxy's log: %s", logPath)
 	// Its first sync may come before it has read its Node's zone (another informer); the
 	// round published once both proxiers have it is synced with it.
-	if !kubeProxy.hasZone(cfg.Zone, 10*time.Second) {
+	hasZone := func() bool { return kubeProxy.hasZone(cfg.Zone) }
+	if !kubeProxy.poll(10*time.Second, hasZone) {
 		// kube-proxy v1.37.2 can miss the zone altogether: it adds the handler of its Node's
 		// topology labels to an informer that already runs, and only then registers its
 		// proxiers with that handler; the Node the informer replays to it may come before
@@ -211,9 +212,7 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 				t.Fatal(err)
 			}
 		}
-		if !kubeProxy.hasZone(cfg.Zone, time.Minute) {
-			t.Fatalf("kube-proxy's proxiers did not get their Node's zone %s, even after it changed; see %s", cfg.Zone, logPath)
-		}
+		kubeProxy.await(t, "both proxiers have their Node's zone "+cfg.Zone+", after it changed and changed back", hasZone)
 	}
 	kubeProxy.awaitRules(t, published.publish(t, services, endpointSlices))
 	return func(services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) {
@@ -438,29 +437,22 @@ func (p *kubeProxyProcess) stop() {
 	}
 }
 
-// hasZone waits at most wait until kube-proxy's log says that both proxiers (one per family)
-// were last given zone as their Node's topology label.
-func (p *kubeProxyProcess) hasZone(zone string, wait time.Duration) bool {
-	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
-		out, _ := os.ReadFile(p.log)
-		given := map[string]bool{} // by ipFamily: the last labels had zone
-		for _, line := range strings.Split(string(out), "\n") {
-			if !strings.Contains(line, "Updated proxier node topology labels") {
-				continue
-			}
-			for _, family := range []string{"IPv4", "IPv6"} {
-				if strings.Contains(line, fmt.Sprintf("ipFamily=%q", family)) {
-					given[family] = strings.Contains(line, fmt.Sprintf("%q", zone))
-				}
-			}
+// hasZone says whether kube-proxy's log says that both proxiers (one per family) were last
+// given zone as their Node's topology label.
+func (p *kubeProxyProcess) hasZone(zone string) bool {
+	out, _ := os.ReadFile(p.log)
+	given := map[string]bool{} // by ipFamily: the last labels had zone
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, "Updated proxier node topology labels") {
+			continue
 		}
-		if given["IPv4"] && given["IPv6"] {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
+		for _, family := range []string{"IPv4", "IPv6"} {
+			if strings.Contains(line, fmt.Sprintf("ipFamily=%q", family)) {
+				given[family] = strings.Contains(line, fmt.Sprintf("%q", zone))
+			}
 		}
 	}
+	return given["IPv4"] && given["IPv6"]
 }
 
 // awaitRules waits until kube-proxy's rules, in both families, hold the sentinel Service on
@@ -482,18 +474,32 @@ func (p *kubeProxyProcess) awaitRules(t *testing.T, port int32) {
 	}
 }
 
-// await polls done every 50 ms until it holds, failing t if kube-proxy exits or a minute
-// passes first.
+// await polls done until it holds, failing t if kube-proxy exits or a minute passes first.
 func (p *kubeProxyProcess) await(t *testing.T, what string, done func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !done(); time.Sleep(50 * time.Millisecond) {
+	if p.poll(time.Minute, done) {
+		return
+	}
+	select {
+	case <-p.exited:
+		t.Fatalf("kube-proxy exited (%v) before %s; see %s", p.waitErr, what, p.log)
+	default:
+		t.Fatalf("a minute passed and not %s; see %s", what, p.log)
+	}
+}
+
+// poll calls done every 50 ms until it holds (true), or kube-proxy exits or wait passes
+// (false).
+func (p *kubeProxyProcess) poll(wait time.Duration, done func() bool) bool {
+	for deadline := time.Now().Add(wait); !done(); time.Sleep(50 * time.Millisecond) {
 		select {
 		case <-p.exited:
-			t.Fatalf("kube-proxy exited (%v) before %s; see %s", p.waitErr, what, p.log)
+			return false
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("a minute passed and not %s; see %s", what, p.log)
+			return false
 		}
 	}
+	return true
 }
