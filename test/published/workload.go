@@ -36,6 +36,9 @@ type Workload struct {
 	// BeforeStart, if set, is called with the pods once the fixtures exist, before the clock
 	// starts (FloorWriter.Prepare).
 	BeforeStart func(ctx context.Context, pods []*corev1.Pod) error
+	// CPU, if set, names the processes whose CPU time from the start to convergence is
+	// reported, each as the metric "<name>-cpu-s".
+	CPU map[string]CPUMeter
 }
 
 // Result is what one run of the Workload measured.
@@ -47,11 +50,14 @@ type Result struct {
 	FirstPublished time.Duration
 	// Per flip, until the Endpoints, the EndpointSlices and both showed it.
 	Endpoints, Slices, Both []time.Duration
+	// ConvergeCPU is the CPU time each of the Workload's CPU meters used during Converge, in
+	// seconds.
+	ConvergeCPU map[string]float64
 }
 
 // Metrics returns the figures keyed as BenchmarkConverge reports them.
 func (r Result) Metrics() map[string]float64 {
-	return map[string]float64{
+	m := map[string]float64{
 		"converge-s":        r.Converge.Seconds(),
 		"first-published-s": r.FirstPublished.Seconds(),
 		"flip-p50-ms":       Milliseconds(Percentile(r.Both, 50)),
@@ -61,6 +67,10 @@ func (r Result) Metrics() map[string]float64 {
 		"slice-p50-ms":      Milliseconds(Percentile(r.Slices, 50)),
 		"slice-p99-ms":      Milliseconds(Percentile(r.Slices, 99)),
 	}
+	for name, seconds := range r.ConvergeCPU {
+		m[name+"-cpu-s"] = seconds
+	}
+	return m
 }
 
 // Run creates the fixtures through c (which should be unthrottled: fixtures are not what we
@@ -87,6 +97,10 @@ func (w Workload) Run(ctx context.Context, c client.WithWatch, startControllers 
 	}
 
 	firstPublished := obs.Probe(obs.PublishedAnyLocked)
+	cpuAtStart, err := readCPU(w.CPU)
+	if err != nil {
+		return Result{}, err
+	}
 	start := time.Now()
 	if err := startControllers(); err != nil {
 		return Result{}, err
@@ -96,7 +110,14 @@ func (w Workload) Run(ctx context.Context, c client.WithWatch, startControllers 
 		return Result{}, fmt.Errorf("not converged after %s: %s; the API server holds %s", convergeTimeout,
 			obs.Summary(ServiceName, w.Services, w.PodsPerService), published(ctx, c))
 	}
-	r := Result{Converge: converged.Sub(start), FirstPublished: firstPublished.Wait(convergeTimeout).Sub(start)}
+	cpuAtConverged, err := readCPU(w.CPU)
+	if err != nil {
+		return Result{}, err
+	}
+	r := Result{Converge: converged.Sub(start), FirstPublished: firstPublished.Wait(convergeTimeout).Sub(start), ConvergeCPU: map[string]float64{}}
+	for name, seconds := range cpuAtConverged {
+		r.ConvergeCPU[name] = seconds - cpuAtStart[name]
+	}
 	w.logf("converged in %s, the first object published after %s; %d readiness flips", r.Converge.Round(time.Millisecond),
 		r.FirstPublished.Round(time.Millisecond), w.Flips)
 	if err := w.flipReadiness(ctx, c, obs, pods, &r); err != nil {
@@ -107,6 +128,19 @@ func (w Workload) Run(ctx context.Context, c client.WithWatch, startControllers 
 		w.logf("the API server ended the observer's watches %d times; it went on where it left off", n)
 	}
 	return r, nil
+}
+
+// readCPU reads every meter.
+func readCPU(meters map[string]CPUMeter) (map[string]float64, error) {
+	read := map[string]float64{}
+	for name, meter := range meters {
+		seconds, err := meter()
+		if err != nil {
+			return nil, fmt.Errorf("CPU time of %s: %w", name, err)
+		}
+		read[name] = seconds
+	}
+	return read, nil
 }
 
 func (w Workload) logf(format string, args ...any) {
