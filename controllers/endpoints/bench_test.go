@@ -82,7 +82,7 @@ func BenchmarkConverge(b *testing.B) {
 	}
 
 	workload := published.Workload{Services: benchServices, PodsPerService: benchPodsPerSvc, Flips: benchFlips, Logf: b.Logf,
-		CPU: published.ConvergeCPU(published.SelfCPU())}
+		CPU: published.ConvergeMeters(published.SelfCPU())}
 	result, err := workload.Run(bench.ctx, bench.fixtures, func() error {
 		b.ResetTimer()
 		started = time.Now()
@@ -125,7 +125,7 @@ func benchmarkFloor(b *testing.B, readPods bool) {
 	}
 	floor := &published.FloorWriter{Client: writer, ReadPods: readPods}
 	workload := published.Workload{Services: benchServices, PodsPerService: benchPodsPerSvc, Flips: benchFlips,
-		BeforeStart: floor.Prepare, Logf: b.Logf, CPU: published.ConvergeCPU(published.SelfCPU())}
+		BeforeStart: floor.Prepare, Logf: b.Logf, CPU: published.ConvergeMeters(published.SelfCPU())}
 	result, err := workload.Run(bench.ctx, bench.fixtures, func() error {
 		b.ResetTimer()
 		return floor.Start(bench.ctx)

@@ -32,7 +32,7 @@ func runKubeControllerManager(ctx context.Context, o options, workload published
 		}
 		return published.ProcessCPU(kcm.cmd.Process.Pid)()
 	}
-	workload.CPU = published.ConvergeCPU(published.SumCPU(kcmCPU, published.SelfCPU()))
+	workload.CPU = published.ConvergeMeters(published.SumCPU(kcmCPU, published.SelfCPU()))
 	result, err := workload.Run(ctx, c, func() (err error) {
 		kcm, err = startProcess(o.workDir, filepath.Join(o.upstream, "kube-controller-manager"),
 			"--kubeconfig="+cp.kubeconfig,
@@ -78,7 +78,7 @@ func runFloorWriter(ctx context.Context, o options, workload published.Workload)
 	floor := &published.FloorWriter{Client: writerClient}
 	workload.Logf = func(format string, args ...any) { logf("floor: "+format, args...) }
 	workload.BeforeStart = floor.Prepare
-	workload.CPU = published.ConvergeCPU(published.SelfCPU())
+	workload.CPU = published.ConvergeMeters(published.SelfCPU())
 	result, err := workload.Run(ctx, fixtures, func() error { return floor.Start(ctx) })
 	if err != nil {
 		return nil, err

@@ -115,10 +115,10 @@ func childByComm(comm string) (int, error) {
 	return 0, fmt.Errorf("no child process %q of this process (%d)", comm, self)
 }
 
-// ConvergeCPU is the Workload's usual set of meters: the envtest control plane this process
-// started ("apiserver", "etcd") and "controller", the processes of the controller under test
-// with the Workload's observer (they share the benchmark's process; the observer's part is the
-// same for every controller).
-func ConvergeCPU(controller CPUMeter) map[string]CPUMeter {
+// ConvergeMeters is the Workload's usual set of CPU meters: the envtest control plane this
+// process started ("apiserver", "etcd") and "controller", the processes of the controller under
+// test with the Workload's observer (they share the benchmark's process; the observer's part is
+// the same for every controller).
+func ConvergeMeters(controller CPUMeter) map[string]CPUMeter {
 	return map[string]CPUMeter{"apiserver": ChildCPU("kube-apiserver"), "etcd": ChildCPU("etcd"), "controller": controller}
 }
