@@ -17,6 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"sigs.k8s.io/knftables"
+
+	"github.com/kube-clusterip/kube-clusterip/test/procstat"
 )
 
 // realNFT hands rendered transactions to the nft binary, so the kernel validates them.
@@ -91,17 +93,11 @@ func checkPrivateNetns() error {
 
 // parentPID returns the parent of pid, or 0 when it cannot be read.
 func parentPID(pid int) int {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	stat, err := procstat.Read(pid)
 	if err != nil {
 		return 0
 	}
-	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	if len(fields) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(fields[1])
-	return ppid
+	return stat.PPID
 }
 
 // fullSyncTo commits, in one transaction, a full sync of each family's table to its

@@ -7,37 +7,6 @@ import (
 	"time"
 )
 
-func TestParseProcStat(t *testing.T) {
-	tail := " S 42 100 100 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 8 0 123 4096 100"
-	for _, tc := range []struct {
-		name    string
-		line    string
-		want    procStat
-		wantErr string
-	}{
-		{name: "utime and stime add up, in clock ticks", line: "1234 (kube-apiserver)" + tail,
-			want: procStat{comm: "kube-apiserver", ppid: 42, cpuSeconds: 3.25}},
-		{name: "a command may hold spaces and parentheses", line: "7 (a (b) c)" + tail,
-			want: procStat{comm: "a (b) c", ppid: 42, cpuSeconds: 3.25}},
-		{name: "no command", line: "7 S 1 2", wantErr: "not a /proc/<pid>/stat line"},
-		{name: "cut short", line: "7 (etcd) S 1 2 3", wantErr: "fields after the command"},
-		{name: "a time that is not a number", line: "7 (etcd)" + strings.Replace(tail, " 250 ", " x ", 1), wantErr: "bad ppid, utime or stime"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseProcStat(tc.line)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("parseProcStat(%q) error = %v, want one containing %q", tc.line, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Errorf("parseProcStat(%q) = %+v, %v; want %+v", tc.line, got, err, tc.want)
-			}
-		})
-	}
-}
-
 func TestSelfCPUCountsWorkDone(t *testing.T) {
 	meter := SelfCPU()
 	before, err := meter()
@@ -55,7 +24,7 @@ func TestSelfCPUCountsWorkDone(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if now-before >= 2.0/clockTicksPerSecond {
+		if now-before >= 0.02 {
 			return
 		}
 	}
