@@ -340,7 +340,7 @@ func commitFloor(b *testing.B, p *Proxier, services []*corev1.Service, slices []
 		b.Fatal(err)
 	}
 	elementsStart := time.Now()
-	if err := batch.commit(); err != nil {
+	if err := writer.commit(batch); err != nil {
 		b.Fatal(err)
 	}
 	elements = time.Since(elementsStart)

@@ -14,22 +14,35 @@ import (
 // rule, with one netlink dump of that chain. `nft flush table` empties every chain and
 // `nft delete table` removes it, so either makes this false. (Running `nft list chain`
 // instead would make nft load every set element of the table first: seconds at 10k
-// Services.)
-func NetlinkCanaryPresent(_ context.Context, family knftables.Family, table string) (bool, error) {
-	conn, err := nftables.New()
-	if err != nil {
-		return false, fmt.Errorf("open netlink connection for canary check: %w", err)
-	}
+// Services.) It opens a netlink socket for the one dump; a Proxier keeps one open
+// instead (netlinkCanary).
+func NetlinkCanaryPresent(ctx context.Context, family knftables.Family, table string) (bool, error) {
+	var once netlinkCanary
+	defer once.socket.close()
+	return once.present(ctx, family, table)
+}
+
+// netlinkCanary is NetlinkCanaryPresent over a socket kept from one check to the next
+// (see keptSocket).
+type netlinkCanary struct{ socket keptSocket }
+
+func (c *netlinkCanary) present(_ context.Context, family knftables.Family, table string) (bool, error) {
 	tableFamily := nftables.TableFamilyIPv4
 	if family == knftables.IPv6Family {
 		tableFamily = nftables.TableFamilyIPv6
 	}
-	rules, err := conn.GetRules(&nftables.Table{Name: table, Family: tableFamily}, &nftables.Chain{Name: canaryChain})
-	if errors.Is(err, unix.ENOENT) {
-		return false, nil
-	}
+	var rules []*nftables.Rule
+	missing := false
+	err := c.socket.useNFT(func(conn *nftables.Conn) error {
+		var err error
+		rules, err = conn.GetRules(&nftables.Table{Name: table, Family: tableFamily}, &nftables.Chain{Name: canaryChain})
+		if errors.Is(err, unix.ENOENT) {
+			missing, err = true, nil
+		}
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("list canary chain of %s %s: %w", family, table, err)
 	}
-	return len(rules) > 0, nil
+	return !missing && len(rules) > 0, nil
 }

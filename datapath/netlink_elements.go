@@ -23,13 +23,14 @@ import (
 // having nft parse text; a fill, as a series of batches. A batch it cannot encode (a set
 // type it does not know, a value it cannot read) goes through fallback instead.
 //
-// The netlink socket is opened for each batch in the network namespace of the calling
-// thread, as nft itself would be started in it.
+// Batches go through a netlink socket in the network namespace of the calling thread, as
+// nft itself would be started in it, kept open from one batch to the next (keptSocket).
 type netlinkElements struct {
 	family   uint8 // NFPROTO_IPV4 or NFPROTO_IPV6
 	table    string
 	fallback elementWriter
 	fillOps  int // operations per batch of a fill: fillBatchOps
+	socket   keptSocket
 }
 
 func newNetlinkElements(family knftables.Family, table string, fallback elementWriter) *netlinkElements {
@@ -55,7 +56,12 @@ func (w *netlinkElements) write(ctx context.Context, ops []loggedOp, decls map[s
 		}
 		return nil
 	}
-	return b.commit()
+	return w.commit(b)
+}
+
+// commit sends b and reads the kernel's answers, over the kept socket.
+func (w *netlinkElements) commit(b *elementBatch) error {
+	return w.socket.use(b.commitOn)
 }
 
 // elementBatch is an encoded batch waiting to be committed: its messages back to back,
@@ -154,7 +160,7 @@ func (f *netlinkFill) commit(ctx context.Context) error {
 			}
 			return nil
 		}
-		if err := b.batch.commit(); err != nil {
+		if err := f.w.commit(b.batch); err != nil {
 			return err
 		}
 	}
@@ -388,13 +394,9 @@ func (m *batchMessages) pad() {
 	}
 }
 
-// commit sends the batch and waits for the kernel's answer to each of its messages.
-func (b *elementBatch) commit() error {
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return fmt.Errorf("open netlink connection: %w", err)
-	}
-	defer func() { _ = conn.Close() }()
+// commitOn sends the batch over conn and waits for the kernel's answer to each of its
+// messages.
+func (b *elementBatch) commitOn(conn *netlink.Conn) error {
 	if err := b.sizeBuffers(conn); err != nil {
 		return err
 	}

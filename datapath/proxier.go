@@ -33,6 +33,9 @@ type Proxier struct {
 	// the kernel's validation of the table.
 	rebalance map[types.NamespacedName]bool
 	stats     Stats
+	// sockets are the netlink sockets the Proxier keeps open between syncs (keptSocket);
+	// Cleanup closes them.
+	sockets []*keptSocket
 }
 
 // familyState is what the Proxier knows about one family's table.
@@ -95,8 +98,11 @@ func New(cfg Config) (*Proxier, error) {
 			return knftables.New(family, table, knftables.UseNetlink)
 		}
 	}
+	var sockets []*keptSocket
 	if cfg.CanaryPresent == nil {
-		cfg.CanaryPresent = NetlinkCanaryPresent
+		canary := &netlinkCanary{}
+		sockets = append(sockets, &canary.socket)
+		cfg.CanaryPresent = canary.present
 	}
 	if cfg.Conntrack == nil {
 		cfg.Conntrack = NetlinkConntrack{}
@@ -105,7 +111,7 @@ func New(cfg Config) (*Proxier, error) {
 		return nil, fmt.Errorf("masquerade bit %d is out of range 0-31", cfg.MasqueradeBit)
 	}
 	p := &Proxier{cfg: cfg, inputs: map[types.NamespacedName]serviceInput{}, dirty: map[types.NamespacedName]bool{},
-		rebalance: map[types.NamespacedName]bool{}}
+		rebalance: map[types.NamespacedName]bool{}, sockets: sockets}
 	for _, family := range cfg.IPFamilies {
 		nft, err := cfg.NewInterface(NFTFamily(family), cfg.TableName)
 		if err != nil {
@@ -113,7 +119,9 @@ func New(cfg Config) (*Proxier, error) {
 		}
 		var elements elementWriter = nftElements{nft}
 		if elementsByNetlink {
-			elements = newNetlinkElements(NFTFamily(family), cfg.TableName, elements)
+			byNetlink := newNetlinkElements(NFTFamily(family), cfg.TableName, elements)
+			p.sockets = append(p.sockets, &byNetlink.socket)
+			elements = byNetlink
 		}
 		p.families = append(p.families, &familyState{family: family, nft: nft, elements: elements,
 			padded: map[types.NamespacedName]time.Time{}})
@@ -295,13 +303,18 @@ func (p *Proxier) Stats() Stats {
 	return p.stats
 }
 
-// Cleanup deletes the Proxier's tables (node shutdown with cleanup, tests); stop Run
-// first. The recorded Services stay; the next Apply or Sync writes the tables again
-// in full.
+// Cleanup deletes the Proxier's tables (node shutdown with cleanup, tests) and closes its
+// netlink sockets; stop Run first. The recorded Services stay; the next Apply or Sync
+// writes the tables again in full.
 func (p *Proxier) Cleanup(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.synced = false // Maintain must not bring the tables back
+	defer func() {
+		for _, s := range p.sockets {
+			s.close()
+		}
+	}()
 	var errs []error
 	for _, fs := range p.families {
 		fs.committed, fs.leftovers = nil, nil
