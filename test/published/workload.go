@@ -60,6 +60,7 @@ func (r Result) Metrics() map[string]float64 {
 	m := map[string]float64{
 		"converge-s":        r.Converge.Seconds(),
 		"first-published-s": r.FirstPublished.Seconds(),
+		"publishing-s":      (r.Converge - r.FirstPublished).Seconds(),
 		"flip-p50-ms":       Milliseconds(Percentile(r.Both, 50)),
 		"flip-p99-ms":       Milliseconds(Percentile(r.Both, 99)),
 		"endpoints-p50-ms":  Milliseconds(Percentile(r.Endpoints, 50)),
