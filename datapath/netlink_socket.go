@@ -9,14 +9,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// keptSocket is a netfilter netlink socket kept open from one use to the next, in the
-// network namespace of the thread that first used it; a use from a thread in another
-// namespace (tests move between namespaces) opens a new one there.
+// keptSocket is a netfilter netlink socket (a plain one for our batches, or google/nftables'
+// for its dumps) kept open from one use to the next, in the network namespace of the thread
+// that opened it; a use from a thread in another namespace (tests move between namespaces)
+// opens a new one there.
 //
-// Why keep it: closing a netfilter socket makes the kernel wait until the objects of the
-// transactions before it are freed, which takes an RCU grace period (10-60 ms seen on a busy
-// two-CPU VM) whenever one deleted something. Opened for each batch, every endpoint change
-// paid that wait once for its own socket and once for the next canary check's.
+// Why keep it: closing a netfilter socket makes the kernel wait until what earlier
+// transactions deleted is freed, an RCU grace period (10-60 ms seen on a busy two-CPU VM).
+// With a socket per batch, every endpoint change that removed an element waited for it.
 type keptSocket struct {
 	mu    sync.Mutex
 	netns netnsID
