@@ -32,17 +32,16 @@ func (c *netlinkCanary) present(_ context.Context, family knftables.Family, tabl
 		tableFamily = nftables.TableFamilyIPv6
 	}
 	var rules []*nftables.Rule
-	missing := false
 	err := c.socket.useNFT(func(conn *nftables.Conn) error {
 		var err error
 		rules, err = conn.GetRules(&nftables.Table{Name: table, Family: tableFamily}, &nftables.Chain{Name: canaryChain})
 		if errors.Is(err, unix.ENOENT) {
-			missing, err = true, nil
+			return nil // no table or chain: no canary, and the socket is fine
 		}
 		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("list canary chain of %s %s: %w", family, table, err)
 	}
-	return !missing && len(rules) > 0, nil
+	return len(rules) > 0, nil
 }

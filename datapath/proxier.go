@@ -98,12 +98,6 @@ func New(cfg Config) (*Proxier, error) {
 			return knftables.New(family, table, knftables.UseNetlink)
 		}
 	}
-	var sockets []*keptSocket
-	if cfg.CanaryPresent == nil {
-		canary := &netlinkCanary{}
-		sockets = append(sockets, &canary.socket)
-		cfg.CanaryPresent = canary.present
-	}
 	if cfg.Conntrack == nil {
 		cfg.Conntrack = NetlinkConntrack{}
 	}
@@ -111,7 +105,12 @@ func New(cfg Config) (*Proxier, error) {
 		return nil, fmt.Errorf("masquerade bit %d is out of range 0-31", cfg.MasqueradeBit)
 	}
 	p := &Proxier{cfg: cfg, inputs: map[types.NamespacedName]serviceInput{}, dirty: map[types.NamespacedName]bool{},
-		rebalance: map[types.NamespacedName]bool{}, sockets: sockets}
+		rebalance: map[types.NamespacedName]bool{}}
+	if p.cfg.CanaryPresent == nil {
+		canary := &netlinkCanary{}
+		p.sockets = append(p.sockets, &canary.socket)
+		p.cfg.CanaryPresent = canary.present
+	}
 	for _, family := range cfg.IPFamilies {
 		nft, err := cfg.NewInterface(NFTFamily(family), cfg.TableName)
 		if err != nil {
