@@ -59,8 +59,10 @@ func runKubeControllerManager(ctx context.Context, o options, workload published
 }
 
 // runFloorWriter measures the endpoints floor (published.FloorWriter) on a fresh control plane
-// at the same client QPS: what any controller needs at least on this API server.
-func runFloorWriter(ctx context.Context, o options, workload published.Workload) (map[string]float64, error) {
+// at the same client QPS: what any controller needs at least on this API server. With readPods,
+// the writer first streams the pods as an informer does: the least a controller that must know
+// the pods before it publishes needs.
+func runFloorWriter(ctx context.Context, o options, workload published.Workload, readPods bool) (map[string]float64, error) {
 	cp, err := startControlPlane(o.assets, o.workDir)
 	if err != nil {
 		return nil, err
@@ -75,8 +77,12 @@ func runFloorWriter(ctx context.Context, o options, workload published.Workload)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	floor := &published.FloorWriter{Client: writerClient}
-	workload.Logf = func(format string, args ...any) { logf("floor: "+format, args...) }
+	floor := &published.FloorWriter{Client: writerClient, ReadPods: readPods}
+	side := "floor: "
+	if readPods {
+		side = "reading floor: "
+	}
+	workload.Logf = func(format string, args ...any) { logf(side+format, args...) }
 	workload.BeforeStart = floor.Prepare
 	workload.CPU = published.ConvergeMeters(published.SelfCPU())
 	result, err := workload.Run(ctx, fixtures, func() error { return floor.Start(ctx) })

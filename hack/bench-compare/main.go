@@ -252,11 +252,11 @@ func run(o options) error {
 	goEnv := []string{"KUBEBUILDER_ASSETS=" + o.assets, "BENCH_QPS=" + strconv.Itoa(o.qps)}
 
 	if o.only == "" || o.only == "endpoints" {
-		// Round by round (ours, kube-controller-manager, the floor), so that a machine that
-		// drifts during the comparison weighs on every side alike.
-		ours, upstream, floor := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
+		// Round by round (ours, kube-controller-manager, the floor, the reading floor), so that a
+		// machine that drifts during the comparison weighs on every side alike.
+		ours, upstream, floor, readingFloor := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 		workload := published.Workload{Services: o.services, PodsPerService: o.podsPerService, Flips: o.flips}
-		oursFailed, upstreamFailed, floorFailed := o.upstreamOnly, false, false
+		oursFailed, upstreamFailed, floorFailed, readingFloorFailed := o.upstreamOnly, false, false, false
 		// collect runs one side's round, unless an earlier round of that side failed.
 		collect := func(failed *bool, into map[string][]float64, side string, run func() (map[string]float64, error)) {
 			if *failed {
@@ -283,7 +283,10 @@ func run(o options) error {
 				return runKubeControllerManager(ctx, o, workload)
 			})
 			collect(&floorFailed, floor, "floor writer", func() (map[string]float64, error) {
-				return runFloorWriter(ctx, o, workload)
+				return runFloorWriter(ctx, o, workload, false)
+			})
+			collect(&readingFloorFailed, readingFloor, "reading floor writer", func() (map[string]float64, error) {
+				return runFloorWriter(ctx, o, workload, true)
 			})
 		}
 		endpointsFigure := func(label, unit, key string, floorTarget float64) figure {
@@ -301,6 +304,12 @@ func run(o options) error {
 			// (the floor reads nothing), then publishing the rest, comparable with the floor's run.
 			compare("endpoints: converge, reading until the first object is published", "s", ours["first-published-s"], upstream["first-published-s"], 1, 0),
 			convergePart("publishing from the first object to the last", "publishing-s"),
+			// The floor reads nothing. A controller must read the pods before it publishes: the
+			// reading floor streams them first and keeps nothing, the least any controller does.
+			compare("endpoints: converge from empty, beside a floor that first reads the pods", "s", ours["converge-s"], upstream["converge-s"], 1, 0).
+				withFloor(readingFloor["converge-s"], 0),
+			compare("endpoints: converge of that reading floor (in the ours column) beside the floor", "s", readingFloor["converge-s"], nil, 1, 0).
+				withFloor(floor["converge-s"], 0),
 			endpointsFigure("endpoints: readiness flip -> EndpointSlice, p50", "ms", "slice-p50-ms", 1.25),
 			endpointsFigure("endpoints: readiness flip -> EndpointSlice, p99", "ms", "slice-p99-ms", 0),
 			endpointsFigure("endpoints: readiness flip -> Endpoints, p50", "ms", "endpoints-p50-ms", 1.25),
