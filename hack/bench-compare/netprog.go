@@ -197,6 +197,9 @@ func runNetworkProgramming(ctx context.Context, o options, side string) (map[str
 		}
 		back = append(back, d)
 	}
+	// In order, so that a tail shows whether it is the first change, periodic or random.
+	logf("%s: NotReady, each change in ms: %s", side, millisecondsList(gone))
+	logf("%s: Ready, each change in ms: %s", side, millisecondsList(back))
 	return map[string]float64{
 		"notready-p50-ms": published.Milliseconds(published.Percentile(gone, 50)),
 		"notready-p99-ms": published.Milliseconds(published.Percentile(gone, 99)),
@@ -391,4 +394,12 @@ func compareProgramming(ctx context.Context, o options, fail func(error)) []figu
 		compare("network programming: "+what+"first connection to a Ready pod, p50", "ms", ours["ready-p50-ms"], upstream["ready-p50-ms"], 1, 0.1),
 		compare("network programming: "+what+"first connection to a Ready pod, p99", "ms", ours["ready-p99-ms"], upstream["ready-p99-ms"], 1, 0.2),
 	}
+}
+
+func millisecondsList(ds []time.Duration) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = strconv.FormatFloat(published.Milliseconds(d), 'f', 1, 64)
+	}
+	return strings.Join(parts, " ")
 }
