@@ -131,26 +131,30 @@ func New(cfg Config) (*Proxier, error) {
 // Update records the current state of one Service and its EndpointSlices (svc nil: the
 // Service is gone). Nothing is written until Apply. This is the O(change) path for an
 // event-driven caller; the objects must not be modified afterwards (the Proxier keeps
-// them for later full syncs).
-func (p *Proxier) Update(key types.NamespacedName, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) {
+// them for later full syncs). It tells whether they differ from what was recorded: if
+// not, there is nothing to Apply.
+func (p *Proxier) Update(key types.NamespacedName, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.update(key, serviceInput{svc: svc, slices: slices})
+	return p.update(key, serviceInput{svc: svc, slices: slices})
 }
 
-func (p *Proxier) update(key types.NamespacedName, in serviceInput) {
+// update records in for key and tells whether it differs from what was recorded.
+func (p *Proxier) update(key types.NamespacedName, in serviceInput) bool {
 	if in.svc == nil {
 		if _, known := p.inputs[key]; known {
 			delete(p.inputs, key)
 			p.dirty[key] = true
+			return true
 		}
-		return
+		return false
 	}
 	if prev, known := p.inputs[key]; known && prev.sameAs(in) {
-		return
+		return false
 	}
 	p.inputs[key] = in
 	p.dirty[key] = true
+	return true
 }
 
 // SetZone records this node's zone (label topology.kubernetes.io/zone) and reports whether

@@ -613,3 +613,30 @@ func TestEndpointCountFlipsChangeElementsOnly(t *testing.T) {
 		t.Fatalf("want one full sync, then partial ones: %+v", s)
 	}
 }
+
+func TestUpdateTellsWhetherTheRecordChanged(t *testing.T) {
+	p, _, _ := fakeProxier(t, Config{NodeName: "node-a"})
+	svcs, slices := manyServices(1, 2)
+	svc, slice := svcs[0], slices[0]
+	key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+	newer := slice.DeepCopy()
+	newer.ResourceVersion += "-2"
+	steps := []struct {
+		name   string
+		svc    *corev1.Service
+		slices []*discoveryv1.EndpointSlice
+		want   bool
+	}{
+		{"a new Service", svc, []*discoveryv1.EndpointSlice{slice}, true},
+		{"the same objects again (a cache's replay)", svc, []*discoveryv1.EndpointSlice{slice}, false},
+		{"a newer slice", svc, []*discoveryv1.EndpointSlice{newer}, true},
+		{"a slice less", svc, nil, true},
+		{"gone", nil, nil, true},
+		{"gone again", nil, nil, false},
+	}
+	for _, step := range steps {
+		if got := p.Update(key, step.svc, step.slices); got != step.want {
+			t.Errorf("%s: Update = %v, want %v", step.name, got, step.want)
+		}
+	}
+}

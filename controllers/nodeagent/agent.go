@@ -46,8 +46,9 @@ type Options struct {
 // each Service with its EndpointSlices, programs them all at once or the changes since the last
 // sync, follows the node's zone, and reports how its syncs go.
 type Datapath interface {
-	// Update records a Service (nil: deleted) and its slices for the next Apply.
-	Update(key types.NamespacedName, svc *corev1.Service, slices []*discoveryv1.EndpointSlice)
+	// Update records a Service (nil: deleted) and its slices for the next Apply, and tells
+	// whether they differ from what was recorded.
+	Update(key types.NamespacedName, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) bool
 	// Sync programs exactly services and slices, replacing all recorded before.
 	Sync(ctx context.Context, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) error
 	// Apply programs the changes recorded since the last sync.
@@ -102,6 +103,7 @@ type Agent struct {
 	// recorded per slice (a trigger time is observed once).
 	triggers     []triggerTime
 	lastTriggers map[types.NamespacedName]string
+	startedAt    time.Time // trigger times before it are not observed
 }
 
 // triggerTime is a slice's endpoints.kubernetes.io/last-change-trigger-time.
@@ -124,10 +126,10 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile
 		return reconcile.Result{}, fmt.Errorf("get service %s: %w", req.NamespacedName, err)
 	}
 	if apierrors.IsNotFound(err) || !a.serves(svc) {
-		a.Proxier.Update(req.NamespacedName, nil, nil)
-		a.record(req.NamespacedName, nil)
+		changed := a.Proxier.Update(req.NamespacedName, nil, nil)
+		a.record(req.NamespacedName, nil, changed)
 		a.setServiceHealth(ctx, req.NamespacedName, 0, 0)
-		a.requestApply()
+		a.requestApplyIf(changed)
 		return reconcile.Result{}, nil
 	}
 	// The Proxier keeps the slices and never modifies them, so the cache's own copies serve.
@@ -143,10 +145,10 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile
 			slices = append(slices, &list.Items[i])
 		}
 	}
-	a.Proxier.Update(req.NamespacedName, svc, slices)
-	a.record(req.NamespacedName, slices)
+	changed := a.Proxier.Update(req.NamespacedName, svc, slices)
+	a.record(req.NamespacedName, slices, changed)
 	a.setServiceHealth(ctx, req.NamespacedName, HealthCheckNodePort(svc), LocalReadyEndpoints(svc, slices, a.NodeName))
-	a.requestApply()
+	a.requestApplyIf(changed)
 	return reconcile.Result{}, nil
 }
 
@@ -188,7 +190,7 @@ func (a *Agent) setServiceHealth(ctx context.Context, key types.NamespacedName, 
 }
 
 // record keeps the gauges of what the datapath was given.
-func (a *Agent) record(key types.NamespacedName, slices []*discoveryv1.EndpointSlice) {
+func (a *Agent) record(key types.NamespacedName, slices []*discoveryv1.EndpointSlice, changed bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.endpointsTotal -= a.endpoints[key]
@@ -198,7 +200,9 @@ func (a *Agent) record(key types.NamespacedName, slices []*discoveryv1.EndpointS
 		n := 0
 		for _, s := range slices {
 			n += len(s.Endpoints)
-			a.noteTrigger(s)
+			if changed {
+				a.noteTrigger(s)
+			}
 		}
 		a.endpoints[key] = n
 		a.endpointsTotal += n
@@ -208,7 +212,8 @@ func (a *Agent) record(key types.NamespacedName, slices []*discoveryv1.EndpointS
 }
 
 // noteTrigger queues the slice's last-change-trigger-time for the network programming
-// latency, once per value.
+// latency, once per value and, as kube-proxy, only for changes made after the agent
+// started: the slices the first sync programs would report their age.
 func (a *Agent) noteTrigger(s *discoveryv1.EndpointSlice) {
 	value := s.Annotations[corev1.EndpointsLastChangeTriggerTime]
 	key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
@@ -217,7 +222,7 @@ func (a *Agent) noteTrigger(s *discoveryv1.EndpointSlice) {
 	}
 	a.lastTriggers[key] = value
 	at, err := time.Parse(time.RFC3339Nano, value)
-	if err != nil {
+	if err != nil || !at.After(a.startedAt) {
 		return
 	}
 	family := corev1.IPv4Protocol
@@ -236,6 +241,15 @@ func (a *Agent) observeProgrammed(now time.Time) {
 	a.mu.Unlock()
 	for _, t := range triggers {
 		networkProgrammingDuration.WithLabelValues(string(t.family)).Observe(now.Sub(t.at).Seconds())
+	}
+}
+
+// requestApplyIf asks for an Apply when the Datapath's record changed. The cache's initial
+// list replays every Service the first sync programmed; those would otherwise keep the
+// sync loop busy, and a real change would wait up to MinSyncPeriod behind them.
+func (a *Agent) requestApplyIf(changed bool) {
+	if changed {
+		a.requestApply()
 	}
 }
 
@@ -406,6 +420,7 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	a.synced = make(chan struct{})
 	a.pending = make(chan struct{}, 1)
+	a.startedAt = time.Now()
 	a.endpoints = map[types.NamespacedName]int{}
 	a.lastTriggers = map[types.NamespacedName]string{}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &discoveryv1.EndpointSlice{}, sliceServiceIndex,

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/kube-clusterip/kube-clusterip/controllers/nodeagent"
 	"github.com/kube-clusterip/kube-clusterip/test/kit"
 	"github.com/kube-clusterip/kube-clusterip/test/testenv"
 )
@@ -47,6 +48,30 @@ var _ = Describe("the node agent", func() {
 
 		Expect(k8sClient.Delete(ctx, svc)).To(Succeed())
 		Eventually(nft.Dump).ShouldNot(ContainSubstring(svc.Spec.ClusterIP))
+	})
+
+	It("syncs only for events that change what it programs", func(ctx context.Context) {
+		ns := testenv.NewNamespace(ctx, k8sClient, "agent", nil)
+		svc := backendService(ns)
+		Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+		slice := readySlice(ns, svc.Name, "10.244.8.10")
+		Expect(k8sClient.Create(ctx, slice)).To(Succeed())
+		Eventually(nft.Dump).Should(ContainSubstring("10.244.8.10"))
+		syncs := func() uint64 { s := fakeNode.Stats(); return s.FullSyncs + s.PartialSyncs }
+		before := syncs()
+
+		// Another proxy's slice of the same Service syncs the Service in the agent, but leaves
+		// what it programs as it was: as kube-proxy, no nftables sync for it.
+		other := kit.MakeEndpointSlice("", ns).GenerateName(svc.Name+"-").Service(svc.Name).TCPPort("", 8080).
+			Label(nodeagent.LabelServiceProxyName, "another-proxy").Endpoints(kit.ReadyEndpoint("10.244.8.99")).Obj()
+		Expect(k8sClient.Create(ctx, other)).To(Succeed())
+		Consistently(syncs).Should(Equal(before))
+
+		slice.Endpoints = append(slice.Endpoints, kit.ReadyEndpoint("10.244.8.11"))
+		Expect(k8sClient.Update(ctx, slice)).To(Succeed())
+		Eventually(nft.Dump).Should(ContainSubstring("10.244.8.11"))
+		Expect(syncs()).To(BeNumerically(">", before))
+		Expect(nft.Dump()).NotTo(ContainSubstring("10.244.8.99"))
 	})
 
 	It("keeps the last good rules while nft fails, reports unhealthy, and catches up when nft recovers", func(ctx context.Context) {
