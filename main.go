@@ -127,7 +127,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.serviceCIDRs, "service-cluster-ip-range", "", "Comma-separated Service CIDRs; packets to an address in them that no Service holds are dropped. Empty: the CIDRs of the cluster's ServiceCIDR objects, followed live (a range added later is protected without a restart). Set: checked against them at start; if they disagree the agent programs nothing, says why (log, Warning Event on its Node) and stays unready.")
 	fs.BoolVar(&o.datapath.MasqueradeAll, "masquerade-all", false, "Masquerade every connection to a ClusterIP.")
 	fs.IntVar(&o.datapath.MasqueradeBit, "masquerade-bit", datapath.DefaultMasqueradeBit, "Packet mark bit (0-31) that asks for masquerading.")
-	fs.DurationVar(&o.nodeAgent.MinSyncPeriod, "datapath-min-sync-period", 100*time.Millisecond, "Shortest time between two nftables syncs; changes inside it are applied together.")
+	fs.DurationVar(&o.nodeAgent.MinSyncPeriod, "datapath-min-sync-period", 100*time.Millisecond, "Shortest time between two nftables syncs once two have followed one another (kube-proxy's burst of 2); changes inside it are applied together.")
 	fs.DurationVar(&o.datapath.FullSyncPeriod, "datapath-full-sync-period", time.Hour, "How often the whole nftables table is rewritten.")
 	fs.DurationVar(&o.datapath.CanaryCheckPeriod, "datapath-flush-check-period", time.Second, "How often the agent checks that its table was not flushed or deleted from outside.")
 	fs.IntVar(&o.nodeAgent.MaxConsecutiveFailures, "datapath-max-sync-failures", 3, "Failed nftables syncs in a row after which /healthz fails.")

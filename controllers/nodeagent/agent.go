@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -268,8 +269,8 @@ func (a *Agent) requestApply() {
 
 // Start is the agent's sync loop: one full sync once the caches are complete (so no
 // Service is missing from the first ruleset, which would drop its traffic), then an
-// Apply per batch of changes, at most one per MinSyncPeriod. Failed syncs are retried
-// by the Proxier's maintenance as full syncs; the kernel keeps the last good ruleset.
+// Apply per batch of changes, paced by newSyncPacer. Failed syncs are retried by the
+// Proxier's maintenance as full syncs; the kernel keeps the last good ruleset.
 func (a *Agent) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("datapath")
 	if a.Recorder != nil && a.NodeName != "" {
@@ -287,21 +288,20 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	close(a.synced)
 	go a.Proxier.Run(ctx)
-	var last time.Time
+	pacer := newSyncPacer(a.Options.MinSyncPeriod)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-a.pending:
 		}
-		if wait := a.Options.MinSyncPeriod - time.Since(last); wait > 0 {
+		if wait := pacer.ReserveN(time.Now(), 1).Delay(); wait > 0 {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-time.After(wait):
 			}
 		}
-		last = time.Now()
 		if err := a.Proxier.Apply(ctx); err != nil {
 			logger.Error(err, "nftables sync failed; the last good ruleset stays, retrying")
 			time.AfterFunc(max(a.Options.MinSyncPeriod, time.Second), a.requestApply)
@@ -309,6 +309,17 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		a.recordSynced()
 	}
+}
+
+// burstSyncs is how many Applies may follow one another without waiting, as kube-proxy's
+// sync runner allows: a change that comes right after another is applied at once, and only
+// a longer burst is coalesced, one Apply per MinSyncPeriod.
+const burstSyncs = 2
+
+// newSyncPacer paces Applies: burstSyncs at once, refilled at one per minSyncPeriod
+// (none: unpaced).
+func newSyncPacer(minSyncPeriod time.Duration) *rate.Limiter {
+	return rate.NewLimiter(rate.Every(minSyncPeriod), burstSyncs)
 }
 
 // recordSynced records a successful sync for the health server and the latency metric.
