@@ -295,12 +295,8 @@ func (a *Agent) Start(ctx context.Context) error {
 			return nil
 		case <-a.pending:
 		}
-		if wait := pacer.ReserveN(time.Now(), 1).Delay(); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
+		if pacer.Wait(ctx) != nil {
+			return nil // ctx is done
 		}
 		if err := a.Proxier.Apply(ctx); err != nil {
 			logger.Error(err, "nftables sync failed; the last good ruleset stays, retrying")
