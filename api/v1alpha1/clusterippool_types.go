@@ -15,7 +15,8 @@ const (
 	ConditionConflicting = "Conflicting"
 	// ConditionOutsideServiceCIDRs is True when a CIDR of the pool lies outside every ServiceCIDR
 	// of the cluster, or only in ones being deleted: the API server would refuse its addresses, so
-	// the pool hands out none of them.
+	// the pool hands out none of them. It is True too for a CIDR that no ServiceCIDR contains but
+	// that holds some: the pool hands out from those only.
 	ConditionOutsideServiceCIDRs = "OutsideServiceCIDRs"
 )
 
@@ -81,7 +82,8 @@ type ClusterIPPoolStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Families has the counts of each CIDR: the pool's spec.cidrs and, for the pool "default", the
-	// CIDRs of ServiceCIDRs that extend it (so a family may appear more than once).
+	// CIDRs of ServiceCIDRs that extend it (so a family may appear more than once). A spec CIDR
+	// that no ServiceCIDR contains but that holds some shows as those ServiceCIDRs' CIDRs.
 	// +optional
 	// +listType=map
 	// +listMapKey=cidr

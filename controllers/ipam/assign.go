@@ -148,6 +148,11 @@ func (r *Registry) checkRequestedLocked(key types.NamespacedName, ip netip.Addr,
 			allocator.ErrNotInRange, ip, allocator.FamilyOf(ip), key.Namespace, allocator.FamilyOf(ip), poolList(cands))}
 	}
 	if owner == nil {
+		if p, why := r.uncoveredLocked(ip); p != nil {
+			return false, &AdmissionError{Reason: ReasonOutsideServiceCIDRs, Pool: p.name, Err: fmt.Errorf(
+				"%w: %s in pool %s: %s; request a different IP or leave spec.clusterIP empty",
+				allocator.ErrNotInRange, ip, p.name, why)}
+		}
 		return false, &AdmissionError{Reason: ReasonOutOfRange, Err: fmt.Errorf(
 			"%w: %s is outside every pool namespace %s may use: %s; request an IP from one of them, or leave spec.clusterIP empty",
 			allocator.ErrNotInRange, ip, key.Namespace, poolList(cands))}

@@ -100,9 +100,12 @@ type pool struct {
 	shadowed     []uint64 // per range: addresses of large nested pools marked lazily
 	held         []uint64 // per range: addresses a Service holds
 	unusable     []string // per range: why the API server refuses its addresses; "" when it accepts them
-	selectorErr  string   // why spec.namespaceSelector does not parse
-	invalid      string   // why the pool hands out nothing; empty when Ready
-	overlaps     bool     // invalid because another pool has the same CIDR
+	// uncovered are the spec CIDRs that lie in no single ServiceCIDR but hold some: the pool
+	// hands out from those ServiceCIDRs only (see splitAcrossServiceCIDRsLocked).
+	uncovered   []uncoveredCIDR
+	selectorErr string // why spec.namespaceSelector does not parse
+	invalid     string // why the pool hands out nothing; empty when Ready
+	overlaps    bool   // invalid because another pool has the same CIDR
 }
 
 // families returns the families of the pool's ranges, in the order of spec.cidrs.
@@ -381,6 +384,7 @@ func (r *Registry) rebuildLocked() []string {
 			seen[rg.CIDR()] = p.name
 		}
 	}
+	r.splitAcrossServiceCIDRsLocked()
 	r.extendDefaultLocked()
 	for _, p := range r.pools {
 		for _, s := range p.spec.Reserved {
@@ -446,11 +450,129 @@ func (r *Registry) extendDefaultLocked() {
 	}
 }
 
-// overlapsLocked says whether c overlaps a range of some pool.
+// uncoveredCIDR is a spec CIDR of a pool that no ServiceCIDR contains, with the ServiceCIDRs
+// inside it that the pool hands out from instead.
+type uncoveredCIDR struct {
+	cidr   netip.Prefix
+	within []netip.Prefix
+}
+
+func (u uncoveredCIDR) why() string {
+	parts := make([]string, len(u.within))
+	for i, w := range u.within {
+		parts[i] = w.String()
+	}
+	return fmt.Sprintf("%s lies in no single ServiceCIDR: only its addresses in the ServiceCIDRs %s are handed out, "+
+		"without the network and broadcast address of each; the API server refuses the others",
+		u.cidr, strings.Join(parts, ", "))
+}
+
+// splitAcrossServiceCIDRsLocked replaces each range that no ServiceCIDR contains, but that holds
+// Ready ServiceCIDRs, by ranges of those ServiceCIDRs. kube-apiserver takes an address when some
+// Ready ServiceCIDR has it other than as its network or broadcast address, so a pool spanning
+// adjacent ServiceCIDRs hands out from each of them (a range leaves out its own network and
+// broadcast address), and a pool only partly inside them from that part. A ServiceCIDR that also
+// lies in a narrower pool CIDR is that pool's.
+func (r *Registry) splitAcrossServiceCIDRsLocked() {
+	for _, p := range r.pools {
+		p.uncovered = nil
+		if p.invalid != "" || !r.serviceCIDRsKnown {
+			continue
+		}
+		var ranges []*allocator.Range
+		for _, rg := range p.ranges {
+			var subs []*allocator.Range
+			var within []netip.Prefix
+			for _, w := range r.serviceCIDRsWithinLocked(rg.CIDR()) {
+				if sub, err := allocator.NewRange(w, p.rangeOptions()...); err == nil {
+					subs, within = append(subs, sub), append(within, w)
+				}
+			}
+			if len(subs) == 0 {
+				ranges = append(ranges, rg) // outside every ServiceCIDR, or inside one: as it is
+				continue
+			}
+			ranges = append(ranges, subs...)
+			p.uncovered = append(p.uncovered, uncoveredCIDR{cidr: rg.CIDR(), within: within})
+		}
+		p.ranges = ranges
+	}
+}
+
+// serviceCIDRsWithinLocked returns the Ready ServiceCIDRs nested in c, widest first where they
+// nest, when no ServiceCIDR contains c; ones inside a narrower pool CIDR are left to that pool.
+func (r *Registry) serviceCIDRsWithinLocked(c netip.Prefix) []netip.Prefix {
+	var within []netip.Prefix
+	for _, sc := range r.serviceCIDRs {
+		for _, sp := range sc.CIDRs {
+			switch {
+			case sp.Bits() <= c.Bits() && sp.Contains(c.Addr()):
+				return nil // c is inside a ServiceCIDR (Ready or draining): one range
+			case sc.Ready && sp.Bits() > c.Bits() && c.Contains(sp.Addr()) && !r.inNarrowerPoolLocked(sp, c):
+				within = append(within, sp)
+			}
+		}
+	}
+	slices.SortFunc(within, func(a, b netip.Prefix) int {
+		if n := a.Addr().Compare(b.Addr()); n != 0 {
+			return n
+		}
+		return a.Bits() - b.Bits()
+	})
+	// Sorted by address, then widest first: a prefix nested in one kept before it is covered.
+	var out []netip.Prefix
+	for _, sp := range within {
+		if len(out) == 0 || !out[len(out)-1].Contains(sp.Addr()) {
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// inNarrowerPoolLocked says whether a valid pool has a CIDR inside c that contains sp.
+func (r *Registry) inNarrowerPoolLocked(sp, c netip.Prefix) bool {
+	for _, p := range r.pools {
+		if p.invalid != "" {
+			continue
+		}
+		for _, s := range p.spec.CIDRs {
+			q, err := netip.ParsePrefix(s)
+			if err != nil {
+				continue
+			}
+			q = q.Masked()
+			if q.Bits() > c.Bits() && c.Contains(q.Addr()) && q.Bits() <= sp.Bits() && q.Contains(sp.Addr()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// uncoveredLocked returns the pool with a spec CIDR holding ip outside the ServiceCIDRs it hands
+// out from, and why the API server refuses ip.
+func (r *Registry) uncoveredLocked(ip netip.Addr) (*pool, string) {
+	for _, p := range r.pools {
+		for _, u := range p.uncovered {
+			if u.cidr.Contains(ip) {
+				return p, u.why()
+			}
+		}
+	}
+	return nil, ""
+}
+
+// overlapsLocked says whether c overlaps a range of some pool, or a CIDR of a pool spanning
+// ServiceCIDRs.
 func (r *Registry) overlapsLocked(c netip.Prefix) bool {
 	for _, p := range r.pools {
 		for _, rg := range p.ranges {
 			if rg.CIDR().Overlaps(c) {
+				return true
+			}
+		}
+		for _, u := range p.uncovered {
+			if u.cidr.Overlaps(c) {
 				return true
 			}
 		}

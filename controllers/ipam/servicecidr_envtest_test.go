@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -91,5 +92,42 @@ var _ = Describe("the pool default and the cluster's ServiceCIDRs", Serial, func
 		ns := newNamespace(labels)
 		err := k8sClient.Create(ctx, newService(ns, "web"))
 		Expect(err).To(MatchError(ContainSubstring("lies outside every ServiceCIDR")), "denied by us, not sent to the API server or another pool")
+	})
+
+	It("hands out the addresses of a pool spanning two adjacent ServiceCIDRs, each of which the API server accepts", func(ctx SpecContext) {
+		for _, cidr := range []string{"10.251.0.0/28", "10.251.0.16/28"} {
+			sc := &networkingv1.ServiceCIDR{
+				ObjectMeta: metav1.ObjectMeta{Name: uniqueName("adjacent")},
+				Spec:       networkingv1.ServiceCIDRSpec{CIDRs: []string{cidr}},
+			}
+			Expect(k8sClient.Create(ctx, sc)).To(Succeed())
+			DeferCleanup(func(ctx context.Context) { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, sc))).To(Succeed()) })
+		}
+		labels := map[string]string{"team": uniqueName("spanning")}
+		pool := createPool([]string{"10.251.0.0/27"}, labels)
+		got := &ipamv1alpha1.ClusterIPPool{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pool), got)).To(Succeed())
+		Expect(got.Status.Families).To(HaveLen(2))
+		Expect(meta.FindStatusCondition(got.Status.Conditions, ipamv1alpha1.ConditionOutsideServiceCIDRs)).To(
+			HaveField("Message", ContainSubstring("10.251.0.0/27 lies in no single ServiceCIDR")))
+		ns := newNamespace(labels)
+
+		By("the broadcast address of the first ServiceCIDR, requested, is refused as kube-apiserver refuses it")
+		err := k8sClient.Create(ctx, newService(ns, "boundary", withClusterIP("10.251.0.15")))
+		Expect(err).To(MatchError(ContainSubstring("the provided network does not match the current range")))
+
+		By("every other address is handed out, and the API server accepts each")
+		assigned := map[string]bool{}
+		for i := range 28 {
+			svc := newService(ns, fmt.Sprintf("svc-%d", i))
+			Expect(k8sClient.Create(ctx, svc)).To(Succeed())
+			// Before the ServiceCIDRs go: no address is left outside every pool for later specs.
+			DeferCleanup(func(ctx context.Context) { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, svc))).To(Succeed()) })
+			Expect(netip.MustParsePrefix("10.251.0.0/27").Contains(netip.MustParseAddr(svc.Spec.ClusterIP))).To(BeTrue(), svc.Spec.ClusterIP)
+			assigned[svc.Spec.ClusterIP] = true
+		}
+		Expect(assigned).To(HaveLen(28))
+		Expect(assigned).NotTo(HaveKey("10.251.0.16"), "the network address of the second ServiceCIDR")
+		Expect(k8sClient.Create(ctx, newService(ns, "one-too-many"))).To(MatchError(ContainSubstring("no free")))
 	})
 })

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -162,4 +163,103 @@ func TestServiceCIDROverATenantPoolsReservedAddresses(t *testing.T) {
 		}
 	}
 	t.Fatal("the default pool never filled")
+}
+
+// A pool CIDR that no ServiceCIDR contains hands out from the Ready ServiceCIDRs inside it, as
+// kube-apiserver accepts them: never the network or broadcast address of one, nothing outside.
+func TestPoolAcrossServiceCIDRs(t *testing.T) {
+	teamB := map[string]string{"team": "b"}
+	for _, tc := range []struct {
+		name         string
+		pools        []ipamv1alpha1.ClusterIPPool
+		cidrs        []ServiceCIDR
+		wantFamilies []string // team-a's status
+		wantHandsOut int      // addresses team-a hands out before it is full
+		refused      []string // requested in team-a, refused as outside the ServiceCIDRs
+		wantOutside  string   // team-a's OutsideServiceCIDRs message contains it; "" when False
+	}{
+		{name: "two adjacent ServiceCIDRs: both, without their boundary addresses",
+			cidrs:        []ServiceCIDR{{Name: "a", CIDRs: prefixes("10.250.0.0/28"), Ready: true}, {Name: "b", CIDRs: prefixes("10.250.0.16/28"), Ready: true}},
+			wantFamilies: []string{"10.250.0.0/28", "10.250.0.16/28"}, wantHandsOut: 28,
+			refused:     []string{"10.250.0.0", "10.250.0.15", "10.250.0.16", "10.250.0.31"},
+			wantOutside: "10.250.0.0/27 lies in no single ServiceCIDR: only its addresses in the ServiceCIDRs 10.250.0.0/28, 10.250.0.16/28 are handed out"},
+		{name: "partly inside a ServiceCIDR: that part only",
+			cidrs:        []ServiceCIDR{{Name: "a", CIDRs: prefixes("10.250.0.0/28"), Ready: true}},
+			wantFamilies: []string{"10.250.0.0/28"}, wantHandsOut: 14,
+			refused:     []string{"10.250.0.15", "10.250.0.20"},
+			wantOutside: "only its addresses in the ServiceCIDRs 10.250.0.0/28 are handed out"},
+		{name: "nested ServiceCIDRs: the widest, its inner ones' boundaries included",
+			cidrs: []ServiceCIDR{{Name: "wide", CIDRs: prefixes("10.250.0.0/28"), Ready: true},
+				{Name: "inner", CIDRs: prefixes("10.250.0.0/29"), Ready: true}},
+			wantFamilies: []string{"10.250.0.0/28"}, wantHandsOut: 14,
+			refused:     []string{"10.250.0.16"},
+			wantOutside: "only its addresses in the ServiceCIDRs 10.250.0.0/28 are"},
+		{name: "a ServiceCIDR being deleted: not handed out from",
+			cidrs: []ServiceCIDR{{Name: "a", CIDRs: prefixes("10.250.0.0/28"), Ready: true},
+				{Name: "b", CIDRs: prefixes("10.250.0.16/28"), Ready: false}},
+			wantFamilies: []string{"10.250.0.0/28"}, wantHandsOut: 14,
+			refused:     []string{"10.250.0.20"},
+			wantOutside: "only its addresses in the ServiceCIDRs 10.250.0.0/28 are"},
+		{name: "a ServiceCIDR inside a narrower pool is that pool's",
+			pools: []ipamv1alpha1.ClusterIPPool{testPool("team-b", []string{"10.250.0.16/28"}, teamB)},
+			cidrs: []ServiceCIDR{{Name: "a", CIDRs: prefixes("10.250.0.0/28"), Ready: true},
+				{Name: "b", CIDRs: prefixes("10.250.0.16/28"), Ready: true}},
+			wantFamilies: []string{"10.250.0.0/28"}, wantHandsOut: 14,
+			wantOutside: "only its addresses in the ServiceCIDRs 10.250.0.0/28 are"},
+		{name: "inside one ServiceCIDR: one range, as before",
+			cidrs:        []ServiceCIDR{{Name: "wide", CIDRs: prefixes("10.250.0.0/26"), Ready: true}, {Name: "a", CIDRs: prefixes("10.250.0.0/28"), Ready: true}},
+			wantFamilies: []string{"10.250.0.0/27"}, wantHandsOut: 30},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := NewRegistry(time.Minute, nil, nil)
+			r.SetPools(append([]ipamv1alpha1.ClusterIPPool{
+				testPool("default", []string{"10.96.0.0/26"}, nil),
+				testPool("team-a", []string{"10.250.0.0/27"}, map[string]string{"team": "a"}),
+			}, tc.pools...))
+			r.SetServiceCIDRs(append([]ServiceCIDR{kubernetesCIDR}, tc.cidrs...))
+
+			for _, ip := range tc.refused {
+				_, err := r.Assign(AssignRequest{Service: key("a", "asks-"+ip), NamespaceLabels: teamA, Requested: ips(ip)})
+				if !errors.Is(err, allocator.ErrNotInRange) {
+					t.Errorf("requested %s: %v, want ErrNotInRange", ip, err)
+				}
+			}
+			handedOut := map[netip.Addr]bool{}
+			for i := range 40 {
+				got, err := r.Assign(AssignRequest{Service: key("a", fmt.Sprintf("svc-%d", i)), NamespaceLabels: teamA})
+				if errors.Is(err, allocator.ErrFull) {
+					break
+				}
+				if err != nil {
+					t.Fatalf("dynamic #%d: %v", i, err)
+				}
+				if slices.Contains(tc.refused, got[0].String()) || handedOut[got[0]] {
+					t.Fatalf("dynamic #%d handed out %s (refused when requested, or handed out before)", i, got[0])
+				}
+				handedOut[got[0]] = true
+			}
+			if len(handedOut) != tc.wantHandsOut {
+				t.Errorf("handed out %d addresses, want %d", len(handedOut), tc.wantHandsOut)
+			}
+
+			st, _ := r.Status("team-a", 1, nil)
+			var families []string
+			for _, f := range st.Status.Families {
+				families = append(families, f.CIDR)
+			}
+			if !slices.Equal(families, tc.wantFamilies) {
+				t.Errorf("status families %v, want %v", families, tc.wantFamilies)
+			}
+			if !meta.IsStatusConditionTrue(st.Status.Conditions, ipamv1alpha1.ConditionReady) {
+				t.Errorf("Ready: %+v, want True", meta.FindStatusCondition(st.Status.Conditions, ipamv1alpha1.ConditionReady))
+			}
+			outside := meta.FindStatusCondition(st.Status.Conditions, ipamv1alpha1.ConditionOutsideServiceCIDRs)
+			switch {
+			case tc.wantOutside == "" && outside.Status != metav1.ConditionFalse:
+				t.Errorf("OutsideServiceCIDRs: %+v, want False", outside)
+			case tc.wantOutside != "" && (outside.Status != metav1.ConditionTrue || !contains(outside.Message, tc.wantOutside)):
+				t.Errorf("OutsideServiceCIDRs: %+v, want True saying %q", outside, tc.wantOutside)
+			}
+		})
+	}
 }

@@ -73,10 +73,14 @@ func (r *Registry) Status(name string, generation int64, current []metav1.Condit
 			refused = append(refused, why)
 		}
 	}
+	usable := len(p.ranges) - len(refused)
+	for _, u := range p.uncovered {
+		refused = append(refused, u.why())
+	}
 	switch {
 	case p.invalid != "":
 		set(ipamv1alpha1.ConditionReady, metav1.ConditionFalse, "InvalidSpec", p.invalid)
-	case len(p.ranges) > 0 && len(refused) == len(p.ranges):
+	case len(p.ranges) > 0 && usable == 0:
 		set(ipamv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonOutsideServiceCIDRs, "hands out no address: "+strings.Join(refused, "; "))
 	default:
 		set(ipamv1alpha1.ConditionReady, metav1.ConditionTrue, "Allocating", "hands out addresses from "+p.usableCIDRs())
