@@ -40,14 +40,15 @@ func init() {
 	metrics.Registry.MustRegister(poolAllocated, poolFree, poolConflicts, allocationErrors, webhookLatency, stashTakes)
 }
 
-// recordPoolMetrics sets the gauges of one pool from its status.
+// recordPoolMetrics sets the gauges of one pool from its status, summing the CIDRs of a family
+// (the pool default's ServiceCIDRs, a CIDR spanning several ServiceCIDRs).
 func recordPoolMetrics(name string, st PoolStatus) {
 	poolAllocated.DeletePartialMatch(prometheus.Labels{"pool": name})
 	poolFree.DeletePartialMatch(prometheus.Labels{"pool": name})
 	for _, f := range st.Status.Families {
-		poolAllocated.WithLabelValues(name, string(f.Family)).Set(float64(f.Allocated))
+		poolAllocated.WithLabelValues(name, string(f.Family)).Add(float64(f.Allocated))
 		if free, err := strconv.ParseFloat(f.Free, 64); err == nil {
-			poolFree.WithLabelValues(name, string(f.Family)).Set(free)
+			poolFree.WithLabelValues(name, string(f.Family)).Add(free)
 		}
 	}
 	poolConflicts.WithLabelValues(name, ReasonDuplicate).Set(float64(st.Duplicates))
