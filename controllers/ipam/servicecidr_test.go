@@ -223,6 +223,11 @@ func TestPoolAcrossServiceCIDRs(t *testing.T) {
 				if !errors.Is(err, allocator.ErrNotInRange) {
 					t.Errorf("requested %s: %v, want ErrNotInRange", ip, err)
 				}
+				handedOutFrom := slices.ContainsFunc(tc.wantFamilies, func(c string) bool { return netip.MustParsePrefix(c).Contains(netip.MustParseAddr(ip)) })
+				var ae *AdmissionError
+				if !handedOutFrom && (!errors.As(err, &ae) || ae.Reason != ReasonOutsideServiceCIDRs || ae.Pool != "team-a") {
+					t.Errorf("requested %s, outside the ServiceCIDRs team-a hands out from: %v, want %s of team-a", ip, err, ReasonOutsideServiceCIDRs)
+				}
 			}
 			handedOut := map[netip.Addr]bool{}
 			for i := range 40 {
