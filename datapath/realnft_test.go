@@ -207,11 +207,11 @@ func (n *realNFT) netlinkMatchesText(t *testing.T, rulesets map[corev1.IPFamily]
 			if err != nil {
 				t.Fatalf("%s full sync of %s table: %v", how.name, family, err)
 			}
-			out, err := exec.Command(n.path, "list", "table", string(NFTFamily(family)), table).CombinedOutput()
+			listing, err := n.stableListing(family, table)
 			if err != nil {
-				t.Fatalf("nft list table %s: %v: %s", table, err, out)
+				t.Fatal(err)
 			}
-			listings = append(listings, sortedElements(strings.ReplaceAll(string(out), table, "TABLE")))
+			listings = append(listings, sortedElements(strings.ReplaceAll(listing, table, "TABLE")))
 			if err := n.run(fmt.Sprintf("delete table %s %s\n", NFTFamily(family), table)); err != nil {
 				t.Fatal(err)
 			}
@@ -221,6 +221,24 @@ func (n *realNFT) netlinkMatchesText(t *testing.T, rulesets map[corev1.IPFamily]
 			}
 		}
 	}
+}
+
+// stableListing lists table until two listings in a row agree. The fuzz workers share one
+// network namespace, and nft's listing can run into another worker's commit: nft 1.0.6 then
+// once listed a table's base chains twice (CI, 2026-12-07), which no table can hold.
+func (n *realNFT) stableListing(family corev1.IPFamily, table string) (string, error) {
+	var last string
+	for range 5 {
+		out, err := exec.Command(n.path, "list", "table", string(NFTFamily(family)), table).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("nft list table %s: %w: %s", table, err, out)
+		}
+		if string(out) == last {
+			return last, nil
+		}
+		last = string(out)
+	}
+	return "", fmt.Errorf("nft list table %s: no two listings in a row agreed in 5; the last:\n%s", table, last)
 }
 
 // refuseFallback fails the netlink writer's fallback to nft, to show it was needed.
