@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -171,6 +172,7 @@ func TestPoolAcrossServiceCIDRs(t *testing.T) {
 	teamB := map[string]string{"team": "b"}
 	for _, tc := range []struct {
 		name         string
+		poolCIDR     string // team-a's; default 10.250.0.0/27
 		pools        []ipamv1alpha1.ClusterIPPool
 		cidrs        []ServiceCIDR
 		wantFamilies []string // team-a's status
@@ -206,6 +208,13 @@ func TestPoolAcrossServiceCIDRs(t *testing.T) {
 				{Name: "b", CIDRs: prefixes("10.250.0.16/28"), Ready: true}},
 			wantFamilies: []string{"10.250.0.0/28"}, wantHandsOut: 14,
 			wantOutside: "only its addresses in the ServiceCIDRs 10.250.0.0/28 are"},
+		{name: "IPv6, two adjacent ServiceCIDRs: both, without their network addresses (IPv6 has no broadcast)",
+			poolCIDR: "fd00:250::/120",
+			cidrs: []ServiceCIDR{{Name: "a", CIDRs: prefixes("fd00:250::/121"), Ready: true},
+				{Name: "b", CIDRs: prefixes("fd00:250::80/121"), Ready: true}},
+			wantFamilies: []string{"fd00:250::/121", "fd00:250::80/121"}, wantHandsOut: 254,
+			refused:     []string{"fd00:250::", "fd00:250::80"},
+			wantOutside: "fd00:250::/120 lies in no single ServiceCIDR"},
 		{name: "inside one ServiceCIDR: one range, as before",
 			cidrs:        []ServiceCIDR{{Name: "wide", CIDRs: prefixes("10.250.0.0/26"), Ready: true}, {Name: "a", CIDRs: prefixes("10.250.0.0/28"), Ready: true}},
 			wantFamilies: []string{"10.250.0.0/27"}, wantHandsOut: 30},
@@ -214,7 +223,7 @@ func TestPoolAcrossServiceCIDRs(t *testing.T) {
 			r := NewRegistry(time.Minute, nil, nil)
 			r.SetPools(append([]ipamv1alpha1.ClusterIPPool{
 				testPool("default", []string{"10.96.0.0/26"}, nil),
-				testPool("team-a", []string{"10.250.0.0/27"}, map[string]string{"team": "a"}),
+				testPool("team-a", []string{cmp.Or(tc.poolCIDR, "10.250.0.0/27")}, map[string]string{"team": "a"}),
 			}, tc.pools...))
 			r.SetServiceCIDRs(append([]ServiceCIDR{kubernetesCIDR}, tc.cidrs...))
 
@@ -230,7 +239,7 @@ func TestPoolAcrossServiceCIDRs(t *testing.T) {
 				}
 			}
 			handedOut := map[netip.Addr]bool{}
-			for i := range 40 {
+			for i := range 300 {
 				got, err := r.Assign(AssignRequest{Service: key("a", fmt.Sprintf("svc-%d", i)), NamespaceLabels: teamA})
 				if errors.Is(err, allocator.ErrFull) {
 					break
