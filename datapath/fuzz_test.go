@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/knftables"
+
+	"github.com/kube-clusterip/kube-clusterip/test/fuzzbytes"
 )
 
 // FuzzRender builds Services and EndpointSlices from random bytes and checks that
@@ -107,40 +109,40 @@ func runOnFake(t *testing.T, fake *knftables.Fake, what string, plan func(*knfta
 // and ClusterIPs collide) with slices whose endpoints mix families, conditions, ports
 // and nodes.
 func fuzzObjects(data []byte) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
-	r := &byteReader{data: data}
+	r := fuzzbytes.New(data)
 	var services []*corev1.Service
 	var slices []*discoveryv1.EndpointSlice
-	for n := int(r.next() % 9); n > 0 && !r.done(); n-- {
+	for n := int(r.Byte() % 9); n > 0 && !r.Done(); n-- {
 		svc := fuzzService(r)
 		services = append(services, svc)
-		for m := int(r.next() % 3); m > 0; m-- {
+		for m := int(r.Byte() % 3); m > 0; m-- {
 			slices = append(slices, fuzzSlice(r, svc))
 		}
 	}
 	return services, slices
 }
 
-func fuzzService(r *byteReader) *corev1.Service {
-	ips := []string{fmt.Sprintf("10.96.0.%d", r.next()%8), fmt.Sprintf("fd00:96::%x", r.next()%8), "None", "", "not-an-ip"}
+func fuzzService(r *fuzzbytes.Reader) *corev1.Service {
+	ips := []string{fmt.Sprintf("10.96.0.%d", r.Byte()%8), fmt.Sprintf("fd00:96::%x", r.Byte()%8), "None", "", "not-an-ip"}
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("ns%d", r.next()%3), Name: fmt.Sprintf("svc%d", r.next()%4)},
-		Spec:       corev1.ServiceSpec{ClusterIP: ips[int(r.next())%len(ips)]},
+		ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("ns%d", r.Byte()%3), Name: fmt.Sprintf("svc%d", r.Byte()%4)},
+		Spec:       corev1.ServiceSpec{ClusterIP: ips[int(r.Byte())%len(ips)]},
 	}
-	svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP, ips[int(r.next())%len(ips)]}
-	if r.next()%4 == 0 {
+	svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP, ips[int(r.Byte())%len(ips)]}
+	if r.Byte()%4 == 0 {
 		svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
-		if t := int32(r.next()); t%2 == 0 {
+		if t := int32(r.Byte()); t%2 == 0 {
 			svc.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: &t}}
 		}
 	}
-	if r.next()%4 == 0 {
+	if r.Byte()%4 == 0 {
 		svc.Spec.InternalTrafficPolicy = knftables.PtrTo(corev1.ServiceInternalTrafficPolicyLocal)
 	}
 	protos := []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP, "ICMP"}
-	for n := int(r.next() % 4); n > 0; n-- {
+	for n := int(r.Byte() % 4); n > 0; n-- {
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
-			Name: []string{"", "http", "dns"}[r.next()%3], Protocol: protos[r.next()%4],
-			Port: int32(r.next()%4) * 80, TargetPort: intstr.FromInt32(int32(r.next()))})
+			Name: []string{"", "http", "dns"}[r.Byte()%3], Protocol: protos[r.Byte()%4],
+			Port: int32(r.Byte()%4) * 80, TargetPort: intstr.FromInt32(int32(r.Byte()))})
 	}
 	fuzzExternal(r, svc)
 	return svc
@@ -148,47 +150,47 @@ func fuzzService(r *byteReader) *corev1.Service {
 
 // fuzzExternal gives svc external frontends from small pools, so that Services collide
 // on external IPs and NodePorts, and an external IP may equal a ClusterIP.
-func fuzzExternal(r *byteReader, svc *corev1.Service) {
-	if r.done() {
+func fuzzExternal(r *fuzzbytes.Reader, svc *corev1.Service) {
+	if r.Done() {
 		return
 	}
 	addrs := []string{"203.0.113.1", "203.0.113.2", "10.96.0.1", "2001:db8::1", "bad"}
-	for n := int(r.next() % 3); n > 0; n-- {
-		svc.Spec.ExternalIPs = append(svc.Spec.ExternalIPs, addrs[int(r.next())%len(addrs)])
+	for n := int(r.Byte() % 3); n > 0; n-- {
+		svc.Spec.ExternalIPs = append(svc.Spec.ExternalIPs, addrs[int(r.Byte())%len(addrs)])
 	}
-	for n := int(r.next() % 3); n > 0; n-- {
-		ing := corev1.LoadBalancerIngress{IP: addrs[int(r.next())%len(addrs)]}
-		if r.next()%3 == 0 {
+	for n := int(r.Byte() % 3); n > 0; n-- {
+		ing := corev1.LoadBalancerIngress{IP: addrs[int(r.Byte())%len(addrs)]}
+		if r.Byte()%3 == 0 {
 			ing.IPMode = knftables.PtrTo(corev1.LoadBalancerIPModeProxy)
 		}
 		svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, ing)
 	}
 	ranges := []string{"192.168.0.0/16", " 10.0.0.0/8", "0.0.0.0/0", "2001:db8::/32", "bad"}
-	for n := int(r.next() % 3); n > 0; n-- {
-		svc.Spec.LoadBalancerSourceRanges = append(svc.Spec.LoadBalancerSourceRanges, ranges[int(r.next())%len(ranges)])
+	for n := int(r.Byte() % 3); n > 0; n-- {
+		svc.Spec.LoadBalancerSourceRanges = append(svc.Spec.LoadBalancerSourceRanges, ranges[int(r.Byte())%len(ranges)])
 	}
-	if r.next()%2 == 0 {
+	if r.Byte()%2 == 0 {
 		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 	}
 	for i := range svc.Spec.Ports {
-		svc.Spec.Ports[i].NodePort = []int32{0, 30000, 30001, 70000}[r.next()%4]
+		svc.Spec.Ports[i].NodePort = []int32{0, 30000, 30001, 70000}[r.Byte()%4]
 	}
 }
 
-func fuzzSlice(r *byteReader, svc *corev1.Service) *discoveryv1.EndpointSlice {
+func fuzzSlice(r *fuzzbytes.Reader, svc *corev1.Service) *discoveryv1.EndpointSlice {
 	s := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: fmt.Sprintf("%s-%d", svc.Name, r.next()%2),
+		ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: fmt.Sprintf("%s-%d", svc.Name, r.Byte()%2),
 			Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name}},
-		AddressType: []discoveryv1.AddressType{discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6, discoveryv1.AddressTypeFQDN}[r.next()%3],
+		AddressType: []discoveryv1.AddressType{discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6, discoveryv1.AddressTypeFQDN}[r.Byte()%3],
 	}
 	for _, p := range svc.Spec.Ports {
-		port := int32(r.next())*256 + int32(r.next()) - 10
+		port := int32(r.Byte())*256 + int32(r.Byte()) - 10
 		s.Ports = append(s.Ports, discoveryv1.EndpointPort{Name: knftables.PtrTo(p.Name), Protocol: knftables.PtrTo(p.Protocol), Port: &port})
 	}
-	for n := int(r.next() % 5); n > 0; n-- {
-		addrs := []string{fmt.Sprintf("10.244.0.%d", r.next()%6), fmt.Sprintf("fd00::%x", r.next()%6), "db.example.com", "::ffff:10.0.0.1"}
-		ep := discoveryv1.Endpoint{Addresses: []string{addrs[int(r.next())%len(addrs)]},
-			NodeName: knftables.PtrTo([]string{"node-a", "node-b"}[r.next()%2])}
+	for n := int(r.Byte() % 5); n > 0; n-- {
+		addrs := []string{fmt.Sprintf("10.244.0.%d", r.Byte()%6), fmt.Sprintf("fd00::%x", r.Byte()%6), "db.example.com", "::ffff:10.0.0.1"}
+		ep := discoveryv1.Endpoint{Addresses: []string{addrs[int(r.Byte())%len(addrs)]},
+			NodeName: knftables.PtrTo([]string{"node-a", "node-b"}[r.Byte()%2])}
 		ep.Conditions.Ready = fuzzBool(r)
 		ep.Conditions.Serving = fuzzBool(r)
 		ep.Conditions.Terminating = fuzzBool(r)
@@ -197,8 +199,8 @@ func fuzzSlice(r *byteReader, svc *corev1.Service) *discoveryv1.EndpointSlice {
 	return s
 }
 
-func fuzzBool(r *byteReader) *bool {
-	switch r.next() % 3 {
+func fuzzBool(r *fuzzbytes.Reader) *bool {
+	switch r.Byte() % 3 {
 	case 0:
 		return nil
 	case 1:
@@ -206,19 +208,3 @@ func fuzzBool(r *byteReader) *bool {
 	}
 	return knftables.PtrTo(false)
 }
-
-// byteReader hands out the fuzz input a byte at a time, then zeros.
-type byteReader struct {
-	data []byte
-	pos  int
-}
-
-func (r *byteReader) next() byte {
-	if r.pos >= len(r.data) {
-		return 0
-	}
-	r.pos++
-	return r.data[r.pos-1]
-}
-
-func (r *byteReader) done() bool { return r.pos >= len(r.data) }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kube-clusterip/kube-clusterip/controllers/endpoints"
 	"github.com/kube-clusterip/kube-clusterip/endpointrules"
+	"github.com/kube-clusterip/kube-clusterip/test/fuzzbytes"
 )
 
 // FuzzEndpoints feeds random Services and pods to the endpoints computation (EndpointSubsets,
@@ -32,7 +33,7 @@ func FuzzEndpoints(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("\x03\x01\x02\x00\x05\x01\x01\x01\x01\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		in := &fuzzInput{data: data}
+		in := &fuzzInput{Reader: fuzzbytes.New(data)}
 		svc, maxPerSlice := in.service()
 		pods, nodes := in.pods(svc.Namespace)
 
@@ -172,28 +173,13 @@ func familyOf(ip string) corev1.IPFamily {
 	return corev1.IPv6Protocol
 }
 
-// fuzzInput turns fuzz bytes into objects; past the end every byte reads as 0.
-type fuzzInput struct {
-	data []byte
-	pos  int
-}
-
-func (in *fuzzInput) byte() byte {
-	if in.pos >= len(in.data) {
-		return 0
-	}
-	in.pos++
-	return in.data[in.pos-1]
-}
-
-func (in *fuzzInput) intn(n int) int { return int(in.byte()) % n }
-
-func (in *fuzzInput) bool() bool { return in.byte()&1 == 1 }
-
 var (
 	fuzzLabelValues = []string{"a", "b"}
 	fuzzPortNames   = []string{"http", "metrics", ""}
 )
+
+// fuzzInput turns fuzz bytes into objects.
+type fuzzInput struct{ *fuzzbytes.Reader }
 
 // service returns a Service in namespace "ns" with a selector of one or two keys, up to three
 // ports, and its families; and the maximum endpoints per slice (1 to 4).
@@ -201,14 +187,14 @@ func (in *fuzzInput) service() (*corev1.Service, int) {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "svc", UID: types.UID("svc-uid")},
 		Spec: corev1.ServiceSpec{
-			Selector:                 map[string]string{"app": fuzzLabelValues[in.intn(2)]},
-			PublishNotReadyAddresses: in.intn(4) == 0,
+			Selector:                 map[string]string{"app": fuzzLabelValues[in.Intn(2)]},
+			PublishNotReadyAddresses: in.Intn(4) == 0,
 		},
 	}
-	if in.bool() {
-		svc.Spec.Selector["tier"] = fuzzLabelValues[in.intn(2)]
+	if in.Bool() {
+		svc.Spec.Selector["tier"] = fuzzLabelValues[in.Intn(2)]
 	}
-	switch in.intn(4) {
+	switch in.Intn(4) {
 	case 0:
 		svc.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}
 		svc.Spec.ClusterIPs = []string{"fd00:10:96::10"}
@@ -224,19 +210,19 @@ func (in *fuzzInput) service() (*corev1.Service, int) {
 	if len(svc.Spec.ClusterIPs) > 0 && svc.Spec.ClusterIP == "" {
 		svc.Spec.ClusterIP = svc.Spec.ClusterIPs[0]
 	}
-	for i := range in.intn(4) {
+	for i := range in.Intn(4) {
 		port := corev1.ServicePort{Name: fmt.Sprintf("p%d", i), Port: int32(80 + i), Protocol: corev1.ProtocolTCP}
-		if in.bool() {
+		if in.Bool() {
 			port.Protocol = corev1.ProtocolUDP
 		}
-		if name := fuzzPortNames[in.intn(3)]; name != "" && in.bool() {
+		if name := fuzzPortNames[in.Intn(3)]; name != "" && in.Bool() {
 			port.TargetPort = intstr.FromString(name)
 		} else {
-			port.TargetPort = intstr.FromInt32(int32(8000 + in.intn(3)))
+			port.TargetPort = intstr.FromInt32(int32(8000 + in.Intn(3)))
 		}
 		svc.Spec.Ports = append(svc.Spec.Ports, port)
 	}
-	return svc, 1 + in.intn(4)
+	return svc, 1 + in.Intn(4)
 }
 
 // pods returns up to 24 pods in namespace with random labels, IPs (shared among pods on
@@ -248,49 +234,49 @@ func (in *fuzzInput) pods(namespace string) ([]*corev1.Pod, map[string]*corev1.N
 			Labels: map[string]string{corev1.LabelTopologyZone: "zone-" + name}}}
 	}
 	var pods []*corev1.Pod
-	for i := range in.intn(25) {
+	for i := range in.Intn(25) {
 		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: fmt.Sprintf("pod-%d", i),
 				UID: types.UID(fmt.Sprintf("uid-%d", i)), Labels: map[string]string{}},
-			Spec: corev1.PodSpec{NodeName: []string{"node-0", "node-1", "", "node-gone"}[in.intn(4)]},
+			Spec: corev1.PodSpec{NodeName: []string{"node-0", "node-1", "", "node-gone"}[in.Intn(4)]},
 		}
-		if in.intn(4) != 0 {
-			p.Labels["app"] = fuzzLabelValues[in.intn(2)]
+		if in.Intn(4) != 0 {
+			p.Labels["app"] = fuzzLabelValues[in.Intn(2)]
 		}
-		if in.bool() {
-			p.Labels["tier"] = fuzzLabelValues[in.intn(2)]
+		if in.Bool() {
+			p.Labels["tier"] = fuzzLabelValues[in.Intn(2)]
 		}
 		for _, name := range fuzzPortNames[:2] {
-			if in.bool() {
+			if in.Bool() {
 				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "c-" + name,
-					Ports: []corev1.ContainerPort{{Name: name, ContainerPort: int32(9000 + in.intn(3)), Protocol: corev1.ProtocolTCP}}})
+					Ports: []corev1.ContainerPort{{Name: name, ContainerPort: int32(9000 + in.Intn(3)), Protocol: corev1.ProtocolTCP}}})
 			}
 		}
-		switch in.intn(4) {
+		switch in.Intn(4) {
 		case 0: // no IP yet
 		case 1:
-			p.Status.PodIPs = []corev1.PodIP{{IP: fmt.Sprintf("fd00:10:244::%x", in.intn(8)+1)}}
+			p.Status.PodIPs = []corev1.PodIP{{IP: fmt.Sprintf("fd00:10:244::%x", in.Intn(8)+1)}}
 		case 2:
-			p.Status.PodIPs = []corev1.PodIP{{IP: fmt.Sprintf("10.244.0.%d", in.intn(8)+1)},
-				{IP: fmt.Sprintf("fd00:10:244::%x", in.intn(8)+1)}}
+			p.Status.PodIPs = []corev1.PodIP{{IP: fmt.Sprintf("10.244.0.%d", in.Intn(8)+1)},
+				{IP: fmt.Sprintf("fd00:10:244::%x", in.Intn(8)+1)}}
 		default:
-			p.Status.PodIPs = []corev1.PodIP{{IP: fmt.Sprintf("10.244.0.%d", in.intn(8)+1)}}
+			p.Status.PodIPs = []corev1.PodIP{{IP: fmt.Sprintf("10.244.0.%d", in.Intn(8)+1)}}
 		}
 		if len(p.Status.PodIPs) > 0 {
 			p.Status.PodIP = p.Status.PodIPs[0].IP
 		}
 		p.Status.Phase = []corev1.PodPhase{corev1.PodRunning, corev1.PodRunning, corev1.PodPending,
-			corev1.PodSucceeded, corev1.PodFailed}[in.intn(5)]
-		switch in.intn(3) {
+			corev1.PodSucceeded, corev1.PodFailed}[in.Intn(5)]
+		switch in.Intn(3) {
 		case 0:
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 		case 1:
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
 		}
-		if in.intn(6) == 0 {
+		if in.Intn(6) == 0 {
 			p.DeletionTimestamp = &metav1.Time{Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 		}
-		if in.intn(4) == 0 {
+		if in.Intn(4) == 0 {
 			p.Spec.Hostname, p.Spec.Subdomain = p.Name, "svc"
 		}
 		pods = append(pods, p)
