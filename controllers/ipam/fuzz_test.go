@@ -25,17 +25,17 @@ func FuzzServiceCIDRs(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := fuzzbytes.New(data)
 		prefix := func() netip.Prefix {
-			bits := 24 + int(r.Byte()%7) // /24 to /30
+			bits := 24 + r.Intn(7) // /24 to /30
 			p, _ := netip.AddrFrom4([4]byte{10, 250, 0, r.Byte()}).Prefix(bits)
 			return p
 		}
 		var pools []ipamv1alpha1.ClusterIPPool
-		for i := range 1 + int(r.Byte()%3) {
+		for i := range 1 + r.Intn(3) {
 			pools = append(pools, testPool(fmt.Sprintf("team-%d", i), []string{prefix().String()},
 				map[string]string{"team": fmt.Sprint(i)}))
 		}
 		cidrs := []ServiceCIDR{kubernetesCIDR}
-		for i := range int(r.Byte() % 5) {
+		for i := range r.Intn(5) {
 			cidrs = append(cidrs, ServiceCIDR{Name: fmt.Sprintf("sc-%d", i), CIDRs: []netip.Prefix{prefix()}, Ready: r.Byte()%4 != 0})
 		}
 		reg := NewRegistry(time.Minute, nil, nil)
@@ -44,9 +44,9 @@ func FuzzServiceCIDRs(f *testing.F) {
 
 		granted := map[netip.Addr]string{}
 		for i := 0; !r.Done() && i < 300; i++ {
-			team := int(r.Byte()) % len(pools)
+			team := r.Intn(len(pools))
 			req := AssignRequest{Service: key("ns", fmt.Sprintf("svc-%d", i)), NamespaceLabels: labels.Set{"team": fmt.Sprint(team)}}
-			if b := r.Byte(); b%2 == 0 {
+			if !r.Bool() {
 				req.Requested = []netip.Addr{netip.AddrFrom4([4]byte{10, 250, 0, r.Byte()})}
 			}
 			got, err := reg.Assign(req)
