@@ -2,8 +2,9 @@
 # Kubebuilder (go/v4) layout, maintained by hand: the kubebuilder CLI is not on the Go module proxy.
 
 IMG ?= kube-clusterip:dev
-# What deploy and build-installer render: config/default (failurePolicy Ignore), or
-# config/webhook-fail-closed (failurePolicy Fail, kube-system and the kubernetes Service exempt).
+# What deploy and build-installer render: config/default (failurePolicy Ignore),
+# config/webhook-fail-closed (failurePolicy Fail, kube-system and the kubernetes Service exempt),
+# or config/cert-manager (the webhook's certificate from cert-manager).
 INSTALL ?= config/default
 # Version stamped into the binary (kube-clusterip --version): the git description by default.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -146,7 +147,7 @@ uninstall: manifests kustomize ## Remove the CRDs from the cluster.
 	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
 
 .PHONY: deploy
-deploy: manifests kustomize ## Deploy to the cluster of the current kubeconfig (needs cert-manager; IMG sets the image).
+deploy: manifests kustomize ## Deploy INSTALL (config/default unless set) to the cluster of the current kubeconfig; IMG sets the image.
 	$(call render-install) | kubectl apply --server-side -f -
 
 .PHONY: undeploy
@@ -211,7 +212,7 @@ mv $(1) $(1)-$(3); \
 ln -sf $$(basename $(1)-$(3)) $(1)
 endef
 
-# render-install builds config/default with the image set to $(IMG), through an overlay in
+# render-install builds $(INSTALL) with the image set to $(IMG), through an overlay in
 # bin/ so that the checked-in kustomization stays as it is.
 define render-install
 mkdir -p $(LOCALBIN)/install-overlay; \
