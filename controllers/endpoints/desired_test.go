@@ -2,6 +2,7 @@ package endpoints
 
 import (
 	"slices"
+	"strconv"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -419,4 +420,34 @@ func TestRepackSubsetsIsDeterministic(t *testing.T) {
 		}
 	}
 	_ = discoveryv1.AddressTypeIPv4
+}
+
+// BenchmarkEndpointSubsets computes one Service's Endpoints subsets from 10 ready pods, as each
+// sync of a converge does, for one port and for three.
+//
+//	go test ./controllers/endpoints -run '^$' -bench BenchmarkEndpointSubsets
+func BenchmarkEndpointSubsets(b *testing.B) {
+	var ps []*corev1.Pod
+	for i := range 10 {
+		ps = append(ps, pod(string(rune('a'+i)), "10.0.0."+strconv.Itoa(i+1)))
+	}
+	for _, tc := range []struct {
+		name  string
+		ports []corev1.ServicePort
+	}{
+		{"ports=1", []corev1.ServicePort{svcPort("a", 1, intstr.FromInt32(1), corev1.ProtocolTCP)}},
+		{"ports=3", []corev1.ServicePort{
+			svcPort("a", 1, intstr.FromInt32(1), corev1.ProtocolTCP),
+			svcPort("b", 2, intstr.FromInt32(2), corev1.ProtocolTCP),
+			svcPort("c", 3, intstr.FromInt32(3), corev1.ProtocolUDP),
+		}},
+	} {
+		svc := service(withPorts(tc.ports...))
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				EndpointSubsets(svc, ps)
+			}
+		})
+	}
 }

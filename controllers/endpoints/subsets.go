@@ -2,10 +2,10 @@ package endpoints
 
 import (
 	"bytes"
-	"fmt"
 	"math"
 	"net"
 	"sort"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -157,7 +157,10 @@ func RepackSubsets(subsets []corev1.EndpointSubset) []corev1.EndpointSubset {
 	var groupOrder []string
 	for _, port := range portOrder {
 		set := readyByPort[port]
-		key := addressSetKey(set)
+		key := ""
+		if len(portOrder) > 1 { // one port makes one group: no key to compare
+			key = addressSetKey(set)
+		}
 		g, found := groups[key]
 		if !found {
 			g = &group{set: set}
@@ -197,7 +200,12 @@ func addressSetKey(set map[*corev1.EndpointAddress]bool) string {
 		if addr.TargetRef != nil {
 			uid = addr.TargetRef.UID
 		}
-		fmt.Fprintf(&b, "%s/%s/%t;", addr.IP, uid, set[addr])
+		b.WriteString(addr.IP)
+		b.WriteByte('/')
+		b.WriteString(string(uid))
+		b.WriteByte('/')
+		b.WriteString(strconv.FormatBool(set[addr]))
+		b.WriteByte(';')
 	}
 	return b.String()
 }
