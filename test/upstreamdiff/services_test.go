@@ -92,6 +92,12 @@ func TestSameServicesAsKubeAPIServer(t *testing.T) {
 						// kube-apiserver's dry run checks less than its create (it grants a held
 						// address); ours answers as the create does (see README, Deliberate differences).
 						t.Logf("%s, step %d: kubectl create --dry-run=server: upstream's dry run is not its create, ours is", sc.name, i+1)
+					case !got.refused && apiServerDryRunRange(ourDryRun):
+						// After our webhooks, kube-apiserver's dry run checks a requested address
+						// against the range of one of its ServiceCIDRs picked at random (its
+						// MetaAllocator.DryRun): with a second ServiceCIDR it may refuse, on either
+						// side, an address its create then grants.
+						t.Logf("%s, step %d: kubectl create --dry-run=server: kube-apiserver's dry run checked another ServiceCIDR's range", sc.name, i+1)
 					default:
 						t.Errorf("%s, step %d, kubectl create --dry-run=server: %s\n  upstream: %s\n  ours:     %s", sc.name, i+1, diff, upDryRun, ourDryRun)
 					}
@@ -275,7 +281,10 @@ func kubectlDiffers(upstream, ours string) string {
 }
 
 // Requested addresses: printed as they are in outcomes, where assigned ones print as their family.
-var requested = []netip.Prefix{netip.MustParsePrefix("10.96.100.0/24"), netip.MustParsePrefix("fd00:10:96::a00/120"),
+// The IPv6 ones lie in the range's static band (its first 256 addresses), which dynamic
+// allocation on both sides leaves alone while the rest has room: an address it hands out there
+// would print as requested on one side only. The IPv4 range is 4096 times larger than its /24.
+var requested = []netip.Prefix{netip.MustParsePrefix("10.96.100.0/24"), netip.MustParsePrefix("fd00:10:96::/120"),
 	netip.MustParsePrefix("10.250.0.0/24")}
 
 func serviceCases() []serviceCase {
@@ -341,9 +350,9 @@ func serviceCases() []serviceCase {
 			return s
 		}())}},
 		{name: "single-two-families", steps: []serviceStep{createService(policy(single, v4, v6))}},
-		{name: "requested-dual", steps: []serviceStep{createService(withIPs(svc("s"), ptr.To(require), "10.96.100.15", "fd00:10:96::a15"))}},
-		{name: "requested-dual-no-policy", steps: []serviceStep{createService(withIPs(svc("s"), nil, "10.96.100.16", "fd00:10:96::a16"))}},
-		{name: "requested-v6", steps: []serviceStep{createService(withIPs(svc("s"), nil, "fd00:10:96::a17"))}},
+		{name: "requested-dual", steps: []serviceStep{createService(withIPs(svc("s"), ptr.To(require), "10.96.100.15", "fd00:10:96::15"))}},
+		{name: "requested-dual-no-policy", steps: []serviceStep{createService(withIPs(svc("s"), nil, "10.96.100.16", "fd00:10:96::16"))}},
+		{name: "requested-v6", steps: []serviceStep{createService(withIPs(svc("s"), nil, "fd00:10:96::17"))}},
 		{name: "requested-family-mismatch", steps: []serviceStep{createService(func() *corev1.Service {
 			s := withIPs(svc("s"), ptr.To(single), "10.96.100.18")
 			s.Spec.IPFamilies = []corev1.IPFamily{v6}
@@ -388,7 +397,7 @@ func serviceCases() []serviceCase {
 			createService(withIPs(svc("s"), nil, "10.96.100.26")),
 			updateService("s", func(s *corev1.Service) {
 				s.Spec.IPFamilyPolicy = ptr.To(require)
-				s.Spec.ClusterIPs = append(s.Spec.ClusterIPs, "fd00:10:96::a26")
+				s.Spec.ClusterIPs = append(s.Spec.ClusterIPs, "fd00:10:96::26")
 			}),
 		}},
 		{name: "swap-families", steps: []serviceStep{
@@ -577,6 +586,13 @@ func (o serviceOutcome) foretold(dryRun string) bool {
 		}
 	}
 	return len(o.causes) > 0 || strings.Contains(dryRun, upstreamReason(o.message))
+}
+
+// apiServerDryRunRange says whether kubectl's dry run (kubectlDryRun's output) was refused by
+// kube-apiserver's own range check of a requested address, not by a webhook.
+func apiServerDryRunRange(dryRun string) bool {
+	return !strings.HasPrefix(dryRun, "exit 0\n") && !strings.Contains(dryRun, "admission webhook") &&
+		strings.Contains(dryRun, "is not in the valid range. The range of valid IPs is")
 }
 
 // upstreamReason is the last clause of an API server's message without causes, what it says
