@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -18,9 +19,10 @@ import (
 
 // FloorWriter is the floor of the endpoints benchmarks: the least any controller can do on the
 // same API server. Before the clock starts it computes, from the Workload's fixtures, the
-// Endpoints and the EndpointSlice of every Service (the same objects a controller publishes);
-// when started it creates them all, and then answers each pod event with one precomputed write
-// per object and no read. What a controller takes beyond it is its own cost.
+// Endpoints and the EndpointSlice of every Service (the same objects a controller publishes,
+// down to the trigger-time annotation and the slice names the API server generates); when
+// started it creates them all, and then answers each pod event with one precomputed write per
+// object and no read. What a controller takes beyond it is its own cost.
 type FloorWriter struct {
 	// Client writes; give it the client QPS the controllers under comparison get.
 	Client client.WithWatch
@@ -220,15 +222,17 @@ func floorEndpoints(svc *corev1.Service, pods []*corev1.Pod) *corev1.Endpoints {
 	}
 	return &corev1.Endpoints{
 		ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace,
-			Labels: map[string]string{discoveryv1.LabelSkipMirror: "true", endpointrules.LabelEndpointsManagedBy: endpointrules.EndpointsControllerName}},
+			Labels:      map[string]string{endpointrules.LabelEndpointsManagedBy: endpointrules.EndpointsControllerName},
+			Annotations: triggerTimeAnnotation(svc)},
 		Subsets: []corev1.EndpointSubset{subset},
 	}
 }
 
 func floorSlice(svc *corev1.Service, pods []*corev1.Pod) *discoveryv1.EndpointSlice {
 	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Name: svc.Name + "-floor", Namespace: svc.Namespace,
+		ObjectMeta: metav1.ObjectMeta{GenerateName: svc.Name + "-", Namespace: svc.Namespace,
 			Labels:          map[string]string{discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: endpointrules.SliceControllerName},
+			Annotations:     triggerTimeAnnotation(svc),
 			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(svc, corev1.SchemeGroupVersion.WithKind("Service"))}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
@@ -243,4 +247,10 @@ func floorSlice(svc *corev1.Service, pods []*corev1.Pod) *discoveryv1.EndpointSl
 		})
 	}
 	return slice
+}
+
+// triggerTimeAnnotation is the trigger-time annotation both upstream and ours put on the objects
+// they publish; its value is the Service's creation, which is as long as any other.
+func triggerTimeAnnotation(svc *corev1.Service) map[string]string {
+	return map[string]string{corev1.EndpointsLastChangeTriggerTime: svc.CreationTimestamp.UTC().Format(time.RFC3339Nano)}
 }
