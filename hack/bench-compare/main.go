@@ -315,6 +315,15 @@ func run(o options) error {
 			endpointsFigure("endpoints: readiness flip -> Endpoints, p50", "ms", "endpoints-p50-ms", 1.25),
 			endpointsFigure("endpoints: readiness flip -> Endpoints, p99", "ms", "endpoints-p99-ms", 0),
 			endpointsFigure("endpoints: readiness flip -> both, p50", "ms", "flip-p50-ms", 1.25),
+			// Where a flip's time goes. The pod's status write and its watch event are the API
+			// server's alone (the benchmark watches pods too); after the event, the controller
+			// reacts and its writes come back through the observer's watches. No targets.
+			compare("endpoints: readiness flip, the pod's status write returned, p50", "ms",
+				ours["flip-pod-written-p50-ms"], upstream["flip-pod-written-p50-ms"], 1, 0).withFloor(floor["flip-pod-written-p50-ms"], 0),
+			compare("endpoints: readiness flip, the pod's change reached a watcher, p50", "ms",
+				ours["flip-pod-seen-p50-ms"], upstream["flip-pod-seen-p50-ms"], 1, 0).withFloor(floor["flip-pod-seen-p50-ms"], 0),
+			compare("endpoints: readiness flip, from the pod's change at a watcher to both APIs, p50", "ms",
+				ours["flip-after-pod-seen-p50-ms"], upstream["flip-after-pod-seen-p50-ms"], 1, 0).withFloor(floor["flip-after-pod-seen-p50-ms"], 0),
 			convergePart("CPU time of kube-apiserver", "apiserver-cpu-s"),
 			convergePart("CPU time of etcd", "etcd-cpu-s"),
 			convergePart("CPU time of the controller's process, with the benchmark's observer", "controller-cpu-s"),

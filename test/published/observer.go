@@ -20,14 +20,18 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube-clusterip/kube-clusterip/endpointrules"
 )
 
-// Observer follows Endpoints and EndpointSlices through watches and resolves probes
-// (conditions on what is published) at the moment an event makes them true.
+// Observer follows Endpoints and EndpointSlices (and, to time the flips' first hop, pods)
+// through watches and resolves probes (conditions on what it has seen) at the moment an event
+// makes them true.
 type Observer struct {
 	mu             sync.Mutex
 	endpointsReady map[string]map[string]bool            // Service → IP → ready
 	slices         map[string]map[string]map[string]bool // Service → slice → IP → ready
+	podsReady      map[string]bool                       // pod → ready, for the pods changed since Follow
 	probes         []*Probe
 	// problems are watch errors and ends, for timeout messages.
 	problems []string
@@ -44,15 +48,17 @@ type Probe struct {
 
 // NewObserver returns an Observer; feed it with Follow.
 func NewObserver() *Observer {
-	return &Observer{endpointsReady: map[string]map[string]bool{}, slices: map[string]map[string]map[string]bool{}}
+	return &Observer{endpointsReady: map[string]map[string]bool{}, slices: map[string]map[string]map[string]bool{},
+		podsReady: map[string]bool{}}
 }
 
-// Follow feeds the Observer with the objects of list's kind in namespace, from now on, and
-// goes on where it left off whenever the API server ends the watch. The API server does end a
-// watcher that falls behind, as one in a process busy with the burst being measured may; a plain
-// watch would then leave the Observer blind to the rest. It returns the watch to stop.
+// Follow feeds the Observer with the changes to objects of list's kind in namespace, from now
+// on, and goes on where it left off whenever the API server ends the watch. The API server does
+// end a watcher that falls behind, as one in a process busy with the burst being measured may; a
+// plain watch would then leave the Observer blind to the rest. It returns the watch to stop.
 func (o *Observer) Follow(ctx context.Context, c client.WithWatch, list client.ObjectList, namespace string) (watch.Interface, error) {
-	if err := c.List(ctx, list, client.InNamespace(namespace)); err != nil {
+	// Only the list's resourceVersion matters: the Observer sees changes, not what exists.
+	if err := c.List(ctx, list, client.InNamespace(namespace), client.Limit(1)); err != nil {
 		return nil, err
 	}
 	w, err := followFrom(ctx, c, list, namespace, list.GetResourceVersion(), func() { o.rewatches.Add(1) })
@@ -106,6 +112,8 @@ func (o *Observer) consume(w watch.Interface) {
 				ips = nil
 			}
 			o.endpointsReady[obj.Name] = ips
+		case *corev1.Pod:
+			o.podsReady[obj.Name] = endpointrules.IsPodReady(obj)
 		case *discoveryv1.EndpointSlice:
 			svc := obj.Labels[discoveryv1.LabelServiceName]
 			if o.slices[svc] == nil {
@@ -178,6 +186,13 @@ func (o *Observer) PublishedAnyLocked() bool { return len(o.endpointsReady)+len(
 // call it from a probe's condition.
 func (o *Observer) EndpointsReadyLocked(svc, ip string) (ready, known bool) {
 	ready, known = o.endpointsReady[svc][ip]
+	return ready, known
+}
+
+// PodReadyLocked says whether the pod was last seen ready, and whether it was seen at all since
+// Follow; call it from a probe's condition.
+func (o *Observer) PodReadyLocked(name string) (ready, known bool) {
+	ready, known = o.podsReady[name]
 	return ready, known
 }
 

@@ -103,3 +103,45 @@ func TestObserverFollowGoesOnAfterTheWatchEnds(t *testing.T) {
 		t.Errorf("Rewatches() = %d, want 1", got)
 	}
 }
+
+func TestObserverSeesPodReadinessChanges(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &endableWatches{WithWatch: fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).
+		WithStatusSubresource(&corev1.Pod{}).Build()}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}}
+	if err := c.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	obs := NewObserver()
+	w, err := obs.Follow(ctx, c, &corev1.PodList{}, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for deadline := time.Now().Add(10 * time.Second); c.started() < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the pod watch did not start")
+		}
+	}
+	obs.mu.Lock()
+	_, known := obs.PodReadyLocked("p")
+	obs.mu.Unlock()
+	if known {
+		t.Fatal("a pod that existed before Follow and did not change is known; the Observer should see changes only")
+	}
+	for _, ready := range []bool{true, false} {
+		status := corev1.ConditionFalse
+		if ready {
+			status = corev1.ConditionTrue
+		}
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
+		if err := c.Status().Update(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		at := obs.Await(10*time.Second, func() bool { got, known := obs.PodReadyLocked("p"); return known && got == ready })
+		if at.IsZero() {
+			t.Fatalf("the Observer did not see the pod turn ready=%v", ready)
+		}
+	}
+}

@@ -41,16 +41,20 @@ func oneTo(n int) []int {
 	return values
 }
 
-func TestMetricsSplitAConvergeIntoReadingAndPublishing(t *testing.T) {
+func TestMetricsSplitAConvergeIntoReadingAndPublishingAndAFlipIntoItsHops(t *testing.T) {
 	r := Result{
 		Converge:       2300 * time.Millisecond,
 		FirstPublished: 450 * time.Millisecond,
 		Both:           []time.Duration{8 * time.Millisecond},
+		PodWritten:     []time.Duration{2 * time.Millisecond},
+		PodSeen:        []time.Duration{3 * time.Millisecond},
+		AfterPodSeen:   []time.Duration{5 * time.Millisecond},
 		ConvergeCPU:    map[string]float64{"apiserver": 2.9},
 	}
 	m := r.Metrics()
 	for name, want := range map[string]float64{
 		"converge-s": 2.3, "first-published-s": 0.45, "publishing-s": 1.85, "flip-p50-ms": 8, "apiserver-cpu-s": 2.9,
+		"flip-pod-written-p50-ms": 2, "flip-pod-seen-p50-ms": 3, "flip-after-pod-seen-p50-ms": 5,
 	} {
 		if got := m[name]; got < want-1e-9 || got > want+1e-9 {
 			t.Errorf("Metrics()[%q] = %v, want %v", name, got, want)
