@@ -67,13 +67,13 @@ func (f *FloorWriter) Prepare(ctx context.Context, pods []*corev1.Pod) error {
 			slice:     floorSlice(svc, bySelector[svc.Name]),
 		}
 	}
-	// A watch from "now" without a version would first replay every pod as ADDED, which
-	// costs the API server more than the writes being measured.
-	var head corev1.PodList
-	if err := f.Client.List(ctx, &head, client.InNamespace(workloadNamespace), client.Limit(1)); err != nil {
+	// Only the changes from now on: replaying every pod would cost the API server more than the
+	// writes being measured.
+	podsRV, err := resourceVersionNow(ctx, f.Client, &corev1.PodList{}, workloadNamespace)
+	if err != nil {
 		return err
 	}
-	f.podsRV = head.ResourceVersion
+	f.podsRV = podsRV
 	f.started = make(chan struct{})
 	return nil
 }

@@ -57,16 +57,26 @@ func NewObserver() *Observer {
 // end a watcher that falls behind, as one in a process busy with the burst being measured may; a
 // plain watch would then leave the Observer blind to the rest. It returns the watch to stop.
 func (o *Observer) Follow(ctx context.Context, c client.WithWatch, list client.ObjectList, namespace string) (watch.Interface, error) {
-	// Only the list's resourceVersion matters: the Observer sees changes, not what exists.
-	if err := c.List(ctx, list, client.InNamespace(namespace), client.Limit(1)); err != nil {
+	now, err := resourceVersionNow(ctx, c, list, namespace)
+	if err != nil {
 		return nil, err
 	}
-	w, err := followFrom(ctx, c, list, namespace, list.GetResourceVersion(), func() { o.rewatches.Add(1) })
+	w, err := followFrom(ctx, c, list, namespace, now, func() { o.rewatches.Add(1) })
 	if err != nil {
 		return nil, err
 	}
 	go o.consume(w)
 	return w, nil
+}
+
+// resourceVersionNow is where a watch of list's kind in namespace starts to see only the changes
+// from now on: the resourceVersion of a one-item list (a watch without one would first replay
+// every object as ADDED).
+func resourceVersionNow(ctx context.Context, c client.Reader, list client.ObjectList, namespace string) (string, error) {
+	if err := c.List(ctx, list, client.InNamespace(namespace), client.Limit(1)); err != nil {
+		return "", err
+	}
+	return list.GetResourceVersion(), nil
 }
 
 // followFrom watches the objects of list's kind in namespace from resourceVersion on, through
