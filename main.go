@@ -220,6 +220,10 @@ func run(o *options) error {
 		return fmt.Errorf("find the API server (kubeconfig or in-cluster config): %w", err)
 	}
 	cfg.QPS, cfg.Burst = float32(o.kubeAPIQPS), o.kubeAPIBurst
+	// As kube-controller-manager and kube-proxy do: the API server gzips every list and
+	// watch-list above 128 KiB for a client that accepts it, at a CPU cost that a cluster's own
+	// network does not repay; ours (every pod, every Service) are big.
+	cfg.DisableCompression = true
 	// Every Endpoints write draws the API server's "v1 Endpoints is deprecated" warning;
 	// we write them on purpose (users still read them), so log each warning once.
 	cfg.WarningHandlerWithContext = crlog.NewKubeAPIWarningLogger(crlog.KubeAPIWarningLoggerOptions{Deduplicate: true})

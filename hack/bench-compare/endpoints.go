@@ -71,6 +71,7 @@ func runFloorWriter(ctx context.Context, o options, workload published.Workload,
 	fixtures := cp.client
 	throttled := rest.CopyConfig(cp.cfg)
 	throttled.QPS, throttled.Burst = float32(o.qps), 2*o.qps
+	throttled.DisableCompression = true // as ours and kube-controller-manager read
 	writerClient, err := client.NewWithWatch(throttled, client.Options{Scheme: clientgoscheme.Scheme})
 	if err != nil {
 		return nil, err
