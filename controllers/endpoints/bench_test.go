@@ -119,14 +119,10 @@ func BenchmarkConvergeFloorReading(b *testing.B) { benchmarkFloor(b, true) }
 
 func benchmarkFloor(b *testing.B, readPods bool) {
 	bench := startConvergeBench(b)
-	writerCfg := rest.CopyConfig(bench.cfg)
-	writerCfg.QPS, writerCfg.Burst = float32(bench.qps), 2*bench.qps
-	writerCfg.DisableCompression = true // as ours and kube-controller-manager read
-	writer, err := client.NewWithWatch(writerCfg, client.Options{Scheme: clientgoscheme.Scheme})
+	floor, err := published.NewFloorWriter(bench.cfg, bench.qps, readPods)
 	if err != nil {
 		b.Fatal(err)
 	}
-	floor := &published.FloorWriter{Client: writer, ReadPods: readPods}
 	workload := published.Workload{Services: benchServices, PodsPerService: benchPodsPerSvc, Flips: benchFlips,
 		BeforeStart: floor.Prepare, Logf: b.Logf, CPU: published.ConvergeMeters(published.SelfCPU())}
 	result, err := workload.Run(bench.ctx, bench.fixtures, func() error {

@@ -8,10 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"github.com/kube-clusterip/kube-clusterip/test/published"
 )
 
@@ -69,16 +65,12 @@ func runFloorWriter(ctx context.Context, o options, workload published.Workload,
 	}
 	defer cp.stop()
 	fixtures := cp.client
-	throttled := rest.CopyConfig(cp.cfg)
-	throttled.QPS, throttled.Burst = float32(o.qps), 2*o.qps
-	throttled.DisableCompression = true // as ours and kube-controller-manager read
-	writerClient, err := client.NewWithWatch(throttled, client.Options{Scheme: clientgoscheme.Scheme})
+	floor, err := published.NewFloorWriter(cp.cfg, o.qps, readPods)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	floor := &published.FloorWriter{Client: writerClient, ReadPods: readPods}
 	side := "floor: "
 	if readPods {
 		side = "reading floor: "

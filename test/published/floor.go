@@ -11,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -36,6 +38,19 @@ type FloorWriter struct {
 	podIP    map[string]string        // pod name → IP
 	podsRV   string                   // where the pod watch starts: no initial events
 	started  chan struct{}
+}
+
+// NewFloorWriter returns a FloorWriter on the API server of cfg whose client reads and writes as
+// the controllers under comparison do: at qps (burst twice that) and without gzip.
+func NewFloorWriter(cfg *rest.Config, qps int, readPods bool) (*FloorWriter, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = float32(qps), 2*qps
+	cfg.DisableCompression = true
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.Scheme})
+	if err != nil {
+		return nil, fmt.Errorf("the floor writer's client: %w", err)
+	}
+	return &FloorWriter{Client: c, ReadPods: readPods}, nil
 }
 
 // floorService holds one Service's published objects as last written (their resourceVersion
