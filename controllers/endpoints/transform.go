@@ -2,42 +2,53 @@ package endpoints
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // PodCacheTransform keeps, of a cached Pod, only what endpoints are computed from: identity,
 // labels, deletion, node, hostname/subdomain, container ports, phase, IPs and the Ready condition.
 // It cuts the cache's memory several-fold on big clusters. Set it as the manager cache's transform
 // for Pods (cache.Options.ByObject) only when no other controller of the manager reads Pods.
+//
+// It trims the pod in place, as client-go allows (the informer alone holds a freshly decoded
+// object), and is cheap on a pod it already trimmed: an informer that streams its initial list
+// (client-go's watch-list) transforms each pod twice, the second time after the stream has ended
+// and before the cache counts as synced.
 func PodCacheTransform(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil
 	}
-	slim := &corev1.Pod{TypeMeta: pod.TypeMeta}
-	slim.Name, slim.Namespace, slim.UID = pod.Name, pod.Namespace, pod.UID
-	slim.ResourceVersion, slim.Labels = pod.ResourceVersion, pod.Labels
-	slim.DeletionTimestamp, slim.CreationTimestamp = pod.DeletionTimestamp, pod.CreationTimestamp
-	slim.Spec.NodeName, slim.Spec.Hostname, slim.Spec.Subdomain = pod.Spec.NodeName, pod.Spec.Hostname, pod.Spec.Subdomain
-	slim.Spec.Containers = portsOnly(pod.Spec.Containers)
-	slim.Spec.InitContainers = portsOnly(pod.Spec.InitContainers)
-	slim.Status.Phase, slim.Status.PodIP, slim.Status.PodIPs = pod.Status.Phase, pod.Status.PodIP, pod.Status.PodIPs
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			slim.Status.Conditions = []corev1.PodCondition{c}
-		}
-	}
-	return slim, nil
+	m := &pod.ObjectMeta
+	*m = metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		Labels: m.Labels, DeletionTimestamp: m.DeletionTimestamp, CreationTimestamp: m.CreationTimestamp}
+	pod.Spec = corev1.PodSpec{NodeName: pod.Spec.NodeName, Hostname: pod.Spec.Hostname, Subdomain: pod.Spec.Subdomain,
+		Containers: portsOnly(pod.Spec.Containers), InitContainers: portsOnly(pod.Spec.InitContainers)}
+	pod.Status = corev1.PodStatus{Phase: pod.Status.Phase, PodIP: pod.Status.PodIP, PodIPs: pod.Status.PodIPs,
+		Conditions: readyOnly(pod.Status.Conditions)}
+	return pod, nil
 }
 
+// portsOnly clears, in place, all but the fields endpoints read of each container.
 func portsOnly(containers []corev1.Container) []corev1.Container {
-	if len(containers) == 0 {
-		return nil
-	}
-	out := make([]corev1.Container, len(containers))
 	for i, c := range containers {
-		out[i] = corev1.Container{Name: c.Name, Ports: c.Ports, RestartPolicy: c.RestartPolicy}
+		containers[i] = corev1.Container{Name: c.Name, Ports: c.Ports, RestartPolicy: c.RestartPolicy}
 	}
-	return out
+	return containers
+}
+
+// readyOnly returns the Ready condition alone, in a slice of its own so that the others' memory
+// goes (unless the conditions are that already).
+func readyOnly(conditions []corev1.PodCondition) []corev1.PodCondition {
+	if len(conditions) == 1 && conditions[0].Type == corev1.PodReady {
+		return conditions
+	}
+	for _, c := range conditions {
+		if c.Type == corev1.PodReady {
+			return []corev1.PodCondition{c}
+		}
+	}
+	return nil
 }
 
 // NodeCacheTransform keeps, of a cached Node, only what endpoints and topology hints are
