@@ -40,13 +40,19 @@ type FloorWriter struct {
 	started  chan struct{}
 }
 
-// NewFloorWriter returns a FloorWriter on the API server of cfg whose client reads and writes as
-// the controllers under comparison do: at qps (burst twice that) and without gzip.
-func NewFloorWriter(cfg *rest.Config, qps int, readPods bool) (*FloorWriter, error) {
+// ComparedClientConfig is a copy of cfg as every client under comparison reads and writes: at
+// qps (burst twice that) and without gzip, as kube-controller-manager and our manager ask.
+func ComparedClientConfig(cfg *rest.Config, qps int) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = float32(qps), 2*qps
 	cfg.DisableCompression = true
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.Scheme})
+	return cfg
+}
+
+// NewFloorWriter returns a FloorWriter on the API server of cfg whose client reads and writes as
+// the controllers under comparison do (ComparedClientConfig).
+func NewFloorWriter(cfg *rest.Config, qps int, readPods bool) (*FloorWriter, error) {
+	c, err := client.NewWithWatch(ComparedClientConfig(cfg, qps), client.Options{Scheme: scheme.Scheme})
 	if err != nil {
 		return nil, fmt.Errorf("the floor writer's client: %w", err)
 	}
