@@ -155,7 +155,10 @@ func manyServices(n, perService int) ([]*corev1.Service, []*discoveryv1.Endpoint
 	var services []*corev1.Service
 	var slices []*discoveryv1.EndpointSlice
 	for i := 0; i < n; i++ {
-		svc := makeService(fmt.Sprintf("svc-%05d", i), fmt.Sprintf("10.%d.%d.%d", 96+i/65536, (i/256)%256, i%256), tcp("http", 80, 8080))
+		// From 10.96.1.0 on: 10.96.0.1 is the kubernetes Service's (the kube-proxy benchmarks
+		// create these in an API server), and the named fixtures above use 10.96.0.x.
+		a := i + 256
+		svc := makeService(fmt.Sprintf("svc-%05d", i), fmt.Sprintf("10.%d.%d.%d", 96+a/65536, (a/256)%256, a%256), tcp("http", 80, 8080))
 		svc.ResourceVersion, svc.UID = "1", types.UID("uid-"+strconv.Itoa(i))
 		var eps []ep
 		for j := 0; j < perService; j++ {

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/kube-clusterip/kube-clusterip/test/controlplane"
+	"github.com/kube-clusterip/kube-clusterip/test/published"
 )
 
 // kube-proxy's own endpoints, on this test's private namespace's loopback.
@@ -100,8 +101,36 @@ func TestReplacingKubeProxy(t *testing.T) {
 	}
 }
 
+// BenchmarkConnectionRateKubeProxy is BenchmarkConnectionRate with kube-proxy's rules in place
+// of ours: the same pods, Services, NAT floor and connections. Run it with -benchtime 1x
+// (make bench-compare does): each run programs the node anew.
+func BenchmarkConnectionRateKubeProxy(b *testing.B) {
+	node := startKubeProxyNode(b)
+	for _, n := range []int{10, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			w := newConnectionRateWorkload(b, n)
+			cfg := packetScenario{family: corev1.IPv4Protocol}.config()
+			node.programNode(b, cfg, asCreated(w.services), asCreated(w.slices))
+			w.measure(b)
+		})
+	}
+}
+
+// asCreated returns copies of the fixtures as a client creates them: without the
+// resourceVersion and UID that the fixtures carry as if read from an API server.
+func asCreated[T apiObject](objects []T) []T {
+	out := make([]T, len(objects))
+	for i, obj := range objects {
+		obj = obj.DeepCopyObject().(T)
+		obj.SetResourceVersion("")
+		obj.SetUID("")
+		out[i] = obj
+	}
+	return out
+}
+
 // startKubeProxyNode starts a control plane for node-a's kube-proxy, stopped when t ends.
-func startKubeProxyNode(t *testing.T) *kubeProxyNode {
+func startKubeProxyNode(t testing.TB) *kubeProxyNode {
 	t.Helper()
 	requireDatapath(t)
 	assets, upstream := os.Getenv("KUBEBUILDER_ASSETS"), os.Getenv("UPSTREAM_ASSETS")
@@ -159,24 +188,32 @@ type kubeProxyNode struct {
 // until its rules hold them; when t ends it stops kube-proxy, deletes its tables and the
 // objects.
 func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+	return n.programNode(t, cfg, services, endpointSlices)
+}
+
+// programNode is program for tests and benchmarks alike.
+func (n *kubeProxyNode) programNode(t testing.TB, cfg Config, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	ctx := context.Background()
 	nodes := n.c.CoreV1().Nodes()
-	node := createRetrying(t, func() (*corev1.Node, error) {
+	node, err := createRetrying(func() (*corev1.Node, error) {
 		return nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: cfg.NodeName,
 			Labels: map[string]string{corev1.LabelTopologyZone: cfg.Zone}}}, metav1.CreateOptions{})
 	})
+	if err != nil {
+		t.Fatalf("create Node %s: %v", cfg.NodeName, err)
+	}
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeIP}, {Type: corev1.NodeInternalIP, Address: nodeIPv6}}
 	if _, err := nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	published := &publishedObjects{c: n.c, scenario: newPublishedSet(), sentinel: newPublishedSet()}
+	objects := &publishedObjects{c: n.c, scenario: newPublishedSet(), sentinel: newPublishedSet()}
 	t.Cleanup(func() {
-		published.deleteAll(t)
+		objects.deleteAll(t)
 		if err := nodes.Delete(ctx, node.Name, metav1.DeleteOptions{}); err != nil {
 			t.Errorf("delete Node %s: %v", node.Name, err)
 		}
 	})
-	published.publish(t, services, endpointSlices) // before kube-proxy starts: in its first lists
+	objects.publish(t, services, endpointSlices) // before kube-proxy starts: in its first lists
 
 	n.runs++
 	logPath := filepath.Join(n.logs, fmt.Sprintf("kube-proxy-%s-%02d.log", strings.Split(t.Name(), "/")[0], n.runs))
@@ -214,18 +251,18 @@ func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Ser
 		}
 		kubeProxy.await(t, "both proxiers have their Node's zone "+cfg.Zone+", after it changed and changed back", hasZone)
 	}
-	kubeProxy.awaitRules(t, published.publish(t, services, endpointSlices))
+	kubeProxy.awaitRules(t, objects.publish(t, services, endpointSlices))
 	return func(services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) {
 		// As in a cluster, a deleted Service goes before its slices (the garbage collector
 		// deletes them after it): kube-proxy syncs the one before it sees the other.
-		if published.deletes(services) {
-			kubeProxy.awaitRules(t, published.publish(t, services, slices.Collect(maps.Values(published.scenario.slices))))
+		if objects.deletes(services) {
+			kubeProxy.awaitRules(t, objects.publish(t, services, slices.Collect(maps.Values(objects.scenario.slices))))
 		}
 		// A sync deletes stale conntrack entries after it writes the rules. Syncs run one
 		// at a time, so once a second round (the sentinel alone changes) is in the rules,
 		// the sync of the first has finished.
 		for range 2 {
-			kubeProxy.awaitRules(t, published.publish(t, services, endpointSlices))
+			kubeProxy.awaitRules(t, objects.publish(t, services, endpointSlices))
 		}
 	}
 }
@@ -278,20 +315,20 @@ func sentinel(port int32) (*corev1.Service, []*discoveryv1.EndpointSlice) {
 // Each kind's watch delivers its events in order, so once kube-proxy's rules hold that port
 // its informers have delivered every change before it, and the sync that programmed the port
 // took them all.
-func (p *publishedObjects) publish(t *testing.T, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) (sentinelPort int32) {
+func (p *publishedObjects) publish(t testing.TB, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) (sentinelPort int32) {
 	t.Helper()
 	ctx := context.Background()
 	api, sliceAPI := p.c.CoreV1().Services("default"), p.c.DiscoveryV1().EndpointSlices("default")
 	publishAll(t, api, p.scenario.services, services)
 	for _, svc := range services {
-		published := p.scenario.services[svc.Name]
-		if !equality.Semantic.DeepEqual(published.Status, svc.Status) {
-			published.Status = svc.Status
-			published, err := api.UpdateStatus(ctx, published, metav1.UpdateOptions{})
+		current := p.scenario.services[svc.Name]
+		if !equality.Semantic.DeepEqual(current.Status, svc.Status) {
+			current.Status = svc.Status
+			updated, err := api.UpdateStatus(ctx, current, metav1.UpdateOptions{})
 			if err != nil {
 				t.Fatalf("update the status of Service %s: %v", svc.Name, err)
 			}
-			p.scenario.services[svc.Name] = published
+			p.scenario.services[svc.Name] = updated
 		}
 	}
 	publishAll(t, sliceAPI, p.scenario.slices, endpointSlices)
@@ -314,12 +351,12 @@ func (p *publishedObjects) deletes(services []*corev1.Service) bool {
 }
 
 // deleteAll deletes what publish wrote.
-func (p *publishedObjects) deleteAll(t *testing.T) {
+func (p *publishedObjects) deleteAll(t testing.TB) {
 	t.Helper()
 	api, sliceAPI := p.c.CoreV1().Services("default"), p.c.DiscoveryV1().EndpointSlices("default")
-	for _, published := range []publishedSet{p.scenario, p.sentinel} {
-		publishAll(t, sliceAPI, published.slices, nil)
-		publishAll(t, api, published.services, nil)
+	for _, set := range []publishedSet{p.scenario, p.sentinel} {
+		publishAll(t, sliceAPI, set.slices, nil)
+		publishAll(t, api, set.services, nil)
 	}
 }
 
@@ -336,28 +373,52 @@ type objectAPI[T apiObject] interface {
 	Delete(context.Context, string, metav1.DeleteOptions) error
 }
 
-// publishAll creates or updates each of want through api, deletes the objects of published
-// that want lacks, and leaves published holding what the API server returned, by name.
-func publishAll[T apiObject](t *testing.T, api objectAPI[T], published map[string]T, want []T) {
+// publishAll creates or updates each of want through api, deletes the objects of have that
+// want lacks, and leaves have holding what the API server returned, by name. Creates and
+// deletes run in parallel (a benchmark's node has thousands of objects); updates, a scenario's
+// few, in want's order. publish changes the sentinel only after all returned.
+func publishAll[T apiObject](t testing.TB, api objectAPI[T], have map[string]T, want []T) {
 	t.Helper()
 	ctx := context.Background()
 	wanted := map[string]bool{}
 	for _, obj := range want {
 		wanted[obj.GetName()] = true
 	}
-	// Deletions first: the last write stays the last of want's.
-	for name := range published {
+	var gone []string
+	for name := range have {
 		if !wanted[name] {
-			if err := api.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				t.Errorf("delete %s: %v", name, err)
-			}
-			delete(published, name)
+			gone = append(gone, name)
 		}
 	}
+	err := published.Parallel(len(gone), func(i int) error {
+		if err := api.Delete(ctx, gone[i], metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete %s: %w", gone[i], err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	for _, name := range gone {
+		delete(have, name)
+	}
+	var fresh []T
 	for _, obj := range want {
-		old, ok := published[obj.GetName()]
+		if _, ok := have[obj.GetName()]; !ok {
+			fresh = append(fresh, obj)
+		}
+	}
+	created := make([]T, len(fresh))
+	err = published.Parallel(len(fresh), func(i int) (err error) {
+		created[i], err = createRetrying(func() (T, error) { return api.Create(ctx, fresh[i], metav1.CreateOptions{}) })
+		return err
+	})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	for _, obj := range want {
+		old, ok := have[obj.GetName()]
 		if !ok {
-			published[obj.GetName()] = createRetrying(t, func() (T, error) { return api.Create(ctx, obj, metav1.CreateOptions{}) })
 			continue
 		}
 		obj = obj.DeepCopyObject().(T)
@@ -366,22 +427,21 @@ func publishAll[T apiObject](t *testing.T, api objectAPI[T], published map[strin
 		if err != nil {
 			t.Fatalf("update %T %s: %v", obj, obj.GetName(), err)
 		}
-		published[obj.GetName()] = updated
+		have[obj.GetName()] = updated
+	}
+	for _, obj := range created {
+		have[obj.GetName()] = obj
 	}
 }
 
 // createRetrying creates an object through create and returns what the API server made of it,
 // retrying while the address or node port of the scenario before is still held.
-func createRetrying[T any](t *testing.T, create func() (T, error)) T {
-	t.Helper()
+func createRetrying[T any](create func() (T, error)) (T, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		obj, err := create()
-		if err == nil {
-			return obj
-		}
-		if !apierrors.IsInvalid(err) || time.Now().After(deadline) {
-			t.Fatalf("create: %v", err)
+		if err == nil || !apierrors.IsInvalid(err) || time.Now().After(deadline) {
+			return obj, err
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -396,7 +456,7 @@ type kubeProxyProcess struct {
 }
 
 // start runs kube-proxy for node-a, logging to logPath.
-func (n *kubeProxyNode) start(t *testing.T, logPath string) *kubeProxyProcess {
+func (n *kubeProxyNode) start(t testing.TB, logPath string) *kubeProxyProcess {
 	t.Helper()
 	log, err := os.Create(logPath)
 	if err != nil {
@@ -457,7 +517,7 @@ func (p *kubeProxyProcess) hasZone(zone string) bool {
 
 // awaitRules waits until kube-proxy's rules, in both families, hold the sentinel Service on
 // port and its endpoint on the same port (see publishedObjects.publish).
-func (p *kubeProxyProcess) awaitRules(t *testing.T, port int32) {
+func (p *kubeProxyProcess) awaitRules(t testing.TB, port int32) {
 	t.Helper()
 	for family, table := range map[corev1.IPFamily]string{corev1.IPv4Protocol: "ip", corev1.IPv6Protocol: "ip6"} {
 		service := fmt.Sprintf("%s . tcp . %d ", sentinelClusterIPs[family], port)
@@ -475,7 +535,7 @@ func (p *kubeProxyProcess) awaitRules(t *testing.T, port int32) {
 }
 
 // await polls done until it holds, failing t if kube-proxy exits or a minute passes first.
-func (p *kubeProxyProcess) await(t *testing.T, what string, done func() bool) {
+func (p *kubeProxyProcess) await(t testing.TB, what string, done func() bool) {
 	t.Helper()
 	if p.poll(time.Minute, done) {
 		return

@@ -229,7 +229,7 @@ func TestProxierEndpointChangeWritesOnlyThatService(t *testing.T) {
 	}
 	tx := fake.LastTransaction.String()
 	for _, line := range strings.Split(strings.TrimSpace(tx), "\n") {
-		if !strings.Contains(line, "10.96.0.42 ") && !strings.Contains(line, DNATChainName(9)) {
+		if !strings.Contains(line, svcs[42].Spec.ClusterIP+" ") && !strings.Contains(line, DNATChainName(9)) {
 			t.Errorf("operation outside the changed Service: %q", line)
 		}
 	}

@@ -373,9 +373,7 @@ func run(o options) error {
 			compare("datapath: ruleset lines (nft list table) at "+what, "lines", full["ruleset-lines"], upstream["ruleset-lines"], 1, 0.5),
 		)
 		// The connection rate has ClusterIP Services of its own, whatever the workload's type.
-		if !o.upstreamOnly {
-			rep.Figures = append(rep.Figures, connectionRateFigure(goEnv, n, o.runs, fail)...)
-		}
+		rep.Figures = append(rep.Figures, connectionRateFigures(o, goEnv, n, fail)...)
 	}
 
 	if o.only == "" || o.only == "programming" {
@@ -397,33 +395,55 @@ func run(o options) error {
 	return os.RemoveAll(o.workDir)
 }
 
-// connectionRateFigure measures new TCP connections through a ClusterIP among n Services
-// against connections straight to the pod, alternated in one run (BenchmarkConnectionRate):
-// the time per connection, with the direct one as its floor. Ours ÷ floor at most 1/0.97 is
-// a rate of at least 0.97x direct. The benchmark has the points 10 and 10000 only.
-func connectionRateFigure(goEnv []string, n string, runs int, fail func(error)) []figure {
+// connectionRateFigures measure new TCP connections through a ClusterIP among n Services against
+// connections straight to the pod, alternated in one run (BenchmarkConnectionRate), and the same
+// with kube-proxy's rules in place of ours (BenchmarkConnectionRateKubeProxy). The first figure is
+// the time per connection, with the direct one as its floor: ours ÷ floor at most 1/0.97 is a rate
+// of at least 0.97x direct. The second puts each side's time ÷ direct side by side, with a ClusterIP
+// that one DNAT rule serves (the kernel's NAT alone) as the floor. The benchmarks have the points
+// 10 and 10000 only.
+func connectionRateFigures(o options, goEnv []string, n string, fail func(error)) []figure {
 	if n != "10" && n != "10000" {
 		return nil
 	}
-	bench := "BenchmarkConnectionRate$/^services=" + n + "$"
-	// At least five runs: each is a couple of seconds, and one run's ratio swings by a few
-	// percent with the machine.
-	got, err := goBench(goEnv, "./datapath", bench, max(runs, 5))
-	if err != nil {
-		fail(err)
-		return nil
+	name := "BenchmarkConnectionRate/services=" + n
+	var ours map[string][]float64
+	if !o.upstreamOnly {
+		// At least five runs: each is a couple of seconds, and one run's ratio swings by a few
+		// percent with the machine.
+		got, err := goBench(goEnv, "./datapath", "BenchmarkConnectionRate$/^services="+n+"$", max(o.runs, 5))
+		if err != nil {
+			fail(err)
+		}
+		ours = got[name]
 	}
-	m := got["BenchmarkConnectionRate/services="+n]
+	// kube-proxy programs the node anew in each run (about a minute and a half at 10k Services).
+	got, err := goBench(append(goEnv, "UPSTREAM_ASSETS="+o.upstream), "./datapath",
+		"BenchmarkConnectionRateKubeProxy$/^services="+n+"$", o.runs, "-tags", "upstreamdiff", "-benchtime", "1x")
+	if err != nil {
+		fail(fmt.Errorf("kube-proxy: %w", err))
+	}
+	upstream := got["BenchmarkConnectionRateKubeProxy/services="+n]
 	inverse := func(vs []float64, scale float64) (out []float64) {
 		for _, v := range vs {
 			out = append(out, scale/v)
 		}
 		return out
 	}
-	f := compare("datapath: time per new connection through a ClusterIP at "+n+" Services (floor: straight to the pod)",
-		"µs", inverse(m["clusterip-conn/s"], 1e6), nil, 1, 0)
+	perRun := func(m map[string][]float64, num, den string) (out []float64) {
+		for i := range min(len(m[num]), len(m[den])) {
+			out = append(out, m[num][i]/m[den][i])
+		}
+		return out
+	}
+	perConnection := compare("datapath: time per new connection through a ClusterIP at "+n+" Services (floor: straight to the pod)",
+		"µs", inverse(ours["clusterip-conn/s"], 1e6), inverse(upstream["clusterip-conn/s"], 1e6), 1, 0)
 	// The benchmark's ratio is rate via ClusterIP ÷ rate direct; its inverse is time ÷ floor.
-	return []figure{f.withPairedFloor(inverse(m["ratio"], 1), inverse(m["direct-conn/s"], 1e6), 1, 1/0.97)}
+	perConnection = perConnection.withPairedFloor(inverse(ours["ratio"], 1), inverse(ours["direct-conn/s"], 1e6), 1, 1/0.97)
+	overDirect := compare("datapath: time per new connection through a ClusterIP ÷ straight to the pod, each side's rules, at "+n+
+		" Services (floor: a ClusterIP served by one DNAT rule)", "x", inverse(ours["ratio"], 1), inverse(upstream["ratio"], 1), 1, 0)
+	overDirect = overDirect.withPairedFloor(perRun(ours, "natfloor-conn/s", "clusterip-conn/s"), inverse(ours["natfloor-ratio"], 1), 1, 0)
+	return []figure{perConnection, overDirect}
 }
 
 // appendFigures adds one run's figures, keyed by metric, to those of earlier runs.
