@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -284,14 +283,12 @@ func newConnectionRateWorkload(b *testing.B, n int) *connectionRateWorkload {
 }
 `, connRateNATFloorTable, connRateNATFloorIP, w.server.ip)
 	// Only this benchmark's private namespace has the table (requireDatapath).
-	cmd := exec.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(floor)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("add the NAT floor's table: %v: %s", err, out)
+	if err := nftScript("nft", floor); err != nil {
+		b.Fatalf("add the NAT floor's table: %v", err)
 	}
 	b.Cleanup(func() {
-		if out, err := exec.Command("nft", "delete", "table", "ip", connRateNATFloorTable).CombinedOutput(); err != nil {
-			b.Errorf("delete the NAT floor's table: %v: %s", err, out)
+		if err := nftScript("nft", "delete table ip "+connRateNATFloorTable); err != nil {
+			b.Errorf("delete the NAT floor's table: %v", err)
 		}
 	})
 	w.natFloorAddress = connRateNATFloorIP + ":80"

@@ -108,7 +108,7 @@ func BenchmarkConnectionRateKubeProxy(b *testing.B) {
 	node := startKubeProxyNode(b)
 	const n = 10000
 	w := newConnectionRateWorkload(b, n)
-	node.programNode(b, packetScenario{family: corev1.IPv4Protocol}.config(), asCreated(w.services), asCreated(w.slices))
+	node.program(b, packetScenario{family: corev1.IPv4Protocol}.config(), asCreated(w.services), asCreated(w.slices))
 	b.Run(fmt.Sprintf("services=%d", n), w.measure)
 }
 
@@ -183,12 +183,7 @@ type kubeProxyNode struct {
 // program publishes the scenario's Node, Services and slices, starts kube-proxy, and waits
 // until its rules hold them; when t ends it stops kube-proxy, deletes its tables and the
 // objects.
-func (n *kubeProxyNode) program(t *testing.T, cfg Config, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
-	return n.programNode(t, cfg, services, endpointSlices)
-}
-
-// programNode is program for tests and benchmarks alike.
-func (n *kubeProxyNode) programNode(t testing.TB, cfg Config, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+func (n *kubeProxyNode) program(t testing.TB, cfg Config, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	ctx := context.Background()
 	nodes := n.c.CoreV1().Nodes()
 	node, err := createRetrying(func() (*corev1.Node, error) {

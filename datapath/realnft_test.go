@@ -164,7 +164,13 @@ func (n *realNFT) run(script string) error {
 	if script == "" {
 		return nil
 	}
-	cmd := exec.Command(n.path, "-f", "-")
+	return nftScript(n.path, script)
+}
+
+// nftScript commits script with the nft binary at path (nft -f -), in this process's
+// namespace (requireDatapath: the test's private one).
+func nftScript(path, script string) error {
+	cmd := exec.Command(path, "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -26,9 +26,9 @@ func TestPacketScenariosInTheKernel(t *testing.T) {
 // Services and slices, and undoes it when t ends: our Proxier (programOurs), or upstream
 // kube-proxy in TestPacketScenariosWithKubeProxy. What it returns programs the Services and
 // slices a scenario changes to, and returns once the datapath has them.
-type scenarioProgrammer func(t *testing.T, cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) (update func([]*corev1.Service, []*discoveryv1.EndpointSlice))
+type scenarioProgrammer func(t testing.TB, cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) (update func([]*corev1.Service, []*discoveryv1.EndpointSlice))
 
-func programOurs(t *testing.T, cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+func programOurs(t testing.TB, cfg Config, services []*corev1.Service, slices []*discoveryv1.EndpointSlice) func([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	proxier := newTestProxier(t, func(c *Config) { *c = cfg })
 	mustSync(t, proxier, services, slices...)
 	return func(services []*corev1.Service, slices []*discoveryv1.EndpointSlice) {
